@@ -1,0 +1,27 @@
+# Builds and runs tests/downstream against mambatrack. MODE=install: install BUILD_DIR into a
+# prefix under WORK_DIR, then find_package it. MODE=subdirectory: add_subdirectory(SOURCE_DIR).
+file(REMOVE_RECURSE ${WORK_DIR})
+set(_project ${SOURCE_DIR}/tests/downstream)
+if(MODE STREQUAL "install")
+  execute_process(COMMAND ${CMAKE_COMMAND} --install ${BUILD_DIR} --prefix ${WORK_DIR}/prefix
+                  RESULT_VARIABLE rc)
+  if(rc)
+    message(FATAL_ERROR "install failed")
+  endif()
+  set(_args -DCMAKE_PREFIX_PATH=${WORK_DIR}/prefix)
+else()
+  set(_args -DMAMBATRACK_SOURCE_DIR=${SOURCE_DIR})
+endif()
+execute_process(COMMAND ${CMAKE_COMMAND} -S ${_project} -B ${WORK_DIR}/build -G ${GENERATOR}
+                        -DCMAKE_BUILD_TYPE=Release ${_args} RESULT_VARIABLE rc)
+if(rc)
+  message(FATAL_ERROR "configuring the downstream project failed")
+endif()
+execute_process(COMMAND ${CMAKE_COMMAND} --build ${WORK_DIR}/build RESULT_VARIABLE rc)
+if(rc)
+  message(FATAL_ERROR "building the downstream project failed")
+endif()
+execute_process(COMMAND ${WORK_DIR}/build/downstream RESULT_VARIABLE rc)
+if(rc)
+  message(FATAL_ERROR "the downstream program failed")
+endif()
