@@ -52,6 +52,16 @@ struct Event {
   Truth truth;
 };
 
+// detectors.csv: one row per module. Global = R * local + c with R's rows (rot_xu, rot_xv,
+// rot_xw), (rot_yu, ...), (rot_zu, ...); half-lengths in u at the two v edges (equal:
+// rectangle), half-length in v, thickness, cell pitches.
+struct ModuleRecord {
+  int32_t volume_id = 0, layer_id = 0, module_id = 0;
+  double cx = 0, cy = 0, cz = 0;
+  double rot[3][3] = {{1, 0, 0}, {0, 1, 0}, {0, 0, 1}};  // rot[global axis][local axis]
+  double thickness = 0, min_hu = 0, max_hu = 0, hv = 0, pitch_u = 0, pitch_v = 0;
+};
+
 // particle_id bit fields (trackml-library utils.decode_particle_id).
 struct ParticleBarcode {
   uint32_t vertex_id, primary_id, generation, secondary_id, process;
