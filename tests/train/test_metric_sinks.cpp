@@ -189,9 +189,18 @@ TEST_CASE("metric sinks: resume drops records past the resumed step and a cut-of
   }
   append_raw(dir + "/metrics.jsonl", "{\"step\":8,\"split\":\"tr");
   append_raw(dir + "/metrics.csv", "8,train,17324");
+  std::vector<std::string> warnings;
+  auto previous_sink = set_log_sink([&](LogLevel level, const std::string& m) {
+    if (level == LogLevel::Warning) warnings.push_back(m);
+  });
   {
     JsonlSink j(dir + "/metrics.jsonl", int64_t{4});
     CsvSink c(dir + "/metrics.csv", int64_t{4});
+    set_log_sink(previous_sink);
+    // The cut-off records are reported with their file and line (10 complete lines before).
+    REQUIRE(warnings.size() == 2);
+    CHECK_THAT(warnings[0], Catch::Contains("metrics.jsonl:10: dropped an incomplete last record"));
+    CHECK_THAT(warnings[1], Catch::Contains("metrics.csv:11: dropped an incomplete last record"));
     // Right after opening: exactly the records up to step 4. The CSV keeps its header, which
     // already holds val_loss (first seen at step 3).
     std::string want_jsonl;

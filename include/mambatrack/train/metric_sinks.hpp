@@ -28,6 +28,12 @@
 
 namespace mambatrack::train {
 
+// Seconds since the Unix epoch, for MetricRecord::wall_time.
+inline double unix_time_now() {
+  using namespace std::chrono;
+  return duration<double>(system_clock::now().time_since_epoch()).count();
+}
+
 // One row of metrics. `values` holds the losses and metrics ("loss", "mdm_loss", "mdm_accuracy",
 // ...); the optional fields are left empty where they do not apply (no lr in a val record).
 struct MetricRecord {
@@ -37,14 +43,8 @@ struct MetricRecord {
   std::optional<double> lr;
   std::optional<double> grad_norm;
   std::optional<double> tokens_per_s;
-  double wall_time = 0.0;  // seconds since the Unix epoch
+  double wall_time = unix_time_now();  // seconds since the Unix epoch
 };
-
-// Seconds since the Unix epoch, for MetricRecord::wall_time.
-inline double unix_time_now() {
-  using namespace std::chrono;
-  return duration<double>(system_clock::now().time_since_epoch()).count();
-}
 
 // The fixed leading columns of every record; metric names may not reuse them.
 inline const std::vector<std::string>& metric_fixed_columns() {

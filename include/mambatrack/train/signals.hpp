@@ -50,9 +50,10 @@ class StopSignals {
     sigaddset(&sa.sa_mask, SIGINT);  // the handler runs with both blocked: it is never interleaved
     sigaddset(&sa.sa_mask, SIGTERM);
     sa.sa_flags = SA_RESTART;        // a blocking read or write is not cut short by the first signal
-    if (::sigaction(SIGINT, &sa, &old_int_) != 0 || ::sigaction(SIGTERM, &sa, &old_term_) != 0) {
+    const bool int_ok = ::sigaction(SIGINT, &sa, &old_int_) == 0;
+    if (!int_ok || ::sigaction(SIGTERM, &sa, &old_term_) != 0) {
       const int err = errno;
-      ::sigaction(SIGINT, &old_int_, nullptr);
+      if (int_ok) ::sigaction(SIGINT, &old_int_, nullptr);
       detail::g_stop_installed.store(false);
       throw Error(std::string("StopSignals: installing the SIGINT/SIGTERM handlers failed (") + std::strerror(err) + ")");
     }
