@@ -160,7 +160,9 @@ TEST_CASE("progress: the bar is redrawn in place, throttled, and messages keep i
       CHECK(cap.pieces[i + 1] == cap.pieces[i - 1]);  // the bar comes back as it was
     }
   CHECK(saw_message);
-  p.finish();
+  const std::size_t pieces_before = cap.pieces.size();
+  p.finish();  // the final step is drawn already: only the newline follows
+  CHECK(cap.pieces.size() == pieces_before + 1);
   CHECK(cap.pieces.back() == "\n");
   // A narrow terminal: the bar is cut to fit one line, so "\r" redraws all of it.
   Capture narrow;

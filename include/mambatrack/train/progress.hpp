@@ -131,7 +131,7 @@ class ProgressReporter {
     finished_ = true;
     const double now = clock_();
     if (bar_) {
-      if (latest_) draw_bar(now);
+      if (latest_ && drawn_step_ != latest_->step) draw_bar(now);
       if (drawn_) write_("\n");
     } else if (latest_ && plain_step_ != latest_->step) {
       emit_plain(now);
@@ -226,6 +226,7 @@ class ProgressReporter {
     bar_text_ = "\r" + s + "\x1b[K";
     write_(bar_text_);
     drawn_ = true;
+    drawn_step_ = latest_ ? latest_->step : last_step_;
     last_draw_ = now;
   }
 
@@ -236,6 +237,7 @@ class ProgressReporter {
   double start_time_ = 0, last_time_ = 0, next_plain_ = 0, last_draw_ = 0;
   int64_t last_step_ = 0;
   int64_t plain_step_ = -1;  // the step the last plain line showed
+  int64_t drawn_step_ = -1;  // the step the bar shows
   double seconds_per_step_ = 0;
   bool have_rate_ = false;
   bool drawn_ = false;
