@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "mambatrack/core/error.hpp"
+#include "mambatrack/core/parallel.hpp"
 #include "mambatrack/data/event.hpp"
 
 namespace mambatrack::data {
@@ -190,7 +191,8 @@ inline std::vector<int64_t> knn_later_indices_brute(const std::vector<float>& xy
 }
 
 // The same with a k-d tree whose nodes know their largest row index, so subtrees with no row
-// after i are skipped: O(N log N) for the r-sorted inputs this is used on.
+// after i are skipped: O(N log N) for the r-sorted inputs this is used on. Threaded over queries
+// (parallel_for); the result does not depend on the thread count.
 inline std::vector<int64_t> knn_later_indices(const std::vector<float>& xyz, int64_t k) {
   detail::check_coords(xyz);
   MAMBATRACK_CHECK(k >= 0, ConfigError, "k-NNN: k must be >= 0, got ", k);
@@ -254,38 +256,42 @@ inline std::vector<int64_t> knn_later_indices(const std::vector<float>& xyz, int
     }
     return s;
   };
-  detail::KBest best(k);
-  std::vector<int64_t> todo;
-  for (int64_t i = 0; i < n; ++i) {
-    best.clear();
-    const float* q = &xyz[3 * i];
-    todo.clear();
-    todo.push_back(0);
-    while (!todo.empty()) {
-      const Node& nd = nodes[todo.back()];
-      todo.pop_back();
-      if (nd.max_index <= i) continue;
-      // A box at exactly the worst distance may still hold a tie with a lower index: keep it.
-      if (best.full() && box_dist2(nd, q) > best.worst()) continue;
-      if (nd.left < 0) {
-        for (int64_t t = nd.begin; t < nd.end; ++t) {
-          const int64_t j = ids[t];
-          if (j > i) best.offer(detail::dist2(q, &xyz[3 * j]), j);
+  // Queries are independent: blocks of them run in parallel, each with its own scratch.
+  constexpr int64_t kBlock = 256;
+  parallel_for(0, (n + kBlock - 1) / kBlock, [&](int64_t block) {
+    detail::KBest best(k);
+    std::vector<int64_t> todo;
+    for (int64_t i = block * kBlock; i < std::min(n, (block + 1) * kBlock); ++i) {
+      best.clear();
+      const float* q = &xyz[3 * i];
+      todo.clear();
+      todo.push_back(0);
+      while (!todo.empty()) {
+        const Node& nd = nodes[todo.back()];
+        todo.pop_back();
+        if (nd.max_index <= i) continue;
+        // A box at exactly the worst distance may still hold a tie with a lower index: keep it.
+        if (best.full() && box_dist2(nd, q) > best.worst()) continue;
+        if (nd.left < 0) {
+          for (int64_t t = nd.begin; t < nd.end; ++t) {
+            const int64_t j = ids[t];
+            if (j > i) best.offer(detail::dist2(q, &xyz[3 * j]), j);
+          }
+          continue;
         }
-        continue;
+        // Visit the nearer child first (pushed last).
+        const double dl = box_dist2(nodes[nd.left], q), dr = box_dist2(nodes[nd.right], q);
+        if (dl <= dr) {
+          todo.push_back(nd.right);
+          todo.push_back(nd.left);
+        } else {
+          todo.push_back(nd.left);
+          todo.push_back(nd.right);
+        }
       }
-      // Visit the nearer child first (pushed last).
-      const double dl = box_dist2(nodes[nd.left], q), dr = box_dist2(nodes[nd.right], q);
-      if (dl <= dr) {
-        todo.push_back(nd.right);
-        todo.push_back(nd.left);
-      } else {
-        todo.push_back(nd.left);
-        todo.push_back(nd.right);
-      }
+      for (std::size_t m = 0; m < best.j_.size(); ++m) out[i * k + static_cast<int64_t>(m)] = best.j_[m];
     }
-    for (std::size_t m = 0; m < best.j_.size(); ++m) out[i * k + static_cast<int64_t>(m)] = best.j_[m];
-  }
+  });
   return out;
 }
 
