@@ -7,6 +7,7 @@
 #include <cmath>
 #include <map>
 
+#include "mambatrack/data/batching.hpp"
 #include "mambatrack/data/fm4npp_points.hpp"
 #include "mambatrack/data/npz.hpp"
 #include "support/test_support.hpp"
@@ -301,4 +302,36 @@ TEST_CASE("fm4npp: the whole pipeline matches a numpy re-run of the seed", "[dat
     REQUIRE(ev.points.index[k] == sort_index[order[k]]);
     for (int c = 0; c < 90; ++c) REQUIRE(ev.knn[k * 90 + c] == Approx(ref_knn[order[k] * 90 + c]).margin(2e-6));
   }
+}
+
+TEST_CASE("fm4npp: events packed into a batch, and padded with -100 like the seed's collator", "[data][fm4npp]") {
+  const uint64_t seed = test::test_seed(403);
+  INFO("seed " << seed);
+  Fm4nppOptions opt;
+  opt.k = 4;
+  opt.voxelize = false;
+  std::vector<Fm4nppEvent> evs;
+  for (int64_t n : {7, 3, 5}) {
+    std::vector<float> exyz;
+    for (float v : test::random_uniform<float>(static_cast<std::size_t>(4 * n), seed + n, 20.0, 70.0)) exyz.push_back(v);
+    evs.push_back(prepare_fm4npp_event(points_from_exyz(exyz.data(), n), opt));
+  }
+  const Fm4nppBatch b = pack_fm4npp_batch({&evs[0], &evs[1], &evs[2]});
+  CHECK(b.cu_seqlens == std::vector<int64_t>{0, 7, 10, 15});
+  CHECK(b.points.size() == 15 * 4);
+  CHECK(b.knn.size() == 15 * 12);
+  const auto pts = packed_to_padded(b.points, b.cu_seqlens, kKnnPad, 0, 4);
+  const auto knn = packed_to_padded(b.knn, b.cu_seqlens, kKnnPad, 0, 12);
+  REQUIRE(pts.size() == 3 * 7 * 4);
+  REQUIRE(knn.size() == 3 * 7 * 12);
+  for (int e = 0; e < 3; ++e)
+    for (int64_t t = 0; t < 7; ++t) {
+      for (int c = 0; c < 4; ++c)
+        REQUIRE(pts[(e * 7 + t) * 4 + c] == (t < evs[e].size() ? evs[e].points.features[t * 4 + c] : kKnnPad));
+      for (int c = 0; c < 12; ++c)
+        REQUIRE(knn[(e * 7 + t) * 12 + c] == (t < evs[e].size() ? evs[e].knn[t * 12 + c] : kKnnPad));
+    }
+  // The last point of each event has no later neighbour.
+  for (int c = 0; c < 12; ++c) CHECK(b.knn[(7 - 1) * 12 + c] == kKnnPad);
+  CHECK_THROWS_AS(packed_to_padded(b.points, b.cu_seqlens, kKnnPad, 0, 3), ShapeError);
 }

@@ -56,18 +56,25 @@ inline PackedBatch pack_batch(const TrackSequences& seqs, const std::vector<int6
   return pack_batch(seqs.tokens, seqs.offsets, ids);
 }
 
-// Any per-token array of a packed batch (tokens, MDM inputs, labels) to (batch, max_len).
-// max_len = 0: the longest sequence; a longer sequence than a given max_len is a ShapeError.
+// Any per-token array of a packed batch (tokens, MDM inputs, labels; or rows of `width` values
+// per token, like FM4NPP points and k-NNN targets) to (batch, max_len[, width]). max_len = 0:
+// the longest sequence; a sequence longer than a given max_len is a ShapeError.
 template <class T>
 std::vector<T> packed_to_padded(const std::vector<T>& values, const std::vector<int64_t>& cu_seqlens,
-                                T pad_value, int64_t max_len) {
+                                T pad_value, int64_t max_len, int64_t width = 1) {
   const int64_t b = static_cast<int64_t>(cu_seqlens.size()) - 1;
-  std::vector<T> out(static_cast<std::size_t>(std::max<int64_t>(b, 0) * max_len), pad_value);
+  if (max_len == 0)
+    for (int64_t s = 0; s < b; ++s) max_len = std::max(max_len, cu_seqlens[s + 1] - cu_seqlens[s]);
+  MAMBATRACK_CHECK(b >= 0 && static_cast<int64_t>(values.size()) == (b > 0 ? cu_seqlens[b] : 0) * width, ShapeError,
+                   "packed_to_padded: ", values.size(), " values for ", b > 0 ? cu_seqlens[b] : 0,
+                   " tokens of width ", width);
+  std::vector<T> out(static_cast<std::size_t>(std::max<int64_t>(b, 0) * max_len * width), pad_value);
   for (int64_t s = 0; s < b; ++s) {
     const int64_t len = cu_seqlens[s + 1] - cu_seqlens[s];
     MAMBATRACK_CHECK(len <= max_len, ShapeError, "packed_to_padded: sequence ", s, " has ", len,
                      " tokens, more than max_len ", max_len);
-    std::copy(values.begin() + cu_seqlens[s], values.begin() + cu_seqlens[s + 1], out.begin() + s * max_len);
+    std::copy(values.begin() + cu_seqlens[s] * width, values.begin() + cu_seqlens[s + 1] * width,
+              out.begin() + s * max_len * width);
   }
   return out;
 }

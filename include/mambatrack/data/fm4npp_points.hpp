@@ -498,4 +498,29 @@ inline Fm4nppEvent prepare_fm4npp_event(PointSet points, const Fm4nppOptions& op
   return ev;
 }
 
+// Events packed for the model: rows of all events back to back, event e = rows
+// cu_seqlens[e] .. cu_seqlens[e+1]. FM4NPP's collator pads instead, with −100 everywhere:
+// packed_to_padded(points, cu_seqlens, kKnnPad, 0, 4) (batching.hpp) gives that layout.
+struct Fm4nppBatch {
+  std::vector<float> points;           // (total, 4)
+  std::vector<float> knn;              // (total, 3k)
+  std::vector<int64_t> index;          // input row of each row, per event
+  std::vector<int64_t> cu_seqlens{0};  // events + 1
+  int64_t k = 0;
+  int64_t size() const { return static_cast<int64_t>(cu_seqlens.size()) - 1; }
+};
+
+inline Fm4nppBatch pack_fm4npp_batch(const std::vector<const Fm4nppEvent*>& events) {
+  Fm4nppBatch b;
+  for (const Fm4nppEvent* e : events) {
+    if (b.size() == 0) b.k = e->k;
+    MAMBATRACK_CHECK(e->k == b.k, ShapeError, "pack_fm4npp_batch: events with k = ", b.k, " and ", e->k);
+    b.points.insert(b.points.end(), e->points.features.begin(), e->points.features.end());
+    b.knn.insert(b.knn.end(), e->knn.begin(), e->knn.end());
+    b.index.insert(b.index.end(), e->points.index.begin(), e->points.index.end());
+    b.cu_seqlens.push_back(b.cu_seqlens.back() + e->size());
+  }
+  return b;
+}
+
 }  // namespace mambatrack::data
