@@ -172,3 +172,21 @@ TEST_CASE("batching: a restored cursor continues exactly like an uninterrupted r
   CHECK(again.cursor() == DataCursor{1, 0});
   CHECK_THROWS_AS(again.set_cursor({-1, 0}), ConfigError);
 }
+
+TEST_CASE("batching: seeded 80/10/10 event split", "[data][batching]") {
+  const uint64_t seed = test::test_seed(305);
+  INFO("seed " << seed);
+  const auto a = split_events(1003, seed), b = split_events(1003, seed), c = split_events(1003, seed + 1);
+  CHECK(a == b);
+  CHECK(a != c);
+  int64_t count[3] = {0, 0, 0};
+  for (Split s : a) ++count[static_cast<int>(s)];
+  CHECK(count[0] == 802);  // int(1003 * 0.8)
+  CHECK(count[1] == 100);  // int(1003 * 0.1)
+  CHECK(count[2] == 101);
+  // Not a block split: train events are spread over the whole range.
+  int64_t train_in_last_tenth = 0;
+  for (int64_t i = 903; i < 1003; ++i) train_in_last_tenth += a[i] == Split::kTrain;
+  CHECK(train_in_last_tenth > 50);
+  CHECK_THROWS_AS(split_events(10, seed, 0.9, 0.2), ConfigError);
+}

@@ -94,6 +94,26 @@ inline PaddedBatch pad_batch(const TrackSequences& seqs, const std::vector<int64
   return pad_batch(pack_batch(seqs, ids), max_len, pad_value);
 }
 
+// MAMBA-PT's event-level split (train_split 0.8, val_split 0.1, the rest test), but seeded:
+// events are shuffled with Philox(seed, stream 0), the first int(n·train) go to train, the next
+// int(n·val) to validation. Returns 0 (train), 1 (validation) or 2 (test) per event.
+enum class Split : int { kTrain = 0, kValidation = 1, kTest = 2 };
+inline std::vector<Split> split_events(int64_t n_events, uint64_t seed, double train_fraction = 0.8,
+                                       double val_fraction = 0.1) {
+  MAMBATRACK_CHECK(train_fraction >= 0 && val_fraction >= 0 && train_fraction + val_fraction <= 1.0, ConfigError,
+                   "split_events: need train, val >= 0 and train + val <= 1, got ", train_fraction, " and ",
+                   val_fraction);
+  std::vector<int64_t> order(static_cast<std::size_t>(n_events));
+  std::iota(order.begin(), order.end(), int64_t{0});
+  Philox rng(seed, 0);
+  for (int64_t i = n_events - 1; i > 0; --i) std::swap(order[i], order[rng.below(static_cast<uint64_t>(i + 1))]);
+  const int64_t n_train = static_cast<int64_t>(static_cast<double>(n_events) * train_fraction);
+  const int64_t n_val = static_cast<int64_t>(static_cast<double>(n_events) * val_fraction);
+  std::vector<Split> out(static_cast<std::size_t>(n_events), Split::kTest);
+  for (int64_t i = 0; i < n_train + n_val && i < n_events; ++i) out[order[i]] = i < n_train ? Split::kTrain : Split::kValidation;
+  return out;
+}
+
 // Position of the data stream: the next batch is batch `batch` of epoch `epoch` (per rank).
 struct DataCursor {
   int64_t epoch = 0;
