@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include <fstream>
+#include <iterator>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -78,6 +79,16 @@ TEST_CASE("npz: .npy format versions 1, 2 and 3", "[data][npz]") { check_file("v
 
 TEST_CASE("npz: zip64 end-of-central-directory records", "[data][npz]") { check_file("zip64.npz"); }
 
+TEST_CASE("npz: an archive in memory reads like the file", "[data][npz]") {
+  std::ifstream f(npz_dir() + "/dtypes_deflated.npz", std::ios::binary);
+  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  const NpzFile mem("in-memory.npz", bytes), file(npz_dir() + "/dtypes_deflated.npz");
+  CHECK(mem.names() == file.names());
+  for (const auto& n : file.names()) CHECK(mem.array(n).bytes == file.array(n).bytes);
+  bytes.resize(bytes.size() - 30);
+  CHECK_THROWS_WITH(NpzFile("in-memory.npz", bytes), Catch::Contains("in-memory.npz"));
+}
+
 TEST_CASE("npz: TPCpp-10M spacepoint files and label files", "[data][npz]") {
   for (const char* f : {"tpc/labeled/spacepoints_000.npz", "tpc/labeled/spacepoints_001.npz", "tpc/labeled/track_ids.npz",
                         "tpc/labeled/pid_labels.npz", "tpc/labeled/noise_tags.npz"})
@@ -127,5 +138,32 @@ TEST_CASE("npz: malformed archives and arrays give a DataError naming the file a
     FAIL("missing array accepted");
   } catch (const DataError& e) {
     CHECK_THAT(std::string(e.what()), Catch::Contains("no array 'nope'") && Catch::Contains("f8_big"));
+  }
+}
+
+TEST_CASE("npz: every single-byte corruption and truncation is a DataError or reads fine", "[data][npz]") {
+  // Robustness: flipping any byte of a small archive (stored and deflated) or cutting it at any
+  // length must never crash, hang, allocate wildly or throw anything but DataError.
+  for (const char* name : {"tpc/labeled/spacepoints_001.npz", "tpc/labeled/spacepoints_000.npz"}) {
+    std::ifstream f(npz_dir() + "/" + name, std::ios::binary);
+    const std::string good((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    REQUIRE(good.size() > 200);
+    int64_t errors = 0, fine = 0;
+    auto attempt = [&](const std::string& bytes) {
+      try {
+        read_tpc_spacepoints(NpzFile("x.npz", std::vector<uint8_t>(bytes.begin(), bytes.end())));
+        ++fine;
+      } catch (const DataError&) {
+        ++errors;
+      }
+    };
+    for (std::size_t i = 0; i < good.size(); ++i) {
+      std::string bad = good;
+      bad[i] = static_cast<char>(bad[i] ^ 0xA5);
+      attempt(bad);
+    }
+    for (std::size_t len = 0; len < good.size(); ++len) attempt(good.substr(0, len));
+    INFO(name << ": " << errors << " rejected, " << fine << " read");
+    CHECK(errors > static_cast<int64_t>(good.size()) / 2);  // the CRC catches every data corruption
   }
 }

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -189,7 +190,14 @@ inline NpyArray parse_npy(const std::vector<uint8_t>& buf, const std::string& fi
                   (a.kind == 'b' && a.itemsize == 1);
   if (!ok) throw fail("dtype '" + d + "' is not supported (f4, f8, i1-i8, u1-u8, b1 are)");
   const std::size_t data_start = start + hlen;
-  const uint64_t nbytes = static_cast<uint64_t>(a.numel()) * static_cast<uint64_t>(a.itemsize);
+  // Element count without overflow: any product beyond the member's size is already wrong.
+  uint64_t count = 1;
+  for (int64_t dim : a.shape) {
+    if (dim != 0 && count > (buf.size() - data_start) / static_cast<uint64_t>(dim) + 1)
+      throw fail("shape is larger than the member's " + std::to_string(buf.size() - data_start) + " data bytes");
+    count *= static_cast<uint64_t>(dim);
+  }
+  const uint64_t nbytes = count * static_cast<uint64_t>(a.itemsize);
   if (buf.size() - data_start != nbytes)
     throw fail("shape " + std::to_string(a.numel()) + " elements x " + std::to_string(a.itemsize) + " bytes needs " +
                std::to_string(nbytes) + " data bytes, the member has " + std::to_string(buf.size() - data_start));
@@ -216,6 +224,18 @@ class NpzFile {
     if (!f) throw DataError(path_, 0, "", "cannot open the .npz file");
     f.seekg(0, std::ios::end);
     size_ = static_cast<uint64_t>(f.tellg());
+    read_directory(f);
+  }
+  // An archive already in memory (e.g. received over the network); `name` is used in errors.
+  NpzFile(std::string name, std::vector<uint8_t> bytes)
+      : path_(std::move(name)), mem_(std::make_shared<const std::vector<uint8_t>>(std::move(bytes))) {
+    size_ = mem_->size();
+    std::ifstream none;
+    read_directory(none);
+  }
+
+ private:
+  void read_directory(std::ifstream& f) {
     const uint64_t tail = std::min<uint64_t>(size_, 22 + 65535 + 20);
     std::vector<uint8_t> t = read_at(f, size_ - tail, tail, "the end of central directory");
     int64_t eocd = -1;
@@ -274,6 +294,8 @@ class NpzFile {
     }
   }
 
+ public:
+
   const std::string& path() const { return path_; }
   const std::vector<Member>& members() const { return members_; }
   // Array names: member names without ".npy".
@@ -294,8 +316,11 @@ class NpzFile {
     }
     auto mfail = [&](const std::string& problem) { return DataError(path_, 0, "", "member '" + m->name + "': " + problem); };
     if (m->flags & 1) throw mfail("encrypted members are not supported");
-    std::ifstream f(path_, std::ios::binary);
-    if (!f) throw DataError(path_, 0, "", "cannot open the .npz file");
+    std::ifstream f;
+    if (!mem_) {
+      f.open(path_, std::ios::binary);
+      if (!f) throw DataError(path_, 0, "", "cannot open the .npz file");
+    }
     std::vector<uint8_t> lh = read_at(f, m->local_offset, 30, "the local header of '" + m->name + "'");
     if (detail::le(&lh[0], 4) != 0x04034b50u) throw mfail("bad local header signature");
     const uint64_t data_at = m->local_offset + 30 + detail::le(&lh[26], 2) + detail::le(&lh[28], 2);
@@ -305,6 +330,10 @@ class NpzFile {
       if (m->compressed != m->uncompressed) throw mfail("stored member with different compressed and uncompressed sizes");
       out.swap(raw);
     } else if (m->method == 8) {
+      // deflate expands at most ~1032:1; a larger claim is a corrupt directory, not a big array.
+      if (m->uncompressed > m->compressed * 1032 + 1024)
+        throw mfail("uncompressed size " + std::to_string(m->uncompressed) + " is impossible for " +
+                    std::to_string(m->compressed) + " deflated bytes");
       out.resize(static_cast<std::size_t>(m->uncompressed));
       z_stream zs{};
       if (inflateInit2(&zs, -MAX_WBITS) != Z_OK) throw mfail("zlib inflateInit2 failed");
@@ -357,6 +386,8 @@ class NpzFile {
     if (offset > size_ || n > size_ - offset)
       throw fail(what + " lies outside the file (offset " + std::to_string(offset) + ", " + std::to_string(n) +
                  " bytes, file " + std::to_string(size_) + " bytes; truncated?)");
+    if (mem_) return std::vector<uint8_t>(mem_->begin() + static_cast<std::ptrdiff_t>(offset),
+                                          mem_->begin() + static_cast<std::ptrdiff_t>(offset + n));
     std::vector<uint8_t> b(static_cast<std::size_t>(n));
     f.seekg(static_cast<std::streamoff>(offset));
     f.read(reinterpret_cast<char*>(b.data()), static_cast<std::streamsize>(n));
@@ -365,6 +396,7 @@ class NpzFile {
   }
 
   std::string path_;
+  std::shared_ptr<const std::vector<uint8_t>> mem_;  // set for in-memory archives
   uint64_t size_ = 0;
   std::vector<Member> members_;
 };
@@ -387,8 +419,8 @@ struct TpcSpacepoints {
   }
 };
 
-inline TpcSpacepoints read_tpc_spacepoints(const std::string& path) {
-  NpzFile z(path);
+inline TpcSpacepoints read_tpc_spacepoints(const NpzFile& z) {
+  const std::string& path = z.path();
   const NpyArray data = z.array("data"), size = z.array("size");
   if (data.shape.size() != 2 || data.shape[1] != 4 || data.kind != 'f')
     throw DataError(path, 0, "", "member 'data.npy': expected a float (N, 4) array of E, x, y, z, got dtype " + data.descr +
@@ -408,6 +440,8 @@ inline TpcSpacepoints read_tpc_spacepoints(const std::string& path) {
                                      " but 'data' has " + std::to_string(data.shape[0]) + " rows");
   return out;
 }
+
+inline TpcSpacepoints read_tpc_spacepoints(const std::string& path) { return read_tpc_spacepoints(NpzFile(path)); }
 
 // A per-point label file (track_ids.npz, pid_labels.npz, noise_tags.npz): `data`, 1-d (or
 // (N, 1)), integer or bool. expected_points >= 0 checks the length.
