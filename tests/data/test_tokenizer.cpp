@@ -80,6 +80,7 @@ TEST_CASE("tokenizer: from the hits of events, with a volume subset", "[data][to
   const Tokenizer t = Tokenizer::from_events({a, b}, {8});
   CHECK(t.modules() == std::vector<ModuleKey>{{8, 2, 17}, {8, 4, 3}, {8, 4, 17}});
   CHECK(Tokenizer::from_events({a, b}).num_modules() == 4);
+  CHECK(Tokenizer::hit_modules(a.hits) == std::vector<ModuleKey>{{8, 2, 17}, {8, 4, 17}, {13, 2, 5}});
 }
 
 TEST_CASE("tokenizer: save and load round trip, documented format", "[data][tokenizer]") {

@@ -68,16 +68,25 @@ class Tokenizer {
 
   // From the modules that have at least one hit in the given events (MAMBA-PT builds its
   // vocabulary this way, from the training tracks).
+  // (Events read one at a time: collect hit_modules(ev.hits, volumes) per event, then from_keys.)
   static Tokenizer from_events(const std::vector<Event>& events,
                                const std::vector<int32_t>& volumes = {}, int64_t max_vocab = 0) {
     std::vector<ModuleKey> keys;
     for (const auto& ev : events) {
-      const Hits& h = ev.hits;
-      for (std::size_t i = 0; i < h.size(); ++i)
-        if (selected(h.volume_id[i], volumes))
-          keys.push_back({h.volume_id[i], h.layer_id[i], h.module_id[i]});
+      const std::vector<ModuleKey> k = hit_modules(ev.hits, volumes);
+      keys.insert(keys.end(), k.begin(), k.end());
     }
     return from_keys(std::move(keys), max_vocab);
+  }
+
+  // The distinct modules of some hits, sorted; `volumes` empty = all.
+  static std::vector<ModuleKey> hit_modules(const Hits& h, const std::vector<int32_t>& volumes = {}) {
+    std::vector<ModuleKey> keys;
+    for (std::size_t i = 0; i < h.size(); ++i)
+      if (selected(h.volume_id[i], volumes)) keys.push_back({h.volume_id[i], h.layer_id[i], h.module_id[i]});
+    std::sort(keys.begin(), keys.end());
+    keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
+    return keys;
   }
 
   // Specials plus modules.
