@@ -3,8 +3,11 @@
 // overwritten; dW and db are accumulated (+=) into the caller's gradient buffers.
 #pragma once
 
+#include <algorithm>
+
 #include <Eigen/Core>
 
+#include "mambatrack/ops/cpu/workspace.hpp"
 #include "mambatrack/ops/linear.hpp"
 
 namespace mambatrack::cpu {
@@ -47,8 +50,15 @@ inline void linear_bwd(const LinearBwdArgs<float>& a) {
     dw.noalias() += dy.transpose() * x;
   }
   if (ops::present(a.db) && out > 0) {
-    Eigen::Map<Eigen::RowVectorXf> db(a.db.data, out);
-    db += dy.colwise().sum();
+    // Row by row into a float partial (contiguous, vectorised), then into db: Eigen's colwise
+    // sum of a row-major map walks columns with a stride of `out` floats and is several times slower.
+    float* acc = scratch_floats(static_cast<std::size_t>(out));
+    std::fill(acc, acc + out, 0.0f);
+    for (int64_t t = 0; t < n; ++t) {
+      const float* row = a.dy.data + t * out;
+      for (int64_t o = 0; o < out; ++o) acc[o] += row[o];
+    }
+    for (int64_t o = 0; o < out; ++o) a.db[o] += acc[o];
   }
 }
 
