@@ -105,10 +105,17 @@ TEST_CASE("activations: softplus and SiLU stay finite and exact at extreme argum
   }
   CHECK(y[6] == big);
   CHECK(y[1] == 0.0f);
-  VecD xd{-1000.0, 1000.0}, yd(2);
-  reference::softplus_fwd({cv(xd, {2}), mv(yd, {2})});
+  // torch's threshold 20 (visible in double: log1p(e^x) − x = e^-x ≈ 2e-9 near 20).
+  VecD xd{-1000.0, 1000.0, 20.5, 19.5}, yd(4), dyd(4, 1.0), dxd(4);
+  reference::softplus_fwd({cv(xd, {4}), mv(yd, {4})});
   CHECK(yd[0] == 0.0);
   CHECK(yd[1] == 1000.0);
+  CHECK(yd[2] == 20.5);
+  CHECK(yd[3] == Approx(19.5 + std::exp(-19.5)).epsilon(1e-15));
+  CHECK(yd[3] != 19.5);
+  reference::softplus_bwd({cv(xd, {4}), cv(dyd, {4}), mv(dxd, {4})});
+  CHECK(dxd[2] == 1.0);
+  CHECK(dxd[3] < 1.0);
 }
 
 TEST_CASE("activations: size mismatch throws ShapeError naming both shapes", "[cpu][ops]") {
