@@ -144,31 +144,35 @@ TEST_CASE("bce_with_logits: CPU vs reference, finite differences, hand values", 
 TEST_CASE("masked_mse: FM4NPP's -100 padding and an explicit mask", "[cpu][ops][grad]") {
   const uint64_t seed = test_seed(504);
   INFO("seed " << seed);
-  // (tokens 50, 3k = 9) k-NNN targets with a padded tail and missing neighbours set to −100.
-  const int64_t n = 50 * 9;
-  VecD p = rnd(n, seed), t = rnd(n, seed + 1), g(n);
-  Philox rng(seed + 2, 1);
-  for (int64_t i = 0; i < n; ++i)
-    if (i >= 40 * 9 || rng.uniform() < 0.2f) t[i] = kMsePadValue;
-  std::vector<uint8_t> mask(n);
-  for (auto& m : mask) m = rng.uniform() < 0.9f;
-  for (bool use_mask : {false, true}) {
-    INFO("explicit mask " << use_mask);
-    View<const uint8_t> mk = use_mask ? cv(mask, {n}) : View<const uint8_t>();
-    const LossResult want = reference::masked_mse({cv(p, {n}), cv(t, {n}), mk, mv(g, {n})});
-    int64_t expect = 0;
-    for (int64_t i = 0; i < n; ++i) expect += t[i] != kMsePadValue && (!use_mask || mask[i]);
-    CHECK(want.count == expect);
-    VecF pf = to_float(p), tf = to_float(t), gf(n, 3.0f);
-    const LossResult got = cpu::masked_mse({cv(pf, {n}), cv(tf, {n}), mk, mv(gf, {n})});
-    CHECK(got.count == want.count);
-    CHECK(got.loss == Approx(want.loss).epsilon(1e-6));  // float differences, double sum
-    CHECK(rel_err(gf, g) < 1e-6);
+  // (tokens, 3k = 9) k-NNN targets with a padded tail (tokens >= 40) and missing neighbours
+  // set to −100.
+  for (int64_t tokens : {int64_t{1}, int64_t{50}}) {
+    INFO("tokens " << tokens);
+    const int64_t n = tokens * 9;
+    VecD p = rnd(n, seed), t = rnd(n, seed + 1), g(n);
+    Philox rng(seed + 2, 1);
     for (int64_t i = 0; i < n; ++i)
-      if (t[i] == kMsePadValue) REQUIRE(gf[i] == 0.0f);
-    VecD pp = p;
-    auto loss = [&] { return reference::masked_mse({cv(pp, {n}), cv(t, {n}), mk, {}}).loss; };
-    CHECK(rel_err(g, fd_grad(pp, loss)) < 1e-6);  // double central differences (quadratic: exact but rounding)
+      if (i >= 40 * 9 || rng.uniform() < 0.2f) t[i] = kMsePadValue;
+    std::vector<uint8_t> mask(n);
+    for (auto& m : mask) m = rng.uniform() < 0.9f;
+    for (bool use_mask : {false, true}) {
+      INFO("explicit mask " << use_mask);
+      View<const uint8_t> mk = use_mask ? cv(mask, {n}) : View<const uint8_t>();
+      const LossResult want = reference::masked_mse({cv(p, {n}), cv(t, {n}), mk, mv(g, {n})});
+      int64_t expect = 0;
+      for (int64_t i = 0; i < n; ++i) expect += t[i] != kMsePadValue && (!use_mask || mask[i]);
+      CHECK(want.count == expect);
+      VecF pf = to_float(p), tf = to_float(t), gf(n, 3.0f);
+      const LossResult got = cpu::masked_mse({cv(pf, {n}), cv(tf, {n}), mk, mv(gf, {n})});
+      CHECK(got.count == want.count);
+      CHECK(got.loss == Approx(want.loss).epsilon(1e-6));  // float differences, double sum
+      CHECK(rel_err(gf, g) < 1e-6);
+      for (int64_t i = 0; i < n; ++i)
+        if (t[i] == kMsePadValue) REQUIRE(gf[i] == 0.0f);
+      VecD pp = p;
+      auto loss = [&] { return reference::masked_mse({cv(pp, {n}), cv(t, {n}), mk, {}}).loss; };
+      CHECK(rel_err(g, fd_grad(pp, loss)) < 1e-6);  // double central differences (quadratic: exact but rounding)
+    }
   }
   // Hand value: counted (1 − 0)², (3 − 1)²; the −100 target and the masked element are not.
   const VecF ph{1, 5, 3, 7}, th{0, -100, 1, 2};
