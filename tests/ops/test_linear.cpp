@@ -44,6 +44,31 @@ TEST_CASE("linear: CPU forward and backward match the double reference", "[cpu][
   }
 }
 
+TEST_CASE("linear: the per-thread token split matches one thread and the reference", "[cpu][ops]") {
+  const uint64_t seed = test_seed(105);
+  INFO("seed " << seed);
+  const int64_t n = 1100, in = 24, out = 40;  // 2 threads: two ranges of >= 256 tokens
+  const Shape sx{n, in}, sw{out, in}, sy{n, out}, sb{out};
+  VecD x = rnd(n * in, seed), w = rnd(out * in, seed + 1), b = rnd(out, seed + 2), dy = rnd(n * out, seed + 3);
+  VecD y(n * out), dx(n * in), dw(out * in, 0.0), db(out, 0.0);
+  reference::linear_fwd({cv(x, sx), cv(w, sw), cv(b, sb), mv(y, sy)});
+  reference::linear_bwd({cv(x, sx), cv(w, sw), cv(dy, sy), mv(dx, sx), mv(dw, sw), mv(db, sb)});
+  const VecF xf = to_float(x), wf = to_float(w), bf = to_float(b), dyf = to_float(dy);
+  const int threads = num_threads();
+  for (int t : {1, 2, 3}) {
+    INFO("threads " << t);
+    set_num_threads(t);
+    VecF yf(y.size()), dxf(dx.size()), dwf(dw.size(), 0.0f), dbf(db.size(), 0.0f);
+    cpu::linear_fwd({cv(xf, sx), cv(wf, sw), cv(bf, sb), mv(yf, sy)});
+    cpu::linear_bwd({cv(xf, sx), cv(wf, sw), cv(dyf, sy), mv(dxf, sx), mv(dwf, sw), mv(dbf, sb)});
+    CHECK(rel_err(yf, y) < 1e-5);   // float dot products of 24 terms
+    CHECK(rel_err(dxf, dx) < 1e-5);
+    CHECK(rel_err(dwf, dw) < 1e-5);  // float sums over 1100 tokens in 1-3 partials
+    CHECK(rel_err(dbf, db) < 1e-5);
+  }
+  set_num_threads(threads);
+}
+
 TEST_CASE("linear: reference backward matches central finite differences", "[cpu][ops][grad]") {
   const uint64_t seed = test_seed(102);
   INFO("seed " << seed);
