@@ -40,6 +40,8 @@ void parallel_for(int64_t begin, int64_t end, F&& f, int64_t grain = 1) {
     for (int64_t i = begin; i < end; ++i) f(i);
     return;
   }
+#else
+  (void)grain;
 #endif
   for (int64_t i = begin; i < end; ++i) f(i);
 }
