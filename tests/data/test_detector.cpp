@@ -3,13 +3,11 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
-#include <cstdio>
-#include <fstream>
-#include <map>
-#include <sstream>
 #include <string>
 
 #include "mambatrack/data/detector.hpp"
+#include "mambatrack/data/trackml_io.hpp"
+#include "data_test_util.hpp"
 #include "support/test_support.hpp"
 
 using namespace mambatrack;
@@ -18,38 +16,6 @@ using namespace mambatrack::data;
 namespace {
 
 std::string real_detectors_path() { return test::shared_dir() + "/data/trackml/detectors.csv"; }
-
-// A minimal detectors.csv reader for this test (columns in the Kaggle order).
-std::vector<ModuleRecord> read_detectors_csv(const std::string& path) {
-  std::ifstream in(path);
-  std::string line;
-  std::getline(in, line);
-  std::vector<ModuleRecord> out;
-  while (std::getline(in, line)) {
-    if (line.empty()) continue;
-    double v[21];
-    std::stringstream ss(line);
-    std::string cell;
-    for (int i = 0; i < 21 && std::getline(ss, cell, ','); ++i) v[i] = std::stod(cell);
-    ModuleRecord m;
-    m.volume_id = static_cast<int32_t>(v[0]);
-    m.layer_id = static_cast<int32_t>(v[1]);
-    m.module_id = static_cast<int32_t>(v[2]);
-    m.cx = v[3];
-    m.cy = v[4];
-    m.cz = v[5];
-    for (int a = 0; a < 3; ++a)
-      for (int b = 0; b < 3; ++b) m.rot[a][b] = v[6 + 3 * a + b];
-    m.thickness = v[15];
-    m.min_hu = v[16];
-    m.max_hu = v[17];
-    m.hv = v[18];
-    m.pitch_u = v[19];
-    m.pitch_v = v[20];
-    out.push_back(m);
-  }
-  return out;
-}
 
 }  // namespace
 
@@ -180,7 +146,7 @@ TEST_CASE("detector: built-in layout matches the real detectors.csv", "[data][cp
     WARN("real detectors.csv not found at " << path << "; skipping");
     return;
   }
-  const Detector real(read_detectors_csv(path));
+  const Detector real(read_detectors(path));
   const Detector ours = Detector::trackml_builtin();
   REQUIRE(real.size() == 18728);
   REQUIRE(real.layers().size() == ours.layers().size());
@@ -237,4 +203,25 @@ TEST_CASE("detector: built-in layout matches the real detectors.csv", "[data][cp
   CHECK(worst_count == 0);
   // Barrel ids (z-major, then phi) are reproduced exactly: 14,000 of the 18,728 modules.
   CHECK(same_id >= 14000);
+}
+
+TEST_CASE("detector: built-in layout survives write_detectors / read_detectors", "[data][cpu]") {
+  const Detector ours = Detector::trackml_builtin();
+  test::ScratchDir dir;
+  write_detectors(dir / "detectors.csv", ours.records());
+  const Detector back(read_detectors(dir / "detectors.csv"));
+  REQUIRE(back.size() == ours.size());
+  double worst = 0;
+  for (std::size_t i = 0; i < ours.size(); ++i) {
+    const Module& a = ours.modules()[i];
+    const Module& b = back.modules()[i];
+    REQUIRE(a.module_id == b.module_id);
+    for (int k = 0; k < 3; ++k) worst = std::max(worst, std::abs(a.c[k] - b.c[k]));
+    for (int x = 0; x < 3; ++x)
+      for (int y = 0; y < 3; ++y) worst = std::max(worst, std::abs(a.rot[x][y] - b.rot[x][y]));
+    REQUIRE(a.min_hu == Approx(b.min_hu));
+    REQUIRE(a.pitch_v == Approx(b.pitch_v));
+  }
+  // Whatever precision the writer uses, 6 significant digits at <= 3000 mm is 5e-3 mm.
+  CHECK(worst < 5e-3);
 }
