@@ -12,6 +12,7 @@
 #include <string>
 #include <tuple>
 
+#include "mambatrack/data/score.hpp"
 #include "mambatrack/data/simulator.hpp"
 #include "mambatrack/data/trackml_io.hpp"
 #include "data_test_util.hpp"
@@ -519,4 +520,29 @@ TEST_CASE("simulator: events survive write_event / read_event exactly", "[data][
     require_equal(back.cells.hit_id, ev.cells.hit_id, "cells hit_id");
     require_equal(back.cells.ch1, ev.cells.ch1, "ch1");
   }
+}
+
+TEST_CASE("simulator: truth as submission scores 1, singletons score 0", "[data][cpu]") {
+  const uint64_t seed = test::test_seed(28);
+  INFO("seed " << seed);
+  SimulatorOptions o = small_options(seed);
+  o.n_particles = 1000;
+  const Event ev = Simulator(builtin(), o).generate(9);
+  std::map<uint64_t, int64_t> track_of;
+  std::vector<int64_t> tracks(ev.truth.size()), singles(ev.truth.size());
+  for (std::size_t i = 0; i < ev.truth.size(); ++i) {
+    const auto it = track_of.emplace(ev.truth.particle_id[i], static_cast<int64_t>(track_of.size()));
+    tracks[i] = it.first->second;
+    singles[i] = static_cast<int64_t>(i);
+  }
+  // The score's long-double sums make a perfect submission exactly 1 (up to rounding).
+  CHECK(trackml_score(ev.truth, ev.truth.hit_id, tracks) == Approx(1.0).margin(1e-9));
+  CHECK(trackml_score(ev.truth, ev.truth.hit_id, singles) == 0.0);
+  // Splitting every particle into its first and second half scores 0 for particles with an
+  // even number of hits and less than 1 overall.
+  std::vector<int64_t> halves(tracks);
+  std::map<int64_t, int> seen;
+  for (std::size_t i = 0; i < halves.size(); ++i)
+    if (++seen[tracks[i]] % 2 == 0) halves[i] += 1000000;
+  CHECK(trackml_score(ev.truth, ev.truth.hit_id, halves) < 0.9);
 }
