@@ -4,8 +4,8 @@
 // (exact helix-plane solution, trapezoid bounds), optional Highland multiple scattering, Gaussian
 // smearing in local (u, v), noise hits, cells, and truth weights exactly as trackml-library.
 // Seeded with Philox(seed).split(event_id): the same event on every machine with the same libm.
-// Not modelled: secondaries (23% of real particles), hits after the first half turn of loopers,
-// energy loss, the field's fall-off in the far endcaps.
+// Simplified: secondaries only from a per-layer interaction of primaries; not modelled: hits
+// after the first half turn of loopers, energy loss, the field's fall-off in the far endcaps.
 #pragma once
 
 #include <algorithm>
@@ -68,6 +68,7 @@ struct SimulatorOptions {
   uint64_t seed = 1;
   int64_t n_particles = 10000;  // generation-0 charged particles per event (real event 1000: 9,431)
   int32_t n_vertices = 160;     // primary vertices the particles are spread over
+  // Ranges of generation-0 particles (secondaries have their own spectrum below).
   double pt_min = 0.1, pt_max = 100.0;  // GeV; the spectrum itself starts at 0.1 GeV
   double eta_max = 4.0;                 // |eta| < eta_max (at most 6)
   double bz = 2.0;                      // T, uniform along +z
@@ -85,6 +86,13 @@ struct SimulatorOptions {
   // probability interaction_probability.
   double pt_min_propagate = 0.15;
   double interaction_probability = 0.02;
+  // Each interaction of a generation-0 particle makes 1 + Poisson(secondaries_mean - 1) charged
+  // secondaries at the interaction point (real event 1000: 2,832 secondaries from 1,395
+  // parents, pT median 0.21 GeV, 73% positive); 0 turns them off.
+  double secondaries_mean = 2.0;
+  double secondary_pt_median = 0.21, secondary_pt_log_sigma = 0.475;
+  double secondary_angle_sigma = 0.6;  // rad, Gaussian polar angle around the parent direction
+  double secondary_positive_fraction = 0.73;
   double max_half_turns = 1.0;          // stop after this many half turns (pi R of path)
   bool cells = true;
   // Gaussian resolution in local (u, v) [mm] by sensor kind (real residuals, trackml.md 2).
@@ -220,6 +228,10 @@ class Simulator {
     double x = 0, y = 0, z = 0;
     double du = 0, dv = 0, dw = 1;  // direction in the module frame (cells)
   };
+  struct Interaction {
+    bool happened = false;
+    double x = 0, y = 0, z = 0, px = 0, py = 0, pz = 0;
+  };
   struct Workspace {
     std::vector<int32_t> cand;
     std::vector<uint32_t> stamp;
@@ -250,6 +262,8 @@ class Simulator {
     MAMBATRACK_CHECK(o.interaction_probability >= 0 && o.interaction_probability < 1, ConfigError,
                      "simulator: interaction_probability must be in [0, 1), got ",
                      o.interaction_probability);
+    MAMBATRACK_CHECK(o.secondaries_mean >= 0 && o.secondaries_mean < 100, ConfigError,
+                     "simulator: secondaries_mean must be in [0, 100), got ", o.secondaries_mean);
     MAMBATRACK_CHECK(o.max_half_turns > 0, ConfigError,
                      "simulator: max_half_turns must be > 0, got ", o.max_half_turns);
     MAMBATRACK_CHECK(o.positive_fraction >= 0 && o.positive_fraction <= 1, ConfigError,
@@ -292,7 +306,7 @@ class Simulator {
                      double& s_out) const;
   // Propagates one particle and appends its true hits.
   void propagate(Helix H, uint64_t particle_id, double mass, Philox& rng, Workspace& ws,
-                 std::vector<RawHit>& hits) const;
+                 std::vector<RawHit>& hits, Interaction& interaction) const;
   void make_cells(const RawHit& h, int32_t hit_id, Philox& rng, Cells& cells) const;
 
   Detector det_;
@@ -416,7 +430,9 @@ inline bool Simulator::next_crossing(const Helix& H, double s_from, double s_lim
 }
 
 inline void Simulator::propagate(Helix H, uint64_t particle_id, double mass, Philox& rng,
-                                 Workspace& ws, std::vector<RawHit>& hits) const {
+                                 Workspace& ws, std::vector<RawHit>& hits,
+                                 Interaction& interaction) const {
+  interaction = Interaction{};
   const auto& layers = det_.layers();
   const auto& modules = det_.modules();
   double angle_left = opt_.max_half_turns * kPi;  // turning angle still allowed
@@ -513,8 +529,11 @@ inline void Simulator::propagate(Helix H, uint64_t particle_id, double mass, Phi
       if (opt_.hit_inefficiency > 0 && rng.uniform_double() < opt_.hit_inefficiency) continue;
       hits.push_back(lh.second);
     }
-    if (opt_.interaction_probability > 0 && rng.uniform_double() < opt_.interaction_probability)
+    if (opt_.interaction_probability > 0 && rng.uniform_double() < opt_.interaction_probability) {
+      const auto p = H.momentum(s_star);
+      interaction = Interaction{true, P[0], P[1], P[2], p[0], p[1], p[2]};
       break;
+    }
     if (opt_.multiple_scattering) {
       // Highland kick at the nominal crossing; path through the layer grows as 1/cos(incidence).
       const auto p = H.momentum(s_star);
@@ -624,6 +643,25 @@ inline Event Simulator::generate(int64_t event_id, SimulatorStats& stats) const 
   raw.reserve(static_cast<std::size_t>(o.n_particles) * 12 + 20000);
   Workspace ws;
   Particles& P = ev.particles;
+  Interaction inter, ignored;
+  // Appends one particle row, propagates it and records its nhits.
+  auto emit = [&](const ParticleBarcode& bc, double x, double y, double z, double px, double py,
+                  double pz, int q, Interaction& out) {
+    P.particle_id.push_back(encode_particle_id(bc));
+    P.vx.push_back(static_cast<float>(x));
+    P.vy.push_back(static_cast<float>(y));
+    P.vz.push_back(static_cast<float>(z));
+    P.px.push_back(static_cast<float>(px));
+    P.py.push_back(static_cast<float>(py));
+    P.pz.push_back(static_cast<float>(pz));
+    P.q.push_back(q);
+    const std::size_t before = raw.size();
+    out = Interaction{};
+    if (std::hypot(px, py) >= o.pt_min_propagate)
+      propagate(Helix::from_momentum(x, y, z, px, py, pz, q, o.bz), P.particle_id.back(),
+                kPionMass, rng, ws, raw, out);
+    P.nhits.push_back(static_cast<int32_t>(raw.size() - before));
+  };
   for (std::size_t vi = 0; vi < vtx.size(); ++vi) {
     for (int64_t k = 0; k < per_vertex[vi]; ++k) {
       const double pt = pt_quantile(u_lo + (u_hi - u_lo) * rng.uniform_double());
@@ -631,22 +669,52 @@ inline Event Simulator::generate(int64_t event_id, SimulatorStats& stats) const 
       const double eta = rng.uniform_double() < 0.5 ? -abs_eta : abs_eta;
       const double phi = -kPi + 2 * kPi * rng.uniform_double();
       const int q = rng.uniform_double() < o.positive_fraction ? 1 : -1;
-      const double px = pt * std::cos(phi), py = pt * std::sin(phi), pz = pt * std::sinh(eta);
-      ParticleBarcode bc{static_cast<uint32_t>(vi + 1), static_cast<uint32_t>(k + 1), 0, 0, 0};
-      const uint64_t id = encode_particle_id(bc);
-      P.particle_id.push_back(id);
-      P.vx.push_back(static_cast<float>(vtx[vi].x));
-      P.vy.push_back(static_cast<float>(vtx[vi].y));
-      P.vz.push_back(static_cast<float>(vtx[vi].z));
-      P.px.push_back(static_cast<float>(px));
-      P.py.push_back(static_cast<float>(py));
-      P.pz.push_back(static_cast<float>(pz));
-      P.q.push_back(q);
-      const std::size_t before = raw.size();
-      if (pt >= o.pt_min_propagate)
-        propagate(Helix::from_momentum(vtx[vi].x, vtx[vi].y, vtx[vi].z, px, py, pz, q, o.bz), id,
-                kPionMass, rng, ws, raw);
-      P.nhits.push_back(static_cast<int32_t>(raw.size() - before));
+      const ParticleBarcode parent{static_cast<uint32_t>(vi + 1), static_cast<uint32_t>(k + 1), 0,
+                                   0, 0};
+      emit(parent, vtx[vi].x, vtx[vi].y, vtx[vi].z, pt * std::cos(phi), pt * std::sin(phi),
+           pt * std::sinh(eta), q, inter);
+      if (!inter.happened || o.secondaries_mean <= 0) continue;
+      // Secondaries at the interaction point, rows right after their parent (ids ascending).
+      int n_sec;
+      if (o.secondaries_mean >= 1) {
+        const double l = std::exp(-(o.secondaries_mean - 1));
+        n_sec = 1;
+        for (double p = rng.uniform_double(); p > l && n_sec < 64; p *= rng.uniform_double())
+          ++n_sec;
+      } else {
+        n_sec = rng.uniform_double() < o.secondaries_mean ? 1 : 0;
+      }
+      const double pm = std::sqrt(inter.px * inter.px + inter.py * inter.py + inter.pz * inter.pz);
+      const double d[3] = {inter.px / pm, inter.py / pm, inter.pz / pm};
+      double e1[3];
+      if (std::abs(d[2]) < 0.9) {
+        e1[0] = -d[1], e1[1] = d[0], e1[2] = 0;
+      } else {
+        e1[0] = 0, e1[1] = -d[2], e1[2] = d[1];
+      }
+      const double n1 = std::sqrt(e1[0] * e1[0] + e1[1] * e1[1] + e1[2] * e1[2]);
+      for (double& e : e1) e /= n1;
+      const double e2[3] = {d[1] * e1[2] - d[2] * e1[1], d[2] * e1[0] - d[0] * e1[2],
+                            d[0] * e1[1] - d[1] * e1[0]};
+      for (int j = 0; j < n_sec; ++j) {
+        double spt = 0, dir[3] = {0, 0, 1};
+        for (int attempt = 0; attempt < 32; ++attempt) {
+          spt = o.secondary_pt_median * std::exp(o.secondary_pt_log_sigma * rng.normal());
+          const double th = o.secondary_angle_sigma * rng.normal();
+          const double ps = 2 * kPi * rng.uniform_double();
+          for (int c = 0; c < 3; ++c)
+            dir[c] = std::cos(th) * d[c] + std::sin(th) * (std::cos(ps) * e1[c] + std::sin(ps) * e2[c]);
+          if (spt >= 0.1 && std::hypot(dir[0], dir[1]) > 0.02) break;
+          spt = 0;
+        }
+        if (spt == 0) continue;
+        const double dt = std::hypot(dir[0], dir[1]);
+        const double sp = spt / dt;  // |p| giving the drawn pT
+        const int sq = rng.uniform_double() < o.secondary_positive_fraction ? 1 : -1;
+        const auto id = static_cast<uint32_t>(std::min(j + 1, 4095));
+        const ParticleBarcode child{parent.vertex_id, parent.primary_id, 1, id, id};
+        emit(child, inter.x, inter.y, inter.z, sp * dir[0], sp * dir[1], sp * dir[2], sq, ignored);
+      }
     }
   }
   stats.particles = static_cast<int64_t>(P.size());
