@@ -640,7 +640,8 @@ inline Event Simulator::generate(int64_t event_id, SimulatorStats& stats) const 
   const double eta_c_hi = abs_eta_cdf(o.eta_max);
   constexpr double kPionMass = 0.13957;
   std::vector<RawHit> raw;
-  raw.reserve(static_cast<std::size_t>(o.n_particles) * 12 + 20000);
+  raw.reserve(static_cast<std::size_t>(static_cast<double>(o.n_particles) * 14 +
+                                       1.1 * o.noise_per_module * static_cast<double>(det_.size())));
   Workspace ws;
   Particles& P = ev.particles;
   Interaction inter, ignored;
