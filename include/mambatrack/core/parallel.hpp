@@ -1,11 +1,11 @@
 // CPU threading: parallel_for over an index range with a static partition (so the same thread
 // count always gives the same work split and the same floating-point results), and the global
-// thread count shared by our loops (OpenMP) and Eigen's GEMMs. Serial when built without OpenMP.
+// thread count shared by our loops and Eigen's GEMMs (Eigen built with OpenMP follows
+// omp_get_max_threads() unless told otherwise). Serial when built without OpenMP. No Eigen here,
+// so CUDA translation units may include it.
 #pragma once
 
 #include <cstdint>
-
-#include <Eigen/Core>
 
 #if defined(_OPENMP)
 #include <omp.h>
@@ -26,8 +26,9 @@ inline void set_num_threads(int n) {
 #if defined(_OPENMP)
   if (n <= 0) n = omp_get_num_procs();
   omp_set_num_threads(n);
+#else
+  (void)n;
 #endif
-  Eigen::setNbThreads(n <= 0 ? 1 : n);
 }
 
 // f(i) for i in [begin, end), split into contiguous static blocks across the threads. Iterations
