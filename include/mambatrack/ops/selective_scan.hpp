@@ -8,14 +8,9 @@
 
 #include "mambatrack/core/error.hpp"
 #include "mambatrack/core/tensor.hpp"
+#include "mambatrack/ops/args.hpp"
 
 namespace mambatrack {
-
-// An optional argument is "absent" when its view is default-constructed (rank 0).
-template <class T, class Device>
-bool is_given(const View<T, Device>& v) {
-  return v.rank() > 0;
-}
 
 // Inputs of the scan. Shapes (tokens = cu_seqlens[batch], G = ngroups, N = d_state):
 //   u, delta, z: (tokens, dim);  A: (dim, N), already negative (A = -exp(A_log));
@@ -81,13 +76,13 @@ inline Shape selective_scan_saved_shape(int64_t batch, int64_t tokens, int64_t d
 
 namespace detail {
 template <class V>
-void check_shape(const V& v, const Shape& want, const char* name) {
+void scan_check_shape(const V& v, const Shape& want, const char* name) {
   MAMBATRACK_CHECK_SHAPE(v.shape == want, "selective_scan: ", name, " has shape ", v.shape,
                          ", expected ", want);
 }
 template <class V>
-void check_optional(const V& v, const Shape& want, const char* name) {
-  if (is_given(v)) check_shape(v, want, name);
+void scan_check_optional(const V& v, const Shape& want, const char* name) {
+  if (is_given(v)) scan_check_shape(v, want, name);
 }
 }  // namespace detail
 
@@ -114,33 +109,21 @@ SelectiveScanSizes validate_selective_scan_inputs(const SelectiveScanInputs<T, D
   s.batch = in.cu_seqlens.dim(0) - 1;
   MAMBATRACK_CHECK(in.chunk >= 1, ConfigError, "selective_scan: chunk must be >= 1, got ", in.chunk);
   const Shape td{s.tokens, s.dim};
-  detail::check_shape(in.delta, td, "delta");
-  detail::check_shape(in.C, in.B.shape, "C");
-  detail::check_optional(in.z, td, "z");
-  detail::check_optional(in.D, Shape{s.dim}, "D");
-  detail::check_optional(in.delta_bias, Shape{s.dim}, "delta_bias");
-  detail::check_optional(in.initial_state, Shape{s.batch, s.dim, s.d_state}, "initial_state");
+  detail::scan_check_shape(in.delta, td, "delta");
+  detail::scan_check_shape(in.C, in.B.shape, "C");
+  detail::scan_check_optional(in.z, td, "z");
+  detail::scan_check_optional(in.D, Shape{s.dim}, "D");
+  detail::scan_check_optional(in.delta_bias, Shape{s.dim}, "delta_bias");
+  detail::scan_check_optional(in.initial_state, Shape{s.batch, s.dim, s.d_state}, "initial_state");
   return s;
-}
-
-// cu_seqlens on the host: cu[0] = 0, non-decreasing, cu[batch] = tokens.
-inline void validate_cu_seqlens(View<const int64_t, Host> cu, int64_t tokens, const char* op) {
-  const int64_t batch = cu.numel() - 1;
-  MAMBATRACK_CHECK_SHAPE(cu[0] == 0, op, ": cu_seqlens[0] must be 0, got ", cu[0]);
-  for (int64_t b = 0; b < batch; ++b) {
-    MAMBATRACK_CHECK_SHAPE(cu[b + 1] >= cu[b], op, ": cu_seqlens must be non-decreasing, but cu_seqlens[",
-                           b + 1, "] = ", cu[b + 1], " < cu_seqlens[", b, "] = ", cu[b]);
-  }
-  MAMBATRACK_CHECK_SHAPE(cu[batch] == tokens, op, ": cu_seqlens[", batch, "] = ", cu[batch],
-                         " must equal the number of tokens ", tokens);
 }
 
 template <class T, class Device>
 SelectiveScanSizes validate_selective_scan(const SelectiveScanFwdArgs<T, Device>& a) {
   const auto s = validate_selective_scan_inputs(a.in);
-  detail::check_shape(a.out, Shape{s.tokens, s.dim}, "out");
-  detail::check_optional(a.final_state, Shape{s.batch, s.dim, s.d_state}, "final_state");
-  detail::check_optional(a.saved_states,
+  detail::scan_check_shape(a.out, Shape{s.tokens, s.dim}, "out");
+  detail::scan_check_optional(a.final_state, Shape{s.batch, s.dim, s.d_state}, "final_state");
+  detail::scan_check_optional(a.saved_states,
                          selective_scan_saved_shape(s.batch, s.tokens, s.dim, s.d_state, a.in.chunk),
                          "saved_states");
   return s;
@@ -152,22 +135,22 @@ SelectiveScanSizes validate_selective_scan(const SelectiveScanBwdArgs<T, Device>
   const auto s = validate_selective_scan_inputs(a.in);
   const Shape td{s.tokens, s.dim}, state{s.batch, s.dim, s.d_state};
   const Shape saved = selective_scan_saved_shape(s.batch, s.tokens, s.dim, s.d_state, a.in.chunk);
-  if (require_saved) detail::check_shape(a.saved_states, saved, "saved_states");
-  else detail::check_optional(a.saved_states, saved, "saved_states");
-  detail::check_shape(a.dout, td, "dout");
-  detail::check_optional(a.dfinal_state, state, "dfinal_state");
-  detail::check_shape(a.du, td, "du");
-  detail::check_shape(a.ddelta, td, "ddelta");
-  detail::check_shape(a.dB, a.in.B.shape, "dB");
-  detail::check_shape(a.dC, a.in.B.shape, "dC");
-  detail::check_shape(a.dA, a.in.A.shape, "dA");
-  if (is_given(a.in.z)) detail::check_shape(a.dz, td, "dz");
-  if (is_given(a.in.D)) detail::check_shape(a.dD, Shape{s.dim}, "dD");
-  if (is_given(a.in.delta_bias)) detail::check_shape(a.ddelta_bias, Shape{s.dim}, "ddelta_bias");
+  if (require_saved) detail::scan_check_shape(a.saved_states, saved, "saved_states");
+  else detail::scan_check_optional(a.saved_states, saved, "saved_states");
+  detail::scan_check_shape(a.dout, td, "dout");
+  detail::scan_check_optional(a.dfinal_state, state, "dfinal_state");
+  detail::scan_check_shape(a.du, td, "du");
+  detail::scan_check_shape(a.ddelta, td, "ddelta");
+  detail::scan_check_shape(a.dB, a.in.B.shape, "dB");
+  detail::scan_check_shape(a.dC, a.in.B.shape, "dC");
+  detail::scan_check_shape(a.dA, a.in.A.shape, "dA");
+  if (is_given(a.in.z)) detail::scan_check_shape(a.dz, td, "dz");
+  if (is_given(a.in.D)) detail::scan_check_shape(a.dD, Shape{s.dim}, "dD");
+  if (is_given(a.in.delta_bias)) detail::scan_check_shape(a.ddelta_bias, Shape{s.dim}, "ddelta_bias");
   if (is_given(a.dinitial_state)) {
     MAMBATRACK_CHECK_SHAPE(is_given(a.in.initial_state),
                            "selective_scan: dinitial_state requested without an initial_state");
-    detail::check_shape(a.dinitial_state, state, "dinitial_state");
+    detail::scan_check_shape(a.dinitial_state, state, "dinitial_state");
   }
   return s;
 }

@@ -155,8 +155,7 @@ void bwd(const SelectiveScanBwdArgs<float>& a, const SelectiveScanSizes& s) {
   const float* dout = a.dout.data;
   const float* dfinal = is_given(a.dfinal_state) ? a.dfinal_state.data : nullptr;
   float* dinit = is_given(a.dinitial_state) ? a.dinitial_state.data : nullptr;
-  int64_t max_len = 0;
-  for (int64_t b = 0; b < s.batch; ++b) max_len = std::max(max_len, p.cu[b + 1] - p.cu[b]);
+  const int64_t max_len = max_seqlen(a.in.cu_seqlens);
   const int64_t L = std::max<int64_t>(1, std::min(chunk, max_len));  // tokens recomputed at once
 
   // Tasks are (sequence, group): a task owns the dB/dC rows of its tokens. Parameter gradients sum
