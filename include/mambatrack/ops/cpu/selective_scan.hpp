@@ -57,27 +57,31 @@ void store_state(float* rows, const float (&s)[N][kW], int64_t c0, int64_t w) {
     for (int n = 0; n < N; ++n) rows[(c0 + j) * N + n] = s[n][j];
 }
 
-// Δ for one token of a block: softplus(delta + bias) or delta + bias.
-inline void block_dt(float* dt, const float* delta_row, const float* bias, int64_t w, bool softplus_on) {
-  for (int64_t j = 0; j < w; ++j) {
-    const float raw = delta_row[j] + (bias ? bias[j] : 0.0f);
-    dt[j] = softplus_on ? softplus(raw) : raw;
-  }
-  for (int64_t j = w; j < kW; ++j) dt[j] = 0.0f;
+// Δ for one token of a block: softplus(delta + bias) or delta + bias (bias: kW values, zero-padded).
+// Padded lanes get some Δ, harmless: their u, A, dout and state are 0.
+inline void block_dt(float* __restrict dt, const float* __restrict delta_row, const float* __restrict bias,
+                     int64_t w, bool softplus_on) {
+  load_block(dt, delta_row, w);
+  for (int j = 0; j < kW; ++j) dt[j] += bias[j];
+  if (softplus_on)
+    for (int j = 0; j < kW; ++j) dt[j] = softplus(dt[j]);
 }
 
 // One time step: decay = exp(Δ·A), h = decay·h + B·(Δu), y += C·h. The forward and the backward's
 // recompute share this function, so recomputed states equal the saved ones bit for bit.
 template <int N>
-inline void scan_step(float (&h)[N][kW], float (&decay)[N][kW], const float* dt, const float* du,
-                      const float* Bt, const float* Ct, const float (&At)[N][kW], float* y) {
+inline void scan_step(float (&__restrict h)[N][kW], float (&__restrict decay)[N][kW],
+                      const float* __restrict dt, const float* __restrict du, const float* __restrict Bt,
+                      const float* __restrict Ct, const float (&__restrict At)[N][kW], float* __restrict y) {
   for (int n = 0; n < N; ++n) {
     const float bn = Bt[n], cn = Ct[n];
+#pragma omp simd
     for (int j = 0; j < kW; ++j) {
       const float a = exp_approx(dt[j] * At[n][j]);
+      const float hn = a * h[n][j] + bn * du[j];
       decay[n][j] = a;
-      h[n][j] = a * h[n][j] + bn * du[j];
-      y[j] += cn * h[n][j];
+      h[n][j] = hn;
+      y[j] += cn * hn;
     }
   }
 }
@@ -89,6 +93,35 @@ inline float sum_block(const float* v) {
   for (int j = 0; j < 8; ++j) s8[j] = v[j] + v[j + 8];
   for (int j = 0; j < 4; ++j) s4[j] = s8[j] + s8[j + 4];
   return (s4[0] + s4[2]) + (s4[1] + s4[3]);
+}
+
+// One reverse step at token t: with gh = ∂L/∂h_t (before adding dy_t·C_t on entry),
+//   ∂L/∂Δ += Σ_n gh·(A·decay·h_{t-1} + B·u), ∂L/∂A += gh·Δ·decay·h_{t-1}, ∂L/∂u += Σ_n gh·Δ·B,
+//   ∂L/∂B_n += Σ_channels gh·Δ·u, ∂L/∂C_n += Σ_channels dy·h_t, and gh becomes ∂L/∂h_{t-1}.
+template <int N>
+inline void reverse_step(float (&__restrict gh)[N][kW], float (&__restrict dA_loc)[N][kW],
+                         const float (&__restrict decay)[N][kW], const float (&__restrict h_prev)[N][kW],
+                         const float (&__restrict h_cur)[N][kW], const float (&__restrict At)[N][kW],
+                         const float* __restrict dt, const float* __restrict uu, const float* __restrict dy,
+                         const float* __restrict Bt, const float* __restrict Ct, float* __restrict ddt,
+                         float* __restrict du_acc, float* __restrict dBt, float* __restrict dCt) {
+  alignas(64) float tb[kW], tc[kW];
+  for (int n = 0; n < N; ++n) {
+    const float bn = Bt[n], cn = Ct[n];
+#pragma omp simd
+    for (int j = 0; j < kW; ++j) {
+      const float ghv = gh[n][j] + dy[j] * cn;
+      const float x = ghv * decay[n][j] * h_prev[n][j];  // ∂L/∂(Δ·A) for this state
+      ddt[j] += x * At[n][j] + ghv * bn * uu[j];
+      dA_loc[n][j] += x * dt[j];
+      du_acc[j] += ghv * bn * dt[j];
+      tb[j] = ghv * dt[j] * uu[j];
+      tc[j] = dy[j] * h_cur[n][j];
+      gh[n][j] = ghv * decay[n][j];
+    }
+    dBt[n] += sum_block(tb);
+    dCt[n] += sum_block(tc);
+  }
 }
 
 struct Pointers {
@@ -117,8 +150,10 @@ void fwd(const SelectiveScanFwdArgs<float>& a, const SelectiveScanSizes& s) {
     const int64_t g = bk.group(blk), c0 = bk.c0(blk), w = bk.width(blk);
     const int64_t start = p.cu[b], end = p.cu[b + 1];
     alignas(64) float At[N][kW], h[N][kW], decay[N][kW];
-    alignas(64) float Dv[kW], dt[kW], uu[kW], du[kW], y[kW], zz[kW];
+    alignas(64) float Dv[kW], bv[kW], dt[kW], uu[kW], du[kW], y[kW], zz[kW];
     load_state<N>(At, p.A, c0, w);
+    if (p.bias) load_block(bv, p.bias + c0, w);
+    else std::fill(bv, bv + kW, 0.0f);
     load_state<N>(h, p.init ? p.init + b * dim * N : nullptr, c0, w);
     if (p.D) load_block(Dv, p.D + c0, w);
     else std::fill(Dv, Dv + kW, 0.0f);
@@ -128,7 +163,7 @@ void fwd(const SelectiveScanFwdArgs<float>& a, const SelectiveScanSizes& s) {
         store_state<N>(saved + slot * dim * N, h, c0, w);
       }
       const int64_t row = t * dim + c0;
-      block_dt(dt, p.delta + row, p.bias ? p.bias + c0 : nullptr, w, softplus_on);
+      block_dt(dt, p.delta + row, bv, w, softplus_on);
       load_block(uu, p.u + row, w);
       for (int j = 0; j < kW; ++j) {
         du[j] = dt[j] * uu[j];
@@ -185,8 +220,8 @@ void bwd(const SelectiveScanBwdArgs<float>& a, const SelectiveScanSizes& s) {
       for (int64_t blk = g * bk.blocks_per_group; blk < (g + 1) * bk.blocks_per_group; ++blk) {
         const int64_t c0 = bk.c0(blk), w = bk.width(blk);
         alignas(64) float At[N][kW], h[N][kW], gh[N][kW], dA_loc[N][kW];
-        alignas(64) float Dv[kW], dD_loc[kW], dbias_loc[kW], uu[kW], du[kW], dy[kW], zz[kW], go[kW],
-            ddt[kW], du_acc[kW], raw[kW], tb[kW], tc[kW];
+        alignas(64) float Dv[kW], bv[kW], dD_loc[kW], dbias_loc[kW], uu[kW], du[kW], dy[kW], zz[kW], go[kW],
+            ddt[kW], du_acc[kW], raw[kW], tb[kW];
         load_state<N>(At, p.A, c0, w);
         load_state<N>(gh, dfinal ? dfinal + b * dim * N : nullptr, c0, w);
         for (int n = 0; n < N; ++n) std::fill(dA_loc[n], dA_loc[n] + kW, 0.0f);
@@ -194,7 +229,9 @@ void bwd(const SelectiveScanBwdArgs<float>& a, const SelectiveScanSizes& s) {
         std::fill(dbias_loc, dbias_loc + kW, 0.0f);
         if (p.D) load_block(Dv, p.D + c0, w);
         else std::fill(Dv, Dv + kW, 0.0f);
-        const int64_t n_chunks = (end - start + chunk - 1) / chunk;
+        if (p.bias) load_block(bv, p.bias + c0, w);
+        else std::fill(bv, bv + kW, 0.0f);
+        const int64_t n_chunks = end == start ? 0 : (end - start - 1) / chunk + 1;  // no overflow for a huge chunk
         for (int64_t k = n_chunks - 1; k >= 0; --k) {
           const int64_t t0 = start + k * chunk, m = std::min(end, t0 + chunk) - t0;
           // Recompute the chunk's states from its saved start state.
@@ -204,7 +241,7 @@ void bwd(const SelectiveScanBwdArgs<float>& a, const SelectiveScanSizes& s) {
             const int64_t row = (t0 + i) * dim + c0;
             float* dt = dt_buf.data() + i * kW;
             float* y = y_buf.data() + i * kW;
-            block_dt(dt, p.delta + row, p.bias ? p.bias + c0 : nullptr, w, softplus_on);
+            block_dt(dt, p.delta + row, bv, w, softplus_on);
             load_block(uu, p.u + row, w);
             for (int j = 0; j < kW; ++j) {
               du[j] = dt[j] * uu[j];
@@ -237,29 +274,15 @@ void bwd(const SelectiveScanBwdArgs<float>& a, const SelectiveScanSizes& s) {
               du_acc[j] = dy[j] * Dv[j];
               ddt[j] = 0.0f;
             }
-            const float* Bt = p.B + (t * G + g) * N;
-            const float* Ct = p.C + (t * G + g) * N;
-            float* dBt = a.dB.data + (t * G + g) * N;
-            float* dCt = a.dC.data + (t * G + g) * N;
-            for (int n = 0; n < N; ++n) {
-              const float bn = Bt[n], cn = Ct[n];
-              for (int j = 0; j < kW; ++j) {
-                const float ghv = gh[n][j] + dy[j] * cn;
-                const float x = ghv * decs[i][n][j] * hs[i][n][j];  // ∂L/∂(Δ·A) for this state
-                ddt[j] += x * At[n][j] + ghv * bn * uu[j];
-                dA_loc[n][j] += x * dt[j];
-                du_acc[j] += ghv * bn * dt[j];
-                tb[j] = ghv * dt[j] * uu[j];
-                tc[j] = dy[j] * hs[i + 1][n][j];
-                gh[n][j] = ghv * decs[i][n][j];
-              }
-              dBt[n] += sum_block(tb);
-              dCt[n] += sum_block(tc);
-            }
+            const int64_t bc = (t * G + g) * N;
+            reverse_step<N>(gh, dA_loc, decs[i], hs[i], hs[i + 1], At, dt, uu, dy, p.B + bc, p.C + bc, ddt,
+                            du_acc, a.dB.data + bc, a.dC.data + bc);
             if (softplus_on) {
-              for (int64_t j = 0; j < w; ++j) {
-                raw[j] = p.delta[row + j] + (p.bias ? p.bias[c0 + j] : 0.0f);
-                if (raw[j] <= 20.0f) ddt[j] *= sigmoid_approx(raw[j]);  // softplus' = σ
+              load_block(raw, p.delta + row, w);
+              for (int j = 0; j < kW; ++j) {
+                raw[j] += bv[j];
+                const float sg = sigmoid_approx(raw[j]), above = raw[j] > 20.0f ? 1.0f : 0.0f;
+                ddt[j] *= sg + above * (1.0f - sg);  // softplus' = σ, 1 above the threshold
               }
             }
             for (int64_t j = 0; j < w; ++j) {
