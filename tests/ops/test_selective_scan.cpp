@@ -121,6 +121,7 @@ template <class T>
 void forward(const ScanConfig& c, ScanData<T>& d) {
   const int64_t tok = c.tokens();
   const Shape saved = selective_scan_saved_shape(c.batch(), tok, c.dim, c.d_state, c.chunk);
+  REQUIRE(saved == selective_scan_saved_shape(inputs(c, d)));
   d.out.assign(static_cast<std::size_t>(tok * c.dim), T(0));
   d.final_state.assign(static_cast<std::size_t>(c.batch() * c.dim * c.d_state), T(0));
   d.saved.assign(static_cast<std::size_t>(saved.numel()), T(0));
@@ -492,5 +493,30 @@ TEST_CASE("selective scan rejects bad arguments with errors that name the sizes"
     a.saved_states = cview(d.saved, selective_scan_saved_shape(c.batch(), c.tokens(), c.dim, c.d_state, c.chunk));
     a.dA = mview(g.dA, {c.d_state, c.dim});
     REQUIRE_THROWS_WITH(cpu::selective_scan_bwd(a), Catch::Contains("dA has shape (4, 8), expected (8, 4)"));
+  }
+}
+
+TEST_CASE("selective scan chunk slots are distinct and fit the saved-state shape", "[cpu]") {
+  const uint64_t seed = test::test_seed(808);
+  INFO("seed " << seed);
+  Philox rng(seed);
+  for (int trial = 0; trial < 200; ++trial) {
+    const int64_t batch = 1 + static_cast<int64_t>(rng.below(12)), chunk = 1 + static_cast<int64_t>(rng.below(9));
+    std::vector<int64_t> lens;
+    int64_t tokens = 0;
+    for (int64_t b = 0; b < batch; ++b) lens.push_back(static_cast<int64_t>(rng.below(30))), tokens += lens.back();
+    const int64_t rows = selective_scan_saved_shape(batch, tokens, 1, 1, chunk)[0];
+    std::vector<int> used(static_cast<std::size_t>(rows), 0);
+    int64_t start = 0;
+    for (int64_t b = 0; b < batch; ++b) {
+      for (int64_t k = 0; k * chunk < lens[b]; ++k) {
+        const int64_t slot = selective_scan_slot(b, start, k, chunk);
+        INFO("trial " << trial << " sequence " << b << " chunk " << k << " slot " << slot << " of " << rows);
+        REQUIRE(slot >= 0);
+        REQUIRE(slot < rows);
+        REQUIRE(used[static_cast<std::size_t>(slot)]++ == 0);
+      }
+      start += lens[b];
+    }
   }
 }

@@ -22,7 +22,7 @@ struct CausalConv1dInputs {
   bool silu = true;
 };
 
-// out: (tokens, channels).
+// out: (tokens, channels), must not alias x (later tokens read earlier inputs).
 template <class T, class Device = Host>
 struct CausalConv1dFwdArgs {
   CausalConv1dInputs<T, Device> in;

@@ -118,6 +118,13 @@ SelectiveScanSizes validate_selective_scan_inputs(const SelectiveScanInputs<T, D
   return s;
 }
 
+// The saved-state shape for these inputs (what a layer allocates before the forward).
+template <class T, class Device>
+Shape selective_scan_saved_shape(const SelectiveScanInputs<T, Device>& in) {
+  const SelectiveScanSizes s = validate_selective_scan_inputs(in);
+  return selective_scan_saved_shape(s.batch, s.tokens, s.dim, s.d_state, in.chunk);
+}
+
 template <class T, class Device>
 SelectiveScanSizes validate_selective_scan(const SelectiveScanFwdArgs<T, Device>& a) {
   const auto s = validate_selective_scan_inputs(a.in);
