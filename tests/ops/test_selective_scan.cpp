@@ -407,23 +407,38 @@ TEST_CASE("cpu selective scan gives the same results with 1 and 2 threads", "[cp
   const uint64_t seed = test::test_seed(606);
   INFO("seed " << seed);
   ScanConfig c;
-  c.lens = {30, 2, 17, 5}, c.dim = 48, c.d_state = 16, c.ngroups = 1;
-  const ScanData<double> in = make_data(c, seed);
-  const int threads = num_threads();
-  set_num_threads(1);
-  ScanData<float> one = convert<float>(in);
-  forward(c, one);
-  backward(c, one);
-  set_num_threads(2);
-  ScanData<float> two = convert<float>(in);
-  forward(c, two);
-  backward(c, two);
-  set_num_threads(threads);
-  CHECK(one.out == two.out);
-  CHECK(one.du == two.du);
-  CHECK(one.dB == two.dB);
-  // Parameter gradients: per-thread partial sums, another order: float rounding only.
-  CHECK(rel_err(one.dA, two.dA) <= 1e-6);
+  // Four sequences: 2 threads split them; one sequence: 2 threads split its 3 channel blocks
+  // into 2 slabs whose dB/dC copies are added afterwards.
+  for (auto lens : {std::vector<int64_t>{30, 2, 17, 5}, std::vector<int64_t>{77}}) {
+    c.lens = lens, c.dim = 48, c.d_state = 16, c.ngroups = 1;
+    INFO(c.str());
+    const ScanData<double> in = make_data(c, seed);
+    const int threads = num_threads();
+    set_num_threads(1);
+    ScanData<float> one = convert<float>(in);
+    forward(c, one);
+    backward(c, one);
+    set_num_threads(2);
+    ScanData<float> two = convert<float>(in);
+    forward(c, two);
+    backward(c, two);
+    set_num_threads(threads);
+    CHECK(one.out == two.out);
+    CHECK(one.du == two.du);
+    CHECK(one.ddelta == two.ddelta);
+    CHECK(one.dinit == two.dinit);
+    // dB/dC (slab copies) and parameter gradients (per-thread partial sums) are added in another
+    // order: float rounding only.
+    CHECK(rel_err(one.dB, two.dB) <= 1e-6);
+    CHECK(rel_err(one.dC, two.dC) <= 1e-6);
+    CHECK(rel_err(one.dA, two.dA) <= 1e-6);
+    CHECK(rel_err(one.dbias, two.dbias) <= 1e-6);
+    ScanData<double> ref = in;
+    forward(c, ref);
+    backward(c, ref);
+    CHECK(rel_err(two.dB, ref.dB) <= 2e-5);  // as in the reference comparison above
+    CHECK(rel_err(two.dC, ref.dC) <= 2e-5);
+  }
 }
 
 TEST_CASE("selective scan rejects bad arguments with errors that name the sizes", "[cpu]") {

@@ -2,7 +2,7 @@
 // Work unit: one sequence × a block of kScanBlock channels of one group, its state h[DState][block]
 // kept in a fixed-size array so every per-state update runs over contiguous channels (vectorised).
 // The backward walks each sequence's chunks in reverse, recomputing states from the chunk-start
-// states the forward saved.
+// states the forward saved; it runs over (sequence, group, channel slab) tasks.
 #pragma once
 
 #include <algorithm>
@@ -193,13 +193,20 @@ void bwd(const SelectiveScanBwdArgs<float>& a, const SelectiveScanSizes& s) {
   const int64_t max_len = max_seqlen(a.in.cu_seqlens);
   const int64_t L = std::max<int64_t>(1, std::min(chunk, max_len));  // tokens recomputed at once
 
-  // Tasks are (sequence, group): a task owns the dB/dC rows of its tokens. Parameter gradients sum
-  // over sequences, so each of `parts` contiguous task ranges accumulates them in its own buffer,
-  // added in part order afterwards (deterministic for a given thread count).
-  const int64_t tasks = s.batch * G;
-  const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(tasks, num_threads()));
+  // Tasks are (sequence, group, slab), a slab being a range of the group's channel blocks. With
+  // one slab per group a task owns the dB/dC rows of its tokens; when there are fewer (sequence,
+  // group) pairs than threads (few long sequences), the group's blocks are split into `slabs` and
+  // each slab sums dB/dC into its own copy, added in slab order afterwards. Parameter gradients sum
+  // over sequences: each of `parts` contiguous task ranges accumulates them in its own buffer,
+  // added in part order. Both orders depend on the thread count only (deterministic for a count).
+  const int64_t threads = num_threads(), pairs = s.batch * G;
+  const int64_t slabs = std::max<int64_t>(1, std::min<int64_t>(bk.blocks_per_group, (threads + pairs - 1) / pairs));
+  const int64_t tasks = pairs * slabs;
+  const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(tasks, threads));
   const int64_t pstride = dim * (N + 2);
   std::vector<float> partial(static_cast<std::size_t>(parts * pstride), 0.0f);
+  const int64_t bc_rows = s.tokens * G * N;  // one copy of dB (or dC)
+  std::vector<float> slab_dBC(static_cast<std::size_t>(slabs > 1 ? 2 * slabs * bc_rows : 0));
 
   parallel_for(0, parts, [&](int64_t part) {
     std::vector<float> hs_buf(static_cast<std::size_t>((L + 1) * N * kW));
@@ -211,13 +218,17 @@ void bwd(const SelectiveScanBwdArgs<float>& a, const SelectiveScanSizes& s) {
     float* pD = pA + dim * N;
     float* pbias = pD + dim;
     for (int64_t task = part * tasks / parts; task < (part + 1) * tasks / parts; ++task) {
-      const int64_t b = task / G, g = task % G;
+      const int64_t b = task / (G * slabs), g = (task / slabs) % G, slab = task % slabs;
       const int64_t start = p.cu[b], end = p.cu[b + 1];
+      float* dB = slabs > 1 ? slab_dBC.data() + 2 * slab * bc_rows : a.dB.data;
+      float* dC = slabs > 1 ? dB + bc_rows : a.dC.data;
       for (int64_t t = start; t < end; ++t) {
-        std::fill(a.dB.data + (t * G + g) * N, a.dB.data + (t * G + g + 1) * N, 0.0f);
-        std::fill(a.dC.data + (t * G + g) * N, a.dC.data + (t * G + g + 1) * N, 0.0f);
+        std::fill(dB + (t * G + g) * N, dB + (t * G + g + 1) * N, 0.0f);
+        std::fill(dC + (t * G + g) * N, dC + (t * G + g + 1) * N, 0.0f);
       }
-      for (int64_t blk = g * bk.blocks_per_group; blk < (g + 1) * bk.blocks_per_group; ++blk) {
+      const int64_t blk_begin = g * bk.blocks_per_group + slab * bk.blocks_per_group / slabs;
+      const int64_t blk_end = g * bk.blocks_per_group + (slab + 1) * bk.blocks_per_group / slabs;
+      for (int64_t blk = blk_begin; blk < blk_end; ++blk) {
         const int64_t c0 = bk.c0(blk), w = bk.width(blk);
         alignas(64) float At[N][kW], h[N][kW], gh[N][kW], dA_loc[N][kW];
         alignas(64) float Dv[kW], bv[kW], dD_loc[kW], dbias_loc[kW], uu[kW], du[kW], dy[kW], zz[kW], go[kW],
@@ -276,7 +287,7 @@ void bwd(const SelectiveScanBwdArgs<float>& a, const SelectiveScanSizes& s) {
             }
             const int64_t bc = (t * G + g) * N;
             reverse_step<N>(gh, dA_loc, decs[i], hs[i], hs[i + 1], At, dt, uu, dy, p.B + bc, p.C + bc, ddt,
-                            du_acc, a.dB.data + bc, a.dC.data + bc);
+                            du_acc, dB + bc, dC + bc);
             if (softplus_on) {
               load_block(raw, p.delta + row, w);
               for (int j = 0; j < kW; ++j) {
@@ -301,6 +312,19 @@ void bwd(const SelectiveScanBwdArgs<float>& a, const SelectiveScanSizes& s) {
       }
     }
   });
+  if (slabs > 1) {
+    parallel_for(0, s.tokens, [&](int64_t t) {
+      for (int64_t i = t * G * N; i < (t + 1) * G * N; ++i) {
+        float sb = 0.0f, sc = 0.0f;
+        for (int64_t slab = 0; slab < slabs; ++slab) {
+          sb += slab_dBC[static_cast<std::size_t>(2 * slab * bc_rows + i)];
+          sc += slab_dBC[static_cast<std::size_t>((2 * slab + 1) * bc_rows + i)];
+        }
+        a.dB.data[i] = sb;
+        a.dC.data[i] = sc;
+      }
+    });
+  }
   for (int64_t part = 0; part < parts; ++part) {
     const float* pA = partial.data() + part * pstride;
     for (int64_t i = 0; i < dim * N; ++i) a.dA.data[i] += pA[i];
@@ -323,8 +347,10 @@ inline void selective_scan_fwd(const SelectiveScanFwdArgs<float>& a) {
 }
 
 // Backward (overwrite/accumulate rules in ops/selective_scan.hpp). Needs the forward's
-// saved_states. Parameter gradients are summed in a per-thread order: identical results for a
-// given thread count.
+// saved_states. Parameter gradients (and dB/dC when few sequences are split over channel slabs)
+// are summed in an order set by the thread count: identical results for a given count. Allocates
+// per call its partial sums and the recompute buffers (threads × min(chunk, longest) × d_state × 16
+// floats), plus 2 × slabs × tokens × ngroups × d_state floats when it splits channels.
 inline void selective_scan_bwd(const SelectiveScanBwdArgs<float>& a) {
   const SelectiveScanSizes s = validate_selective_scan(a, /*require_saved=*/true);
   validate_cu_seqlens(a.in.cu_seqlens, s.tokens, "selective_scan");
