@@ -75,7 +75,6 @@ inline void scan_step(float (&__restrict h)[N][kW], float (&__restrict decay)[N]
                       const float* __restrict Ct, const float (&__restrict At)[N][kW], float* __restrict y) {
   for (int n = 0; n < N; ++n) {
     const float bn = Bt[n], cn = Ct[n];
-#pragma omp simd
     for (int j = 0; j < kW; ++j) {
       const float a = exp_approx(dt[j] * At[n][j]);
       const float hn = a * h[n][j] + bn * du[j];
@@ -108,7 +107,6 @@ inline void reverse_step(float (&__restrict gh)[N][kW], float (&__restrict dA_lo
   alignas(64) float tb[kW], tc[kW];
   for (int n = 0; n < N; ++n) {
     const float bn = Bt[n], cn = Ct[n];
-#pragma omp simd
     for (int j = 0; j < kW; ++j) {
       const float ghv = gh[n][j] + dy[j] * cn;
       const float x = ghv * decay[n][j] * h_prev[n][j];  // ∂L/∂(Δ·A) for this state
