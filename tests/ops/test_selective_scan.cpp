@@ -23,6 +23,7 @@ struct ScanConfig {
   std::vector<int64_t> lens;
   int64_t dim = 8, d_state = 4, ngroups = 1;
   bool z = true, D = true, bias = true, init = true, softplus = true, dfinal = true;
+  bool large_delta = false;  // raw delta up to 26: both sides of the softplus threshold 20
   int64_t chunk = 64;
   int64_t tokens() const { return std::accumulate(lens.begin(), lens.end(), int64_t(0)); }
   int64_t batch() const { return static_cast<int64_t>(lens.size()); }
@@ -53,7 +54,7 @@ ScanData<double> make_data(const ScanConfig& c, uint64_t seed) {
   d.u = test::random_uniform<double>(T * dim, seed + 1);
   // Raw delta: softplus(-3 + bias .. 1 + bias) spans ~0.02..1.5, the usual range of Δ; without
   // softplus Δ itself must stay positive.
-  d.delta = c.softplus ? test::random_uniform<double>(T * dim, seed + 2, -3.0, 1.0)
+  d.delta = c.softplus ? test::random_uniform<double>(T * dim, seed + 2, -3.0, c.large_delta ? 26.0 : 1.0)
                        : test::random_uniform<double>(T * dim, seed + 2, 0.05, 0.8);
   d.A = test::random_uniform<double>(dim * N, seed + 3, -1.0, 1.5);
   for (auto& a : d.A) a = -std::exp(a);  // A = -exp(A_log), in [-4.5, -0.37]
@@ -190,11 +191,12 @@ std::vector<std::pair<std::string, std::pair<std::vector<T>*, std::vector<T>*>>>
 TEST_CASE("reference selective scan backward matches central finite differences", "[grad]") {
   const uint64_t seed = test::test_seed(101);
   INFO("seed " << seed);
-  std::vector<ScanConfig> configs(3);
+  std::vector<ScanConfig> configs(4);
   configs[0].lens = {3, 1, 4}, configs[0].dim = 4, configs[0].d_state = 4, configs[0].ngroups = 2;
   configs[1].lens = {5}, configs[1].dim = 2, configs[1].d_state = 3, configs[1].softplus = false;
   configs[1].z = configs[1].D = configs[1].bias = configs[1].init = configs[1].dfinal = false;
   configs[2].lens = {0, 6, 2}, configs[2].dim = 3, configs[2].d_state = 2, configs[2].ngroups = 3;
+  configs[3].lens = {4, 3}, configs[3].dim = 4, configs[3].d_state = 2, configs[3].large_delta = true;
   for (const auto& c : configs) {
     INFO(c.str());
     ScanData<double> d = make_data(c, seed);
@@ -276,6 +278,10 @@ TEST_CASE("cpu selective scan matches the reference in forward and backward", "[
   SECTION("z only, two groups of 12 channels, chunk 3") {
     c.lens = {40, 7}, c.dim = 24, c.d_state = 4, c.ngroups = 2, c.chunk = 3;
     c.D = c.bias = c.init = false;
+    compare_cpu_to_reference(c, seed);
+  }
+  SECTION("raw delta on both sides of the softplus threshold 20") {
+    c.lens = {15, 6}, c.dim = 16, c.d_state = 4, c.large_delta = true;
     compare_cpu_to_reference(c, seed);
   }
   SECTION("no softplus") {
