@@ -483,6 +483,14 @@ TEST_CASE("selective scan rejects bad arguments with errors that name the sizes"
     REQUIRE_THROWS_WITH(cpu::selective_scan_fwd(a),
                         Catch::Contains("d_state = 17") && Catch::Contains("supported: 4, 8, 12, 16, 32, 48, 64, 96, 128"));
   }
+  SECTION("chunk below 1") {
+    SelectiveScanFwdArgs<float> a;
+    a.in = inputs(c, d);
+    a.in.chunk = 0;
+    a.out = mview(d.out, {c.tokens(), c.dim});
+    REQUIRE_THROWS_AS(cpu::selective_scan_fwd(a), ConfigError);
+    REQUIRE_THROWS_WITH(cpu::selective_scan_fwd(a), Catch::Contains("chunk must be >= 1, got 0"));
+  }
   SECTION("cu_seqlens decreasing or not ending at the token count") {
     SelectiveScanFwdArgs<float> a;
     a.in = inputs(c, d);
