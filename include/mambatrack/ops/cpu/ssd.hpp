@@ -48,11 +48,17 @@ struct ChunkScalars {
   float* cs;
   float* e;      // exp(cs_t)
   float* w;      // exp(cs_last − cs_s)
+  float* ie;     // exp(−cs_s), valid when `factored`
   float* aux;    // backward scratch (4 vectors of Q)
+  bool factored = false;
 };
 
+// Within a chunk exp(cs_t − cs_s) = exp(cs_t)·exp(−cs_s) when every |cs| stays below this bound
+// (both factors then lie in [e^−60, e^60], far from float under/overflow): Q exps instead of Q²/2.
+constexpr float kFactorLimit = 60.0f;
+
 inline void chunk_scalars(const SsdInputs<float>& in, int64_t nheads, int64_t h, int64_t t0,
-                          int64_t len, const ChunkScalars& s) {
+                          int64_t len, ChunkScalars& s) {
   const float bias = !ssd_detail::given(in.dt_bias) ? 0.0f : in.dt_bias[h];
   const float A = in.A[h];
   float run = 0;
@@ -72,6 +78,10 @@ inline void chunk_scalars(const SsdInputs<float>& in, int64_t nheads, int64_t h,
     s.e[k] = std::exp(s.cs[k]);
     s.w[k] = std::exp(last - s.cs[k]);
   }
+  // cs is monotonic (all dt·A of one sign), so its extremes are the ends.
+  s.factored = len == 0 || (std::fabs(s.cs[0]) <= kFactorLimit && std::fabs(last) <= kFactorLimit);
+  if (s.factored)
+    for (int64_t k = 0; k < len; ++k) s.ie[k] = std::exp(-s.cs[k]);
 }
 
 template <int N, int P>
@@ -102,14 +112,18 @@ struct SsdChunked {
     }
   }
 
-  // Decay-weighted causal matrix of a chunk: K[t,s] = CB[t,s]·exp(cs_t − cs_s) for s ≤ t, else 0.
-  static void decay_matrix(const float* cb, const float* cs, int64_t lc, float* K) {
+  // The causal decay matrix of a chunk: Lm[t,s] = exp(cs_t − cs_s) for s ≤ t (entries above
+  // the diagonal are not written and never read).
+  static void decay_matrix(const ChunkScalars& sc, int64_t lc, float* Lm) {
     for (int64_t t = 0; t < lc; ++t) {
-      const float* cbr = cb + t * lc;
-      float* kr = K + t * lc;
-      const float ct = cs[t];
-      for (int64_t s = 0; s <= t; ++s) kr[s] = cbr[s] * std::exp(ct - cs[s]);
-      for (int64_t s = t + 1; s < lc; ++s) kr[s] = 0.0f;
+      float* lr = Lm + t * lc;
+      if (sc.factored) {
+        const float et = sc.e[t];
+        for (int64_t s = 0; s <= t; ++s) lr[s] = et * sc.ie[s];
+      } else {
+        const float ct = sc.cs[t];
+        for (int64_t s = 0; s <= t; ++s) lr[s] = std::exp(ct - sc.cs[s]);
+      }
     }
   }
 
@@ -134,10 +148,11 @@ struct SsdChunked {
     Workspace::need(ws.mat, Q * Q);
     Workspace::need(ws.lp, Q * P);
     Workspace::need(ws.pn, P * N);
-    Workspace::need(ws.vec, 9 * Q);
+    Workspace::need(ws.vec, 10 * Q);
     chunk_cb(in, d, g, t0, len, Q, ws.cb.data());
-    const ChunkScalars sc{ws.vec.data(), ws.vec.data() + Q, ws.vec.data() + 2 * Q,
-                          ws.vec.data() + 3 * Q, ws.vec.data() + 4 * Q, ws.vec.data() + 5 * Q};
+    ChunkScalars sc{ws.vec.data(),         ws.vec.data() + Q,     ws.vec.data() + 2 * Q,
+                    ws.vec.data() + 3 * Q, ws.vec.data() + 4 * Q, ws.vec.data() + 5 * Q,
+                    ws.vec.data() + 6 * Q};
     const int64_t hpg = d.heads_per_group();
     for (int64_t h = g * hpg; h < (g + 1) * hpg; ++h) {
       MapR S(ws.pn.data(), P, N);
@@ -152,9 +167,14 @@ struct SsdChunked {
         auto Y = rows_y(a.y.data, d, t, lc, h);
         // M[t,s] = CB[t,s]·exp(cs_t − cs_s)·dt_s (causal); Y = M·X.
         float* M = ws.mat.data();
-        decay_matrix(ws.cb.data() + c * Q * Q, sc.cs, lc, M);
-        for (int64_t r = 0; r < lc; ++r)
-          for (int64_t s = 0; s <= r; ++s) M[r * lc + s] *= sc.dt[s];
+        const float* cb = ws.cb.data() + c * Q * Q;
+        decay_matrix(sc, lc, M);
+        for (int64_t r = 0; r < lc; ++r) {
+          float* mr = M + r * lc;
+          const float* cbr = cb + r * lc;
+          for (int64_t s = 0; s <= r; ++s) mr[s] *= cbr[s] * sc.dt[s];
+          for (int64_t s = r + 1; s < lc; ++s) mr[s] = 0.0f;
+        }
         Y.noalias() = MapR(M, lc, lc) * X;
         // + exp(cs_t)·C_t·H_inᵀ and the D skip.
         MapR CS(ws.lp.data(), lc, P);
@@ -190,15 +210,16 @@ struct SsdChunked {
     Workspace::need(ws.ln, Q * N);
     Workspace::need(ws.pn, P * N);
     Workspace::need(ws.dpn, P * N);
-    Workspace::need(ws.vec, 9 * Q);
+    Workspace::need(ws.vec, 10 * Q);
     chunk_cb(in, d, g, t0, len, Q, ws.cb.data());
     std::fill(ws.dcb.data(), ws.dcb.data() + nch * Q * Q, 0.0f);
     for (int64_t t = t0; t < t0 + len; ++t) {
       std::fill_n(a.dB.data + (t * d.ngroups + g) * N, N, 0.0f);
       std::fill_n(a.dC.data + (t * d.ngroups + g) * N, N, 0.0f);
     }
-    const ChunkScalars sc{ws.vec.data(), ws.vec.data() + Q, ws.vec.data() + 2 * Q,
-                          ws.vec.data() + 3 * Q, ws.vec.data() + 4 * Q, ws.vec.data() + 5 * Q};
+    ChunkScalars sc{ws.vec.data(),         ws.vec.data() + Q,     ws.vec.data() + 2 * Q,
+                    ws.vec.data() + 3 * Q, ws.vec.data() + 4 * Q, ws.vec.data() + 5 * Q,
+                    ws.vec.data() + 6 * Q};
     float* ddt = sc.aux;           // gradient w.r.t. dt (after softplus)
     float* dw = sc.aux + Q;        // gradient w.r.t. w_s
     float* de = sc.aux + 2 * Q;    // gradient w.r.t. e_t
@@ -240,31 +261,37 @@ struct SsdChunked {
         auto dCm = rows_dbc(a.dC.data, d, t, lc, g);
         const MapR Sin(ws.states.data() + c * P * N, P, N);
         const float* cb = ws.cb.data() + c * Q * Q;
-        float* dcb = ws.dcb.data() + c * Q * Q;
+        float* dcb = ws.dcb.data() + c * Q * Q;  // dcb rows use stride lc, like cb
         const float E = sc.e[lc - 1];
-        // K[t,s] = CB·exp(cs_t − cs_s); M = K·dt_s.
-        float* K = ws.mat.data();
-        decay_matrix(cb, sc.cs, lc, K);
+        // Lm = exp(cs_t − cs_s); K = CB∘Lm; M = K·dt_s (causal).
+        float* M = ws.mat.data();
+        decay_matrix(sc, lc, M);
         MapR dM(ws.dmat.data(), lc, lc);
         dM.noalias() = dY * X.transpose();
-        // Intra-chunk term y = M·X.
+        // Intra-chunk term y = M·X: gradients of CB, of dt_s and of the exponent (G = dM∘M).
         for (int64_t s = 0; s < lc; ++s) ddt[s] = 0, intra[s] = 0;
         for (int64_t r = 0; r < lc; ++r) {
-          float* kr = K + r * lc;
-          float* dmr = dM.data() + r * lc;
+          float* mr = M + r * lc;
+          float* gr = dM.data() + r * lc;
           float* dcbr = dcb + r * lc;
-          const float ct = sc.cs[r];
-          float run = 0;
+          const float* cbr = cb + r * lc;
           for (int64_t s = 0; s <= r; ++s) {
-            const float ex = std::exp(ct - sc.cs[s]);
-            const float dm = dmr[s];
-            ddt[s] += dm * kr[s];
-            dcbr[s] += dm * ex * sc.dt[s];
+            const float ldt = mr[s] * sc.dt[s];
+            const float kv = cbr[s] * mr[s];
+            const float dm = gr[s];
+            ddt[s] += dm * kv;
+            dcbr[s] += dm * ldt;
+            mr[s] = kv * sc.dt[s];
+            gr[s] = dm * mr[s];
+          }
+          for (int64_t s = r + 1; s < lc; ++s) mr[s] = 0.0f;
+          float run = 0;  // intra_k = Σ_{t≥k} Σ_{s<k} G[t,s]
+          for (int64_t s = 0; s <= r; ++s) {
             intra[s] += run;
-            run += dm * kr[s] * sc.dt[s];  // G[t,s] = dM·M, gradient of the exponent
-            kr[s] *= sc.dt[s];             // K becomes M
+            run += gr[s];
           }
         }
+        float* K = M;
         dX.noalias() = MapR(K, lc, lc).transpose() * dY;
         // D skip.
         if (ssd_detail::given(in.D)) {
@@ -282,15 +309,16 @@ struct SsdChunked {
         BdS.noalias() = Bm * dS.transpose();
         for (int64_t s = 0; s < lc; ++s) dX.row(s) += (sc.w[s] * sc.dt[s]) * BdS.row(s);
         const float dE = (Sin.array() * dS.array()).sum();
-        // Off-diagonal term y_t += e_t·C_t·H_inᵀ.
-        MapR CS(ws.lp.data(), lc, P);
-        CS.noalias() = Cm * Sin.transpose();
+        // Off-diagonal term y_t += e_t·C_t·H_inᵀ: with dYS = dY·H_in, dC_t += e_t·dYS_t,
+        // d e_t = dYS_t·C_t, dH_in += (e∘dY)ᵀ·C.
+        MapR dYS(ws.ln.data(), lc, N);
+        dYS.noalias() = dY * Sin;
         MapR EdY(ws.lp2.data(), lc, P);
         for (int64_t r = 0; r < lc; ++r) {
-          de[r] = dY.row(r).dot(CS.row(r));
+          de[r] = dYS.row(r).dot(Cm.row(r));
+          dCm.row(r) += sc.e[r] * dYS.row(r);
           EdY.row(r) = sc.e[r] * dY.row(r);
         }
-        dCm.noalias() += EdY * Sin;
         dS *= E;
         dS.noalias() += EdY.transpose() * Cm;  // now the gradient of H_in
         // Gradients of cs_k = Σ_{j≤k} a_j gathered per a_k = dt_k·A (no reverse cumsum of
