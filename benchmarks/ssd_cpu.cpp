@@ -2,7 +2,7 @@
 // (2 sequences of 4096 tokens, 8 heads × headdim 64, d_state 16 and 128) and a short-track size
 // (4096 tracks of 16 tokens, d_state 128), with 1 and 2 threads. Bytes are the minimum traffic
 // (each input read once, each output written once); FLOPs are the chunked algorithm's matrix
-// products (per token and head 2QP + 4PN forward, 4QP + 12PN backward, plus 2QN / 6QN per group
+// products (per token and head 2QP + 4PN forward, 4QP + 10PN backward, plus 2QN / 6QN per group
 // for C·Bᵀ), Q = min(chunk, sequence length).
 #include <algorithm>
 #include <cstdio>
@@ -67,7 +67,7 @@ void run_case(const Case& c, double ceiling) {
 
   const double Q = static_cast<double>(std::min(c.chunk, c.len));
   const double fwd_flop = T * (H * (2 * Q * P + 4.0 * P * N) + G * 2 * Q * N);
-  const double bwd_flop = T * (H * (4 * Q * P + 12.0 * P * N) + G * 6 * Q * N);
+  const double bwd_flop = T * (H * (4 * Q * P + 10.0 * P * N) + G * 6 * Q * N);
   const double fwd_bytes = 4.0 * T * (2 * H * P + H + 2 * G * N);      // x, dt, B, C in; y out
   const double bwd_bytes = 4.0 * T * (4 * H * P + 2 * H + 4 * G * N);  // + dy in; dx, ddt, dB, dC out
   for (int threads : {1, 2}) {

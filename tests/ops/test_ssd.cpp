@@ -419,6 +419,32 @@ TEST_CASE("ssd: the cpu result does not depend on the chunk size", "[cpu][ssd]")
   }
 }
 
+TEST_CASE("ssd: the cpu result does not depend on the thread count", "[cpu][ssd]") {
+  const uint64_t seed = test::test_seed(1009);
+  INFO("seed " << seed);
+  // One sequence and one group: with 2 threads the forward splits the heads over tasks.
+  for (const SsdShape& shape : {SsdShape{4, 16, 1, 16, {150}, true, true, true},
+                                SsdShape{4, 16, 2, 16, {40, 3, 77}, true, true, true}}) {
+    INFO(describe(shape));
+    const auto p = make_problem(shape, seed).cast<float>();
+    const int before = num_threads();
+    set_num_threads(1);
+    const auto f1 = run_fwd(p, cpu_fwd, 32);
+    const auto b1 = run_bwd(p, cpu_bwd, 32);
+    set_num_threads(2);
+    const auto f2 = run_fwd(p, cpu_fwd, 32);
+    const auto b2 = run_bwd(p, cpu_bwd, 32);
+    set_num_threads(before);
+    // The same arithmetic per (sequence, head) whatever the split: bitwise equal.
+    CHECK(f1.y == f2.y);
+    CHECK(f1.final_state == f2.final_state);
+    CHECK(b1.dx == b2.dx);
+    CHECK(b1.dB == b2.dB);
+    CHECK(b1.ddt == b2.ddt);
+    CHECK(b1.dA == b2.dA);
+  }
+}
+
 TEST_CASE("ssd: bad arguments throw errors that name the problem", "[cpu][ssd]") {
   const uint64_t seed = test::test_seed(1007);
   INFO("seed " << seed);

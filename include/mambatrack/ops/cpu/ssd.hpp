@@ -137,8 +137,9 @@ struct SsdChunked {
     }
   }
 
-  // One (sequence, group): all heads of the group, chunk by chunk.
-  static void fwd_task(const SsdFwdArgs<float>& a, const SsdDims& d, int64_t b, int64_t g) {
+  // One (sequence, group) and heads [h_begin, h_end) of that group, chunk by chunk.
+  static void fwd_task(const SsdFwdArgs<float>& a, const SsdDims& d, int64_t b, int64_t g,
+                       int64_t h_begin, int64_t h_end) {
     const SsdInputs<float>& in = a.in;
     const int64_t t0 = in.cu_seqlens[b], len = in.cu_seqlens[b + 1] - t0;
     const int64_t Q = std::min<int64_t>(a.chunk_size, std::max<int64_t>(len, 1));
@@ -153,8 +154,7 @@ struct SsdChunked {
     ChunkScalars sc{ws.vec.data(),         ws.vec.data() + Q,     ws.vec.data() + 2 * Q,
                     ws.vec.data() + 3 * Q, ws.vec.data() + 4 * Q, ws.vec.data() + 5 * Q,
                     ws.vec.data() + 6 * Q};
-    const int64_t hpg = d.heads_per_group();
-    for (int64_t h = g * hpg; h < (g + 1) * hpg; ++h) {
+    for (int64_t h = h_begin; h < h_end; ++h) {
       MapR S(ws.pn.data(), P, N);
       load_state(in, b, h, d, S.data());
       const float Dh = !ssd_detail::given(in.D) ? 0.0f : in.D[h];
@@ -363,15 +363,22 @@ struct SsdChunked {
 }  // namespace detail_ssd
 
 // y (and final_state) from the inputs; parallel over (sequence, group) pairs, the heads of a
-// group in one task so that C·Bᵀ of each chunk is computed once. Deterministic for any thread
-// count. Throws ConfigError for a d_state or headdim that is not compiled (core/supported.hpp).
+// group in one task so that C·Bᵀ of each chunk is computed once; when there are fewer pairs than
+// threads the heads of a group are split over tasks (each recomputing C·Bᵀ the same way), so
+// the result is bitwise the same for any thread count. Throws ConfigError for a d_state or
+// headdim that is not compiled (core/supported.hpp).
 inline void ssd_fwd(const SsdFwdArgs<float>& args) {
   const SsdDims d = validate_ssd_fwd(args);
   dispatch_value(SupportedDState{}, static_cast<int>(d.d_state), "d_state", [&](auto n) {
     dispatch_value(SupportedHeadDim{}, static_cast<int>(d.headdim), "headdim", [&](auto p) {
       using Kernel = detail_ssd::SsdChunked<decltype(n)::value, decltype(p)::value>;
-      parallel_for(0, d.batch * d.ngroups, [&](int64_t i) {
-        Kernel::fwd_task(args, d, i / d.ngroups, i % d.ngroups);
+      const int64_t pairs = d.batch * d.ngroups, hpg = d.heads_per_group();
+      const int64_t splits = std::min<int64_t>(hpg, (num_threads() + pairs - 1) / std::max<int64_t>(pairs, 1));
+      const int64_t per = (hpg + splits - 1) / splits;
+      parallel_for(0, pairs * splits, [&](int64_t i) {
+        const int64_t pair = i / splits, part = i % splits, g = pair % d.ngroups;
+        const int64_t h0 = g * hpg + part * per, h1 = std::min(g * hpg + hpg, h0 + per);
+        if (h0 < h1) Kernel::fwd_task(args, d, pair / d.ngroups, g, h0, h1);
       });
     });
   });
