@@ -23,10 +23,8 @@ namespace detail_ssd {
 
 using MatR = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 using MapR = Eigen::Map<MatR>;
-using MapRC = Eigen::Map<const MatR>;
 using MapS = Eigen::Map<MatR, 0, Eigen::OuterStride<>>;         // rows of a token-major tensor
 using MapSC = Eigen::Map<const MatR, 0, Eigen::OuterStride<>>;
-using VecM = Eigen::Map<Eigen::VectorXf>;
 
 // Scratch of one worker thread, grown on demand and kept between calls (no allocation in the
 // steady state of a training loop).
