@@ -1,0 +1,178 @@
+// Mamba2 SSD (state-space duality) scan: argument structs and the validation shared by every
+// backend. Per sequence and head h (group g = h / (nheads/ngroups)), with dt = clamp(softplus(
+// dt_raw + dt_bias), dt_min, dt_max) (softplus threshold 20):
+//   H_t = exp(dt_t·A_h)·H_{t-1} + dt_t · x_t ⊗ B_t[g]   (H: headdim × d_state, H_{-1} = initial)
+//   y_t = H_t·C_t[g] + D_h·x_t
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <string>
+
+#include "mambatrack/core/error.hpp"
+#include "mambatrack/core/tensor.hpp"
+
+namespace mambatrack {
+
+// The inputs of the scan, common to forward and backward. Layout is token-major; a batch is a
+// packed set of sequences given by cu_seqlens (batch + 1 offsets, cu[0] = 0, non-decreasing,
+// cu[batch] = tokens); the state restarts at every sequence start. A padded batch of length L is
+// cu = {0, L, 2L, ...}. Optional views are left unset ({}).
+template <class T>
+struct SsdInputs {
+  View<const T> x;              // (tokens, nheads, headdim)
+  View<const T> dt;             // (tokens, nheads), before bias and softplus
+  View<const T> dt_bias;        // (nheads), optional (empty: no bias)
+  View<const T> A;              // (nheads), negative (the layer passes -exp(A_log))
+  View<const T> B;              // (tokens, ngroups, d_state)
+  View<const T> C;              // (tokens, ngroups, d_state)
+  View<const T> D;              // (nheads), optional skip
+  View<const T> initial_state;  // (batch, nheads, headdim, d_state), optional (empty: zeros)
+  View<const int64_t> cu_seqlens;  // (batch + 1)
+  T dt_min = T(0);              // dt clamp (Mamba2's dt_limit); the default (0, inf) is a no-op
+  T dt_max = std::numeric_limits<T>::infinity();
+};
+
+template <class T>
+struct SsdFwdArgs {
+  SsdInputs<T> in;
+  View<T> y;                    // (tokens, nheads, headdim), overwritten
+  View<T> final_state;          // (batch, nheads, headdim, d_state), optional, overwritten
+  int64_t chunk_size = 64;      // chunked backends only; the result does not depend on it
+};
+
+// Backward: gradients of activations (dx, ddt, dB, dC, dinitial_state) are OVERWRITTEN;
+// gradients of parameters (dA, dD, ddt_bias) are ACCUMULATED (+=) into the given buffers, so
+// they can point into a flat gradient store. ddt is the gradient of the raw dt (before bias and
+// softplus); it is 0 where the dt clamp is active. Optional outputs may be left unset ({}).
+template <class T>
+struct SsdBwdArgs {
+  SsdInputs<T> in;
+  View<const T> dy;             // (tokens, nheads, headdim)
+  View<const T> dfinal_state;   // (batch, nheads, headdim, d_state), optional (empty: zeros)
+  View<T> dx;                   // like x
+  View<T> ddt;                  // like dt
+  View<T> dB;                   // like B
+  View<T> dC;                   // like C
+  View<T> dinitial_state;       // like initial_state, optional
+  View<T> dA;                   // (nheads), +=
+  View<T> dD;                   // (nheads), +=, optional (needed when D is given)
+  View<T> ddt_bias;             // (nheads), +=, optional (needed when dt_bias is given)
+  int64_t chunk_size = 64;
+};
+
+struct SsdDims {
+  int64_t tokens = 0, nheads = 0, headdim = 0, ngroups = 0, d_state = 0, batch = 0;
+  int64_t heads_per_group() const { return nheads / ngroups; }
+};
+
+namespace ssd_detail {
+
+// An optional view is "not given" when it is default-constructed (no data, rank 0).
+template <class U>
+bool given(const View<U>& v) {
+  return v.data != nullptr || v.rank() > 0;
+}
+
+// Checks cu_seqlens against the token count: batch + 1 entries, starts at 0, non-decreasing,
+// ends at tokens.
+inline int64_t check_cu_seqlens(View<const int64_t> cu, int64_t tokens) {
+  MAMBATRACK_CHECK_SHAPE(cu.rank() == 1 && cu.dim(0) >= 1,
+                         "cu_seqlens must be a 1-d list of batch + 1 offsets, got shape ", cu.shape);
+  MAMBATRACK_CHECK_SHAPE(cu.data != nullptr, "cu_seqlens has no data");
+  const int64_t batch = cu.dim(0) - 1;
+  MAMBATRACK_CHECK_SHAPE(cu[0] == 0, "cu_seqlens[0] must be 0, got ", cu[0]);
+  for (int64_t b = 0; b < batch; ++b) {
+    MAMBATRACK_CHECK_SHAPE(cu[b + 1] >= cu[b], "cu_seqlens must be non-decreasing: cu_seqlens[",
+                           b, "] = ", cu[b], " > cu_seqlens[", b + 1, "] = ", cu[b + 1]);
+  }
+  MAMBATRACK_CHECK_SHAPE(cu[batch] == tokens, "cu_seqlens[", batch, "] = ", cu[batch],
+                         " must equal the token count ", tokens);
+  return batch;
+}
+
+template <class U>
+void check_optional_shape(const View<U>& v, const Shape& want, const char* name) {
+  MAMBATRACK_CHECK_SHAPE(!ssd_detail::given(v) || v.shape == want, name, " has shape ", v.shape,
+                         ", expected ", want, " (or empty)");
+}
+template <class U>
+void check_shape(const View<U>& v, const Shape& want, const char* name) {
+  MAMBATRACK_CHECK_SHAPE(v.shape == want, name, " has shape ", v.shape, ", expected ", want);
+}
+
+// softplus with PyTorch's threshold: x for x > 20, log1p(exp(x)) otherwise; its derivative.
+template <class T>
+inline T softplus_thresholded(T v) {
+  return v > T(20) ? v : std::log1p(std::exp(v));
+}
+template <class T>
+inline T softplus_thresholded_grad(T v) {
+  return v > T(20) ? T(1) : T(1) / (T(1) + std::exp(-v));
+}
+
+}  // namespace ssd_detail
+
+// Validates the inputs and returns the sizes. ShapeError names the offending tensor and shapes.
+template <class T>
+SsdDims validate_ssd_inputs(const SsdInputs<T>& in) {
+  SsdDims d;
+  MAMBATRACK_CHECK_SHAPE(in.x.rank() == 3, "x must be (tokens, nheads, headdim), got ", in.x.shape);
+  MAMBATRACK_CHECK_SHAPE(in.B.rank() == 3, "B must be (tokens, ngroups, d_state), got ", in.B.shape);
+  d.tokens = in.x.dim(0);
+  d.nheads = in.x.dim(1);
+  d.headdim = in.x.dim(2);
+  d.ngroups = in.B.dim(1);
+  d.d_state = in.B.dim(2);
+  MAMBATRACK_CHECK_SHAPE(d.nheads > 0 && d.ngroups > 0 && d.nheads % d.ngroups == 0,
+                         "nheads (", d.nheads, ", from x ", in.x.shape,
+                         ") must be a positive multiple of ngroups (", d.ngroups, ", from B ",
+                         in.B.shape, ")");
+  ssd_detail::check_shape(in.dt, Shape{d.tokens, d.nheads}, "dt");
+  ssd_detail::check_shape(in.B, Shape{d.tokens, d.ngroups, d.d_state}, "B");
+  ssd_detail::check_shape(in.C, Shape{d.tokens, d.ngroups, d.d_state}, "C");
+  ssd_detail::check_shape(in.A, Shape{d.nheads}, "A");
+  ssd_detail::check_optional_shape(in.dt_bias, Shape{d.nheads}, "dt_bias");
+  ssd_detail::check_optional_shape(in.D, Shape{d.nheads}, "D");
+  d.batch = ssd_detail::check_cu_seqlens(in.cu_seqlens, d.tokens);
+  ssd_detail::check_optional_shape(in.initial_state, Shape{d.batch, d.nheads, d.headdim, d.d_state},
+                               "initial_state");
+  MAMBATRACK_CHECK(in.dt_min >= T(0) && in.dt_max >= in.dt_min, ConfigError,
+                   "dt limits must satisfy 0 <= dt_min <= dt_max, got (", in.dt_min, ", ",
+                   in.dt_max, ")");
+  return d;
+}
+
+template <class T>
+SsdDims validate_ssd_fwd(const SsdFwdArgs<T>& a) {
+  const SsdDims d = validate_ssd_inputs(a.in);
+  ssd_detail::check_shape(a.y, Shape{d.tokens, d.nheads, d.headdim}, "y");
+  ssd_detail::check_optional_shape(a.final_state, Shape{d.batch, d.nheads, d.headdim, d.d_state},
+                               "final_state");
+  MAMBATRACK_CHECK(a.chunk_size >= 1, ConfigError, "chunk_size must be >= 1, got ", a.chunk_size);
+  return d;
+}
+
+template <class T>
+SsdDims validate_ssd_bwd(const SsdBwdArgs<T>& a) {
+  const SsdDims d = validate_ssd_inputs(a.in);
+  const Shape state{d.batch, d.nheads, d.headdim, d.d_state};
+  ssd_detail::check_shape(a.dy, Shape{d.tokens, d.nheads, d.headdim}, "dy");
+  ssd_detail::check_optional_shape(a.dfinal_state, state, "dfinal_state");
+  ssd_detail::check_shape(a.dx, a.in.x.shape, "dx");
+  ssd_detail::check_shape(a.ddt, a.in.dt.shape, "ddt");
+  ssd_detail::check_shape(a.dB, a.in.B.shape, "dB");
+  ssd_detail::check_shape(a.dC, a.in.C.shape, "dC");
+  ssd_detail::check_optional_shape(a.dinitial_state, state, "dinitial_state");
+  ssd_detail::check_shape(a.dA, Shape{d.nheads}, "dA");
+  ssd_detail::check_optional_shape(a.dD, Shape{d.nheads}, "dD");
+  ssd_detail::check_optional_shape(a.ddt_bias, Shape{d.nheads}, "ddt_bias");
+  MAMBATRACK_CHECK_SHAPE(!ssd_detail::given(a.in.D) || ssd_detail::given(a.dD), "D is given, so dD must be given too");
+  MAMBATRACK_CHECK_SHAPE(!ssd_detail::given(a.in.dt_bias) || ssd_detail::given(a.ddt_bias),
+                         "dt_bias is given, so ddt_bias must be given too");
+  MAMBATRACK_CHECK(a.chunk_size >= 1, ConfigError, "chunk_size must be >= 1, got ", a.chunk_size);
+  return d;
+}
+
+}  // namespace mambatrack
