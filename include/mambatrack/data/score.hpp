@@ -346,12 +346,13 @@ inline EffPurity efficiency_purity(const std::vector<uint64_t>& particle_ids, co
     if (b >= 0) ++r.truth_per_bin[b], r.efficient_per_bin[b] += q.efficient;
   }
   const double nan = std::nan("");
-  r.efficiency = r.n_truth ? static_cast<double>(r.n_efficient) / r.n_truth : nan;
-  r.purity = r.n_clusters ? purity_total / r.n_clusters : nan;
-  r.fake_rate = r.n_clusters ? static_cast<double>(r.n_fake) / r.n_clusters : nan;
-  for (int b = 0; b < cfg.n_bins; ++b) {
-    r.efficiency_per_bin.push_back(r.truth_per_bin[b] ? double(r.efficient_per_bin[b]) / r.truth_per_bin[b] : nan);
-    r.purity_per_bin.push_back(r.clusters_per_bin[b] ? purity_sum[b] / r.clusters_per_bin[b] : nan);
+  auto ratio = [nan](double num, int64_t den) { return den ? num / static_cast<double>(den) : nan; };
+  r.efficiency = ratio(static_cast<double>(r.n_efficient), r.n_truth);
+  r.purity = ratio(purity_total, r.n_clusters);
+  r.fake_rate = ratio(static_cast<double>(r.n_fake), r.n_clusters);
+  for (std::size_t b = 0; b < static_cast<std::size_t>(cfg.n_bins); ++b) {
+    r.efficiency_per_bin.push_back(ratio(static_cast<double>(r.efficient_per_bin[b]), r.truth_per_bin[b]));
+    r.purity_per_bin.push_back(ratio(purity_sum[b], r.clusters_per_bin[b]));
   }
   return r;
 }
