@@ -162,6 +162,13 @@ TEST_CASE("score: a submission must hold every truth hit exactly once", "[data][
   negative[4] = -1;
   CHECK(message(hits, negative).find("must be >= 0") != std::string::npos);
   CHECK(message(hits, short_tracks).find("has 13 entries but hit_id has 14") != std::string::npos);
+  // Against an event's hits (a test event has no truth): the row of each hit, or the error.
+  const std::vector<int32_t> event_hits = {7, 3, 5};
+  CHECK(check_submission(event_hits, {5, 7, 3}, {0, 1, 2}, "hits") == std::vector<int64_t>{1, 2, 0});
+  CHECK_THROWS_WITH(check_submission(event_hits, {5, 7}, {0, 1}, "hits"),
+                    "submission: column 'hit_id': hits hit 3 is missing");
+  CHECK_THROWS_WITH(check_submission(event_hits, {5, 7, 3, 4}, {0, 1, 2, 2}, "hits"),
+                    "submission: column 'hit_id': hit 4 is not in the hits");
 }
 
 TEST_CASE("score: submission CSV write/read and its errors", "[data][cpu]") {

@@ -78,7 +78,8 @@ std::vector<float> random_float_bits(std::size_t n, Philox& rng) {
 }
 std::vector<int32_t> random_ints(std::size_t n, Philox& rng, int32_t lo, int32_t hi) {
   std::vector<int32_t> v(n);
-  for (auto& x : v) x = lo + static_cast<int32_t>(rng.next_u64() % static_cast<uint64_t>(int64_t(hi) - lo + 1));
+  const uint64_t span = static_cast<uint64_t>(int64_t(hi) - lo + 1);
+  for (auto& x : v) x = static_cast<int32_t>(int64_t(lo) + static_cast<int64_t>(rng.next_u64() % span));
   return v;
 }
 

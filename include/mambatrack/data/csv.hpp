@@ -27,6 +27,10 @@
 
 namespace mambatrack::data {
 
+// zlib level of the .gz writers: 1 is ~5x faster than gzip's default 6 on TrackML text for
+// files ~17% larger (hits: 42% vs 36% of the text).
+inline constexpr int kGzipLevel = 1;
+
 // Largest text a .gz file may inflate to (guards against decompression bombs).
 inline constexpr std::size_t kMaxInflatedBytes = std::size_t(1) << 34;  // 16 GiB
 
@@ -125,9 +129,8 @@ inline std::string inflate_gzip(const char* data, std::size_t size, const std::s
   return out;
 }
 
-// gzip-compresses `text` (one member; level as zlib's, default 6).
-inline std::string deflate_gzip(std::string_view text, const std::string& name,
-                                int level = Z_DEFAULT_COMPRESSION) {
+// gzip-compresses `text` (one member; level 0-9 as zlib's).
+inline std::string deflate_gzip(std::string_view text, const std::string& name, int level = kGzipLevel) {
   z_stream zs{};
   if (deflateInit2(&zs, level, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY) != Z_OK)
     throw DataError(name, 0, "", "zlib deflateInit2 failed");
@@ -228,9 +231,9 @@ inline void write_file_atomically(const std::string& path, std::string_view byte
 }
 
 // Writes CSV text to `path`, gzip-compressed when the name ends in .gz, atomically.
-inline void write_text_file(const std::string& path, std::string_view text) {
+inline void write_text_file(const std::string& path, std::string_view text, int gzip_level = kGzipLevel) {
   if (is_gzip_path(path)) {
-    write_file_atomically(path, deflate_gzip(text, path));
+    write_file_atomically(path, deflate_gzip(text, path, gzip_level));
   } else {
     write_file_atomically(path, text);
   }

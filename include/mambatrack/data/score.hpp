@@ -34,26 +34,23 @@ struct TrackMatch {
   bool good() const { return 2 * major_nhits > nhits && 2 * major_nhits > major_particle_nhits; }
 };
 
-namespace detail {
-
-// For every truth row, its position in the submission; throws unless each truth hit appears
-// exactly once and the submission has no other hits.
-inline std::vector<int64_t> match_submission(const Truth& truth, const std::vector<int32_t>& hit_ids,
-                                             const std::vector<int64_t>& track_ids) {
+// For every event hit, its row in the submission (hit_ids, track_ids); throws DataError unless
+// each event hit appears exactly once, the submission has no other hits and track ids are >= 0.
+// `what` names the event's hits in messages ("truth", "hits").
+inline std::vector<int64_t> check_submission(const std::vector<int32_t>& event_hit_ids,
+                                             const std::vector<int32_t>& hit_ids,
+                                             const std::vector<int64_t>& track_ids,
+                                             const std::string& what = "truth") {
   const std::string who = "submission";
   if (hit_ids.size() != track_ids.size())
     throw DataError(who, 0, "track_id",
                     "has " + std::to_string(track_ids.size()) + " entries but hit_id has " +
                         std::to_string(hit_ids.size()));
-  if (truth.particle_id.size() != truth.size() || truth.weight.size() != truth.size())
-    throw DataError("truth", 0, "", "hit_id, particle_id and weight must have the same length");
-  {
-    std::vector<int32_t> known(truth.hit_id);
-    std::sort(known.begin(), known.end());
-    const auto dup = std::adjacent_find(known.begin(), known.end());
-    if (dup != known.end())
-      throw DataError("truth", 0, "hit_id", "hit " + std::to_string(*dup) + " appears more than once");
-  }
+  std::vector<int32_t> known(event_hit_ids);
+  std::sort(known.begin(), known.end());
+  const auto dup = std::adjacent_find(known.begin(), known.end());
+  if (dup != known.end())
+    throw DataError(what, 0, "hit_id", "hit " + std::to_string(*dup) + " appears more than once");
   std::vector<std::pair<int32_t, int64_t>> sub(hit_ids.size());
   for (std::size_t i = 0; i < hit_ids.size(); ++i) {
     if (track_ids[i] < 0)
@@ -66,24 +63,29 @@ inline std::vector<int64_t> match_submission(const Truth& truth, const std::vect
   for (std::size_t i = 1; i < sub.size(); ++i)
     if (sub[i].first == sub[i - 1].first)
       throw DataError(who, 0, "hit_id", "hit " + std::to_string(sub[i].first) + " appears more than once");
-  std::vector<int64_t> where(truth.size(), -1);
-  for (std::size_t t = 0; t < truth.size(); ++t) {
-    const auto it = std::lower_bound(sub.begin(), sub.end(), std::make_pair(truth.hit_id[t], int64_t{-1}));
-    if (it == sub.end() || it->first != truth.hit_id[t])
-      throw DataError(who, 0, "hit_id", "truth hit " + std::to_string(truth.hit_id[t]) + " is missing");
+  std::vector<int64_t> where(event_hit_ids.size(), -1);
+  for (std::size_t t = 0; t < event_hit_ids.size(); ++t) {
+    const auto it = std::lower_bound(sub.begin(), sub.end(), std::make_pair(event_hit_ids[t], int64_t{-1}));
+    if (it == sub.end() || it->first != event_hit_ids[t])
+      throw DataError(who, 0, "hit_id", what + " hit " + std::to_string(event_hit_ids[t]) + " is missing");
     where[t] = it->second;
   }
-  // Every truth hit found once and no more rows than truth hits: a one-to-one match.
-  if (sub.size() != truth.size()) {
-    std::vector<int32_t> known(truth.hit_id);
-    std::sort(known.begin(), known.end());
+  // Every event hit found once and no more rows than event hits: a one-to-one match.
+  if (sub.size() != event_hit_ids.size()) {
     for (const auto& s : sub)
       if (!std::binary_search(known.begin(), known.end(), s.first))
-        throw DataError(who, 0, "hit_id", "hit " + std::to_string(s.first) + " is not in the truth");
+        throw DataError(who, 0, "hit_id", "hit " + std::to_string(s.first) + " is not in the " + what);
   }
   return where;
 }
 
+namespace detail {
+inline std::vector<int64_t> match_submission(const Truth& truth, const std::vector<int32_t>& hit_ids,
+                                             const std::vector<int64_t>& track_ids) {
+  if (truth.particle_id.size() != truth.size() || truth.weight.size() != truth.size())
+    throw DataError("truth", 0, "", "hit_id, particle_id and weight must have the same length");
+  return check_submission(truth.hit_id, hit_ids, track_ids, "truth");
+}
 }  // namespace detail
 
 // Per-track majority analysis, sorted by track id.
@@ -344,12 +346,13 @@ inline EffPurity efficiency_purity(const std::vector<uint64_t>& particle_ids, co
     if (b >= 0) ++r.truth_per_bin[b], r.efficient_per_bin[b] += q.efficient;
   }
   const double nan = std::nan("");
-  r.efficiency = r.n_truth ? static_cast<double>(r.n_efficient) / r.n_truth : nan;
-  r.purity = r.n_clusters ? purity_total / r.n_clusters : nan;
-  r.fake_rate = r.n_clusters ? static_cast<double>(r.n_fake) / r.n_clusters : nan;
-  for (int b = 0; b < cfg.n_bins; ++b) {
-    r.efficiency_per_bin.push_back(r.truth_per_bin[b] ? double(r.efficient_per_bin[b]) / r.truth_per_bin[b] : nan);
-    r.purity_per_bin.push_back(r.clusters_per_bin[b] ? purity_sum[b] / r.clusters_per_bin[b] : nan);
+  auto ratio = [nan](double num, int64_t den) { return den ? num / static_cast<double>(den) : nan; };
+  r.efficiency = ratio(static_cast<double>(r.n_efficient), r.n_truth);
+  r.purity = ratio(purity_total, r.n_clusters);
+  r.fake_rate = ratio(static_cast<double>(r.n_fake), r.n_clusters);
+  for (std::size_t b = 0; b < static_cast<std::size_t>(cfg.n_bins); ++b) {
+    r.efficiency_per_bin.push_back(ratio(static_cast<double>(r.efficient_per_bin[b]), r.truth_per_bin[b]));
+    r.purity_per_bin.push_back(ratio(purity_sum[b], r.clusters_per_bin[b]));
   }
   return r;
 }
