@@ -5,6 +5,7 @@
 #include <string>
 
 #include "commands/inspect.hpp"
+#include "commands/simulate.hpp"
 #include "mambatrack/core/error.hpp"
 
 namespace {
@@ -14,6 +15,8 @@ struct Command {
   int (*run)(int, char**);
 };
 const Command kCommands[] = {
+    {"simulate", "simulate TrackML-like events and write them in the Kaggle formats",
+     mambatrack::cli::run_simulate},
     {"inspect", "print a checkpoint's config, tensor names, shapes, dtypes and parameter count",
      mambatrack::cli::run_inspect},
 };
