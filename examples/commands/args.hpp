@@ -38,7 +38,7 @@ class Args {
         print_help();
         return false;
       }
-      if (a.rfind("--", 0) != 0) throw ConfigError(std::string("") + "unexpected argument '" + a + "' (options start with --)");
+      if (a.rfind("--", 0) != 0) throw ConfigError(std::string("unexpected argument '") + a + "' (options start with --)");
       std::string name = a.substr(2), value;
       const auto eq = name.find('=');
       const bool inline_value = eq != std::string::npos;
@@ -63,7 +63,7 @@ class Args {
         continue;
       }
       if (!inline_value) {
-        if (i + 1 >= argc) throw ConfigError(std::string("") + "option --" + name + " needs a value");
+        if (i + 1 >= argc) throw ConfigError(std::string("option --") + name + " needs a value");
         value = argv[++i];
       }
       if (spec->repeat) values_[name].push_back(value);
@@ -86,14 +86,14 @@ class Args {
     const std::string v = str(name);
     char* end = nullptr;
     const long long x = std::strtoll(v.c_str(), &end, 10);
-    if (v.empty() || *end) throw ConfigError(std::string("") + "--" + name + " expects an integer, got \"" + v + "\"");
+    if (v.empty() || *end) throw ConfigError(std::string("--") + name + " expects an integer, got \"" + v + "\"");
     return x;
   }
   double number(const std::string& name) const {
     const std::string v = str(name);
     char* end = nullptr;
     const double x = std::strtod(v.c_str(), &end);
-    if (v.empty() || *end) throw ConfigError(std::string("") + "--" + name + " expects a number, got \"" + v + "\"");
+    if (v.empty() || *end) throw ConfigError(std::string("--") + name + " expects a number, got \"" + v + "\"");
     return x;
   }
   std::vector<int32_t> int_list(const std::string& name) const {
@@ -106,7 +106,7 @@ class Args {
       char* end = nullptr;
       const long x = std::strtol(item.c_str(), &end, 10);
       if (item.empty() || *end)
-        throw ConfigError(std::string("") + "--" + name + " expects comma-separated integers, got \"" + v + "\"");
+        throw ConfigError(std::string("--") + name + " expects comma-separated integers, got \"" + v + "\"");
       out.push_back(static_cast<int32_t>(x));
       if (comma == std::string::npos) break;
       pos = comma + 1;
@@ -136,7 +136,7 @@ class Args {
   }
   const Spec& spec(const std::string& name) const {
     const Spec* s = find(name);
-    if (!s) throw ConfigError(std::string("") + "internal: option --" + name + " was not declared");
+    if (!s) throw ConfigError(std::string("internal: option --") + name + " was not declared");
     return *s;
   }
 
