@@ -282,8 +282,8 @@ int main(int argc, char** argv) {
   std::printf("FM4NPP:   %lld sequences, %lld tokens, d_model %lld, d_inner %lld\n", static_cast<long long>(fm.batch()),
               static_cast<long long>(fm.tokens()), static_cast<long long>(fm.d_model),
               static_cast<long long>(fm.d_inner));
-  std::printf("scan: selective scan, d_state N, z, D, delta_bias, softplus, chunk 64; ssd: Mamba2 SSD, heads x headdim,\n"
-              "N, chunk Q, 1 group; conv: causal conv1d, d_conv K, SiLU; in_proj/out_proj: Linear, no bias\n");
+  std::printf("scan: selective scan, d_state N, z, D, delta_bias, softplus, chunk 64; ssd: Mamba2 SSD, heads x\n"
+              "headdim, N, chunk Q, 1 group; conv: causal conv1d, d_conv K, SiLU; in_proj/out_proj: Linear, no bias\n");
   std::printf("fwd/bwd ms: median wall per call; cpu ms: process CPU time of fwd + bwd, all threads; ns/tok, GB/s,\n"
               "GF/s: fwd + bwd together, over the minimum bytes and the counted FLOPs; ceil: GF/s over the GEMM\n"
               "ceiling at that thread count where FLOPs are counted, else GB/s over the memcpy ceiling\n\n");
