@@ -37,8 +37,9 @@
 
 namespace mambatrack::train {
 
-// What one micro-batch reports. `loss` is what the gradient was taken of; `metrics` are averaged
-// over the micro-batches of a step (e.g. "mdm_loss", "mdm_accuracy", "ntp_accuracy").
+// What one micro-batch reports. `loss` is what the gradient was taken of; each metric is averaged
+// over the micro-batches of the step that report it (tasks that alternate, like MDM and NTP,
+// report each metric on their own micro-batches only).
 struct MicroBatchResult {
   double loss = 0.0;
   std::map<std::string, double> metrics;
@@ -184,14 +185,19 @@ class Trainer {
       store.zero_grad();
       double loss = 0;
       std::map<std::string, double> metrics;
+      std::map<std::string, int> reported;
       int64_t tokens = 0;
       const double scale = 1.0 / static_cast<double>(opt_.accumulation_steps);
       for (int64_t m = 0; m < opt_.accumulation_steps; ++m) {
         const MicroBatchResult r = task_.train_micro_batch(step, scale);
         loss += r.loss * scale;
-        for (const auto& [k, v] : r.metrics) metrics[k] += v * scale;
+        for (const auto& [k, v] : r.metrics) {
+          metrics[k] += v;
+          ++reported[k];
+        }
         tokens += r.tokens;
       }
+      for (auto& [k, v] : metrics) v /= reported[k];
       View<float> grads = store.grads();
       double gnorm = opt_.clip_norm > 0 ? optim::clip_grad_norm(grads, opt_.clip_norm) : optim::grad_norm(grads);
       const double lr = opt_.schedule.lr(step, task_.epoch());
