@@ -1,0 +1,318 @@
+// MAMBA-PT pretraining as a TrainTask: a token Backbone with the MDM head (masked detector
+// module: predict the module of each masked hit, cross-entropy with MAMBA-PT's label smoothing
+// over the masked positions) and the NTP head (next track prediction: is |p| of track 1 larger
+// than |p| of track 2, for in-batch permutation pairs, on the unmasked sequences). Micro-batches
+// alternate MDM / NTP as the seed does, or carry both losses (weighted) every time.
+// Everything random (batch order, masks, pairs, dropout) is a pure function of the seed and
+// the data cursor, so a resumed run continues exactly.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "mambatrack/data/batching.hpp"
+#include "mambatrack/data/mdm_masking.hpp"
+#include "mambatrack/data/ntp_pairs.hpp"
+#include "mambatrack/data/track_sequences.hpp"
+#include "mambatrack/nn/backbone.hpp"
+#include "mambatrack/nn/heads.hpp"
+#include "mambatrack/ops/cpu/losses.hpp"
+#include "mambatrack/train/trainer.hpp"
+
+namespace mambatrack::train {
+
+struct MdmTaskOptions {
+  nn::BackboneConfig backbone;  // input = tokens; vocab = the tokenizer's size
+  int64_t mdm_hidden = 256;
+  int64_t ntp_hidden = 128;
+  double ntp_dropout = 0.1;
+  int64_t batch_size = 128;
+  uint64_t seed = 42;
+  data::MaskOptions mask;        // rate is taken from the schedule
+  data::MaskSchedule schedule;
+  double label_smoothing = 0.1;
+  double mdm_weight = 1.0;
+  double ntp_weight = 0.5;
+  bool alternate = true;         // MAMBA-PT: even micro-batches MDM, odd NTP; false: both, weighted
+  nlohmann::json model_config;   // written into model.safetensors
+};
+
+template <class Backend, class Mixer>
+class MdmTask final : public TrainTask {
+ public:
+  using T = typename Backend::Scalar;
+
+  MdmTask(MdmTaskOptions o, const Mixer& mixer, data::TrackSequences train, data::TrackSequences val)
+      : o_(std::move(o)),
+        train_(std::move(train)),
+        val_(std::move(val)),
+        backbone_(o_.backbone, mixer),
+        mdm_head_(o_.backbone.d_model, o_.mdm_hidden, o_.backbone.vocab),
+        ntp_head_(o_.backbone.d_model, o_.ntp_hidden, o_.ntp_dropout),
+        sampler_(train_.size(), sampler_options(o_)) {
+    MAMBATRACK_CHECK(train_.size() > 0, ConfigError, "pretrain-mdm: no training tracks (check the volumes, ",
+                     "track_length_range and the data directory)");
+    backbone_.register_params(store_);
+    mdm_head_.register_params(store_);
+    ntp_head_.register_params(store_);
+    store_.finalize();
+    backbone_.init(store_, o_.seed);
+    mdm_head_.init(store_, o_.seed);
+    ntp_head_.init(store_, o_.seed);
+  }
+
+  nn::ParameterStore& store() override { return store_; }
+  int64_t epoch() const override { return cursor_.epoch; }
+  nlohmann::json model_config() const override { return o_.model_config; }
+  int64_t steps_per_epoch(int64_t accumulation) const {
+    return std::max<int64_t>(1, sampler_.batches_per_epoch() / std::max<int64_t>(1, accumulation));
+  }
+  int64_t num_train_tracks() const { return train_.size(); }
+  int64_t num_val_tracks() const { return val_.size(); }
+
+  void save_state(nn::TrainState& s) const override {
+    s.integers["data.cursor"] = {cursor_.epoch, cursor_.batch};
+    s.integers["task.micro_batches"] = {micro_};
+  }
+  void load_state(const nn::TrainState& s) override {
+    const auto& c = s.integers.at("data.cursor");
+    MAMBATRACK_CHECK(c.size() == 2, CheckpointError, "train state: data.cursor must hold (epoch, batch)");
+    cursor_ = {c[0], c[1]};
+    micro_ = s.integers.at("task.micro_batches").at(0);
+  }
+
+  MicroBatchResult train_micro_batch(int64_t step, double grad_scale) override {
+    const std::vector<int64_t> ids = sampler_.batch(cursor_.epoch, cursor_.batch);
+    const int64_t epoch = cursor_.epoch;
+    if (++cursor_.batch >= sampler_.batches_per_epoch()) {
+      cursor_.batch = 0;
+      ++cursor_.epoch;
+    }
+    const int64_t micro = micro_++;
+    const data::PackedBatch batch = data::pack_batch(train_, ids);
+    backbone_.set_mode(true, o_.seed, static_cast<uint64_t>(micro));
+    ntp_head_.set_mode(true, o_.seed, static_cast<uint64_t>(micro));
+    MicroBatchResult r;
+    r.tokens = batch.num_tokens();
+    const bool do_mdm = !o_.alternate || micro % 2 == 0;
+    const bool do_ntp = !o_.alternate || micro % 2 == 1;
+    if (do_mdm) {
+      const MdmOut m = mdm_step(batch, o_.schedule.rate(epoch), epoch, grad_scale * o_.mdm_weight, true);
+      r.loss += o_.mdm_weight * m.loss;
+      if (m.count > 0) {
+        r.metrics["mdm_loss"] = m.loss;
+        r.metrics["mdm_accuracy"] = static_cast<double>(m.correct) / static_cast<double>(m.count);
+      }
+    }
+    if (do_ntp) {
+      const NtpOut n = ntp_step(train_, batch, Philox(o_.seed ^ 0x4e5450ull, static_cast<uint64_t>(micro)),
+                                grad_scale * o_.ntp_weight, true);
+      r.loss += o_.ntp_weight * n.loss;
+      r.metrics["ntp_loss"] = n.loss;
+      r.metrics["ntp_accuracy"] = n.accuracy();
+    }
+    (void)step;
+    return r;
+  }
+
+  // Validation: MDM at the schedule's validation rate (seed's 0.5) and NTP, over all held-out
+  // tracks in order; masks and pairs depend only on the seed. "loss" is the MDM loss (the seed's
+  // best-model criterion).
+  std::map<std::string, double> evaluate() override { return evaluate_at(o_.schedule.validation_rate); }
+
+  std::map<std::string, double> evaluate_at(double mask_rate) {
+    backbone_.set_mode(false);
+    ntp_head_.set_mode(false, 0, 0);
+    double mdm_loss = 0, ntp_loss = 0;
+    int64_t mdm_count = 0, mdm_correct = 0;
+    NtpOut ntp_total;
+    for (int64_t begin = 0; begin < val_.size(); begin += o_.batch_size) {
+      std::vector<int64_t> ids;
+      for (int64_t i = begin; i < std::min(val_.size(), begin + o_.batch_size); ++i) ids.push_back(i);
+      const data::PackedBatch batch = data::pack_batch(val_, ids);
+      const MdmOut m = mdm_step(batch, mask_rate, 0, 0.0, false);
+      mdm_loss += m.loss * static_cast<double>(m.count);
+      mdm_count += m.count;
+      mdm_correct += m.correct;
+      const NtpOut n = ntp_step(val_, batch, Philox(o_.seed ^ 0x56414cull, static_cast<uint64_t>(begin)), 0.0, false);
+      ntp_loss += n.loss * static_cast<double>(n.count);
+      ntp_total.add(n);
+    }
+    std::map<std::string, double> out;
+    if (mdm_count > 0) {
+      out["mdm_loss"] = mdm_loss / static_cast<double>(mdm_count);
+      out["mdm_accuracy"] = static_cast<double>(mdm_correct) / static_cast<double>(mdm_count);
+      out["loss"] = out["mdm_loss"];
+    }
+    if (ntp_total.count > 0) {
+      out["ntp_loss"] = ntp_loss / static_cast<double>(ntp_total.count);
+      out["ntp_accuracy"] = ntp_total.accuracy();
+      out["ntp_precision"] = ntp_total.precision();
+      out["ntp_recall"] = ntp_total.recall();
+      out["ntp_f1"] = ntp_total.f1();
+    }
+    return out;
+  }
+
+ private:
+  struct MdmOut {
+    double loss = 0;
+    int64_t count = 0, correct = 0;
+  };
+  struct NtpOut {
+    double loss = 0;
+    int64_t count = 0, correct = 0, tp = 0, fp = 0, fn = 0;
+    void add(const NtpOut& o) {
+      count += o.count;
+      correct += o.correct;
+      tp += o.tp;
+      fp += o.fp;
+      fn += o.fn;
+    }
+    double accuracy() const { return count ? static_cast<double>(correct) / static_cast<double>(count) : 0.0; }
+    double precision() const { return tp + fp ? static_cast<double>(tp) / static_cast<double>(tp + fp) : 0.0; }
+    double recall() const { return tp + fn ? static_cast<double>(tp) / static_cast<double>(tp + fn) : 0.0; }
+    double f1() const {
+      const double p = precision(), r = recall();
+      return p + r > 0 ? 2 * p * r / (p + r) : 0.0;
+    }
+  };
+
+  static data::SamplerOptions sampler_options(const MdmTaskOptions& o) {
+    data::SamplerOptions s;
+    s.batch_size = o.batch_size;
+    s.seed = o.seed;
+    s.shuffle = true;
+    return s;
+  }
+
+  // MDM on one batch: mask, encode, head on the masked positions only, smoothed CE. With
+  // `backward`, adds grad_scale · ∂loss/∂θ into the store's gradients.
+  MdmOut mdm_step(const data::PackedBatch& batch, double rate, int64_t epoch, double grad_scale, bool backward) {
+    data::MaskOptions mo = o_.mask;
+    mo.rate = rate;
+    mo.vocab_size = o_.backbone.vocab;
+    const data::MaskedTokens masked =
+        data::mask_packed(batch.tokens, batch.cu_seqlens, batch.sample_ids, mo, o_.seed, epoch);
+    MdmOut out;
+    const auto m = static_cast<int64_t>(masked.masked_positions.size());
+    if (m == 0) return out;  // too short to mask at this rate (the seed skips such batches too)
+    const int64_t n = batch.num_tokens(), d = o_.backbone.d_model, vocab = o_.backbone.vocab;
+    ids_.assign(masked.input.begin(), masked.input.end());
+    cu_ = batch.cu_seqlens;
+    View<const T> y = backbone_.forward_tokens(bctx_, View<const int64_t>(ids_.data(), Shape{n}),
+                                               View<const int64_t>(cu_.data(), Shape{static_cast<int64_t>(cu_.size())}));
+    gathered_.resize(static_cast<std::size_t>(m * d));
+    labels_.resize(static_cast<std::size_t>(m));
+    for (int64_t i = 0; i < m; ++i) {
+      const int64_t pos = masked.masked_positions[i];
+      std::copy(y.data + pos * d, y.data + (pos + 1) * d, gathered_.data() + i * d);
+      labels_[i] = masked.labels[pos];
+    }
+    View<const T> logits = mdm_head_.forward(mctx_, View<const T>(gathered_.data(), Shape{m, d}));
+    dlogits_.resize(static_cast<std::size_t>(m * vocab));
+    CrossEntropyArgs<T> ce;
+    ce.logits = logits;
+    ce.labels = View<const int64_t>(labels_.data(), Shape{m});
+    ce.dlogits = View<T>(dlogits_.data(), Shape{m, vocab});
+    ce.label_smoothing = o_.label_smoothing;
+    ce.form = SmoothingForm::kMambaPt;
+    ce.grad_scale = grad_scale;
+    const LossResult lr = cpu::cross_entropy(ce);
+    out.loss = lr.loss;
+    out.count = lr.count;
+    for (int64_t i = 0; i < m; ++i) {
+      const T* row = logits.data + i * vocab;
+      out.correct += (std::max_element(row, row + vocab) - row) == labels_[i];
+    }
+    if (backward) {
+      View<const T> dx = mdm_head_.backward(mctx_, View<const T>(dlogits_.data(), Shape{m, vocab}));
+      dy_.assign(static_cast<std::size_t>(n * d), T(0));
+      for (int64_t i = 0; i < m; ++i) {
+        const int64_t pos = masked.masked_positions[i];
+        std::copy(dx.data + i * d, dx.data + (i + 1) * d, dy_.data() + pos * d);
+      }
+      backbone_.backward(bctx_, View<const T>(dy_.data(), Shape{n, d}));
+    }
+    return out;
+  }
+
+  // NTP on one batch: encode the unmasked tracks once, pair each with a permuted partner,
+  // 2-class CE on |p1| > |p2|.
+  NtpOut ntp_step(const data::TrackSequences& src, const data::PackedBatch& batch, Philox rng, double grad_scale,
+                  bool backward) {
+    const int64_t n = batch.num_tokens(), d = o_.backbone.d_model, b = batch.size();
+    std::vector<float> p(static_cast<std::size_t>(b));
+    for (int64_t i = 0; i < b; ++i) p[i] = src.p[batch.sample_ids[i]];
+    const data::NtpPairs pairs = data::permutation_pairs(p, rng);
+    ids_.assign(batch.tokens.begin(), batch.tokens.end());
+    cu_ = batch.cu_seqlens;
+    const View<const int64_t> cu(cu_.data(), Shape{b + 1});
+    View<const T> y = backbone_.forward_tokens(bctx_, View<const int64_t>(ids_.data(), Shape{n}), cu);
+    // The partners' tokens, sequence by sequence in pair order.
+    cu2_.assign(1, 0);
+    permuted_.clear();
+    for (int64_t k = 0; k < pairs.size(); ++k) {
+      const int64_t s = pairs.second[k];
+      permuted_.insert(permuted_.end(), y.data + cu_[s] * d, y.data + cu_[s + 1] * d);
+      cu2_.push_back(cu2_.back() + cu_[s + 1] - cu_[s]);
+    }
+    const View<const int64_t> cu2(cu2_.data(), Shape{pairs.size() + 1});
+    View<const T> logits = ntp_head_.forward(nctx_, y, cu, View<const T>(permuted_.data(), Shape{n, d}), cu2);
+    ntp_labels_.assign(pairs.label.begin(), pairs.label.end());
+    ntp_dlogits_.resize(static_cast<std::size_t>(b * 2));
+    CrossEntropyArgs<T> ce;
+    ce.logits = logits;
+    ce.labels = View<const int64_t>(ntp_labels_.data(), Shape{b});
+    ce.dlogits = View<T>(ntp_dlogits_.data(), Shape{b, 2});
+    ce.grad_scale = grad_scale;
+    const LossResult lr = cpu::cross_entropy(ce);
+    NtpOut out;
+    out.loss = lr.loss;
+    out.count = lr.count;
+    for (int64_t k = 0; k < b; ++k) {
+      const int pred = logits.data[2 * k + 1] > logits.data[2 * k] ? 1 : 0;
+      const int label = pairs.label[k];
+      out.correct += pred == label;
+      out.tp += pred == 1 && label == 1;
+      out.fp += pred == 1 && label == 0;
+      out.fn += pred == 0 && label == 1;
+    }
+    if (backward) {
+      const auto [dx1, dx2] = ntp_head_.backward(nctx_, View<const T>(ntp_dlogits_.data(), Shape{b, 2}));
+      dy_.assign(dx1.data, dx1.data + n * d);
+      for (int64_t k = 0; k < pairs.size(); ++k) {  // route the partners' gradients back
+        const int64_t s = pairs.second[k];
+        const T* from = dx2.data + cu2_[k] * d;
+        T* to = dy_.data() + cu_[s] * d;
+        for (int64_t i = 0; i < (cu_[s + 1] - cu_[s]) * d; ++i) to[i] += from[i];
+      }
+      backbone_.backward(bctx_, View<const T>(dy_.data(), Shape{n, d}));
+    }
+    return out;
+  }
+
+  MdmTaskOptions o_;
+  data::TrackSequences train_, val_;
+  nn::ParameterStore store_;
+  nn::Backbone<Backend, Mixer> backbone_;
+  nn::MdmHead<Backend> mdm_head_;
+  nn::NtpHead<Backend> ntp_head_;
+  data::BatchSampler sampler_;
+  data::DataCursor cursor_;
+  int64_t micro_ = 0;
+  // Contexts and buffers reused from step to step.
+  typename nn::Backbone<Backend, Mixer>::Context bctx_;
+  typename nn::MdmHead<Backend>::Context mctx_;
+  typename nn::NtpHead<Backend>::Context nctx_;
+  std::vector<int64_t> ids_, cu_, cu2_, labels_, ntp_labels_;
+  std::vector<T> gathered_, dlogits_, dy_, permuted_, ntp_dlogits_;
+};
+
+}  // namespace mambatrack::train
