@@ -1,0 +1,228 @@
+// Wiring of a MAMBA-PT run from its resolved config: the data (a TrackML directory, or events
+// simulated into RUN_DIR/data), the tokenizer (from detectors.csv or the built-in layout, saved
+// to RUN_DIR/tokenizer.txt), the event split and track sequences, the model and the Trainer's
+// options. Used by pretrain-mdm and eval.
+#pragma once
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "mambatrack/data/batching.hpp"
+#include "mambatrack/data/detector.hpp"
+#include "mambatrack/data/simulator.hpp"
+#include "mambatrack/data/tokenizer.hpp"
+#include "mambatrack/data/track_sequences.hpp"
+#include "mambatrack/data/trackml_io.hpp"
+#include "mambatrack/nn/backend.hpp"
+#include "mambatrack/nn/dispatch.hpp"
+#include "mambatrack/train/mambapt_config.hpp"
+#include "mambatrack/train/mdm_task.hpp"
+
+namespace mambatrack::cli {
+
+using CpuMixer = nn::MambaMixer<nn::CpuBackend>;
+using CpuMdmTask = train::MdmTask<nn::CpuBackend, CpuMixer>;
+
+struct MdmRun {
+  train::Config config{train::mambapt_schema()};
+  std::unique_ptr<CpuMdmTask> task;
+  train::TrainerOptions trainer;
+  int64_t vocab = 0;
+  std::string data_dir;
+};
+
+inline bool is_dir(const std::string& p) {
+  struct stat st;
+  return ::stat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+inline bool is_file(const std::string& p) {
+  struct stat st;
+  return ::stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+inline void make_dir(const std::string& p) {
+  std::string partial;
+  for (std::size_t i = 0; i <= p.size(); ++i) {
+    if ((i == p.size() || p[i] == '/') && !partial.empty()) ::mkdir(partial.c_str(), 0755);
+    if (i < p.size()) partial += p[i];
+  }
+  if (!is_dir(p)) throw ConfigError(p + ": cannot create the directory");
+}
+
+// Simulated events for a run without data: only the configured volumes, written once.
+inline std::string simulate_into(const std::string& dir, const train::Config& c) {
+  const int64_t n = c.get<int64_t>("data.simulate_events");
+  if (is_file(dir + "/detectors.csv") && static_cast<int64_t>(data::list_events(dir).size()) >= n) return dir;
+  make_dir(dir);
+  data::SimulatorOptions o;
+  o.seed = static_cast<uint64_t>(c.get<int64_t>("seed"));
+  o.n_particles = c.get<int64_t>("data.simulate_particles");
+  o.n_vertices = static_cast<int32_t>(std::max<int64_t>(1, o.n_particles / 60));
+  o.volumes = c.get<std::vector<int32_t>>("data.volumes");
+  o.noise_per_module = 0.1;
+  o.cells = false;
+  data::Detector detector = data::Detector::trackml_builtin();
+  data::Simulator sim(detector, o);
+  for (int64_t i = 0; i < n; ++i) {
+    data::write_event(dir, sim.generate(1000 + i));
+    std::fprintf(stderr, "\rsimulating events into %s: %lld/%lld", dir.c_str(), static_cast<long long>(i + 1),
+                 static_cast<long long>(n));
+  }
+  std::fprintf(stderr, "\n");
+  data::write_detectors(dir + "/detectors.csv", detector.records());
+  return dir;
+}
+
+inline data::TrackSequenceOptions sequence_options(const train::Config& c) {
+  data::TrackSequenceOptions s;
+  s.volumes = c.get<std::vector<int32_t>>("data.volumes");
+  const auto range = c.get<std::vector<int64_t>>("data.track_length_range");
+  if (range.size() != 2 || range[0] < 1 || range[1] < range[0])
+    throw ConfigError(c.origin("data.track_length_range") + ": data.track_length_range must be [min, max] hits, got " +
+                      std::to_string(range.size()) + " values");
+  s.min_hits = range[0];
+  s.max_hits = range[1];
+  const std::string order = c.get<std::string>("data.hit_order");
+  if (order == "distance") s.order = data::HitOrder::kVertexDistance;
+  else if (order == "hit_id") s.order = data::HitOrder::kHitId;
+  else throw ConfigError(c.origin("data.hit_order") + ": data.hit_order must be distance or hit_id, got " + order);
+  s.min_pt = c.get<double>("data.min_pt");
+  return s;
+}
+
+inline MdmRun setup_mdm_run(const std::string& config_path, const std::vector<std::string>& sets,
+                            const std::string& data_arg, const std::string& run_dir, bool resume) {
+  MdmRun run;
+  train::Config& c = run.config;
+  if (!config_path.empty()) c.read_file(config_path);
+  for (const auto& s : sets) c.set(s);
+  for (const auto& [key, why] : c.ignored()) std::fprintf(stderr, "config: ignoring %s (%s)\n", key.c_str(), why.c_str());
+  make_dir(run_dir);
+  { std::ofstream(run_dir + "/config.yaml") << c.dump_yaml(); }
+
+  // Data and tokenizer.
+  run.data_dir = !data_arg.empty() ? data_arg : c.get<std::string>("data.data_dir");
+  if (run.data_dir.empty()) run.data_dir = simulate_into(run_dir + "/data", c);
+  const auto files = data::list_events(run.data_dir);
+  if (files.empty()) throw DataError(run.data_dir, 0, "", "no eventNNNNNNNNN-*.csv[.gz] files in this directory");
+  const auto volumes = c.get<std::vector<int32_t>>("data.volumes");
+  const std::string detectors = run.data_dir + "/detectors.csv";
+  const data::Tokenizer tokenizer = data::Tokenizer::from_modules(
+      is_file(detectors) ? data::read_detectors(detectors) : data::Detector::trackml_builtin_records(), volumes);
+  tokenizer.save(run_dir + "/tokenizer.txt");
+  run.vocab = tokenizer.vocab_size();
+
+  // Events → split → track sequences.
+  const uint64_t seed = static_cast<uint64_t>(c.get<int64_t>("seed"));
+  const auto split = data::split_events(static_cast<int64_t>(files.size()), seed, c.get<double>("data.train_split"),
+                                        c.get<double>("data.val_split"));
+  const data::TrackSequenceOptions so = sequence_options(c);
+  data::TrackSequences train_seqs, val_seqs;
+  for (std::size_t i = 0; i < files.size(); ++i) {
+    if (split[i] == data::Split::kTest) continue;
+    const data::Event ev = data::read_event(files[i].prefix, false, true, true);
+    (split[i] == data::Split::kTrain ? train_seqs : val_seqs).append(data::build_track_sequences(ev, tokenizer, so));
+  }
+  if (val_seqs.size() == 0)
+    throw ConfigError("pretrain-mdm: no validation tracks: " + std::to_string(files.size()) +
+                      " events are too few for data.val_split; give more events");
+
+  // Model.
+  train::MdmTaskOptions o;
+  o.backbone.d_model = c.get<int64_t>("model.d_model");
+  o.backbone.n_layer = c.get<int>("model.n_layers");
+  o.backbone.input = nn::BackboneInput::kTokens;
+  o.backbone.vocab = run.vocab;
+  o.backbone.padding_idx = data::Tokenizer::kPad;
+  if (c.get<bool>("model.position_embedding")) o.backbone.max_positions = c.get<int64_t>("model.max_length");
+  const std::string norm = c.get<std::string>("model.norm");
+  if (norm == "layer") o.backbone.norm = NormKind::kLayer;
+  else if (norm == "rms") o.backbone.norm = NormKind::kRms;
+  else throw ConfigError(c.origin("model.norm") + ": model.norm must be layer or rms, got " + norm);
+  o.backbone.bidirectional = c.get<bool>("model.bidirectional");
+  o.backbone.dropout = c.get<double>("model.dropout");
+  o.backbone.checkpointing = c.get<bool>("model.gradient_checkpointing");
+  o.mdm_hidden = c.get<int64_t>("model.mdm_hidden_dim");
+  o.ntp_hidden = c.get<int64_t>("model.ntp_hidden_dim");
+  o.batch_size = c.get<int64_t>("data.batch_size");
+  o.seed = seed;
+  const std::string mask_mode = c.get<std::string>("training.mask_mode");
+  if (mask_mode == "bert") o.mask.mode = data::MaskMode::kBert;
+  else if (mask_mode != "mambapt") throw ConfigError(c.origin("training.mask_mode") + ": training.mask_mode must be mambapt or bert");
+  o.schedule.initial_rate = c.get<double>("training.initial_mask_rate");
+  o.schedule.intermediate_rate = c.get<double>("training.intermediate_mask_rate");
+  o.schedule.final_rate = c.get<double>("training.final_mask_rate");
+  const auto boundaries = c.get<std::vector<int64_t>>("training.mask_schedule_epochs");
+  if (boundaries.size() != 2)
+    throw ConfigError(c.origin("training.mask_schedule_epochs") + ": training.mask_schedule_epochs must be [first, second]");
+  o.schedule.first_epoch = boundaries[0];
+  o.schedule.second_epoch = boundaries[1];
+  o.label_smoothing = c.get<double>("training.label_smoothing");
+  o.mdm_weight = c.get<double>("training.mdm_weight");
+  o.ntp_weight = c.get<double>("training.ntp_weight");
+  const std::string ssm = c.get<std::string>("model.ssm");
+  if (ssm != "mamba") throw ConfigError(c.origin("model.ssm") + ": model.ssm " + ssm + " is not available for pretrain-mdm yet (mamba)");
+  o.model_config = {{"task", "mambapt"},
+                    {"ssm", ssm},
+                    {"d_model", o.backbone.d_model},
+                    {"n_layer", o.backbone.n_layer},
+                    {"d_state", c.get<int>("model.d_state")},
+                    {"d_conv", c.get<int>("model.d_conv")},
+                    {"expand", c.get<int>("model.expand")},
+                    {"vocab", run.vocab},
+                    {"norm", norm},
+                    {"bidirectional", o.backbone.bidirectional},
+                    {"max_positions", o.backbone.max_positions},
+                    {"mdm_hidden_dim", o.mdm_hidden},
+                    {"ntp_hidden_dim", o.ntp_hidden},
+                    {"tokenizer", "tokenizer.txt"}};
+  nn::MambaOptions mo;
+  const CpuMixer mixer = nn::make_mamba<nn::CpuBackend>(c.get<int>("model.d_state"), c.get<int>("model.d_conv"),
+                                                        c.get<int>("model.expand"), o.backbone.d_model, mo);
+  run.task = std::make_unique<CpuMdmTask>(o, mixer, std::move(train_seqs), std::move(val_seqs));
+
+  // Trainer.
+  train::TrainerOptions& t = run.trainer;
+  t.run_dir = run_dir;
+  t.resume = resume;
+  t.accumulation_steps = c.get<int64_t>("training.accumulation_steps");
+  const int64_t steps_per_epoch = run.task->steps_per_epoch(t.accumulation_steps);
+  const int64_t epochs = c.get<int64_t>("training.num_epochs");
+  t.max_steps = c.get<int64_t>("training.max_steps") > 0 ? c.get<int64_t>("training.max_steps") : epochs * steps_per_epoch;
+  const double lr = c.get<double>("training.learning_rate"), min_lr = c.get<double>("training.min_lr");
+  const std::string unit = c.get<std::string>("training.schedule_unit");
+  const std::string sched = c.get<std::string>("training.scheduler");
+  if (sched == "constant") {
+    t.schedule = optim::Schedule::constant(lr);
+  } else if (sched != "cosine") {
+    throw ConfigError(c.origin("training.scheduler") + ": training.scheduler must be cosine or constant, got " + sched);
+  } else if (unit == "epoch") {
+    t.schedule = optim::Schedule::cosine_annealing(lr, min_lr, std::max<int64_t>(1, epochs));
+  } else if (unit == "step") {
+    const int64_t warmup = std::min(c.get<int64_t>("training.warmup_steps"), std::max<int64_t>(0, t.max_steps - 1));
+    t.schedule = optim::Schedule::warmup_cosine(lr, min_lr, warmup, std::max<int64_t>(t.max_steps, warmup + 1));
+  } else {
+    throw ConfigError(c.origin("training.schedule_unit") + ": training.schedule_unit must be step or epoch, got " + unit);
+  }
+  t.adamw.beta1 = c.get<double>("training.adam_beta1");
+  t.adamw.beta2 = c.get<double>("training.adam_beta2");
+  t.adamw.eps = c.get<double>("training.adam_epsilon");
+  t.adamw.weight_decay = c.get<double>("training.weight_decay");
+  t.clip_norm = c.get<double>("training.gradient_clip_val");
+  const int64_t ck = c.get<int64_t>("training.checkpoint_every_steps");
+  t.checkpoint_every = ck > 0 ? ck : c.get<int64_t>("training.save_every_n_epochs") * steps_per_epoch;
+  t.keep_last = c.get<int64_t>("training.keep_last_n_checkpoints");
+  const int64_t ev = c.get<int64_t>("training.eval_every_steps");
+  t.eval_every = ev > 0 ? ev : steps_per_epoch;
+  t.log_every = c.get<int64_t>("logging.log_every_n_steps");
+  t.max_nonfinite = c.get<int64_t>("training.max_nonfinite_steps");
+  t.progress.plain_interval_s = c.get<double>("logging.progress_seconds");
+  return run;
+}
+
+}  // namespace mambatrack::cli
