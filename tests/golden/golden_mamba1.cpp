@@ -1,13 +1,14 @@
 // Golden handlers for ops "mamba1_block" (one Mamba mixer) and "mamba1_lm_masked_ce" (embedding,
 // n × [residual add, RMSNorm, Mamba mixer], final add + RMSNorm, tied LM head, mean CE over labels
-// ≠ −100), shared/golden/README.md. The files' (batch, len, ·) tensors are equal-length batches,
+// ≠ −100, built from nn::Backbone + nn::LmHead), shared/golden/README.md. The files' (batch, len, ·) tensors are equal-length batches,
 // i.e. packed tokens with cu_seqlens (0, L, 2L, ...) in the same memory order. Each case runs in
 // double on the reference ops and in float on the CPU ops.
 #include <string>
-#include <type_traits>
 #include <vector>
 
 #include "golden.hpp"
+#include "mambatrack/nn/backbone.hpp"
+#include "mambatrack/nn/heads.hpp"
 #include "mambatrack/nn/mamba.hpp"
 #include "nn/mamba_host_backend.hpp"
 
@@ -26,12 +27,14 @@ std::vector<double> to_double(View<const T> v) {
   return std::vector<double>(v.data, v.data + v.numel());
 }
 
-template <class Store>
-void finalize(Store& s) {
-  if constexpr (std::is_same_v<Store, nn::ParameterStore>) s.finalize();
+inline std::vector<std::string> param_names(const nn::ParameterStore& s) {
+  std::vector<std::string> n;
+  for (const auto& p : s.params()) n.push_back(p.name);
+  return n;
 }
+inline std::vector<std::string> param_names(const nn::ReferenceStore& s) { return s.names(); }
 
-// Every parameter registered in `s` gets the file's tensor `file_prefix + name_in_store`.
+// Every named parameter gets the file's tensor of the same name.
 template <class Store>
 void load_params(const golden::Case& c, Store& s, const std::vector<std::string>& names) {
   for (const std::string& n : names) {
@@ -62,7 +65,7 @@ void run_block(const golden::Case& c, const std::string& label, double tol, std:
   typename Backend::Store store;
   nn::MambaMixer<Backend> mixer = mixer_from_meta<Backend>(c);
   mixer.register_params(store, "");
-  finalize(store);
+  store.finalize();
   std::vector<std::string> names(std::begin(kMixerParams), std::end(kMixerParams));
   load_params(c, store, names);
 
@@ -88,74 +91,47 @@ std::vector<golden::Result> run_mamba1_block(const golden::Case& c) {
   return r;
 }
 
+// The README's model through nn::Backbone (embedding, Blocks of [add, RMSNorm, mixer], final
+// add + RMSNorm) and a tied nn::LmHead; registered with prefix "" the names are the file's.
 template <class Backend>
 void run_lm(const golden::Case& c, const std::string& label, double tol, std::vector<golden::Result>& out) {
   using T = typename Backend::Scalar;
   const int64_t batch = c.size("batch"), len = c.size("len"), dm = c.size("d_model"), V = c.size("vocab");
-  const int64_t nl = c.size("n_layer"), tok = batch * len;
-  const double eps = c.meta.at("rms_eps").get<double>();
+  const int64_t tok = batch * len;
+  nn::BackboneConfig bc;
+  bc.d_model = dm;
+  bc.n_layer = static_cast<int>(c.size("n_layer"));
+  bc.input = nn::BackboneInput::kTokens;
+  bc.vocab = V;
+  bc.norm = NormKind::kRms;
+  bc.norm_eps = c.meta.at("rms_eps").get<double>();
+  MAMBATRACK_CHECK(c.meta.at("tied_head").get<bool>(), ConfigError, c.path, ": expected a tied LM head");
   typename Backend::Store store;
-  std::vector<std::string> names;
-  auto add = [&](const std::string& n, Shape s) {
-    names.push_back(n);
-    return store.add(n, s, true);
-  };
-  const nn::ParamHandle emb = add("embedding.weight", Shape{V, dm});
-  std::vector<nn::ParamHandle> norms;
-  std::vector<nn::MambaMixer<Backend>> mixers;
-  for (int64_t i = 0; i < nl; ++i) {
-    const std::string p = "layers." + std::to_string(i) + ".";
-    norms.push_back(add(p + "norm.weight", Shape{dm}));
-    mixers.push_back(mixer_from_meta<Backend>(c));
-    mixers.back().register_params(store, p + "mixer.");
-    for (const char* n : kMixerParams) names.push_back(p + "mixer." + n);
-  }
-  const nn::ParamHandle norm_f = add("norm_f.weight", Shape{dm});
-  finalize(store);
+  nn::Backbone<Backend, nn::MambaMixer<Backend>> backbone(bc, mixer_from_meta<Backend>(c));
+  backbone.register_params(store, "");
+  nn::LmHead<Backend> head(dm, V);
+  head.register_params(store, "lm_head.weight", store.handle("embedding.weight"));
+  store.finalize();
+  const std::vector<std::string> names = param_names(store);
   load_params(c, store, names);
 
   const std::vector<int64_t> ids = c.file.read<int64_t>("inputs"), labels = c.file.read<int64_t>("labels");
   std::vector<int64_t> cu;
   for (int64_t b = 0; b <= batch; ++b) cu.push_back(b * len);
-  View<const int64_t> cu_v(cu.data(), {batch + 1});
-  const Shape td{tok, dm};
-
-  Tensor<T> h0(td), hf(td), res_f(td), logits(Shape{tok, V}), dlogits(Shape{tok, V}), dhf(td), dsum_f(td);
-  std::vector<Tensor<T>> res, normed, dsum;
-  std::vector<typename nn::MambaMixer<Backend>::Context> ctx(static_cast<std::size_t>(nl));
-  Backend::embedding_fwd({View<const int64_t>(ids.data(), {tok}), store.param(emb), h0.view()});
-  View<const T> h = h0.view();
-  for (int64_t i = 0; i < nl; ++i) {
-    res.emplace_back(td);
-    normed.emplace_back(td);
-    dsum.emplace_back(td);
-    Backend::add_norm_fwd({h, i == 0 ? View<const T>() : View<const T>(res[i - 1].view()), store.param(norms[i]), {},
-                           res[i].view(), normed[i].view(), NormKind::kRms, eps});
-    h = mixers[i].forward(ctx[i], normed[i].view(), cu_v);
-  }
-  Backend::add_norm_fwd({h, res[nl - 1].view(), store.param(norm_f), {}, res_f.view(), hf.view(), NormKind::kRms, eps});
-  Backend::linear_fwd({hf.view(), store.param(emb), {}, logits.view()});
+  typename nn::Backbone<Backend, nn::MambaMixer<Backend>>::Context ctx;
+  typename nn::LmHead<Backend>::Context hctx;
+  View<const T> y = backbone.forward_tokens(ctx, View<const int64_t>(ids.data(), {tok}),
+                                            View<const int64_t>(cu.data(), {batch + 1}));
+  View<const T> logits = head.forward(hctx, y);
+  Tensor<T> dlogits(Shape{tok, V});
   CrossEntropyArgs<T> ce;
-  ce.logits = logits.view();
+  ce.logits = logits;
   ce.labels = View<const int64_t>(labels.data(), {tok});
   ce.dlogits = dlogits.view();
   ce.ignore_index = c.meta.at("ignore_index").get<int64_t>();
-  const LossResult loss = Backend::cross_entropy(ce);
+  const LossResult loss = test::cross_entropy(ce);
   out.push_back({label + " loss", "loss", {loss.loss}, tol});
-
-  Backend::linear_bwd({hf.view(), store.param(emb), dlogits.view(), dhf.view(), store.grad(emb), {}});
-  Backend::add_norm_bwd({res_f.view(), store.param(norm_f), dhf.view(), {}, dsum_f.view(), store.grad(norm_f), {},
-                         NormKind::kRms, eps});
-  // The gradient on layer i's mixer output and on its residual output are the same tensor: the
-  // next add (block i+1 or the final one) sums them.
-  View<const T> g = dsum_f.view();
-  for (int64_t i = nl - 1; i >= 0; --i) {
-    View<const T> dn = mixers[i].backward(ctx[i], g);
-    Backend::add_norm_bwd({res[i].view(), store.param(norms[i]), dn, g, dsum[i].view(), store.grad(norms[i]), {},
-                           NormKind::kRms, eps});
-    g = dsum[i].view();
-  }
-  Backend::embedding_bwd({View<const int64_t>(ids.data(), {tok}), g, store.grad(emb)});
+  backbone.backward(ctx, head.backward(hctx, dlogits.view()));
   for (const std::string& n : names)
     out.push_back({label + " grad_" + n, "grad_" + n, to_double(View<const T>(store.grad(store.handle(n)))), tol});
 }

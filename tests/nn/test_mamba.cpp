@@ -47,11 +47,12 @@ struct FloatModel {
 };
 
 struct DoubleModel {
-  test::DoubleStore store;
+  ReferenceStore store;
   MambaMixer<DoubleBackend> mixer;
   DoubleModel(const FloatModel& f)
       : mixer(f.mixer.d_model(), f.mixer.d_state(), f.mixer.d_conv(), f.mixer.expand(), f.mixer.options()) {
     mixer.register_params(store, "mixer.");
+    store.finalize();
     store.copy_from(f.store);
   }
 };
