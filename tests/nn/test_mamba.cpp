@@ -208,6 +208,45 @@ TEST_CASE("mamba: step() equals the full forward at every position", "[cpu][nn]"
   CHECK(outd[5] == Approx(yd[5]).epsilon(1e-12));
 }
 
+TEST_CASE("mamba: prefill then step continues every sequence like the full forward", "[cpu][nn]") {
+  const uint64_t seed = test::test_seed(506);
+  INFO("seed " << seed);
+  FloatModel f(make_mamba<FloatBackend>(8, 4, 2, 16), seed);
+  DoubleModel m(f);
+  const int64_t dm = 16, total = 8;
+  const std::vector<int64_t> prompt{5, 2, 1};  // prompts shorter than d_conv leave zeros in the window
+  const int64_t batch = static_cast<int64_t>(prompt.size());
+  const std::vector<double> x = test::random_uniform<double>(static_cast<std::size_t>(batch * total * dm), seed + 1);
+  const std::vector<int64_t> cu_full = offsets({total, total, total});
+  MambaMixer<DoubleBackend>::Context cfull;
+  View<const double> y = m.mixer.forward(cfull, View<const double>(x.data(), {batch * total, dm}),
+                                         View<const int64_t>(cu_full.data(), {batch + 1}));
+  const std::vector<double> want(y.data, y.data + y.numel());
+
+  // Prefill the prompts packed, then step each sequence on to `total` tokens (a finished
+  // sequence keeps stepping its own next inputs; all three advance together).
+  std::vector<double> xp;
+  for (int64_t b = 0; b < batch; ++b)
+    xp.insert(xp.end(), x.begin() + b * total * dm, x.begin() + (b * total + prompt[b]) * dm);
+  const std::vector<int64_t> cu_p = offsets(prompt);
+  auto state = m.mixer.make_state(batch);
+  MambaMixer<DoubleBackend>::Context cp;
+  m.mixer.prefill(cp, state, View<const double>(xp.data(), {cu_p.back(), dm}), View<const int64_t>(cu_p.data(), {batch + 1}));
+  double worst = 0;
+  std::vector<int64_t> pos = prompt;
+  for (int64_t s = 0; s < total - 5; ++s) {  // the longest prompt has total − 5 tokens left
+    std::vector<double> xt(static_cast<std::size_t>(batch * dm)), out(xt.size()), ref;
+    for (int64_t b = 0; b < batch; ++b)
+      for (int64_t c = 0; c < dm; ++c) xt[b * dm + c] = x[(b * total + pos[b]) * dm + c];
+    m.mixer.step(state, View<const double>(xt.data(), {batch, dm}), View<double>(out.data(), {batch, dm}));
+    for (int64_t b = 0; b < batch; ++b)
+      for (int64_t c = 0; c < dm; ++c) ref.push_back(want[(b * total + pos[b]) * dm + c]);
+    worst = std::max(worst, test::rel_err(out, ref));
+    for (auto& p : pos) ++p;
+  }
+  CHECK(worst < 1e-12);  // double, same math in another order
+}
+
 TEST_CASE("mamba: reference initialisation", "[cpu][nn]") {
   const uint64_t seed = test::test_seed(504);
   INFO("seed " << seed);

@@ -135,6 +135,29 @@ class MambaMixer {
   // x: (tokens, d_model), cu_seqlens: (batch + 1). Returns (tokens, d_model), valid until the next
   // forward on ctx. x and cu_seqlens must stay alive until backward.
   View<const T, Device> forward(Context& c, View<const T, Device> x, View<const int64_t, Device> cu_seqlens) {
+    return forward_impl(c, x, cu_seqlens, View<T, Device>());
+  }
+
+  // The forward that also leaves in `s` (one slot per sequence of cu_seqlens) the recurrent state
+  // after each sequence's last token, so step() continues every sequence (prompt prefill, as
+  // mamba_ssm's forward with inference_params). Host backends only.
+  View<const T> prefill(Context& c, State& s, View<const T> x, View<const int64_t> cu_seqlens) {
+    static_assert(std::is_same_v<Device, Host>, "Mamba::prefill runs on the host");
+    MAMBATRACK_CHECK_SHAPE(cu_seqlens.rank() == 1 && cu_seqlens.dim(0) == s.batch() + 1, "Mamba prefill: the state holds ",
+                           s.batch(), " sequences but cu_seqlens ", cu_seqlens.shape, " describes another count");
+    View<const T> out = forward_impl(c, x, cu_seqlens, s.ssm.view());
+    const int64_t Di = d_inner_, K = d_conv_;
+    for (int64_t b = 0; b < s.batch(); ++b)
+      for (int64_t k = 0; k < K; ++k) {
+        const int64_t t = cu_seqlens[b + 1] - K + k;  // the last K inputs, zeros before the start
+        for (int64_t d = 0; d < Di; ++d) s.conv.at(b, d, k) = t >= cu_seqlens[b] ? c.xin.at(t, d) : T(0);
+      }
+    return out;
+  }
+
+ private:
+  View<const T, Device> forward_impl(Context& c, View<const T, Device> x, View<const int64_t, Device> cu_seqlens,
+                                     View<T, Device> final_state) {
     using mamba_detail::ensure;
     check_registered("forward");
     MAMBATRACK_CHECK_SHAPE(x.rank() == 2 && x.dim(1) == d_model_, "Mamba forward: input must be (tokens, d_model = ",
@@ -168,10 +191,13 @@ class MambaMixer {
     f.in = in;
     f.out = ensure(c.y, Shape{tok, Di});
     f.saved_states = ensure(c.saved_states, selective_scan_saved_shape(in));
+    f.final_state = final_state;
     Backend::selective_scan_fwd(f);
     Backend::linear_fwd({c.y.view(), P(out_proj_), {}, ensure(c.out, Shape{tok, d_model_})});
     return c.out.view();
   }
+
+ public:
 
   // dout: (tokens, d_model). Returns dx (overwritten; valid until the next backward on ctx) and
   // accumulates every parameter gradient into the store.
