@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "mambatrack/nn/backbone.hpp"
 #include "mambatrack/nn/dispatch.hpp"
 #include "mambatrack/nn/mamba.hpp"
 #include "nn/mamba_host_backend.hpp"
@@ -384,4 +385,59 @@ TEST_CASE("mamba: workspaces are reused and the forward is repeatable", "[cpu][n
   CHECK(bytes > 0);
   // Wrong input width: a ShapeError naming d_model.
   CHECK_THROWS_AS(f.mixer.forward(ctx, View<const float>(x.data(), {32, 8}), cu_v), ShapeError);
+}
+
+TEST_CASE("mamba: in a Backbone, reference names, out_proj rescale, checkpointing", "[cpu][nn]") {
+  const uint64_t seed = test::test_seed(507);
+  INFO("seed " << seed);
+  BackboneConfig bc;
+  bc.d_model = 32;
+  bc.n_layer = 3;
+  bc.vocab = 20;
+  const int64_t di = 64;
+  Backbone<FloatBackend, MambaMixer<FloatBackend>> bb(bc, make_mamba<FloatBackend>(16, 4, 2, bc.d_model));
+  ParameterStore s;
+  bb.register_params(s);
+  s.finalize();
+  bb.init(s, seed);
+
+  std::vector<std::string> want{"backbone.embedding.weight"};
+  for (int i = 0; i < bc.n_layer; ++i) {
+    const std::string p = "backbone.layers." + std::to_string(i) + ".";
+    want.push_back(p + "norm.weight");
+    for (const char* n : kNames) want.push_back(p + "mixer." + n);
+  }
+  want.push_back("backbone.norm_f.weight");
+  std::vector<std::string> got;
+  for (const auto& p : s.params()) got.push_back(p.name);
+  CHECK(got == want);
+
+  // MambaLMHeadModel's _init_weights: out_proj.weight ~ U(±1/sqrt(d_inner)) / sqrt(n_layer).
+  View<float> w = s.param(s.handle("backbone.layers.2.mixer.out_proj.weight"));
+  const double bound = 1.0 / std::sqrt(double(di)) / std::sqrt(double(bc.n_layer));
+  double mx = 0;
+  for (int64_t i = 0; i < w.numel(); ++i) mx = std::max(mx, std::abs(double(w[i])));
+  CHECK(mx <= bound * (1 + 1e-6));
+  CHECK(mx >= bound * 0.9);
+
+  // Activation checkpointing recomputes each mixer from its block input into one shared
+  // Context: the gradients must not change (same float ops in the same order: 1e-6).
+  const std::vector<int64_t> cu = offsets({9, 4, 11});
+  std::vector<int64_t> ids;
+  Philox rng(seed, 3);
+  for (int64_t t = 0; t < cu.back(); ++t) ids.push_back(static_cast<int64_t>(rng.below(20)));
+  const std::vector<float> dy = test::random_uniform<float>(static_cast<std::size_t>(cu.back() * bc.d_model), seed + 1);
+  auto grads = [&](bool checkpointing) {
+    bb.set_checkpointing(checkpointing);
+    s.zero_grad();
+    Backbone<FloatBackend, MambaMixer<FloatBackend>>::Context ctx;
+    bb.forward_tokens(ctx, View<const int64_t>(ids.data(), {cu.back()}), View<const int64_t>(cu.data(), {4}));
+    bb.backward(ctx, View<const float>(dy.data(), {cu.back(), bc.d_model}));
+    return std::vector<float>(s.grads().data, s.grads().data + s.flat_size());
+  };
+  const std::vector<float> plain = grads(false), ckpt = grads(true);
+  CHECK(test::rel_err(ckpt, plain) < 1e-6);
+  double norm = 0;
+  for (float g : plain) norm += double(g) * g;
+  CHECK(norm > 0);
 }
