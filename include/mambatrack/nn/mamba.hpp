@@ -155,49 +155,6 @@ class MambaMixer {
     return out;
   }
 
- private:
-  View<const T, Device> forward_impl(Context& c, View<const T, Device> x, View<const int64_t, Device> cu_seqlens,
-                                     View<T, Device> final_state) {
-    using mamba_detail::ensure;
-    check_registered("forward");
-    MAMBATRACK_CHECK_SHAPE(x.rank() == 2 && x.dim(1) == d_model_, "Mamba forward: input must be (tokens, d_model = ",
-                           d_model_, "), got ", x.shape);
-    const int64_t tok = x.dim(0), Di = d_inner_, N = d_state_, R = dt_rank_;
-    c.x = x;
-    View<const T, Device> w_in = P(in_proj_), w_x = P(x_proj_);
-    Backend::linear_fwd({x, w_in.rows(0, Di), {}, ensure(c.xin, Shape{tok, Di})});
-    Backend::linear_fwd({x, w_in.rows(Di, 2 * Di), {}, ensure(c.z, Shape{tok, Di})});
-    Backend::causal_conv1d_fwd({{c.xin.view(), P(conv_w_), P(conv_b_), cu_seqlens, true}, ensure(c.u, Shape{tok, Di})});
-    Backend::linear_fwd({c.u.view(), w_x.rows(0, R), {}, ensure(c.dt_low, Shape{tok, R})});
-    Backend::linear_fwd({c.u.view(), w_x.rows(R, R + N), {}, ensure(c.B, Shape{tok, N})});
-    Backend::linear_fwd({c.u.view(), w_x.rows(R + N, R + 2 * N), {}, ensure(c.C, Shape{tok, N})});
-    Backend::linear_fwd({c.dt_low.view(), P(dt_w_), {}, ensure(c.delta, Shape{tok, Di})});
-    Backend::neg_exp(P(a_log_), ensure(c.A, Shape{Di, N}));
-
-    SelectiveScanInputs<T, Device>& in = c.scan;
-    in.u = c.u.view();
-    in.delta = c.delta.view();
-    in.A = c.A.view();
-    in.B = c.B.view().reshape(Shape{tok, 1, N});
-    in.C = c.C.view().reshape(Shape{tok, 1, N});
-    in.D = P(d_);
-    in.delta_bias = P(dt_b_);
-    in.z = c.z.view();
-    in.initial_state = {};
-    in.cu_seqlens = cu_seqlens;
-    in.delta_softplus = true;
-    in.chunk = opt_.scan_chunk;
-    SelectiveScanFwdArgs<T, Device> f;
-    f.in = in;
-    f.out = ensure(c.y, Shape{tok, Di});
-    f.saved_states = ensure(c.saved_states, selective_scan_saved_shape(in));
-    f.final_state = final_state;
-    Backend::selective_scan_fwd(f);
-    Backend::linear_fwd({c.y.view(), P(out_proj_), {}, ensure(c.out, Shape{tok, d_model_})});
-    return c.out.view();
-  }
-
- public:
 
   // dout: (tokens, d_model). Returns dx (overwritten; valid until the next backward on ctx) and
   // accumulates every parameter gradient into the store.
@@ -325,6 +282,47 @@ class MambaMixer {
   const MambaOptions& options() const { return opt_; }
 
  private:
+  View<const T, Device> forward_impl(Context& c, View<const T, Device> x, View<const int64_t, Device> cu_seqlens,
+                                     View<T, Device> final_state) {
+    using mamba_detail::ensure;
+    check_registered("forward");
+    MAMBATRACK_CHECK_SHAPE(x.rank() == 2 && x.dim(1) == d_model_, "Mamba forward: input must be (tokens, d_model = ",
+                           d_model_, "), got ", x.shape);
+    const int64_t tok = x.dim(0), Di = d_inner_, N = d_state_, R = dt_rank_;
+    c.x = x;
+    View<const T, Device> w_in = P(in_proj_), w_x = P(x_proj_);
+    Backend::linear_fwd({x, w_in.rows(0, Di), {}, ensure(c.xin, Shape{tok, Di})});
+    Backend::linear_fwd({x, w_in.rows(Di, 2 * Di), {}, ensure(c.z, Shape{tok, Di})});
+    Backend::causal_conv1d_fwd({{c.xin.view(), P(conv_w_), P(conv_b_), cu_seqlens, true}, ensure(c.u, Shape{tok, Di})});
+    Backend::linear_fwd({c.u.view(), w_x.rows(0, R), {}, ensure(c.dt_low, Shape{tok, R})});
+    Backend::linear_fwd({c.u.view(), w_x.rows(R, R + N), {}, ensure(c.B, Shape{tok, N})});
+    Backend::linear_fwd({c.u.view(), w_x.rows(R + N, R + 2 * N), {}, ensure(c.C, Shape{tok, N})});
+    Backend::linear_fwd({c.dt_low.view(), P(dt_w_), {}, ensure(c.delta, Shape{tok, Di})});
+    Backend::neg_exp(P(a_log_), ensure(c.A, Shape{Di, N}));
+
+    SelectiveScanInputs<T, Device>& in = c.scan;
+    in.u = c.u.view();
+    in.delta = c.delta.view();
+    in.A = c.A.view();
+    in.B = c.B.view().reshape(Shape{tok, 1, N});
+    in.C = c.C.view().reshape(Shape{tok, 1, N});
+    in.D = P(d_);
+    in.delta_bias = P(dt_b_);
+    in.z = c.z.view();
+    in.initial_state = {};
+    in.cu_seqlens = cu_seqlens;
+    in.delta_softplus = true;
+    in.chunk = opt_.scan_chunk;
+    SelectiveScanFwdArgs<T, Device> f;
+    f.in = in;
+    f.out = ensure(c.y, Shape{tok, Di});
+    f.saved_states = ensure(c.saved_states, selective_scan_saved_shape(in));
+    f.final_state = final_state;
+    Backend::selective_scan_fwd(f);
+    Backend::linear_fwd({c.y.view(), P(out_proj_), {}, ensure(c.out, Shape{tok, d_model_})});
+    return c.out.view();
+  }
+
   void check_registered(const char* what) const {
     MAMBATRACK_CHECK(store_ != nullptr, ConfigError, "Mamba ", what, " before register_params()");
   }
