@@ -13,13 +13,7 @@
 #include "mambatrack/ops/cpu/selective_scan.hpp"
 #include "mambatrack/ops/reference/activations.hpp"
 #include "mambatrack/ops/reference/causal_conv1d.hpp"
-// ops/reference/selective_scan.hpp and ops/reference/activations.hpp both define
-// reference::sigmoid(double), so one translation unit cannot include both (the double backend
-// needs both). Until the scan's copy goes, its private one is renamed while it is read; a unit
-// that already included the scan header is unaffected (#pragma once).
-#define sigmoid scan_private_sigmoid
 #include "mambatrack/ops/reference/selective_scan.hpp"
-#undef sigmoid
 
 namespace mambatrack::nn {
 

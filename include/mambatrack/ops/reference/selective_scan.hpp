@@ -7,12 +7,15 @@
 #include <cstdint>
 #include <vector>
 
+#include "mambatrack/ops/reference/activations.hpp"
 #include "mambatrack/ops/selective_scan.hpp"
 
 namespace mambatrack::reference {
 
+namespace scan_detail {
+// Δ = softplus(raw) with the reference's threshold 20.
 inline double softplus(double x) { return x <= 20.0 ? std::log1p(std::exp(x)) : x; }
-inline double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
+}  // namespace scan_detail
 
 // Writes out, and final_state / saved_states when given (saved slot layout: selective_scan_slot).
 inline void selective_scan_fwd(const SelectiveScanFwdArgs<double>& a) {
@@ -32,7 +35,7 @@ inline void selective_scan_fwd(const SelectiveScanFwdArgs<double>& a) {
           for (int64_t n = 0; n < N; ++n) a.saved_states.at(slot, d, n) = h[n];
         }
         double dt = in.delta.at(t, d) + (is_given(in.delta_bias) ? in.delta_bias[d] : 0.0);
-        if (in.delta_softplus) dt = softplus(dt);
+        if (in.delta_softplus) dt = scan_detail::softplus(dt);
         const double u = in.u.at(t, d);
         double y = is_given(in.D) ? in.D[d] * u : 0.0;
         for (int64_t n = 0; n < N; ++n) {
@@ -71,7 +74,7 @@ inline void selective_scan_bwd(const SelectiveScanBwdArgs<double>& a) {
       for (int64_t i = 0; i < len; ++i) {
         const int64_t t = start + i;
         double dt = in.delta.at(t, d) + (is_given(in.delta_bias) ? in.delta_bias[d] : 0.0);
-        if (in.delta_softplus) dt = softplus(dt);
+        if (in.delta_softplus) dt = scan_detail::softplus(dt);
         const double u = in.u.at(t, d);
         double y = is_given(in.D) ? in.D[d] * u : 0.0;
         for (int64_t n = 0; n < N; ++n) {
