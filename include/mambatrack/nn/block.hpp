@@ -47,6 +47,7 @@ class Block {
     Internals own;
     Internals* scratch = nullptr;      // set: checkpointed, internals shared and recomputed
     Internals& internals() { return scratch ? *scratch : own; }
+    const Internals& internals_const() const { return scratch ? *scratch : own; }
     // Bytes this block holds between forward and backward (a shared scratch is counted once by its owner).
     std::size_t bytes() const { return residual.bytes() + hidden.bytes() + dsum.bytes() + own.bytes(); }
   };
