@@ -189,31 +189,50 @@ TEST_CASE("nn::LmHead tied to the embedding shares its weight and gradient", "[c
   CHECK(s.grad(emb.weight()).at(7, 3) == Approx(gw).epsilon(1e-5));
 }
 
-TEST_CASE("nn::FrozenPointEmbedding: h = nerf·P + E·Q with frozen, checkpointed projections", "[cpu][nn]") {
+TEST_CASE("nn::FrozenPointEmbedding: add and concat with frozen, checkpointed projections", "[cpu][nn]") {
   const uint64_t seed = mambatrack::test::test_seed(405);
   INFO("seed " << seed);
-  ParameterStore s;
-  FrozenPointEmbedding<CpuBackend> e(63, 10);
-  e.register_params(s);
-  s.finalize();
-  e.init(s, seed);
-  CHECK(s.info(e.pos_proj()).frozen);
-  CHECK(s.info(e.energy_proj()).frozen);
-  CHECK(s.num_trainable() == 0);
-  CHECK(s.decay_ranges().empty());
-  CHECK(s.no_decay_ranges().empty());
-  Tensor<float> nerf(Shape{3, 63}), energy(Shape{3, 1});
-  fill_random(nerf.view(), seed + 1);
-  fill_random(energy.view(), seed + 2, 0, 1);
-  typename FrozenPointEmbedding<CpuBackend>::Context c;
-  View<const float> h = e.forward(c, nerf.view(), energy.view());
-  View<const float> P = s.param(e.pos_proj()), Q = s.param(e.energy_proj());
-  for (int t = 0; t < 3; ++t)
-    for (int j = 0; j < 10; ++j) {
-      double want = static_cast<double>(energy[t]) * Q.at(0, j);
-      for (int i = 0; i < 63; ++i) want += static_cast<double>(nerf.at(t, i)) * P.at(i, j);
-      CHECK(h.at(t, j) == Approx(want).epsilon(1e-5).margin(1e-5));  // 64-term float sums
+  for (PointEmbedMethod method : {PointEmbedMethod::kAdd, PointEmbedMethod::kConcat}) {
+    const bool concat = method == PointEmbedMethod::kConcat;
+    INFO("concat " << concat);
+    ParameterStore s;
+    FrozenPointEmbedding<CpuBackend> e(63, 12, method);
+    e.register_params(s);
+    s.finalize();
+    e.init(s, seed);
+    CHECK(s.info(e.pos_proj()).name == "embedder.embed.projection");
+    CHECK(s.info(e.energy_proj()).name == "embedder.proj");
+    CHECK(s.info(e.energy_proj()).shape == Shape{1, concat ? 3 : 12});
+    CHECK(s.params().size() == (concat ? 3u : 2u));
+    for (const auto& p : s.params()) CHECK(p.frozen);
+    CHECK(s.num_trainable() == 0);
+    CHECK(s.decay_ranges().empty());
+    CHECK(s.no_decay_ranges().empty());
+    Tensor<float> nerf(Shape{3, 63}), energy(Shape{3, 1});
+    fill_random(nerf.view(), seed + 1);
+    fill_random(energy.view(), seed + 2, 0, 1);
+    typename FrozenPointEmbedding<CpuBackend>::Context c;
+    View<const float> h = e.forward(c, nerf.view(), energy.view());
+    View<const float> P = s.param(e.pos_proj()), Q = s.param(e.energy_proj());
+    for (int t = 0; t < 3; ++t) {
+      std::vector<double> ev, pv(12, 0.0);
+      for (int j = 0; j < Q.dim(1); ++j) ev.push_back(static_cast<double>(energy[t]) * Q.at(0, j));
+      for (int j = 0; j < 12; ++j)
+        for (int i = 0; i < 63; ++i) pv[j] += static_cast<double>(nerf.at(t, i)) * P.at(i, j);
+      for (int j = 0; j < 12; ++j) {
+        double want = 0;
+        if (!concat) {
+          want = ev[j] + pv[j];
+        } else {  // [E·proj, nerf·projection] · proj2, energy first
+          View<const float> R = s.param(e.concat_proj());
+          for (int i = 0; i < 3; ++i) want += ev[i] * R.at(i, j);
+          for (int i = 0; i < 12; ++i) want += pv[i] * R.at(3 + i, j);
+        }
+        // float sums of 64 (and then 15) terms of O(8): ~1e-5 relative
+        CHECK(h.at(t, j) == Approx(want).epsilon(1e-4).margin(1e-4));
+      }
     }
+  }
 }
 
 TEST_CASE("save_model -> load_model gives identical outputs for a backbone and heads", "[cpu][nn]") {
