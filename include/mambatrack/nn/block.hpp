@@ -20,7 +20,7 @@
 #include <type_traits>
 #include <utility>
 
-#include "mambatrack/nn/backend.hpp"
+#include "mambatrack/nn/workspace.hpp"
 #include "mambatrack/nn/dropout.hpp"
 #include "mambatrack/nn/norm.hpp"
 

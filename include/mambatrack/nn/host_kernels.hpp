@@ -125,4 +125,13 @@ void take_columns(View<const T> x, View<T> out, int64_t offset) {
     for (int64_t c = 0; c < w; ++c) out.data[i * w + c] = x.data[i * W + offset + c];
 }
 
+// at = aᵀ for a (rows, cols).
+template <class T>
+void transpose(View<const T> a, View<T> at) {
+  const int64_t r = a.dim(0), c = a.dim(1);
+  MAMBATRACK_CHECK_SHAPE(at.rank() == 2 && at.dim(0) == c && at.dim(1) == r, "transpose: ", a.shape, " into ", at.shape);
+  for (int64_t i = 0; i < r; ++i)
+    for (int64_t j = 0; j < c; ++j) at.data[j * r + i] = a.data[i * c + j];
+}
+
 }  // namespace mambatrack::nn::host

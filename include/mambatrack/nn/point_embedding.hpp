@@ -7,7 +7,8 @@
 
 #include <string>
 
-#include "mambatrack/nn/backend.hpp"
+#include "mambatrack/nn/workspace.hpp"
+#include "mambatrack/nn/parameter_store.hpp"
 #include "mambatrack/nn/init.hpp"
 
 namespace mambatrack::nn {
@@ -76,8 +77,7 @@ class FrozenPointEmbedding {
   static View<T> transposed(View<const T> a, Tensor<T>& buf) {
     const int64_t r = a.dim(0), c = a.dim(1);
     View<T> at = ensure(buf, Shape{c, r});
-    for (int64_t i = 0; i < r; ++i)
-      for (int64_t j = 0; j < c; ++j) at.data[j * r + i] = a.data[i * c + j];
+    Backend::transpose(a, at);
     return at;
   }
   int64_t nerf_ = 63, d_ = 0, e_dim_ = 0;
