@@ -32,8 +32,8 @@ struct MixerInterfaceCheck {
   using T = typename Backend::Scalar;
   using Ctx = typename Mixer::Context;
   static_assert(std::is_copy_constructible_v<Mixer>, "Mixer: must be copyable (a block copies its prototype)");
-  static_assert(std::is_default_constructible_v<Ctx> && std::is_move_assignable_v<Ctx>,
-                "Mixer::Context: must be default-constructible and move-assignable");
+  static_assert(std::is_default_constructible_v<Ctx> && std::is_move_constructible_v<Ctx> && std::is_move_assignable_v<Ctx>,
+                "Mixer::Context: must be default-constructible and movable");
   static_assert(std::is_same_v<decltype(std::declval<const Ctx&>().bytes()), std::size_t>,
                 "Mixer::Context: needs std::size_t bytes() const");
   static_assert(std::is_same_v<decltype(std::declval<Mixer&>().register_params(
