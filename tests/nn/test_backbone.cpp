@@ -321,3 +321,45 @@ TEST_CASE("nn::Backbone dropout: training differs from eval, eval is determinist
   View<const float> again = m.f.forward_tokens(b, cview(ids), cview(cu));
   for (int64_t i = 0; i < again.numel(); ++i) CHECK(again[i] == eval[i]);
 }
+
+TEST_CASE("nn::Backbone reuses its workspaces: no reallocation on a second step of the same shape", "[cpu][nn]") {
+  const uint64_t seed = mambatrack::test::test_seed(307);
+  INFO("seed " << seed);
+  const std::vector<int64_t> cu = {0, 5, 12};
+  const std::vector<int64_t> ids = random_ids(12, 9, seed), ids2 = random_ids(12, 9, seed + 1);
+  for (bool ckpt : {false, true}) {
+    BackboneConfig c = token_config(true, 3, 8);
+    c.checkpointing = ckpt;
+    c.dropout = 0.1;
+    Model m(c, seed);
+    m.f.set_mode(true, seed, 0);
+    Tensor<float> g(Shape{12, 8});
+    fill_random(g.view(), seed + 2);
+    typename TestBackbone<CpuBackend>::Context ctx;
+    m.f.forward_tokens(ctx, cview(ids), cview(cu));
+    m.f.backward(ctx, g.view());
+    const std::size_t bytes = ctx.bytes();
+    std::vector<const void*> ptrs = {ctx.y.data(), ctx.h0.data(), ctx.dsum_f.data()};
+    if (ckpt) ptrs.push_back(ctx.scratch.normed.data());
+    for (const auto& b : ctx.blocks) {
+      ptrs.push_back(b.residual.data());
+      ptrs.push_back(b.dsum.data());
+      ptrs.push_back(b.internals_const().mixer.out.y.data());
+      ptrs.push_back(b.internals_const().mixer_rev.in.dx.data());
+    }
+    m.f.set_mode(true, seed, 1);
+    m.f.forward_tokens(ctx, cview(ids2), cview(cu));
+    m.f.backward(ctx, g.view());
+    std::vector<const void*> again = {ctx.y.data(), ctx.h0.data(), ctx.dsum_f.data()};
+    if (ckpt) again.push_back(ctx.scratch.normed.data());
+    for (const auto& b : ctx.blocks) {
+      again.push_back(b.residual.data());
+      again.push_back(b.dsum.data());
+      again.push_back(b.internals_const().mixer.out.y.data());
+      again.push_back(b.internals_const().mixer_rev.in.dx.data());
+    }
+    CHECK(ctx.bytes() == bytes);
+    CHECK(again == ptrs);
+    for (const void* p : ptrs) CHECK(p != nullptr);
+  }
+}

@@ -6,6 +6,7 @@
 #include "mambatrack/nn/activation.hpp"
 #include "mambatrack/nn/dropout.hpp"
 #include "mambatrack/nn/embedding.hpp"
+#include "mambatrack/nn/gather_rows.hpp"
 #include "mambatrack/nn/linear.hpp"
 #include "mambatrack/nn/norm.hpp"
 #include "nn/nn_test_mixer.hpp"
@@ -214,4 +215,27 @@ TEST_CASE("reverse_within_sequences reverses each packed sequence in its own bou
   const std::vector<int64_t> bad = {0, 4, 8};
   CHECK_THROWS_AS(CpuBackend::reverse_within_sequences(x.view(), View<const int64_t>(bad.data(), Shape{3}), y.view()),
                   ShapeError);
+}
+
+TEST_CASE("nn::GatherRows picks rows and scatters their gradient back", "[cpu][nn]") {
+  const uint64_t seed = mambatrack::test::test_seed(108);
+  INFO("seed " << seed);
+  Tensor<float> x(Shape{7, 5}), dy(Shape{4, 5});
+  fill_random(x.view(), seed);
+  fill_random(dy.view(), seed + 1);
+  const std::vector<int64_t> rows = {6, 2, 2, 0};
+  GatherRows<CpuBackend> g;
+  typename GatherRows<CpuBackend>::Context c;
+  View<const float> y = g.forward(c, x.view(), View<const int64_t>(rows.data(), Shape{4}));
+  for (int i = 0; i < 4; ++i)
+    for (int k = 0; k < 5; ++k) CHECK(y.at(i, k) == x.at(rows[i], k));
+  View<const float> dx = g.backward(c, dy.view());
+  for (int k = 0; k < 5; ++k) {
+    CHECK(dx.at(6, k) == dy.at(0, k));
+    CHECK(dx.at(2, k) == Approx(dy.at(1, k) + dy.at(2, k)));
+    CHECK(dx.at(0, k) == dy.at(3, k));
+    CHECK(dx.at(3, k) == 0.0f);
+  }
+  const std::vector<int64_t> bad = {7};
+  CHECK_THROWS_AS(g.forward(c, x.view(), View<const int64_t>(bad.data(), Shape{1})), ShapeError);
 }

@@ -2,7 +2,8 @@
 // torch.nn.GELU; SiLU x·σ(x)). No parameters; backward dx = dy·f'(x), overwritten.
 #pragma once
 
-#include "mambatrack/nn/backend.hpp"
+#include "mambatrack/nn/workspace.hpp"
+#include "mambatrack/ops/activations.hpp"
 
 namespace mambatrack::nn {
 

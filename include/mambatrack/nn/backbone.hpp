@@ -13,6 +13,7 @@
 #include "mambatrack/nn/block.hpp"
 #include "mambatrack/nn/embedding.hpp"
 #include "mambatrack/nn/linear.hpp"
+#include "mambatrack/nn/host_kernels.hpp"
 
 namespace mambatrack::nn {
 

@@ -15,17 +15,45 @@
 // until the next forward/backward on the same Context. A Mixer is copyable before registration.
 #pragma once
 
-#include <memory>
+#include <cstddef>
 #include <string>
+#include <type_traits>
+#include <utility>
 
-#include "mambatrack/nn/backend.hpp"
+#include "mambatrack/nn/workspace.hpp"
 #include "mambatrack/nn/dropout.hpp"
 #include "mambatrack/nn/norm.hpp"
 
 namespace mambatrack::nn {
 
+// Compile-time check of the Mixer interface above, with a message naming the missing piece.
+template <class Backend, class Mixer>
+struct MixerInterfaceCheck {
+  using T = typename Backend::Scalar;
+  using Ctx = typename Mixer::Context;
+  static_assert(std::is_copy_constructible_v<Mixer>, "Mixer: must be copyable (a block copies its prototype)");
+  static_assert(std::is_default_constructible_v<Ctx> && std::is_move_constructible_v<Ctx> && std::is_move_assignable_v<Ctx>,
+                "Mixer::Context: must be default-constructible and movable");
+  static_assert(std::is_same_v<decltype(std::declval<const Ctx&>().bytes()), std::size_t>,
+                "Mixer::Context: needs std::size_t bytes() const");
+  static_assert(std::is_same_v<decltype(std::declval<Mixer&>().register_params(
+                                   std::declval<typename Backend::Store&>(), std::declval<const std::string&>())),
+                               void>,
+                "Mixer: needs void register_params(Backend::Store&, const std::string& prefix)");
+  static_assert(std::is_same_v<decltype(std::declval<Mixer&>().forward(std::declval<Ctx&>(), std::declval<View<const T>>(),
+                                                                       std::declval<View<const int64_t>>())),
+                               View<const T>>,
+                "Mixer: needs View<const T> forward(Context&, View<const T> x, View<const int64_t> cu_seqlens)");
+  static_assert(std::is_same_v<decltype(std::declval<Mixer&>().backward(std::declval<Ctx&>(), std::declval<View<const T>>())),
+                               View<const T>>,
+                "Mixer: needs View<const T> backward(Context&, View<const T> dy)");
+  static constexpr bool value = true;
+};
+
 template <class Backend, class Mixer>
 class Block {
+  static_assert(MixerInterfaceCheck<Backend, Mixer>::value);
+
  public:
   using T = typename Backend::Scalar;
   using Store = typename Backend::Store;
@@ -47,6 +75,7 @@ class Block {
     Internals own;
     Internals* scratch = nullptr;      // set: checkpointed, internals shared and recomputed
     Internals& internals() { return scratch ? *scratch : own; }
+    const Internals& internals_const() const { return scratch ? *scratch : own; }
     // Bytes this block holds between forward and backward (a shared scratch is counted once by its owner).
     std::size_t bytes() const { return residual.bytes() + hidden.bytes() + dsum.bytes() + own.bytes(); }
   };

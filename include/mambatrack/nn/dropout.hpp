@@ -4,7 +4,8 @@
 // Identity in eval mode or when p = 0.
 #pragma once
 
-#include "mambatrack/nn/backend.hpp"
+#include "mambatrack/nn/workspace.hpp"
+#include "mambatrack/core/error.hpp"
 
 namespace mambatrack::nn {
 

@@ -5,7 +5,9 @@
 
 #include <string>
 
-#include "mambatrack/nn/backend.hpp"
+#include "mambatrack/nn/workspace.hpp"
+#include "mambatrack/nn/parameter_store.hpp"
+#include "mambatrack/ops/embedding.hpp"
 #include "mambatrack/nn/init.hpp"
 
 namespace mambatrack::nn {
@@ -35,7 +37,6 @@ class Embedding {
   }
 
   View<const T> forward(Context& ctx, View<const int64_t> ids) {
-    ops::check_ids(ids, vocab_, "embedding");
     ctx.ids = ids;
     View<T> y = ensure(ctx.y, Shape{ids.numel(), dim_});
     Backend::embedding_fwd({ids, store_->param(w_), y, padding_idx_});

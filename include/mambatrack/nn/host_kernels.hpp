@@ -7,10 +7,15 @@
 #include <cstdint>
 
 #include "mambatrack/core/error.hpp"
+#include "mambatrack/core/parallel.hpp"
 #include "mambatrack/core/philox.hpp"
 #include "mambatrack/core/tensor.hpp"
 
 namespace mambatrack::nn::host {
+
+// Elementwise loops split over threads above this many elements (each element is independent,
+// so the result does not depend on the thread count).
+constexpr int64_t kGrain = 1 << 15;
 
 // Checks cu_seqlens: starts at 0, non-decreasing, ends at `tokens`.
 inline void check_cu_seqlens(View<const int64_t> cu, int64_t tokens, const char* where) {
@@ -27,14 +32,14 @@ template <class T>
 void add(View<const T> a, View<const T> b, View<T> out) {
   MAMBATRACK_CHECK_SHAPE(a.numel() == b.numel() && a.numel() == out.numel(), "add: ", a.shape, " + ", b.shape, " -> ",
                          out.shape);
-  for (int64_t i = 0; i < a.numel(); ++i) out[i] = a[i] + b[i];
+  parallel_for(0, a.numel(), [&](int64_t i) { out[i] = a[i] + b[i]; }, kGrain);
 }
 
 // y += x.
 template <class T>
 void accumulate(View<const T> x, View<T> y) {
   MAMBATRACK_CHECK_SHAPE(x.numel() == y.numel(), "accumulate: ", x.shape, " into ", y.shape);
-  for (int64_t i = 0; i < x.numel(); ++i) y[i] += x[i];
+  parallel_for(0, x.numel(), [&](int64_t i) { y[i] += x[i]; }, kGrain);
 }
 
 // Rows of each packed sequence in reverse order. Its own inverse, so the backward is the same call.
@@ -62,8 +67,10 @@ template <class T>
 void dropout_mask(uint64_t seed, uint64_t stream, uint64_t step, double p, View<T> mask) {
   const T keep = static_cast<T>(1.0 / (1.0 - p));
   const uint64_t base = step << 40;
-  for (int64_t i = 0; i < mask.numel(); ++i)
-    mask[i] = philox_uniform_double(seed, stream, base + static_cast<uint64_t>(i)) < p ? T(0) : keep;
+  parallel_for(
+      0, mask.numel(),
+      [&](int64_t i) { mask[i] = philox_uniform_double(seed, stream, base + static_cast<uint64_t>(i)) < p ? T(0) : keep; },
+      kGrain / 8);
 }
 
 // y = x ⊙ m (also the backward: dx = dy ⊙ m).
@@ -71,7 +78,7 @@ template <class T>
 void multiply(View<const T> x, View<const T> m, View<T> y) {
   MAMBATRACK_CHECK_SHAPE(x.numel() == m.numel() && x.numel() == y.numel(), "multiply: ", x.shape, " · ", m.shape,
                          " -> ", y.shape);
-  for (int64_t i = 0; i < x.numel(); ++i) y[i] = x[i] * m[i];
+  parallel_for(0, x.numel(), [&](int64_t i) { y[i] = x[i] * m[i]; }, kGrain);
 }
 
 // pooled[s] = mean over the rows of sequence s (an empty sequence pools to 0).
@@ -116,6 +123,15 @@ void take_columns(View<const T> x, View<T> out, int64_t offset) {
   MAMBATRACK_CHECK_SHAPE(x.dim(0) == n && offset + w <= W, "take_columns: ", out.shape, " from ", x.shape, " at ", offset);
   for (int64_t i = 0; i < n; ++i)
     for (int64_t c = 0; c < w; ++c) out.data[i * w + c] = x.data[i * W + offset + c];
+}
+
+// at = aᵀ for a (rows, cols).
+template <class T>
+void transpose(View<const T> a, View<T> at) {
+  const int64_t r = a.dim(0), c = a.dim(1);
+  MAMBATRACK_CHECK_SHAPE(at.rank() == 2 && at.dim(0) == c && at.dim(1) == r, "transpose: ", a.shape, " into ", at.shape);
+  for (int64_t i = 0; i < r; ++i)
+    for (int64_t j = 0; j < c; ++j) at.data[j * r + i] = a.data[i * c + j];
 }
 
 }  // namespace mambatrack::nn::host

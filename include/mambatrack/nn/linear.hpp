@@ -5,7 +5,9 @@
 
 #include <string>
 
-#include "mambatrack/nn/backend.hpp"
+#include "mambatrack/nn/workspace.hpp"
+#include "mambatrack/nn/parameter_store.hpp"
+#include "mambatrack/ops/linear.hpp"
 #include "mambatrack/nn/init.hpp"
 
 namespace mambatrack::nn {

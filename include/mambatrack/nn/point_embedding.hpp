@@ -1,15 +1,19 @@
-// FM4NPP's fixed input embedding (EmbedderAdd, learnable_projection=False), additive form:
-//   h = nerf(η, φ, r)·P + E·Q,  nerf (tokens, 63) from data/fm4npp_points.hpp, P (63, d), Q (1, d)
-// P, Q ~ N(0, 1) are registered frozen ("<prefix>pos_proj", "<prefix>energy_proj"): they are
-// saved in checkpoints, loaded back, never updated by the optimizer and never redrawn on load.
+// FM4NPP's fixed input embedding (learnable_projection=False), names as FM4NPP's state dict:
+//   add:    h = nerf(η, φ, r)·P + E·Q                 P = embed.projection (63, d), Q = proj (1, d)
+//   concat: h = [E·Q', nerf·P] · R                    Q' = proj (1, d/4), R = proj2 (d/4 + d, d)
+// nerf (tokens, 63) comes from data/fm4npp_points.hpp. The matrices ~ N(0, 1) are registered
+// frozen: saved in checkpoints, loaded back, never updated by the optimizer, never redrawn on load.
 #pragma once
 
 #include <string>
 
-#include "mambatrack/nn/backend.hpp"
+#include "mambatrack/nn/workspace.hpp"
+#include "mambatrack/nn/parameter_store.hpp"
 #include "mambatrack/nn/init.hpp"
 
 namespace mambatrack::nn {
+
+enum class PointEmbedMethod { kAdd, kConcat };
 
 template <class Backend>
 class FrozenPointEmbedding {
@@ -17,21 +21,29 @@ class FrozenPointEmbedding {
   using T = typename Backend::Scalar;
   using Store = typename Backend::Store;
   struct Context {
-    Tensor<T> pt, qt, y, tmp;
-    std::size_t bytes() const { return pt.bytes() + qt.bytes() + y.bytes() + tmp.bytes(); }
+    Tensor<T> pt, qt, rt, e, pos, cat, y;
+    std::size_t bytes() const {
+      return pt.bytes() + qt.bytes() + rt.bytes() + e.bytes() + pos.bytes() + cat.bytes() + y.bytes();
+    }
   };
   FrozenPointEmbedding() = default;
-  FrozenPointEmbedding(int64_t nerf_dim, int64_t d_model) : nerf_(nerf_dim), d_(d_model) {}
+  FrozenPointEmbedding(int64_t nerf_dim, int64_t d_model, PointEmbedMethod method = PointEmbedMethod::kAdd)
+      : nerf_(nerf_dim), d_(d_model), e_dim_(method == PointEmbedMethod::kAdd ? d_model : d_model / 4), method_(method) {
+    MAMBATRACK_CHECK(e_dim_ > 0, ConfigError, "point embedding: d_model ", d_model, " too small for the concat method");
+  }
 
   void register_params(Store& s, const std::string& prefix = "embedder.") {
     store_ = &s;
-    p_ = s.add(prefix + "pos_proj", Shape{nerf_, d_}, true, {}, true);
-    q_ = s.add(prefix + "energy_proj", Shape{1, d_}, true, {}, true);
+    q_ = s.add(prefix + "proj", Shape{1, e_dim_}, true, {}, true);
+    p_ = s.add(prefix + "embed.projection", Shape{nerf_, d_}, true, {}, true);
+    if (method_ == PointEmbedMethod::kConcat) r_ = s.add(prefix + "proj2", Shape{e_dim_ + d_, d_}, true, {}, true);
   }
   void init(ParameterStore& s, uint64_t seed) const {
-    Philox r1 = param_rng(seed, s.info(p_).name), r2 = param_rng(seed, s.info(q_).name);
-    init_normal(s.param(p_), 0.0, 1.0, r1);
-    init_normal(s.param(q_), 0.0, 1.0, r2);
+    for (ParamHandle h : {p_, q_, r_}) {
+      if (!h.valid()) continue;
+      Philox rng = param_rng(seed, s.info(h).name);
+      init_normal(s.param(h), 0.0, 1.0, rng);
+    }
   }
 
   // nerf (tokens, nerf_dim), energy (tokens, 1) -> (tokens, d_model). No backward: the inputs are
@@ -40,28 +52,38 @@ class FrozenPointEmbedding {
     MAMBATRACK_CHECK_SHAPE(nerf.rank() == 2 && nerf.dim(1) == nerf_ && energy.numel() == nerf.dim(0),
                            "point embedding: nerf ", nerf.shape, " and energy ", energy.shape, ", expected (tokens, ",
                            nerf_, ") and (tokens, 1)");
-    // linear_fwd wants W as (out, in); the projections are stored (in, out) as in FM4NPP.
-    View<T> pt = ensure(ctx.pt, Shape{d_, nerf_}), qt = ensure(ctx.qt, Shape{d_, 1});
-    transpose(store_->param(p_), pt);
-    transpose(store_->param(q_), qt);
-    View<T> y = ensure(ctx.y, Shape{nerf.dim(0), d_}), tmp = ensure(ctx.tmp, Shape{nerf.dim(0), d_});
-    Backend::linear_fwd({nerf, View<const T>(pt), View<const T>(), y});
-    Backend::linear_fwd({energy.reshape(Shape{nerf.dim(0), 1}), View<const T>(qt), View<const T>(), tmp});
-    Backend::accumulate(View<const T>(tmp), y);
+    const int64_t n = nerf.dim(0);
+    // linear_fwd wants W as (out, in); FM4NPP stores its projections (in, out) and multiplies x·P.
+    View<T> pt = transposed(store_->param(p_), ctx.pt), qt = transposed(store_->param(q_), ctx.qt);
+    View<T> e = ensure(ctx.e, Shape{n, e_dim_}), pos = ensure(ctx.pos, Shape{n, d_});
+    Backend::linear_fwd({energy.reshape(Shape{n, 1}), View<const T>(qt), View<const T>(), e});
+    Backend::linear_fwd({nerf, View<const T>(pt), View<const T>(), pos});
+    if (method_ == PointEmbedMethod::kAdd) {
+      Backend::accumulate(View<const T>(e), pos);
+      return pos;
+    }
+    View<T> cat = ensure(ctx.cat, Shape{n, e_dim_ + d_});
+    Backend::copy_columns(View<const T>(e), cat, 0);
+    Backend::copy_columns(View<const T>(pos), cat, e_dim_);
+    View<T> y = ensure(ctx.y, Shape{n, d_});
+    Backend::linear_fwd({View<const T>(cat), View<const T>(transposed(store_->param(r_), ctx.rt)), View<const T>(), y});
     return y;
   }
   ParamHandle pos_proj() const { return p_; }
   ParamHandle energy_proj() const { return q_; }
+  ParamHandle concat_proj() const { return r_; }
 
  private:
-  static void transpose(View<const T> a, View<T> at) {
+  static View<T> transposed(View<const T> a, Tensor<T>& buf) {
     const int64_t r = a.dim(0), c = a.dim(1);
-    for (int64_t i = 0; i < r; ++i)
-      for (int64_t j = 0; j < c; ++j) at.data[j * r + i] = a.data[i * c + j];
+    View<T> at = ensure(buf, Shape{c, r});
+    Backend::transpose(a, at);
+    return at;
   }
-  int64_t nerf_ = 63, d_ = 0;
+  int64_t nerf_ = 63, d_ = 0, e_dim_ = 0;
+  PointEmbedMethod method_ = PointEmbedMethod::kAdd;
   Store* store_ = nullptr;
-  ParamHandle p_, q_;
+  ParamHandle p_, q_, r_;
 };
 
 }  // namespace mambatrack::nn

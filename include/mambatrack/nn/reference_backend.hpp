@@ -8,7 +8,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "mambatrack/nn/backend.hpp"
+#include "mambatrack/nn/cpu_backend.hpp"
 #include "mambatrack/ops/reference/activations.hpp"
 #include "mambatrack/ops/reference/embedding.hpp"
 #include "mambatrack/ops/reference/linear.hpp"

@@ -2,13 +2,14 @@
 // names of ops/, plus the types a layer needs (Scalar, Device, Store). CpuBackend forwards to
 // mambatrack::cpu:: in float32 on the ParameterStore; a CudaBackend forwards to mambatrack::cuda::
 // with the same names; ReferenceBackend (reference_backend.hpp) runs the same layers in double.
-// ensure() is the workspace rule: a buffer is reallocated only when its shape changes.
+// Layer headers include only workspace.hpp, never a backend, so a .cu unit never sees Eigen.
 #pragma once
 
 #include <cstdint>
 
 #include "mambatrack/core/tensor.hpp"
 #include "mambatrack/nn/host_kernels.hpp"
+#include "mambatrack/nn/workspace.hpp"
 #include "mambatrack/nn/parameter_store.hpp"
 #include "mambatrack/ops/cpu/activations.hpp"
 #include "mambatrack/ops/cpu/embedding.hpp"
@@ -16,13 +17,6 @@
 #include "mambatrack/ops/cpu/norm.hpp"
 
 namespace mambatrack::nn {
-
-// Resizes a workspace tensor to `shape` unless it already has it (no allocation in the steady state).
-template <class T, class Device>
-View<T, Device> ensure(Tensor<T, Device>& t, Shape shape) {
-  if (!(t.shape() == shape)) t = Tensor<T, Device>(shape);
-  return t.view();
-}
 
 // The shared host parts of the CPU and reference backends, on scalar T.
 template <class T>
@@ -45,6 +39,7 @@ struct HostBackendBase {
   static void copy_columns(View<const T> x, View<T> out, int64_t offset) { host::copy_columns(x, out, offset); }
   static void take_columns(View<const T> x, View<T> out, int64_t offset) { host::take_columns(x, out, offset); }
   static void fill(View<T> x, T v) { mambatrack::fill(x, v); }
+  static void transpose(View<const T> a, View<T> at) { host::transpose(a, at); }
 };
 
 struct CpuBackend : HostBackendBase<float> {
