@@ -5,6 +5,7 @@
 #include <string>
 
 #include "commands/inspect.hpp"
+#include "commands/pretrain_mdm.hpp"
 #include "commands/simulate.hpp"
 #include "mambatrack/core/error.hpp"
 
@@ -17,6 +18,8 @@ struct Command {
 const Command kCommands[] = {
     {"simulate", "simulate TrackML-like events and write them in the Kaggle formats",
      mambatrack::cli::run_simulate},
+    {"pretrain-mdm", "MAMBA-PT pretraining: masked detector module + next track prediction",
+     mambatrack::cli::run_pretrain_mdm},
     {"inspect", "print a checkpoint's config, tensor names, shapes, dtypes and parameter count",
      mambatrack::cli::run_inspect},
 };

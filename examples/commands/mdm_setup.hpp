@@ -19,15 +19,17 @@
 #include "mambatrack/data/tokenizer.hpp"
 #include "mambatrack/data/track_sequences.hpp"
 #include "mambatrack/data/trackml_io.hpp"
-#include "mambatrack/nn/backend.hpp"
+#include "mambatrack/nn/cpu_backend.hpp"
 #include "mambatrack/nn/dispatch.hpp"
+#include "mambatrack/nn/ssm_backend.hpp"
 #include "mambatrack/train/mambapt_config.hpp"
 #include "mambatrack/train/mdm_task.hpp"
 
 namespace mambatrack::cli {
 
-using CpuMixer = nn::MambaMixer<nn::CpuBackend>;
-using CpuMdmTask = train::MdmTask<nn::CpuBackend, CpuMixer>;
+using CpuSsmBackend = nn::WithSsmOps<nn::CpuBackend>;
+using CpuMixer = nn::MambaMixer<CpuSsmBackend>;
+using CpuMdmTask = train::MdmTask<CpuSsmBackend, CpuMixer>;
 
 struct MdmRun {
   train::Config config{train::mambapt_schema()};
@@ -182,7 +184,7 @@ inline MdmRun setup_mdm_run(const std::string& config_path, const std::vector<st
                     {"ntp_hidden_dim", o.ntp_hidden},
                     {"tokenizer", "tokenizer.txt"}};
   nn::MambaOptions mo;
-  const CpuMixer mixer = nn::make_mamba<nn::CpuBackend>(c.get<int>("model.d_state"), c.get<int>("model.d_conv"),
+  const CpuMixer mixer = nn::make_mamba<CpuSsmBackend>(c.get<int>("model.d_state"), c.get<int>("model.d_conv"),
                                                         c.get<int>("model.expand"), o.backbone.d_model, mo);
   run.task = std::make_unique<CpuMdmTask>(o, mixer, std::move(train_seqs), std::move(val_seqs));
 

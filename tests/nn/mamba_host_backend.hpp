@@ -3,7 +3,7 @@
 // nn/ssm_backend.hpp added, plus the loss the whole-model golden case needs.
 #pragma once
 
-#include "mambatrack/nn/backend.hpp"
+#include "mambatrack/nn/cpu_backend.hpp"
 #include "mambatrack/nn/reference_backend.hpp"
 #include "mambatrack/nn/ssm_backend.hpp"
 #include "mambatrack/ops/cpu/losses.hpp"
