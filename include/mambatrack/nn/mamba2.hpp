@@ -85,7 +85,7 @@ class Mamba2Mixer {
     Tensor<T> conv;  // (batch, d_conv, conv_dim): the last d_conv conv inputs [x, B, C], oldest first
     Tensor<T> ssm;   // (batch, nheads, headdim, d_state)
     Tensor<T> zx, xbc, y, z, normed, out, A;
-    int64_t batch() const { return conv.rank() ? conv.dim(0) : 0; }
+    int64_t batch() const { return conv.shape().rank() ? conv.dim(0) : 0; }
   };
 
   Mamba2Mixer() = default;
