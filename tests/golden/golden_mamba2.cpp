@@ -8,6 +8,7 @@
 
 #include "golden.hpp"
 #include "mambatrack/nn/mamba2.hpp"
+#include "mambatrack/nn/mamba2_backend.hpp"
 #include "mambatrack/nn/reference_backend.hpp"
 
 namespace mambatrack {
@@ -59,12 +60,12 @@ void run(const golden::Case& c, const std::string& label, double tol, std::vecto
 std::vector<golden::Result> run_mamba2_block(const golden::Case& c) {
   std::vector<golden::Result> results;
   // Double reference ops: the files are float64 results of the same math: 1e-9 (README).
-  run<nn::ReferenceBackend>(c, "reference f64", 1e-9, results);
+  run<nn::WithMamba2Ops<nn::ReferenceBackend>>(c, "reference f64", 1e-9, results);
   // CPU float32 layer: inputs/parameters rounded to float (6e-8) and float sums of at most
   // d_in_proj = 168 terms per GEMM entry and 74 tokens per parameter gradient; measured at most
   // 6.9e-7 (grad_A_log of mamba2_groups), well inside the README's 1e-4 for float blocks; 1e-5
   // keeps a 15x margin for other thread counts and compilers.
-  run<nn::CpuBackend>(c, "cpu f32", 1e-5, results);
+  run<nn::Mamba2CpuBackend>(c, "cpu f32", 1e-5, results);
   return results;
 }
 

@@ -11,6 +11,7 @@
 
 #include "mambatrack/nn/block.hpp"
 #include "mambatrack/nn/mamba2.hpp"
+#include "mambatrack/nn/mamba2_backend.hpp"
 #include "mambatrack/nn/reference_backend.hpp"
 #include "support/test_support.hpp"
 
@@ -19,6 +20,9 @@ using namespace mambatrack::nn;
 using mambatrack::test::rel_err;
 
 namespace {
+
+using Cpu2 = Mamba2CpuBackend;                      // float, mambatrack::cpu::
+using Ref2 = WithMamba2Ops<ReferenceBackend>;       // double, mambatrack::reference::
 
 struct Cfg {
   int64_t d_model;
@@ -48,7 +52,7 @@ struct Model {
 
 // Random parameters in ranges that exercise every path: dt = softplus(dt_raw + dt_bias) ≈ 0.1..1,
 // A = −exp(A_log) in −[0.5, 4], D and norm weights away from 1, weights of GEMM-sized scale.
-void randomize(ParameterStore& s, const Mamba2Mixer<CpuBackend>& m, uint64_t seed, const std::string& prefix = "mixer.") {
+void randomize(ParameterStore& s, const Mamba2Mixer<Cpu2>& m, uint64_t seed, const std::string& prefix = "mixer.") {
   const double wi = 1.0 / std::sqrt(double(m.d_model())), wo = 1.0 / std::sqrt(double(m.d_inner()));
   const std::pair<const char*, std::pair<double, double>> ranges[] = {
       {"in_proj.weight", {-wi, wi}}, {"conv1d.weight", {-0.6, 0.6}}, {"conv1d.bias", {-0.3, 0.3}},
@@ -94,7 +98,7 @@ struct Batch {
 }  // namespace
 
 TEST_CASE("mamba2: parameter names, shapes and decay flags are the reference's", "[cpu][nn][mamba2]") {
-  using M = Mamba2<16, 4, 2, 8, CpuBackend>;
+  using M = Mamba2<16, 4, 2, 8, Cpu2>;
   STATIC_REQUIRE(M::kDState == 16);
   STATIC_REQUIRE(M::kDConv == 4);
   STATIC_REQUIRE(M::kExpand == 2);
@@ -133,7 +137,7 @@ TEST_CASE("mamba2: parameter names, shapes and decay flags are the reference's",
   CHECK(m.sizes().conv_dim() == 112);
   CHECK(m.sizes().d_in_proj() == 166);
   // The typed dispatch picks the instantiation whose constants equal the run-time values.
-  const int hd = with_mamba2<CpuBackend, ValueList<16>, ValueList<4>, ValueList<2>, ValueList<8, 16>>(
+  const int hd = with_mamba2<Cpu2, ValueList<16>, ValueList<4>, ValueList<2>, ValueList<8, 16>>(
       16, 4, 2, 16, 32, Mamba2Options{}, [](const auto& layer) {
         return std::decay_t<decltype(layer)>::kHeadDim * 100 + static_cast<int>(layer.nheads());
       });
@@ -145,12 +149,12 @@ TEST_CASE("mamba2: initialisation follows the reference", "[cpu][nn][mamba2]") {
   INFO("seed " << seed);
   // d_model 256, expand 2, headdim 8: 64 heads for the per-head statistics.
   const Cfg c{256, 16, 4, 2, 8, 1, 64};
-  Model<CpuBackend> a(c), b(c), other(c);
+  Model<Cpu2> a(c), b(c), other(c);
   const int n_layer = 4;
   a.mixer.init(a.store, seed, n_layer);
   b.mixer.init(b.store, seed, n_layer);
   other.mixer.init(other.store, seed + 1, n_layer);
-  auto P = [](Model<CpuBackend>& m, const char* n) { return m.store.param(m.store.handle(std::string("mixer.") + n)); };
+  auto P = [](Model<Cpu2>& m, const char* n) { return m.store.param(m.store.handle(std::string("mixer.") + n)); };
   for (const char* n : kNames) {
     INFO(n);
     CHECK(dbl(P(a, n)) == dbl(P(b, n)));  // the seed fixes every value
@@ -198,11 +202,10 @@ TEST_CASE("mamba2: initialisation follows the reference", "[cpu][nn][mamba2]") {
   }
   check_uniform("conv1d.weight", 0.5);
   // rescale_out_proj = false keeps the plain fan-in bound.
-  Cfg c2 = c;
-  Model<CpuBackend> plain(c2);
+  const Cfg c2 = c;
   Mamba2Options o = options(c2);
   o.rescale_out_proj = false;
-  Mamba2Mixer<CpuBackend> m2(c2.d_model, c2.d_state, c2.d_conv, c2.expand, c2.headdim, o);
+  Mamba2Mixer<Cpu2> m2(c2.d_model, c2.d_state, c2.d_conv, c2.expand, c2.headdim, o);
   ParameterStore s2;
   m2.register_params(s2, "mixer.");
   s2.finalize();
@@ -217,8 +220,8 @@ TEST_CASE("mamba2: the cpu float layer matches the double reference layer", "[cp
   for (const Cfg& c : {Cfg{32, 16, 4, 2, 16, 1, 16}, Cfg{24, 8, 3, 2, 8, 2, 7}, Cfg{16, 4, 2, 1, 8, 2, 64}}) {
     INFO("d_model " << c.d_model << " d_state " << c.d_state << " d_conv " << c.d_conv << " headdim " << c.headdim
                     << " ngroups " << c.ngroups << " chunk " << c.chunk);
-    Model<CpuBackend> f(c);
-    Model<ReferenceBackend> r(c);
+    Model<Cpu2> f(c);
+    Model<Ref2> r(c);
     f.mixer.init(f.store, seed, 2);
     randomize(f.store, f.mixer, seed);
     r.store.copy_from(f.store);
@@ -226,8 +229,8 @@ TEST_CASE("mamba2: the cpu float layer matches the double reference layer", "[cp
     const auto start = mambatrack::test::random_uniform<float>(f.store.flat_size(), seed + 5);
     for (int64_t i = 0; i < f.store.flat_size(); ++i) f.store.grads()[i] = start[i];
     const Batch in({9, 1, 23, 0, 12}, c.d_model, seed);
-    Mamba2Mixer<CpuBackend>::Context cf;
-    Mamba2Mixer<ReferenceBackend>::Context cr;
+    Mamba2Mixer<Cpu2>::Context cf;
+    Mamba2Mixer<Ref2>::Context cr;
     const View<const int64_t> cu = in.cu_view();
     const auto of = f.mixer.forward(cf, View<const float>(in.x.data(), Shape{in.tokens, c.d_model}), cu);
     const auto orf = r.mixer.forward(cr, View<const double>(in.xd.data(), Shape{in.tokens, c.d_model}), cu);
@@ -255,15 +258,15 @@ TEST_CASE("mamba2: the double layer's backward matches central finite difference
   // d_inner 16, 2 heads of 8 in 2 groups, d_state 4, d_conv 3, chunk 2: small enough for
   // ~800 perturbed parameters, and every part (groups, chunk boundaries, sequence resets) is used.
   const Cfg c{8, 4, 3, 2, 8, 2, 2};
-  Model<CpuBackend> f(c);
-  Model<ReferenceBackend> r(c);
+  Model<Cpu2> f(c);
+  Model<Ref2> r(c);
   f.mixer.init(f.store, seed, 1);
   randomize(f.store, f.mixer, seed);
   r.store.copy_from(f.store);
   Batch in({4, 1, 6}, c.d_model, seed);
   const View<const int64_t> cu = in.cu_view();
   const Shape xs{in.tokens, c.d_model};
-  Mamba2Mixer<ReferenceBackend>::Context ctx;
+  Mamba2Mixer<Ref2>::Context ctx;
   auto loss = [&] {
     const auto out = r.mixer.forward(ctx, View<const double>(in.xd.data(), xs), cu);
     double l = 0;
@@ -304,12 +307,12 @@ TEST_CASE("mamba2: a packed batch equals each sequence alone", "[cpu][nn][mamba2
   const uint64_t seed = mambatrack::test::test_seed(504);
   INFO("seed " << seed);
   const Cfg c{32, 16, 4, 2, 16, 2, 8};
-  Model<CpuBackend> m(c);
+  Model<Cpu2> m(c);
   m.mixer.init(m.store, seed, 1);
   randomize(m.store, m.mixer, seed);
   const std::vector<int64_t> lens{7, 1, 30, 2, 16};
   const Batch in(lens, c.d_model, seed);
-  Mamba2Mixer<CpuBackend>::Context ctx;
+  Mamba2Mixer<Cpu2>::Context ctx;
   const auto out = dbl(m.mixer.forward(ctx, View<const float>(in.x.data(), Shape{in.tokens, c.d_model}), in.cu_view()));
   const auto dx = dbl(m.mixer.backward(ctx, View<const float>(in.dout.data(), Shape{in.tokens, c.d_model})));
   const std::vector<float> packed_grads(m.store.grads().data, m.store.grads().data + m.store.flat_size());
@@ -318,7 +321,7 @@ TEST_CASE("mamba2: a packed batch equals each sequence alone", "[cpu][nn][mamba2
     INFO("sequence " << b << " of length " << lens[b]);
     const int64_t t0 = in.cu[b], n = lens[b];
     const std::vector<int64_t> cu1{0, n};
-    Mamba2Mixer<CpuBackend>::Context c1;
+    Mamba2Mixer<Cpu2>::Context c1;
     const View<const int64_t> cu1v(cu1.data(), Shape{2});
     const auto o1 = dbl(m.mixer.forward(c1, View<const float>(in.x.data() + t0 * c.d_model, Shape{n, c.d_model}), cu1v));
     const auto d1 = dbl(m.mixer.backward(c1, View<const float>(in.dout.data() + t0 * c.d_model, Shape{n, c.d_model})));
@@ -337,7 +340,7 @@ TEST_CASE("mamba2: the result does not depend on the chunk size", "[cpu][nn][mam
   const uint64_t seed = mambatrack::test::test_seed(505);
   INFO("seed " << seed);
   const Cfg c{16, 8, 4, 2, 8, 1, 64};
-  Model<CpuBackend> m(c);
+  Model<Cpu2> m(c);
   m.mixer.init(m.store, seed, 1);
   randomize(m.store, m.mixer, seed);
   const Batch in({70, 5, 33}, c.d_model, seed);
@@ -345,7 +348,7 @@ TEST_CASE("mamba2: the result does not depend on the chunk size", "[cpu][nn][mam
   auto run = [&](int64_t chunk) {
     m.mixer.set_chunk_size(chunk);
     m.store.zero_grad();
-    Mamba2Mixer<CpuBackend>::Context ctx;
+    Mamba2Mixer<Cpu2>::Context ctx;
     std::vector<double> all = dbl(m.mixer.forward(ctx, View<const float>(in.x.data(), xs), in.cu_view()));
     const auto dx = dbl(m.mixer.backward(ctx, View<const float>(in.dout.data(), xs)));
     all.insert(all.end(), dx.begin(), dx.end());
@@ -365,8 +368,8 @@ TEST_CASE("mamba2: step() and prefill() + step() equal the full forward at every
   const uint64_t seed = mambatrack::test::test_seed(506);
   INFO("seed " << seed);
   const Cfg c{16, 8, 4, 2, 8, 2, 4};
-  Model<CpuBackend> f(c);
-  Model<ReferenceBackend> r(c);
+  Model<Cpu2> f(c);
+  Model<Ref2> r(c);
   f.mixer.init(f.store, seed, 1);
   randomize(f.store, f.mixer, seed);
   r.store.copy_from(f.store);
@@ -441,10 +444,10 @@ TEST_CASE("mamba2: inside a Block (bidirectional) the cpu and reference backends
   const uint64_t seed = mambatrack::test::test_seed(507);
   INFO("seed " << seed);
   const Cfg c{16, 8, 2, 2, 8, 1, 8};
-  using FB = Block<CpuBackend, Mamba2Mixer<CpuBackend>>;
-  using RB = Block<ReferenceBackend, Mamba2Mixer<ReferenceBackend>>;
-  FB fb(c.d_model, NormKind::kRms, 1e-5, make_mamba2<CpuBackend>(8, 2, 2, 8, c.d_model, options(c)), true, 0.0, 0);
-  RB rb(c.d_model, NormKind::kRms, 1e-5, make_mamba2<ReferenceBackend>(8, 2, 2, 8, c.d_model, options(c)), true, 0.0, 0);
+  using FB = Block<CpuBackend, Mamba2Mixer<Cpu2>>;
+  using RB = Block<ReferenceBackend, Mamba2Mixer<Ref2>>;
+  FB fb(c.d_model, NormKind::kRms, 1e-5, make_mamba2<Cpu2>(8, 2, 2, 8, c.d_model, options(c)), true, 0.0, 0);
+  RB rb(c.d_model, NormKind::kRms, 1e-5, make_mamba2<Ref2>(8, 2, 2, 8, c.d_model, options(c)), true, 0.0, 0);
   ParameterStore fs;
   ReferenceStore rs;
   fb.register_params(fs, "backbone.layers.0.");
@@ -481,11 +484,11 @@ TEST_CASE("mamba2: workspaces are reused and the context counts its bytes", "[cp
   const uint64_t seed = mambatrack::test::test_seed(508);
   INFO("seed " << seed);
   const Cfg c{16, 8, 4, 2, 8, 1, 8};
-  Model<CpuBackend> m(c);
+  Model<Cpu2> m(c);
   m.mixer.init(m.store, seed, 1);
   const Batch in({5, 9}, c.d_model, seed);
   const Shape xs{in.tokens, c.d_model};
-  Mamba2Mixer<CpuBackend>::Context ctx;
+  Mamba2Mixer<Cpu2>::Context ctx;
   const auto o1 = m.mixer.forward(ctx, View<const float>(in.x.data(), xs), in.cu_view());
   const auto d1 = m.mixer.backward(ctx, View<const float>(in.dout.data(), xs));
   const std::size_t bytes = ctx.bytes();
@@ -505,7 +508,7 @@ TEST_CASE("mamba2: unsupported or inconsistent sizes are ConfigErrors that say w
   auto make = [](int n, int k, int e, int p, int64_t d_model, int64_t groups = 1) {
     Mamba2Options o;
     o.ngroups = groups;
-    return make_mamba2<CpuBackend>(n, k, e, p, d_model, o);
+    return make_mamba2<Cpu2>(n, k, e, p, d_model, o);
   };
   REQUIRE_NOTHROW(make(16, 4, 2, 8, 16));
   CHECK_THROWS_AS(make(17, 4, 2, 8, 16), ConfigError);
@@ -522,15 +525,15 @@ TEST_CASE("mamba2: unsupported or inconsistent sizes are ConfigErrors that say w
                                                   Catch::Contains("ngroups = 3"));
   CHECK_THROWS_AS(make(16, 4, 2, 8, 0), ConfigError);
   // the typed dispatch names the value too, even with narrowed lists
-  CHECK_THROWS_WITH((with_mamba2<CpuBackend, ValueList<16>, ValueList<4>, ValueList<2>, ValueList<8>>(
+  CHECK_THROWS_WITH((with_mamba2<Cpu2, ValueList<16>, ValueList<4>, ValueList<2>, ValueList<8>>(
                         16, 4, 2, 12, 16, Mamba2Options{}, [](const auto& l) { return l.nheads(); })),
                     Catch::Contains("headdim = 12"));
   // a wrong input width is a ShapeError naming d_model
   const Cfg c{16, 8, 4, 2, 8, 1, 8};
-  Model<CpuBackend> m(c);
+  Model<Cpu2> m(c);
   std::vector<float> x(3 * 12, 0.5f);
   const std::vector<int64_t> cu{0, 3};
-  Mamba2Mixer<CpuBackend>::Context ctx;
+  Mamba2Mixer<Cpu2>::Context ctx;
   CHECK_THROWS_WITH(m.mixer.forward(ctx, View<const float>(x.data(), Shape{3, 12}), View<const int64_t>(cu.data(), Shape{2})),
                     Catch::Contains("d_model = 16"));
   auto st = m.mixer.new_state(2);

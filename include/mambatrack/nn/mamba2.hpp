@@ -1,28 +1,26 @@
-// nn::Mamba2: the Mamba2 mixer of mamba_ssm.modules.mamba2 (d_ssm = d_inner, rmsnorm, gate after
-// the scan, norm_before_gate = false) on packed sequences (tokens, d_model) with cu_seqlens:
-//   [z, x, B, C, dt] = u·in_projᵀ;  [x, B, C] = silu(causal depthwise conv([x, B, C]) + bias)
-//   dt = softplus(dt + dt_bias);  A = −exp(A_log);  y = SSD(x, dt, A, B, C) + D·x  (ops/ssd.hpp)
-//   out = (RMSNorm_group(y·silu(z)) · norm.weight) · out_projᵀ
-// Mamba2Mixer<Backend> holds the sizes at run time (the ops dispatch on d_state/headdim/d_conv
-// themselves, so one instantiation serves every configuration); Mamba2<DState, DConv, Expand,
-// HeadDim, Backend> is the same layer with the design parameters in the type. step() is the
-// recurrent form (conv state + SSM state per sequence), equal to forward() at every position.
+// nn::Mamba2: the Mamba2 mixer of mamba_ssm.modules.mamba2 (rmsnorm, norm_before_gate = false) on
+// packed (tokens, d_model):  [z, x, B, C, dt] = u·in_projᵀ;  [x, B, C] = silu(conv([x, B, C]) + b);
+//   y = SSD(x, dt = softplus(dt + dt_bias), A = −exp(A_log), B, C) + D·x;  out = (RMSNorm_g(y·silu(z))·w)·out_projᵀ
+// Mamba2Mixer<Backend> has run-time sizes (one instantiation for all configs); Mamba2<DState, DConv,
+// Expand, HeadDim, Backend> puts them in the type. step() is the recurrent form, equal to forward().
 #pragma once
 
 #include <cmath>
 #include <cstdint>
 #include <limits>
 #include <string>
+#include <type_traits>
 #include <utility>
-#include <vector>
 
 #include "mambatrack/core/error.hpp"
 #include "mambatrack/core/supported.hpp"
 #include "mambatrack/core/tensor.hpp"
-#include "mambatrack/nn/backend.hpp"
 #include "mambatrack/nn/init.hpp"
-#include "mambatrack/nn/mamba2_backend.hpp"
 #include "mambatrack/nn/parameter_store.hpp"
+#include "mambatrack/ops/causal_conv1d.hpp"
+#include "mambatrack/ops/gated_rmsnorm.hpp"
+#include "mambatrack/ops/linear.hpp"
+#include "mambatrack/ops/ssd.hpp"
 
 namespace mambatrack::nn {
 
@@ -57,13 +55,15 @@ inline void check_mamba2_supported(int d_state, int d_conv, int expand, int head
   dispatch_value(SupportedHeadDim{}, headdim, "mamba2 headdim", ok);
 }
 
+// Backend: Scalar, Device, Store (add/param/grad), linear_fwd/bwd, fill, take_columns,
+// copy_columns (nn/backend.hpp), causal_conv1d_fwd/bwd, ssd_fwd/bwd, gated_rmsnorm_fwd/bwd,
+// mamba2_neg_exp, mamba2_a_log_grad (nn/mamba2_backend.hpp: Mamba2CpuBackend).
 template <class Backend_>
 class Mamba2Mixer {
  public:
   using Backend = Backend_;
   using T = typename Backend::Scalar;
   using Store = typename Backend::Store;
-  using Ops = Mamba2OpsFor<Backend>;
 
   // Saved activations (forward) and workspaces (backward), reused while the shapes stay the same.
   struct Context {
@@ -158,10 +158,10 @@ class Mamba2Mixer {
     const int64_t n = ctx.x.dim(0), di = s_.d_inner(), H = s_.nheads(), P = s_.headdim, G = s_.ngroups,
                   N = s_.d_state, gn = s_.gn(), cd = s_.conv_dim();
     // out_proj
-    View<T> dnormed = ensure(ctx.dnormed, Shape{n, di});
+    View<T> dnormed = ws(ctx.dnormed, Shape{n, di});
     Backend::linear_bwd({ctx.normed.view(), param(out_proj_), dy, dnormed, store_->grad(out_proj_), View<T>()});
     // gated RMSNorm
-    View<T> dyv = ensure(ctx.dy, Shape{n, di}), dz = ensure(ctx.dz, Shape{n, di});
+    View<T> dyv = ws(ctx.dy, Shape{n, di}), dz = ws(ctx.dz, Shape{n, di});
     GatedRmsNormBwdArgs<T> nb;
     nb.y = ctx.y.view().reshape(Shape{n, di});
     nb.z = ctx.z.view();
@@ -172,42 +172,42 @@ class Mamba2Mixer {
     nb.dy = dyv;
     nb.dz = dz;
     nb.dweight = store_->grad(norm_w_);
-    Ops::gated_rmsnorm_bwd(nb);
+    Backend::gated_rmsnorm_bwd(nb);
     // SSD
-    View<T> dA = ensure(ctx.dA, Shape{H});
+    View<T> dA = ws(ctx.dA, Shape{H});
     Backend::fill(dA, T(0));
     SsdBwdArgs<T> sb;
     sb.in = ssd_inputs(ctx);
     sb.dy = View<const T>(dyv.data, Shape{n, H, P});
-    sb.dx = ensure(ctx.dxs, Shape{n, H, P});
-    sb.ddt = ensure(ctx.ddt, Shape{n, H});
-    sb.dB = ensure(ctx.dB, Shape{n, G, N});
-    sb.dC = ensure(ctx.dC, Shape{n, G, N});
+    sb.dx = ws(ctx.dxs, Shape{n, H, P});
+    sb.ddt = ws(ctx.ddt, Shape{n, H});
+    sb.dB = ws(ctx.dB, Shape{n, G, N});
+    sb.dC = ws(ctx.dC, Shape{n, G, N});
     sb.dA = dA;
     sb.dD = store_->grad(D_);
     sb.ddt_bias = store_->grad(dt_bias_);
     sb.chunk_size = opt_.chunk_size;
-    Ops::ssd_bwd(sb);
-    Ops::mamba2_a_log_grad(dA, ctx.A.view(), store_->grad(A_log_));
+    Backend::ssd_bwd(sb);
+    Backend::mamba2_a_log_grad(dA, ctx.A.view(), store_->grad(A_log_));
     // conv + SiLU over [x, B, C]
-    View<T> dxbc = ensure(ctx.dxbc, Shape{n, cd});
+    View<T> dxbc = ws(ctx.dxbc, Shape{n, cd});
     Backend::copy_columns(ctx.dxs.view().reshape(Shape{n, di}), dxbc, 0);
     Backend::copy_columns(ctx.dB.view().reshape(Shape{n, gn}), dxbc, di);
     Backend::copy_columns(ctx.dC.view().reshape(Shape{n, gn}), dxbc, di + gn);
-    View<T> dxbc_in = ensure(ctx.dxbc_in, Shape{n, cd});
+    View<T> dxbc_in = ws(ctx.dxbc_in, Shape{n, cd});
     CausalConv1dBwdArgs<T> cb;
     cb.in = conv_inputs(ctx.xbc_in.view(), ctx.cu_seqlens);
     cb.dout = dxbc;
     cb.dx = dxbc_in;
     cb.dweight = store_->grad(conv_w_);
     cb.dbias = store_->grad(conv_b_);
-    Ops::causal_conv1d_bwd(cb);
+    Backend::causal_conv1d_bwd(cb);
     // in_proj: d[z, xBC, dt]
-    View<T> dzx = ensure(ctx.dzx, Shape{n, s_.d_in_proj()});
+    View<T> dzx = ws(ctx.dzx, Shape{n, s_.d_in_proj()});
     Backend::copy_columns(View<const T>(dz), dzx, 0);
     Backend::copy_columns(View<const T>(dxbc_in), dzx, di);
     Backend::copy_columns(View<const T>(ctx.ddt.view()), dzx, di + cd);
-    View<T> dx = ensure(ctx.dx, ctx.x.shape);
+    View<T> dx = ws(ctx.dx, ctx.x.shape);
     Backend::linear_bwd({ctx.x, param(in_proj_), View<const T>(dzx), dx, store_->grad(in_proj_), View<T>()});
     return dx;
   }
@@ -254,12 +254,12 @@ class Mamba2Mixer {
     MAMBATRACK_CHECK_SHAPE(token.rank() == 2 && token.dim(0) == batch && token.dim(1) == s_.d_model,
                            "mamba2 step: token has shape ", token.shape, ", expected (", batch, ", ", s_.d_model,
                            ") for a state of ", batch, " sequences");
-    View<T> zx = ensure(st.zx, Shape{batch, dp});
+    View<T> zx = ws(st.zx, Shape{batch, dp});
     Backend::linear_fwd({token, param(in_proj_), View<const T>(), zx});
     View<const T> w = param(conv_w_), bias = param(conv_b_), dt_bias = param(dt_bias_), Dv = param(D_);
-    View<T> xbc = ensure(st.xbc, Shape{batch, cd}), y = ensure(st.y, Shape{batch, di}),
-            z = ensure(st.z, Shape{batch, di}), A = ensure(st.A, Shape{H});
-    Ops::mamba2_neg_exp(param(A_log_), A);
+    View<T> xbc = ws(st.xbc, Shape{batch, cd}), y = ws(st.y, Shape{batch, di}),
+            z = ws(st.z, Shape{batch, di}), A = ws(st.A, Shape{H});
+    Backend::mamba2_neg_exp(param(A_log_), A);
     const T dt_lo = static_cast<T>(opt_.dt_limit_min), dt_hi = static_cast<T>(opt_.dt_limit_max);
     for (int64_t b = 0; b < batch; ++b) {
       const T* row = zx.data + b * dp;
@@ -300,9 +300,9 @@ class Mamba2Mixer {
     na.weight = param(norm_w_);
     na.ngroups = s_.ngroups;
     na.eps = static_cast<T>(opt_.norm_eps);
-    na.out = ensure(st.normed, Shape{batch, di});
-    Ops::gated_rmsnorm_fwd(na);
-    View<T> out = ensure(st.out, Shape{batch, s_.d_model});
+    na.out = ws(st.normed, Shape{batch, di});
+    Backend::gated_rmsnorm_fwd(na);
+    View<T> out = ws(st.out, Shape{batch, s_.d_model});
     Backend::linear_fwd({View<const T>(na.out), param(out_proj_), View<const T>(), out});
     return out;
   }
@@ -320,6 +320,11 @@ class Mamba2Mixer {
 
  private:
   View<const T> param(ParamHandle h) const { return store_->param(h); }
+  // A workspace resized only when its shape changes (no allocation in the steady state).
+  static View<T> ws(Tensor<T>& t, const Shape& shape) {
+    if (!(t.shape() == shape)) t = Tensor<T>(shape);
+    return t.view();
+  }
 
   CausalConv1dInputs<T> conv_inputs(View<const T> x, View<const int64_t> cu) const {
     CausalConv1dInputs<T> in;
@@ -355,36 +360,36 @@ class Mamba2Mixer {
     ctx.cu_seqlens = cu;
     const int64_t n = x.dim(0), di = s_.d_inner(), H = s_.nheads(), P = s_.headdim, gn = s_.gn(),
                   cd = s_.conv_dim();
-    View<T> zx = ensure(ctx.zx, Shape{n, s_.d_in_proj()});
+    View<T> zx = ws(ctx.zx, Shape{n, s_.d_in_proj()});
     Backend::linear_fwd({x, param(in_proj_), View<const T>(), zx});
-    View<T> xbc_in = ensure(ctx.xbc_in, Shape{n, cd});
+    View<T> xbc_in = ws(ctx.xbc_in, Shape{n, cd});
     Backend::take_columns(View<const T>(zx), xbc_in, di);
-    View<T> xbc = ensure(ctx.xbc, Shape{n, cd});
+    View<T> xbc = ws(ctx.xbc, Shape{n, cd});
     CausalConv1dFwdArgs<T> cf;
     cf.in = conv_inputs(View<const T>(xbc_in), cu);
     cf.out = xbc;
-    Ops::causal_conv1d_fwd(cf);
-    Backend::take_columns(View<const T>(xbc), ensure(ctx.xs, Shape{n, di}), 0);
-    Backend::take_columns(View<const T>(xbc), ensure(ctx.B, Shape{n, gn}), di);
-    Backend::take_columns(View<const T>(xbc), ensure(ctx.C, Shape{n, gn}), di + gn);
-    Backend::take_columns(View<const T>(zx), ensure(ctx.z, Shape{n, di}), 0);
-    Backend::take_columns(View<const T>(zx), ensure(ctx.dt, Shape{n, H}), di + cd);
-    Ops::mamba2_neg_exp(param(A_log_), ensure(ctx.A, Shape{H}));
+    Backend::causal_conv1d_fwd(cf);
+    Backend::take_columns(View<const T>(xbc), ws(ctx.xs, Shape{n, di}), 0);
+    Backend::take_columns(View<const T>(xbc), ws(ctx.B, Shape{n, gn}), di);
+    Backend::take_columns(View<const T>(xbc), ws(ctx.C, Shape{n, gn}), di + gn);
+    Backend::take_columns(View<const T>(zx), ws(ctx.z, Shape{n, di}), 0);
+    Backend::take_columns(View<const T>(zx), ws(ctx.dt, Shape{n, H}), di + cd);
+    Backend::mamba2_neg_exp(param(A_log_), ws(ctx.A, Shape{H}));
     SsdFwdArgs<T> sf;
     sf.in = ssd_inputs(ctx);
-    sf.y = ensure(ctx.y, Shape{n, H, P});
+    sf.y = ws(ctx.y, Shape{n, H, P});
     sf.final_state = final_state;
     sf.chunk_size = opt_.chunk_size;
-    Ops::ssd_fwd(sf);
+    Backend::ssd_fwd(sf);
     GatedRmsNormFwdArgs<T> na;
     na.y = ctx.y.view().reshape(Shape{n, di});
     na.z = ctx.z.view();
     na.weight = param(norm_w_);
     na.ngroups = s_.ngroups;
     na.eps = static_cast<T>(opt_.norm_eps);
-    na.out = ensure(ctx.normed, Shape{n, di});
-    Ops::gated_rmsnorm_fwd(na);
-    View<T> out = ensure(ctx.out, Shape{n, s_.d_model});
+    na.out = ws(ctx.normed, Shape{n, di});
+    Backend::gated_rmsnorm_fwd(na);
+    View<T> out = ws(ctx.out, Shape{n, s_.d_model});
     Backend::linear_fwd({View<const T>(na.out), param(out_proj_), View<const T>(), out});
     return out;
   }

@@ -1,9 +1,7 @@
-// The Mamba2 part of a host Backend policy (DESIGN.md §4): WithMamba2Ops<Base> adds to a backend
-// (CpuBackend in float, ReferenceBackend in double) the causal depthwise conv, the SSD scan, the
-// gated grouped RMSNorm and the two elementwise steps of the A parameterisation, A = −exp(A_log)
-// and its chain rule dA_log += dA ⊙ A, forwarding float to mambatrack::cpu:: and double to
-// mambatrack::reference::. A device backend that provides these static functions itself is used
-// as it is (Mamba2OpsFor).
+// The Mamba2 ops of a host Backend policy (DESIGN.md §4): WithMamba2Ops<Base> adds causal_conv1d,
+// ssd, gated_rmsnorm (float -> mambatrack::cpu::, double -> mambatrack::reference::) and the A
+// parameterisation A = −exp(A_log), dA_log += dA ⊙ A. Stacks with nn/ssm_backend.hpp's
+// WithSsmOps (same causal_conv1d); a CUDA backend provides the same static functions itself.
 #pragma once
 
 #include <cmath>
@@ -11,6 +9,7 @@
 
 #include "mambatrack/core/error.hpp"
 #include "mambatrack/core/tensor.hpp"
+#include "mambatrack/nn/backend.hpp"
 #include "mambatrack/ops/cpu/causal_conv1d.hpp"
 #include "mambatrack/ops/cpu/gated_rmsnorm.hpp"
 #include "mambatrack/ops/cpu/ssd.hpp"
@@ -60,17 +59,7 @@ struct WithMamba2Ops : Base {
   }
 };
 
-namespace mamba2_detail {
-template <class B, class = void>
-struct HasMamba2Ops : std::false_type {};
-template <class B>
-struct HasMamba2Ops<B, std::void_t<decltype(&B::ssd_fwd), decltype(&B::mamba2_neg_exp)>> : std::true_type {};
-}  // namespace mamba2_detail
-
-// The ops a Mamba2 layer on Backend calls: the backend itself when it has them (a CUDA backend,
-// or one already wrapped), else WithMamba2Ops<Backend> (host backends).
-template <class Backend>
-using Mamba2OpsFor =
-    std::conditional_t<mamba2_detail::HasMamba2Ops<Backend>::value, Backend, WithMamba2Ops<Backend>>;
+// The CPU float backend with the Mamba2 ops: Mamba2Mixer<Mamba2CpuBackend> in Block<CpuBackend, ...>.
+using Mamba2CpuBackend = WithMamba2Ops<CpuBackend>;
 
 }  // namespace mambatrack::nn
