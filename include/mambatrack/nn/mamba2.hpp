@@ -56,7 +56,7 @@ inline void check_mamba2_supported(int d_state, int d_conv, int expand, int head
 }
 
 // Backend: Scalar, Device, Store (add/param/grad), linear_fwd/bwd, fill, take_columns,
-// copy_columns (nn/backend.hpp), causal_conv1d_fwd/bwd, ssd_fwd/bwd, gated_rmsnorm_fwd/bwd,
+// copy_columns (nn/cpu_backend.hpp), causal_conv1d_fwd/bwd, ssd_fwd/bwd, gated_rmsnorm_fwd/bwd,
 // mamba2_neg_exp, mamba2_a_log_grad (nn/mamba2_backend.hpp: Mamba2CpuBackend).
 template <class Backend_>
 class Mamba2Mixer {

@@ -9,7 +9,7 @@
 
 #include "mambatrack/core/error.hpp"
 #include "mambatrack/core/tensor.hpp"
-#include "mambatrack/nn/backend.hpp"
+#include "mambatrack/nn/cpu_backend.hpp"
 #include "mambatrack/ops/cpu/causal_conv1d.hpp"
 #include "mambatrack/ops/cpu/gated_rmsnorm.hpp"
 #include "mambatrack/ops/cpu/ssd.hpp"
