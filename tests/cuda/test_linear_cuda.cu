@@ -114,3 +114,34 @@ TEST_CASE("cuda linear rejects mismatched shapes", "[cuda]") {
   Tensor<float, Cuda> dy_bad({8, 4}), dx({8, 4}), dw({3, 4});
   CHECK_THROWS_AS(mc::linear_bwd({x.view(), w_ok.view(), dy_bad.view(), dx.view(), dw.view(), {}}, ctx), ShapeError);
 }
+
+TEST_CASE("cuda linear bf16 backward into fp32 gradients matches the double reference", "[cuda]") {
+  const uint64_t seed = test_seed(104);
+  INFO("seed " << seed);
+  const int64_t n = 1000, in = 64, out = 96;
+  const Shape sx{n, in}, sw{out, in}, sb{out}, sy{n, out};
+  const auto x = rounded_uniform<bfloat16>(n * in, seed);
+  const auto w = rounded_uniform<bfloat16>(out * in, seed + 1);
+  const auto dy = rounded_uniform<bfloat16>(n * out, seed + 2);
+  const auto dw0 = random_uniform<double>(out * in, seed + 3);
+  const auto db0 = random_uniform<double>(out, seed + 4);
+  std::vector<double> dx_ref(n * in), dw_ref(dw0.size()), db_ref(db0.size());
+  for (std::size_t i = 0; i < dw0.size(); ++i) dw_ref[i] = static_cast<float>(dw0[i]);
+  for (std::size_t i = 0; i < db0.size(); ++i) db_ref[i] = static_cast<float>(db0[i]);
+  reference::linear_bwd({View<const double>(x.data(), sx), View<const double>(w.data(), sw),
+                         View<const double>(dy.data(), sy), View<double>(dx_ref.data(), sx),
+                         View<double>(dw_ref.data(), sw), View<double>(db_ref.data(), sb)});
+  mambatrack::CudaContext ctx;
+  auto gx = device_from<bfloat16>(x, sx), gw = device_from<bfloat16>(w, sw), gdy = device_from<bfloat16>(dy, sy);
+  auto gdx = poisoned<bfloat16>(sx);
+  auto dw32 = device_from<float>(dw0, sw), db32 = device_from<float>(db0, sb);
+  mc::linear_bwd({gx.view(), gw.view(), gdy.view(), gdx.view(), {}, {}}, dw32.view(), db32.view(), ctx);
+  const auto dxg = to_doubles<bfloat16>(gdx.view());
+  CHECK(count_nonfinite(dxg) == 0);
+  CHECK(rel_err(dxg, dx_ref) <= 1e-2);  // bf16 output rounding
+  // fp32 accumulation of exact bf16 products: fp32 rounding only.
+  CHECK(rel_err(to_doubles<float>(dw32.view()), dw_ref) <= 1e-5);
+  CHECK(rel_err(to_doubles<float>(db32.view()), db_ref) <= 1e-5);
+  Tensor<float, Cuda> bad({out, in + 1});
+  CHECK_THROWS_AS(mc::linear_bwd({gx.view(), gw.view(), gdy.view(), {}, {}, {}}, bad.view(), {}, ctx), ShapeError);
+}

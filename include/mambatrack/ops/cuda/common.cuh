@@ -68,17 +68,19 @@ __global__ void colsum_partials_kernel(const T* __restrict__ a, int64_t rows, in
 }
 
 constexpr int64_t kRowsPerPart = 128;  // rows summed per partial of the column reductions
+// Rows per partial for `rows` rows: 128, more when the parts would exceed the grid's y limit.
+inline int64_t rows_per_part(int64_t rows) { return std::max<int64_t>(kRowsPerPart, (rows + 65534) / 65535); }
 
 // out[c] += Σ_r a[r, c], deterministic (fixed partition of rows, partials summed in order).
-template <class T>
-void colsum_accumulate(const T* a, int64_t rows, int64_t cols, T* out, CudaContext& ctx) {
+template <class T, class TOut = T>
+void colsum_accumulate(const T* a, int64_t rows, int64_t cols, TOut* out, CudaContext& ctx) {
   if (rows == 0 || cols == 0) return;
-  const int64_t parts = (rows + kRowsPerPart - 1) / kRowsPerPart;
+  const int64_t rpp = rows_per_part(rows), parts = (rows + rpp - 1) / rpp;
   float* part = ctx.scratch_as<float>(static_cast<std::size_t>(parts * cols), 3);
   dim3 grid(grid_for(cols, 128), static_cast<unsigned>(parts));
-  colsum_partials_kernel<T><<<grid, 128, 0, ctx.stream()>>>(a, rows, cols, kRowsPerPart, part);
+  colsum_partials_kernel<T><<<grid, 128, 0, ctx.stream()>>>(a, rows, cols, rpp, part);
   check_launch("column sum");
-  sum_partials<T>(part, parts, cols, out, ctx.stream());
+  sum_partials<TOut>(part, parts, cols, out, ctx.stream());
 }
 
 // *out = Σ_i part[i] over n doubles in a fixed order: one block, strided per-thread sums, then

@@ -45,20 +45,22 @@ inline int64_t ptr_alignment(const void* p) {
 }
 
 // Column-major D(m×n) = alpha·op(A)·op(B) + beta·C with C = D (in place), bias (m) fused when
-// given. A is (lda × ·), op T when trans_a. All of one data type `dt`.
+// given. A is (lda × ·), op T when trans_a. A and B of data type `dt`, C/D of `ct` (default dt).
 inline void gemm_lt(CudaContext& ctx, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const void* A,
                     int64_t lda, const void* B, int64_t ldb, void* C, int64_t ldc, float beta, cudaDataType_t dt,
-                    GemmCompute compute, const void* bias) {
+                    GemmCompute compute, const void* bias, int ct_in = -1) {
+  const cudaDataType_t ct = ct_in < 0 ? dt : static_cast<cudaDataType_t>(ct_in);
   const int64_t align = std::min({ptr_alignment(A), ptr_alignment(B), ptr_alignment(C),
                                   bias ? ptr_alignment(bias) : int64_t(256)});
   const GemmPlanKey key{trans_a, trans_b, m, n, k, lda, ldb, ldc, static_cast<int64_t>(dt),
-                        static_cast<int64_t>(compute) * 4 + (bias ? 2 : 0) + (beta != 0.0f ? 1 : 0), align, 0};
+                        static_cast<int64_t>(compute) * 4 + (bias ? 2 : 0) + (beta != 0.0f ? 1 : 0), align,
+                        static_cast<int64_t>(ct)};
   auto& plans = ctx.plans();
   auto it = plans.find(key);
   if (it == plans.end()) {
     GemmPlan p;
-    const cublasComputeType_t ct = compute_type(dt, compute);
-    MAMBATRACK_CUBLAS_CHECK(cublasLtMatmulDescCreate(&p.op, ct, CUDA_R_32F));
+    const cublasComputeType_t comp = compute_type(dt, compute);
+    MAMBATRACK_CUBLAS_CHECK(cublasLtMatmulDescCreate(&p.op, comp, CUDA_R_32F));
     const cublasOperation_t ta = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, tb = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
     MAMBATRACK_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)));
     MAMBATRACK_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)));
@@ -72,7 +74,7 @@ inline void gemm_lt(CudaContext& ctx, bool trans_a, bool trans_b, int64_t m, int
     }
     MAMBATRACK_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.a, dt, trans_a ? k : m, trans_a ? m : k, lda));
     MAMBATRACK_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.b, dt, trans_b ? n : k, trans_b ? k : n, ldb));
-    MAMBATRACK_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.c, dt, m, n, ldc));
+    MAMBATRACK_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.c, ct, m, n, ldc));
     cublasLtMatmulPreference_t pref = nullptr;
     MAMBATRACK_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
     const uint64_t ws = ctx.workspace_bytes();
@@ -166,6 +168,25 @@ inline void linear_bwd(const LinearBwdArgs<float, Cuda>& a, CudaContext& ctx, Ge
 }
 inline void linear_bwd(const LinearBwdArgs<bfloat16, Cuda>& a, CudaContext& ctx) {
   detail::linear_bwd_impl<bfloat16>(a, ctx, GemmCompute::kFp32);
+}
+
+// Mixed precision: bf16 activations and weights, fp32 master gradients. dx (bf16) as above;
+// dw32 (out, in) += dyᵀ·x and db32 (out) += Σ_t dy accumulate in fp32 (either may be absent).
+// a.dw and a.db must be absent.
+inline void linear_bwd(const LinearBwdArgs<bfloat16, Cuda>& a, View<float, Cuda> dw32, View<float, Cuda> db32,
+                       CudaContext& ctx) {
+  MAMBATRACK_CHECK_SHAPE(!ops::present(a.dw) && !ops::present(a.db), "linear backward (fp32 gradients): give dW and",
+                         " db as the fp32 views, not in the bf16 arguments");
+  a.check();
+  const int64_t n = a.tokens(), in = a.in_features(), out = a.out_features();
+  if (ops::present(dw32)) ops::check_matrix(dw32, out, in, "linear backward", "dw (fp32)");
+  if (ops::present(db32)) ops::check_vector(db32, out, "linear backward", "db (fp32)");
+  detail::linear_bwd_impl<bfloat16>(a, ctx, GemmCompute::kFp32);
+  if (n == 0) return;
+  if (ops::present(dw32) && out * in > 0)
+    detail::gemm_lt(ctx, false, true, in, out, n, a.x.data, in, a.dy.data, out, dw32.data, in, 1.0f, CUDA_R_16BF,
+                    GemmCompute::kFp32, nullptr, CUDA_R_32F);
+  if (ops::present(db32) && out > 0) detail::colsum_accumulate<bfloat16, float>(a.dy.data, n, out, db32.data, ctx);
 }
 
 }  // namespace mambatrack::cuda

@@ -2,7 +2,7 @@
 // one warp per token row, fp32 math for float and bf16 storage. The forward writes the residual
 // (rounded to the storage type) and normalises that stored value, as the backward recomputes
 // from it. Backward: dx (+ dresidual) per row; dw/db deterministic: per-part column sums over a
-// fixed partition of 128 tokens (detail::kRowsPerPart), then the parts summed in order.
+// fixed partition of 128 tokens (detail::rows_per_part), then the parts summed in order.
 #pragma once
 
 #include "mambatrack/ops/cuda/common.cuh"
@@ -128,11 +128,11 @@ __global__ void norm_bwd_dx_kernel(const T* x, const T* __restrict__ w, const T*
 // part_dw[p, c] = Σ_{rows of part p} dy·xhat; part_db[p, c] = Σ dy (either may be null).
 template <class T>
 __global__ void norm_wb_partials_kernel(const T* __restrict__ x, const T* __restrict__ dy,
-                                        const float* __restrict__ stats, int64_t n, int64_t d,
+                                        const float* __restrict__ stats, int64_t n, int64_t d, int64_t rpp,
                                         float* __restrict__ part_dw, float* __restrict__ part_db) {
   const int64_t c = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (c >= d) return;
-  const int64_t r0 = blockIdx.y * kRowsPerPart, r1 = min(n, r0 + kRowsPerPart);
+  const int64_t r0 = blockIdx.y * rpp, r1 = min(n, r0 + rpp);
   float sw = 0, sb = 0;
   for (int64_t t = r0; t < r1; ++t) {
     const float g = to_f(dy[t * d + c]);
@@ -164,7 +164,7 @@ void norm_bwd_impl(const NormBwdArgs<T, Cuda>& a, const T* dres, CudaContext& ct
     return;
   }
   float* stats = ctx.scratch_as<float>(static_cast<std::size_t>(2 * n), 0);
-  const int64_t parts = (n + kRowsPerPart - 1) / kRowsPerPart;
+  const int64_t rpp = rows_per_part(n), parts = (n + rpp - 1) / rpp;
   float* part = ctx.scratch_as<float>(static_cast<std::size_t>(2 * parts * d), 1);
   float* part_dw = want_dw ? part : nullptr;
   float* part_db = want_db ? part + parts * d : nullptr;
@@ -174,13 +174,13 @@ void norm_bwd_impl(const NormBwdArgs<T, Cuda>& a, const T* dres, CudaContext& ct
   const bool alias = overlaps(a.dx.data, a.dy.data, bytes) || overlaps(a.dx.data, a.x.data, bytes);
   if (alias) {
     norm_stats_kernel<T><<<rows_grid, kNormThreads, 0, s>>>(a.x.data, n, d, layer, eps, stats);
-    norm_wb_partials_kernel<T><<<pgrid, 128, 0, s>>>(a.x.data, a.dy.data, stats, n, d, part_dw, part_db);
+    norm_wb_partials_kernel<T><<<pgrid, 128, 0, s>>>(a.x.data, a.dy.data, stats, n, d, rpp, part_dw, part_db);
     norm_bwd_dx_kernel<T><<<rows_grid, kNormThreads, 0, s>>>(a.x.data, a.w.data, a.dy.data, dres, a.dx.data, n, d,
                                                              layer, eps, stats, nullptr);
   } else {
     norm_bwd_dx_kernel<T><<<rows_grid, kNormThreads, 0, s>>>(a.x.data, a.w.data, a.dy.data, dres, a.dx.data, n, d,
                                                              layer, eps, nullptr, stats);
-    norm_wb_partials_kernel<T><<<pgrid, 128, 0, s>>>(a.x.data, a.dy.data, stats, n, d, part_dw, part_db);
+    norm_wb_partials_kernel<T><<<pgrid, 128, 0, s>>>(a.x.data, a.dy.data, stats, n, d, rpp, part_dw, part_db);
   }
   check_launch(norm_name(a.kind));
   if (want_dw) sum_partials<T>(part_dw, parts, d, a.dw.data, s);

@@ -52,7 +52,8 @@ __global__ void adamw_kernel(float* __restrict__ p, const float* __restrict__ g,
 
 }  // namespace detail
 
-// The no-decay ranges are copied to the device on each call (a few hundred bytes).
+// The no-decay ranges are copied to the device on each call (a few hundred bytes; a copy from
+// pageable memory returns once the source is staged, so `ranges` may go out of scope).
 inline void adamw_step(const optim::AdamWArgs<float, Cuda>& a, CudaContext& ctx) {
   a.check();
   const int64_t n = a.size();
@@ -78,8 +79,6 @@ inline void adamw_step(const optim::AdamWArgs<float, Cuda>& a, CudaContext& ctx)
   detail::adamw_kernel<><<<detail::grid_for(n, 256, 4096), 256, 0, ctx.stream()>>>(
       a.param.data, a.grad.data, a.exp_avg.data, a.exp_avg_sq.data, n, dr, static_cast<int>(ranges.size() / 2), k);
   detail::check_launch("adamw");
-  // The pageable source of the ranges must outlive the copy.
-  if (!ranges.empty()) MAMBATRACK_CUDA_CHECK(cudaStreamSynchronize(ctx.stream()));
 }
 
 }  // namespace mambatrack::cuda
