@@ -13,6 +13,25 @@
 
 namespace mambatrack::bench {
 
+namespace detail {
+template <class T>
+__global__ void fill_uniform_kernel(T* p, int64_t n, uint64_t seed, float lo, float hi) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    p[i] = T(lo + (hi - lo) * philox_uniform(seed, 11, static_cast<uint64_t>(i)));
+}
+}  // namespace detail
+
+// Fills a device buffer with uniform values in [lo, hi) (random data: GEMMs on constant inputs
+// draw less power and run faster than on real data).
+template <class T>
+void fill_uniform(T* p, int64_t n, uint64_t seed, float lo = -1.0f, float hi = 1.0f) {
+  if (n == 0) return;
+  detail::fill_uniform_kernel<T><<<1024, 256>>>(p, n, seed, lo, hi);
+  MAMBATRACK_CUDA_CHECK(cudaGetLastError());
+  MAMBATRACK_CUDA_CHECK(cudaDeviceSynchronize());
+}
+
 // Median seconds of `runs` calls of f() on `stream`, each bracketed by CUDA events.
 template <class F>
 double cuda_median_seconds(F&& f, cudaStream_t stream, int runs = 50, int warmup = 5) {
@@ -46,12 +65,12 @@ inline double cuda_copy_bandwidth(std::size_t bytes = std::size_t(1) << 30) {
   return 2.0 * static_cast<double>(bytes) / s;
 }
 
-// bf16 GEMM rate (FLOP/s, 2·n³ per GEMM) of y = x·Wᵀ, n×n×n, through cuBLASLt.
+// bf16 GEMM rate (FLOP/s, 2·n³ per GEMM) of y = x·Wᵀ, n×n×n, through cuBLASLt, random inputs.
 inline double cuda_bf16_gemm_rate(int64_t n = 8192) {
   CudaContext ctx;
   Tensor<bfloat16, Cuda> x({n, n}), w({n, n}), y({n, n});
-  MAMBATRACK_CUDA_CHECK(cudaMemset(x.data(), 0x3c, x.bytes()));  // 0x3c3c ≈ 0.0115 in bf16
-  MAMBATRACK_CUDA_CHECK(cudaMemset(w.data(), 0x3c, w.bytes()));
+  fill_uniform(x.data(), x.numel(), 1);
+  fill_uniform(w.data(), w.numel(), 2);
   LinearFwdArgs<bfloat16, Cuda> a{x.view(), w.view(), {}, y.view()};
   const double s = cuda_median_seconds([&] { mambatrack::cuda::linear_fwd(a, ctx); }, ctx.stream(), 20, 3);
   return 2.0 * static_cast<double>(n) * n * n / s;

@@ -16,7 +16,9 @@ void run(const char* label, int64_t n, int64_t in, int64_t out, mc::GemmCompute 
          double copy_bw) {
   CudaContext ctx;
   Tensor<T, Cuda> x({n, in}), w({out, in}), b({out}), y({n, out}), dy({n, out}), dx({n, in}), dw({out, in}), db({out});
-  for (auto* t : {&x, &w, &b, &dy, &dw, &db}) MAMBATRACK_CUDA_CHECK(cudaMemset(t->data(), 0x3c, t->bytes()));
+  uint64_t seed = 1;
+  for (auto* t : {&x, &w, &b, &dy}) bench::fill_uniform(t->data(), t->numel(), seed++);
+  for (auto* t : {&dw, &db}) MAMBATRACK_CUDA_CHECK(cudaMemset(t->data(), 0, t->bytes()));
   LinearFwdArgs<T, Cuda> fa{x.view(), w.view(), b.view(), y.view()};
   LinearBwdArgs<T, Cuda> ba{x.view(), w.view(), dy.view(), dx.view(), dw.view(), db.view()};
   auto fwd = [&] {
@@ -30,6 +32,20 @@ void run(const char* label, int64_t n, int64_t in, int64_t out, mc::GemmCompute 
   const double tf = bench::cuda_median_seconds(fwd, ctx.stream());
   const double tb = bench::cuda_median_seconds(bwd, ctx.stream());
   const double t = tf + tb;
+  // backward breakdown: dx alone, dW alone, db alone
+  LinearBwdArgs<T, Cuda> only_dx{x.view(), w.view(), dy.view(), dx.view(), {}, {}};
+  LinearBwdArgs<T, Cuda> only_dw{x.view(), w.view(), dy.view(), {}, dw.view(), {}};
+  LinearBwdArgs<T, Cuda> only_db{x.view(), w.view(), dy.view(), {}, {}, db.view()};
+  double tparts[3];
+  int k = 0;
+  for (const auto* args : {&only_dx, &only_dw, &only_db}) {
+    tparts[k++] = bench::cuda_median_seconds(
+        [&] {
+          if constexpr (std::is_same_v<T, float>) mc::linear_bwd(*args, ctx, compute);
+          else mc::linear_bwd(*args, ctx);
+        },
+        ctx.stream());
+  }
   const double flops = 6.0 * n * in * out;
   // forward: x, W, b read, y written; backward: x, dy, W read, dx written, dW and db read+written
   const double bytes = sizeof(T) * (double(n * in + out * in + out + n * out) +
@@ -39,6 +55,8 @@ void run(const char* label, int64_t n, int64_t in, int64_t out, mc::GemmCompute 
               label, static_cast<long long>(n), static_cast<long long>(in), static_cast<long long>(out), tf * 1e6,
               tb * 1e6, t * 1e6, flops / t * 1e-12, 100.0 * flops / t / gemm_rate, bytes / t * 1e-9,
               100.0 * bytes / t / copy_bw);
+  std::printf("%-26s   backward alone: dx %8.1f us, dW %8.1f us, db %8.1f us (db reads dy: %.0f GB/s)\n", "",
+              tparts[0] * 1e6, tparts[1] * 1e6, tparts[2] * 1e6, sizeof(T) * double(n * out) / tparts[2] * 1e-9);
 }
 }  // namespace
 

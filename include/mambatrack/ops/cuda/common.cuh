@@ -63,6 +63,7 @@ __global__ void colsum_partials_kernel(const T* __restrict__ a, int64_t rows, in
   if (c >= cols) return;
   const int64_t r0 = blockIdx.y * rows_per_part, r1 = min(rows, r0 + rows_per_part);
   float s = 0;
+#pragma unroll 8
   for (int64_t r = r0; r < r1; ++r) s += to_f(a[r * cols + c]);
   part[blockIdx.y * cols + c] = s;
 }
