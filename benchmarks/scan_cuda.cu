@@ -157,7 +157,7 @@ int main() {
   };
   std::vector<Row> rows;
   for (const auto& p : problems)
-    for (int64_t chunk : {64, 32}) rows.push_back(run(p, chunk, bw));
+    for (int64_t chunk : {16, 32, 64}) rows.push_back(run(p, chunk, bw));
   std::printf("\nselective scan, bf16 inputs, d_state 16, z + D + delta_bias + softplus; median of 30 after 5 warm-up\n");
   std::printf("| problem | chunk | fwd ms | bwd ms | fwd+bwd ms | min MB fwd+bwd | GB/s | %% of copy | reference ms | target ms |\n");
   std::printf("|---|---|---|---|---|---|---|---|---|---|\n");

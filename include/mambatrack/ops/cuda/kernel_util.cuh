@@ -22,6 +22,41 @@ __device__ __forceinline__ void st(T* p, int64_t i, float v) {
   p[i] = T(v);
 }
 
+// Read-only (non-coherent cache) loads, so the compiler may move them across the kernel's stores.
+__device__ __forceinline__ float ldg(const float* p) { return __ldg(p); }
+__device__ __forceinline__ float ldg(const bfloat16* p) {
+  return __uint_as_float(static_cast<uint32_t>(__ldg(reinterpret_cast<const unsigned short*>(p))) << 16);
+}
+
+// out[0, N) = p[0, N) as floats; with `vec` (p 16-byte aligned and N·sizeof(T) a multiple of
+// 16) through 16-byte loads.
+__device__ __forceinline__ void unpack(uint32_t w, float* o, float) { o[0] = __uint_as_float(w); }
+__device__ __forceinline__ void unpack(uint32_t w, float* o, bfloat16) {
+  o[0] = __uint_as_float(w << 16);
+  o[1] = __uint_as_float(w & 0xffff0000u);
+}
+template <class T, int N>
+__device__ __forceinline__ void load_row(const T* p, bool vec, float (&out)[N]) {
+  constexpr int kBytes = N * static_cast<int>(sizeof(T));
+  constexpr int kPerWord = 4 / static_cast<int>(sizeof(T));
+  if constexpr (kBytes % 16 == 0) {
+    if (vec) {
+      const uint4* q = reinterpret_cast<const uint4*>(p);
+#pragma unroll
+      for (int i = 0; i < kBytes / 16; ++i) {
+        const uint4 w = __ldg(q + i);
+        unpack(w.x, out + (4 * i + 0) * kPerWord, T());
+        unpack(w.y, out + (4 * i + 1) * kPerWord, T());
+        unpack(w.z, out + (4 * i + 2) * kPerWord, T());
+        unpack(w.w, out + (4 * i + 3) * kPerWord, T());
+      }
+      return;
+    }
+  }
+#pragma unroll
+  for (int n = 0; n < N; ++n) out[n] = ldg(p + n);
+}
+
 __device__ __forceinline__ float softplus_f(float x) { return x <= 20.0f ? log1pf(expf(x)) : x; }
 __device__ __forceinline__ float sigmoid_f(float x) { return 1.0f / (1.0f + expf(-x)); }
 

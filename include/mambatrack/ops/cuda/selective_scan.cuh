@@ -42,6 +42,7 @@ struct Params {
   T *du = nullptr, *ddelta = nullptr, *dz = nullptr, *dinit = nullptr;
   int64_t tokens = 0, dim = 0, ngroups = 1, batch = 0, chunk = 64, slots = 0, per_group = 0, bpg = 0;
   bool softplus = true;
+  bool vec_bc = false;  // B, C rows 16-byte aligned: vector loads
   int* slot_seq = nullptr;  // slot -> sequence (-1: unused)
   int* slot_k = nullptr;    // slot -> chunk index in its sequence
   float* ws_state = nullptr;  // (slots, dim, N): local end states / chunk-start states / adjoints
@@ -103,18 +104,35 @@ __global__ void map_slots(const int64_t* __restrict cu, int64_t batch, int64_t t
   }
 }
 
+// One token's inputs for one channel (zeros on inactive lanes), loaded ahead of their use.
+template <int N>
+struct Tok {
+  float delta, u, dout, z;
+  float B[N], C[N];
+};
+template <class T, int N, bool kDout, bool kZ, bool kC>
+__device__ __forceinline__ void load_tok(const Params<T>& p, int64_t t, int64_t d, int64_t g, bool active, Tok<N>& x) {
+  const int64_t i = t * p.dim + d;
+  x.delta = active ? detail::ldg(p.delta + i) : 0.0f;
+  x.u = active ? detail::ldg(p.u + i) : 0.0f;
+  if constexpr (kDout) x.dout = active ? detail::ldg(p.dout + i) : 0.0f;
+  if constexpr (kZ) x.z = (active && p.z) ? detail::ldg(p.z + i) : 0.0f;
+  const int64_t row = (t * p.ngroups + g) * N;
+  detail::load_row<T, N>(p.B + row, p.vec_bc, x.B);
+  if constexpr (kC) detail::load_row<T, N>(p.C + row, p.vec_bc, x.C);
+}
+
 template <class T>
-__device__ __forceinline__ float delta_at(const Params<T>& p, int64_t t, int64_t d, float bias, float& raw) {
-  raw = detail::ld(p.delta, t * p.dim + d) + bias;
+__device__ __forceinline__ float dt_of(const Params<T>& p, float delta, float bias, float& raw) {
+  raw = delta + bias;
   return p.softplus ? detail::softplus_f(raw) : raw;
 }
 
 // One forward step: h = exp(Δ·A)·h + B·(Δu). Shared by every kernel so states agree bit for bit.
-template <class T, int N>
-__device__ __forceinline__ void fwd_step(float (&h)[N], const float (&A)[N], const T* __restrict Bt, float dt,
-                                         float dtu) {
+template <int N>
+__device__ __forceinline__ void fwd_step(float (&h)[N], const float (&A)[N], const float (&B)[N], float dt, float dtu) {
 #pragma unroll
-  for (int n = 0; n < N; ++n) h[n] = __expf(dt * A[n]) * h[n] + detail::ld(Bt, n) * dtu;
+  for (int n = 0; n < N; ++n) h[n] = __expf(dt * A[n]) * h[n] + B[n] * dtu;
 }
 
 // Forward pass 1 (chunks that are not their sequence's last): local end state from h = 0, and ΣΔ.
@@ -133,10 +151,15 @@ __global__ void __launch_bounds__(kThreads) fwd_local(Params<T> p) {
   }
   const float bias = p.delta_bias ? detail::ld(p.delta_bias, l.d) : 0.0f;
   float sd = 0.0f, raw;
+  Tok<N> cur, nxt;
+  load_tok<T, N, false, false, false>(p, c.t0, l.d, l.g, true, nxt);
+  #pragma unroll 1
   for (int64_t t = c.t0; t < c.t1; ++t) {
-    const float dt = delta_at(p, t, l.d, bias, raw);
+    cur = nxt;
+    if (t + 1 < c.t1) load_tok<T, N, false, false, false>(p, t + 1, l.d, l.g, true, nxt);
+    const float dt = dt_of(p, cur.delta, bias, raw);
     sd += dt;
-    fwd_step<T, N>(h, A, p.B + (t * p.ngroups + l.g) * N, dt, dt * detail::ld(p.u, t * p.dim + l.d));
+    fwd_step<N>(h, A, cur.B, dt, dt * cur.u);
   }
 #pragma unroll
   for (int n = 0; n < N; ++n) p.ws_state[(slot * p.dim + l.d) * N + n] = h[n];
@@ -158,7 +181,7 @@ __global__ void fwd_combine(Params<T> p) {
   }
   const float a = detail::ld(p.A, d * N + n);
   const int64_t nk = (end - start + p.chunk - 1) / p.chunk, s0 = b + start / p.chunk;
-  constexpr int kPre = 8;  // loads in flight ahead of the dependent chain
+  constexpr int kPre = 16;  // loads in flight ahead of the dependent chain
   for (int64_t k0 = 0; k0 < nk; k0 += kPre) {
     float loc[kPre], sd[kPre];
 #pragma unroll
@@ -180,7 +203,7 @@ __global__ void fwd_combine(Params<T> p) {
 
 // Forward pass 3: each chunk from its start state; writes out, saved_states and final_state.
 template <class T, int N>
-__global__ void __launch_bounds__(kThreads) fwd_chunk(Params<T> p) {
+__global__ void __launch_bounds__(kThreads, 8) fwd_chunk(Params<T> p) {
   const int64_t slot = blockIdx.x;
   ChunkPos c;
   if (!chunk_pos(p, slot, c)) return;
@@ -198,34 +221,24 @@ __global__ void __launch_bounds__(kThreads) fwd_chunk(Params<T> p) {
   const float bias = p.delta_bias ? detail::ld(p.delta_bias, d) : 0.0f;
   const float Dd = p.D ? detail::ld(p.D, d) : 0.0f;
   float raw;
+  Tok<N> cur, nxt;
+  load_tok<T, N, false, true, true>(p, c.t0, d, l.g, true, nxt);
+  #pragma unroll 1
   for (int64_t t = c.t0; t < c.t1; ++t) {
-    const float dt = delta_at(p, t, d, bias, raw);
-    const float u = detail::ld(p.u, t * p.dim + d);
-    const T* Bt = p.B + (t * p.ngroups + l.g) * N;
-    const T* Ct = p.C + (t * p.ngroups + l.g) * N;
-    fwd_step<T, N>(h, A, Bt, dt, dt * u);
-    float y = Dd * u;
+    cur = nxt;
+    if (t + 1 < c.t1) load_tok<T, N, false, true, true>(p, t + 1, d, l.g, true, nxt);
+    const float dt = dt_of(p, cur.delta, bias, raw);
+    fwd_step<N>(h, A, cur.B, dt, dt * cur.u);
+    float y = Dd * cur.u;
 #pragma unroll
-    for (int n = 0; n < N; ++n) y += detail::ld(Ct, n) * h[n];
-    if (p.z) {
-      const float z = detail::ld(p.z, t * p.dim + d);
-      y *= z * detail::sigmoid_f(z);
-    }
+    for (int n = 0; n < N; ++n) y += cur.C[n] * h[n];
+    if (p.z) y *= cur.z * detail::sigmoid_f(cur.z);
     detail::st(p.out, t * p.dim + d, y);
   }
   if (c.k == c.nk - 1 && p.final_state) {
 #pragma unroll
     for (int n = 0; n < N; ++n) detail::st(p.final_state, (c.b * p.dim + d) * N + n, h[n]);
   }
-}
-
-template <class T>
-__device__ __forceinline__ float gated_dy(const Params<T>& p, int64_t t, int64_t d, float& z, float& sg) {
-  const float dout = detail::ld(p.dout, t * p.dim + d);
-  if (!p.z) return dout;
-  z = detail::ld(p.z, t * p.dim + d);
-  sg = detail::sigmoid_f(z);
-  return dout * z * sg;
 }
 
 // Backward pass 1 (chunks k >= 1): the adjoint at the chunk start from a zero adjoint at its end,
@@ -244,14 +257,18 @@ __global__ void __launch_bounds__(kThreads) bwd_local(Params<T> p) {
     g[n] = 0.0f;
   }
   const float bias = p.delta_bias ? detail::ld(p.delta_bias, l.d) : 0.0f;
-  float sd = 0.0f, raw, z = 0.0f, sg = 0.0f;
+  float sd = 0.0f, raw;
+  Tok<N> cur, nxt;
+  load_tok<T, N, true, true, true>(p, c.t1 - 1, l.d, l.g, true, nxt);
+  #pragma unroll 1
   for (int64_t t = c.t1 - 1; t >= c.t0; --t) {
-    const float dt = delta_at(p, t, l.d, bias, raw);
+    cur = nxt;
+    if (t - 1 >= c.t0) load_tok<T, N, true, true, true>(p, t - 1, l.d, l.g, true, nxt);
+    const float dt = dt_of(p, cur.delta, bias, raw);
     sd += dt;
-    const float dy = gated_dy(p, t, l.d, z, sg);
-    const T* Ct = p.C + (t * p.ngroups + l.g) * N;
+    const float dy = p.z ? cur.dout * cur.z * detail::sigmoid_f(cur.z) : cur.dout;
 #pragma unroll
-    for (int n = 0; n < N; ++n) g[n] = (g[n] + dy * detail::ld(Ct, n)) * __expf(dt * A[n]);
+    for (int n = 0; n < N; ++n) g[n] = (g[n] + dy * cur.C[n]) * __expf(dt * A[n]);
   }
 #pragma unroll
   for (int n = 0; n < N; ++n) p.ws_state[(slot * p.dim + l.d) * N + n] = g[n];
@@ -273,7 +290,7 @@ __global__ void bwd_combine(Params<T> p) {
   }
   const float a = detail::ld(p.A, d * N + n);
   const int64_t nk = (end - start + p.chunk - 1) / p.chunk, s0 = b + start / p.chunk;
-  constexpr int kPre = 8;
+  constexpr int kPre = 16;
   for (int64_t k0 = nk - 1; k0 >= 0; k0 -= kPre) {
     float loc[kPre], sd[kPre];
 #pragma unroll
@@ -357,36 +374,43 @@ __global__ void __launch_bounds__(kThreads) bwd_chunk(Params<T> p) {
     float h[N];
 #pragma unroll
     for (int n = 0; n < N; ++n) h[n] = h0[n];
-    for (int64_t t = c.t0; t < se; ++t) {
-      if (t == ss) {
+    {
+      Tok<N> cur, nxt;
+      load_tok<T, N, false, false, false>(p, c.t0, d, l.g, l.active, nxt);
+      #pragma unroll 1
+      for (int64_t t = c.t0; t < se; ++t) {
+        cur = nxt;
+        if (t + 1 < se) load_tok<T, N, false, false, false>(p, t + 1, d, l.g, l.active, nxt);
+        if (t == ss) {
 #pragma unroll
-        for (int n = 0; n < N; ++n) hs(0, n) = h[n];
-      }
-      const float dt = l.active ? delta_at(p, t, d, bias, raw) : 0.0f;
-      const float u = l.active ? detail::ld(p.u, t * p.dim + d) : 0.0f;
-      fwd_step<T, N>(h, A, p.B + (t * p.ngroups + l.g) * N, dt, dt * u);
-      if (t >= ss) {
+          for (int n = 0; n < N; ++n) hs(0, n) = h[n];
+        }
+        const float dt = l.active ? dt_of(p, cur.delta, bias, raw) : 0.0f;
+        fwd_step<N>(h, A, cur.B, dt, dt * cur.u);
+        if (t >= ss) {
 #pragma unroll
-        for (int n = 0; n < N; ++n) hs(static_cast<int>(t - ss) + 1, n) = h[n];
+          for (int n = 0; n < N; ++n) hs(static_cast<int>(t - ss) + 1, n) = h[n];
+        }
       }
     }
     // h holds the state after token se - 1.
+    Tok<N> cur, nxt;
+    load_tok<T, N, true, true, true>(p, se - 1, d, l.g, l.active, nxt);
+    #pragma unroll 1
     for (int64_t t = se - 1; t >= ss; --t) {
+      cur = nxt;
+      if (t - 1 >= ss) load_tok<T, N, true, true, true>(p, t - 1, d, l.g, l.active, nxt);
       const int i = static_cast<int>(t - ss);
-      float dt = 0.0f, u = 0.0f, dy = 0.0f, z = 0.0f, sg = 0.0f, dout = 0.0f;
-      if (l.active) {
-        dt = delta_at(p, t, d, bias, raw);
-        u = detail::ld(p.u, t * p.dim + d);
-        dout = detail::ld(p.dout, t * p.dim + d);
-        dy = gated_dy(p, t, d, z, sg);
-      }
-      const T* Bt = p.B + (t * p.ngroups + l.g) * N;
-      const T* Ct = p.C + (t * p.ngroups + l.g) * N;
-      if (p.z && l.active) {
+      const float dt = l.active ? dt_of(p, cur.delta, bias, raw) : 0.0f;
+      const float u = cur.u;
+      float dy = cur.dout, sg = 0.0f;
+      if (p.z) {
+        sg = detail::sigmoid_f(cur.z);
+        dy = cur.dout * cur.z * sg;
         float y = Dd * u;
 #pragma unroll
-        for (int n = 0; n < N; ++n) y += detail::ld(Ct, n) * h[n];
-        detail::st(p.dz, t * p.dim + d, dout * y * sg * (1.0f + z * (1.0f - sg)));
+        for (int n = 0; n < N; ++n) y += cur.C[n] * h[n];
+        if (l.active) detail::st(p.dz, t * p.dim + d, cur.dout * y * sg * (1.0f + cur.z * (1.0f - sg)));
       }
       float du = Dd * dy, ddt = 0.0f;
       dD += dy * u;
@@ -399,7 +423,7 @@ __global__ void __launch_bounds__(kThreads) bwd_chunk(Params<T> p) {
 #pragma unroll
         for (int j = 0; j < kTile; ++j) {
           const int n = n0 + j;
-          const float Bn = detail::ld(Bt, n), Cn = detail::ld(Ct, n);
+          const float Bn = cur.B[n], Cn = cur.C[n];
           const float hp = hs(i, n);
           const float decay = __expf(dt * A[n]);
           const float gv = g[n] + dy * Cn;
@@ -407,7 +431,7 @@ __global__ void __launch_bounds__(kThreads) bwd_chunk(Params<T> p) {
           ddt += x * A[n] + gv * Bn * u;
           dA[n] += x * dt;
           du += gv * Bn * dt;
-          v[j] = gv * dt * u;      // dB partial
+          v[j] = gv * dt * u;        // dB partial
           v[kTile + j] = dy * h[n];  // dC partial
           g[n] = gv * decay;
           h[n] = hp;  // becomes the state after token t - 1
@@ -473,6 +497,8 @@ Params<T> make_params(const In& in, const SelectiveScanSizes& s) {
   p.per_group = s.dim / s.ngroups;
   p.bpg = (p.per_group + kThreads - 1) / kThreads;
   p.softplus = in.delta_softplus;
+  const auto aligned = [](const void* q) { return reinterpret_cast<std::uintptr_t>(q) % 16 == 0; };
+  p.vec_bc = aligned(p.B) && aligned(p.C);
   return p;
 }
 
