@@ -134,6 +134,81 @@ Row run(const Problem& pr, int64_t chunk, double bw) {
   return r;
 }
 
+// Per-kernel times of the bf16 d_state-16 scan at one size (each kernel launched alone, median of
+// 20 after 3 warm-up), to show where the time goes.
+void breakdown(const Problem& pr, int64_t chunk) {
+  using namespace cuda::scan_detail;
+  constexpr int N = 16;
+  const int64_t L = pr.batch * pr.len, dim = pr.dim;
+  Tensor<int64_t> cu_h(Shape{pr.batch + 1});
+  for (int64_t b = 0; b <= pr.batch; ++b) cu_h[b] = b * pr.len;
+  auto cu = to_device<int64_t>(cu_h.view());
+  auto u = random_bf16(Shape{L, dim}, 1, -1, 1);
+  auto delta = random_bf16(Shape{L, dim}, 2, -4, 0);
+  auto A = random_bf16(Shape{dim, N}, 3, -4, -0.3f);
+  auto B = random_bf16(Shape{L, 1, N}, 4, -1, 1);
+  auto C = random_bf16(Shape{L, 1, N}, 5, -1, 1);
+  auto D = random_bf16(Shape{dim}, 6, -1, 1);
+  auto bias = random_bf16(Shape{dim}, 7, -1, 0.5f);
+  auto z = random_bf16(Shape{L, dim}, 8, -2, 2);
+  auto dout = random_bf16(Shape{L, dim}, 9, -1, 1);
+  Tensor<bfloat16, Cuda> out(Shape{L, dim}), du(Shape{L, dim}), ddelta(Shape{L, dim}), dz(Shape{L, dim});
+  SelectiveScanInputs<bfloat16, Cuda> in;
+  in.u = u.view();
+  in.delta = delta.view();
+  in.A = A.view();
+  in.B = B.view();
+  in.C = C.view();
+  in.D = D.view();
+  in.delta_bias = bias.view();
+  in.z = z.view();
+  in.cu_seqlens = cu.view();
+  in.chunk = chunk;
+  Tensor<bfloat16, Cuda> saved(selective_scan_saved_shape(in));
+  const SelectiveScanSizes s = validate_selective_scan_inputs(in);
+  Params<bfloat16> p = make_params<bfloat16>(in, s);
+  p.out = out.data();
+  p.saved = saved.data();
+  p.saved_in = saved.data();
+  p.dout = dout.data();
+  p.du = du.data();
+  p.ddelta = ddelta.data();
+  p.dz = dz.data();
+  prepare<bfloat16, N>(p, nullptr);
+  const int64_t W = p.dim * N + 2 * p.dim, wpg = 2 * p.bpg;
+  p.ws_par = static_cast<float*>(cuda::detail::scratch(3, static_cast<std::size_t>(p.slots * W) * sizeof(float)));
+  p.ws_bc = static_cast<float*>(
+      cuda::detail::scratch(4, static_cast<std::size_t>(p.tokens * p.ngroups * wpg * 2 * N) * sizeof(float) + 4));
+  const dim3 grid(static_cast<unsigned>(p.slots), static_cast<unsigned>(p.ngroups * p.bpg));
+  const unsigned comb = static_cast<unsigned>((p.batch * p.dim * N + 255) / 256);
+  constexpr std::size_t kSmem = bwd_smem_bytes<N>();
+  MAMBATRACK_CUDA_CHECK(cudaFuncSetAttribute(bwd_chunk<bfloat16, N>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                             static_cast<int>(kSmem)));
+  int blocks_bwd = 0, blocks_fwd = 0;
+  MAMBATRACK_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks_bwd, bwd_chunk<bfloat16, N>, kThreads, kSmem));
+  MAMBATRACK_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks_fwd, fwd_chunk<bfloat16, N>, kThreads, 0));
+  struct Item {
+    const char* name;
+    double ms;
+  } items[] = {
+      {"prepare (memset + map_slots)", median_ms([&] { prepare<bfloat16, N>(p, nullptr); }, 20, 3)},
+      {"fwd_local", median_ms([&] { fwd_local<bfloat16, N><<<grid, kThreads>>>(p); }, 20, 3)},
+      {"fwd_combine", median_ms([&] { fwd_combine<bfloat16, N><<<comb, 256>>>(p); }, 20, 3)},
+      {"fwd_chunk", median_ms([&] { fwd_chunk<bfloat16, N><<<grid, kThreads>>>(p); }, 20, 3)},
+      {"bwd_local", median_ms([&] { bwd_local<bfloat16, N><<<grid, kThreads>>>(p); }, 20, 3)},
+      {"bwd_combine", median_ms([&] { bwd_combine<bfloat16, N><<<comb, 256>>>(p); }, 20, 3)},
+      {"bwd_chunk", median_ms([&] { bwd_chunk<bfloat16, N><<<grid, kThreads, kSmem>>>(p); }, 20, 3)},
+      {"bwd_reduce_bc", median_ms([&] {
+         bwd_reduce_bc<bfloat16><<<static_cast<unsigned>((L * 2 * N + 255) / 256), 256>>>(p.ws_bc, L, wpg, N,
+                                                                                          du.data(), dz.data());
+       }, 20, 3)},
+  };
+  MAMBATRACK_CUDA_CHECK(cudaGetLastError());
+  std::printf("\nbreakdown, %s, chunk %lld (%lld slots; blocks/SM: fwd_chunk %d, bwd_chunk %d)\n", pr.name,
+              static_cast<long long>(chunk), static_cast<long long>(p.slots), blocks_fwd, blocks_bwd);
+  for (const Item& it : items) std::printf("  %-30s %8.3f ms\n", it.name, it.ms);
+}
+
 }  // namespace
 
 int main() {
@@ -155,6 +230,8 @@ int main() {
       {"8 x 8192, d_inner 512", 8, 8192, 512, 3.44, 0.8},
       {"64 x 2048, d_inner 1024", 64, 2048, 1024, 13.0, 3.0},
   };
+  breakdown(problems[0], 16);
+  breakdown(problems[2], 32);
   std::vector<Row> rows;
   for (const auto& p : problems)
     for (int64_t chunk : {16, 32, 64}) rows.push_back(run(p, chunk, bw));

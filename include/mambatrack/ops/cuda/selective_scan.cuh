@@ -25,7 +25,7 @@ constexpr int kThreads = 64;  // channels per block (two warps)
 // Tokens per backward segment whose states are kept in shared memory: (kSeg + 1)·N floats/thread.
 template <int N>
 constexpr int seg_len() {
-  return 256 / N > 1 ? 256 / N : 1;
+  return 128 / N > 1 ? 128 / N : 1;
 }
 template <int N>
 constexpr std::size_t bwd_smem_bytes() {
@@ -78,11 +78,12 @@ struct Lane {
 template <class T>
 __device__ __forceinline__ Lane lane_of(const Params<T>& p) {
   Lane l;
-  l.g = blockIdx.y / p.bpg;
-  const int64_t local = (blockIdx.y % p.bpg) * kThreads + threadIdx.x;
+  const uint32_t bpg = static_cast<uint32_t>(p.bpg);
+  l.g = blockIdx.y / bpg;
+  const int64_t local = (blockIdx.y % bpg) * kThreads + threadIdx.x;
   l.d = l.g * p.per_group + local;
   l.active = local < p.per_group;
-  l.warp_in_group = static_cast<int>((blockIdx.y % p.bpg) * (kThreads / 32) + threadIdx.x / 32);
+  l.warp_in_group = static_cast<int>((blockIdx.y % bpg) * (kThreads / 32) + threadIdx.x / 32);
   return l;
 }
 
@@ -105,6 +106,9 @@ __global__ void map_slots(const int64_t* __restrict cu, int64_t batch, int64_t t
 }
 
 // One token's inputs for one channel (zeros on inactive lanes), loaded ahead of their use.
+// The per-channel scalars are prefetched one token ahead; the B and C rows (the same for every
+// channel of the group, so mostly cache hits) are loaded at the token itself to keep registers
+// (and so occupancy) down.
 template <int N>
 struct Tok {
   float delta, u, dout, z;
@@ -117,6 +121,9 @@ __device__ __forceinline__ void load_tok(const Params<T>& p, int64_t t, int64_t 
   x.u = active ? detail::ldg(p.u + i) : 0.0f;
   if constexpr (kDout) x.dout = active ? detail::ldg(p.dout + i) : 0.0f;
   if constexpr (kZ) x.z = (active && p.z) ? detail::ldg(p.z + i) : 0.0f;
+}
+template <class T, int N, bool kC>
+__device__ __forceinline__ void load_rows(const Params<T>& p, int64_t t, int64_t g, Tok<N>& x) {
   const int64_t row = (t * p.ngroups + g) * N;
   detail::load_row<T, N>(p.B + row, p.vec_bc, x.B);
   if constexpr (kC) detail::load_row<T, N>(p.C + row, p.vec_bc, x.C);
@@ -156,6 +163,7 @@ __global__ void __launch_bounds__(kThreads) fwd_local(Params<T> p) {
   #pragma unroll 1
   for (int64_t t = c.t0; t < c.t1; ++t) {
     cur = nxt;
+    load_rows<T, N, false>(p, t, l.g, cur);
     if (t + 1 < c.t1) load_tok<T, N, false, false, false>(p, t + 1, l.d, l.g, true, nxt);
     const float dt = dt_of(p, cur.delta, bias, raw);
     sd += dt;
@@ -172,7 +180,8 @@ template <class T, int N>
 __global__ void fwd_combine(Params<T> p) {
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (i >= p.batch * p.dim * N) return;
-  const int64_t n = i % N, d = (i / N) % p.dim, b = i / (N * p.dim);
+  const uint32_t i32 = static_cast<uint32_t>(i), dim32 = static_cast<uint32_t>(p.dim);  // < 2^31 (host check)
+  const int64_t n = i32 % N, d = (i32 / N) % dim32, b = i32 / (N * dim32);
   const int64_t start = p.cu[b], end = p.cu[b + 1];
   float h = p.init ? detail::ld(p.init, (b * p.dim + d) * N + n) : 0.0f;
   if (end <= start) {
@@ -203,7 +212,7 @@ __global__ void fwd_combine(Params<T> p) {
 
 // Forward pass 3: each chunk from its start state; writes out, saved_states and final_state.
 template <class T, int N>
-__global__ void __launch_bounds__(kThreads, 8) fwd_chunk(Params<T> p) {
+__global__ void __launch_bounds__(kThreads) fwd_chunk(Params<T> p) {
   const int64_t slot = blockIdx.x;
   ChunkPos c;
   if (!chunk_pos(p, slot, c)) return;
@@ -226,6 +235,7 @@ __global__ void __launch_bounds__(kThreads, 8) fwd_chunk(Params<T> p) {
   #pragma unroll 1
   for (int64_t t = c.t0; t < c.t1; ++t) {
     cur = nxt;
+    load_rows<T, N, true>(p, t, l.g, cur);
     if (t + 1 < c.t1) load_tok<T, N, false, true, true>(p, t + 1, d, l.g, true, nxt);
     const float dt = dt_of(p, cur.delta, bias, raw);
     fwd_step<N>(h, A, cur.B, dt, dt * cur.u);
@@ -263,6 +273,7 @@ __global__ void __launch_bounds__(kThreads) bwd_local(Params<T> p) {
   #pragma unroll 1
   for (int64_t t = c.t1 - 1; t >= c.t0; --t) {
     cur = nxt;
+    load_rows<T, N, true>(p, t, l.g, cur);
     if (t - 1 >= c.t0) load_tok<T, N, true, true, true>(p, t - 1, l.d, l.g, true, nxt);
     const float dt = dt_of(p, cur.delta, bias, raw);
     sd += dt;
@@ -281,7 +292,8 @@ template <class T, int N>
 __global__ void bwd_combine(Params<T> p) {
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (i >= p.batch * p.dim * N) return;
-  const int64_t n = i % N, d = (i / N) % p.dim, b = i / (N * p.dim);
+  const uint32_t i32 = static_cast<uint32_t>(i), dim32 = static_cast<uint32_t>(p.dim);  // < 2^31 (host check)
+  const int64_t n = i32 % N, d = (i32 / N) % dim32, b = i32 / (N * dim32);
   const int64_t start = p.cu[b], end = p.cu[b + 1];
   float g = p.dfinal ? detail::ld(p.dfinal, (b * p.dim + d) * N + n) : 0.0f;
   if (end <= start) {
@@ -380,6 +392,7 @@ __global__ void __launch_bounds__(kThreads) bwd_chunk(Params<T> p) {
       #pragma unroll 1
       for (int64_t t = c.t0; t < se; ++t) {
         cur = nxt;
+        load_rows<T, N, false>(p, t, l.g, cur);
         if (t + 1 < se) load_tok<T, N, false, false, false>(p, t + 1, d, l.g, l.active, nxt);
         if (t == ss) {
 #pragma unroll
@@ -399,6 +412,7 @@ __global__ void __launch_bounds__(kThreads) bwd_chunk(Params<T> p) {
     #pragma unroll 1
     for (int64_t t = se - 1; t >= ss; --t) {
       cur = nxt;
+      load_rows<T, N, true>(p, t, l.g, cur);
       if (t - 1 >= ss) load_tok<T, N, true, true, true>(p, t - 1, d, l.g, l.active, nxt);
       const int i = static_cast<int>(t - ss);
       const float dt = l.active ? dt_of(p, cur.delta, bias, raw) : 0.0f;
@@ -505,6 +519,9 @@ Params<T> make_params(const In& in, const SelectiveScanSizes& s) {
 // Slot map and the chunk-state workspaces (scratch ids 0..2).
 template <class T, int N>
 void prepare(Params<T>& p, cudaStream_t stream) {
+  MAMBATRACK_CHECK(p.batch * p.dim * N < (int64_t{1} << 31) && p.slots < (int64_t{1} << 31), ConfigError,
+                   "cuda selective_scan: batch · dim · d_state = ", p.batch, " · ", p.dim, " · ", N,
+                   " must stay below 2^31; split the batch");
   int* map = static_cast<int*>(detail::scratch(0, static_cast<std::size_t>(2 * p.slots) * sizeof(int)));
   p.slot_seq = map;
   p.slot_k = map + p.slots;
