@@ -27,9 +27,27 @@ template <int N>
 constexpr int seg_len() {
   return 128 / N > 1 ? 128 / N : 1;
 }
+// Chunks of up to stage_tokens() tokens have their B and C rows staged in shared memory (read by
+// every channel of the block); longer chunks read them from global memory.
+template <int N>
+constexpr int stage_tokens() {
+  return 1024 / N > 1 ? 1024 / N : 1;
+}
 template <int N>
 constexpr std::size_t bwd_smem_bytes() {
-  return static_cast<std::size_t>(seg_len<N>() + 1) * N * kThreads * sizeof(float);
+  return static_cast<std::size_t>(seg_len<N>() + 1) * N * kThreads * sizeof(float) +
+         2 * static_cast<std::size_t>(stage_tokens<N>()) * N * sizeof(float);
+}
+
+// Register caps (blocks per SM) where they cost no spills: 64 registers for the d_state <= 16
+// forward; the backward is held to ~5 blocks/SM by its shared memory anyway.
+template <int N>
+constexpr int fwd_min_blocks() {
+  return N <= 16 ? 16 : 1;
+}
+template <int N>
+constexpr int bwd_min_blocks() {
+  return N <= 16 ? 5 : 1;
 }
 
 template <class T>
@@ -129,6 +147,37 @@ __device__ __forceinline__ void load_rows(const Params<T>& p, int64_t t, int64_t
   if constexpr (kC) detail::load_row<T, N>(p.C + row, p.vec_bc, x.C);
 }
 
+// Stage the chunk's B (and C) rows of this block's group in shared memory when the chunk fits;
+// block-uniform result. Every thread of the block must call it (it synchronises).
+template <class T, int N>
+__device__ __forceinline__ bool stage_rows(const Params<T>& p, const ChunkPos& c, int64_t g, float* sB, float* sC) {
+  const int64_t L = c.t1 - c.t0;
+  const bool staged = L <= stage_tokens<N>();
+  if (staged) {
+    for (int64_t e = threadIdx.x; e < L * N; e += kThreads) {
+      const int64_t src = ((c.t0 + e / N) * p.ngroups + g) * N + e % N;
+      sB[e] = detail::ldg(p.B + src);
+      if (sC) sC[e] = detail::ldg(p.C + src);
+    }
+  }
+  __syncthreads();
+  return staged;
+}
+template <class T, int N, bool kC>
+__device__ __forceinline__ void get_rows(const Params<T>& p, int64_t t, int64_t g, const ChunkPos& c, bool staged,
+                                         const float* sB, const float* sC, Tok<N>& x) {
+  if (staged) {
+    const int64_t o = (t - c.t0) * N;
+#pragma unroll
+    for (int n = 0; n < N; ++n) {
+      x.B[n] = sB[o + n];
+      if constexpr (kC) x.C[n] = sC[o + n];
+    }
+  } else {
+    load_rows<T, N, kC>(p, t, g, x);
+  }
+}
+
 template <class T>
 __device__ __forceinline__ float dt_of(const Params<T>& p, float delta, float bias, float& raw) {
   raw = delta + bias;
@@ -144,11 +193,13 @@ __device__ __forceinline__ void fwd_step(float (&h)[N], const float (&A)[N], con
 
 // Forward pass 1 (chunks that are not their sequence's last): local end state from h = 0, and ΣΔ.
 template <class T, int N>
-__global__ void __launch_bounds__(kThreads) fwd_local(Params<T> p) {
+__global__ void __launch_bounds__(kThreads, fwd_min_blocks<N>()) fwd_local(Params<T> p) {
   const int64_t slot = blockIdx.x;
   ChunkPos c;
   if (!chunk_pos(p, slot, c) || c.k == c.nk - 1) return;
   const Lane l = lane_of(p);
+  __shared__ float sB[stage_tokens<N>() * N];
+  const bool staged = stage_rows<T, N>(p, c, l.g, sB, nullptr);
   if (!l.active) return;
   float A[N], h[N];
 #pragma unroll
@@ -163,7 +214,7 @@ __global__ void __launch_bounds__(kThreads) fwd_local(Params<T> p) {
   #pragma unroll 1
   for (int64_t t = c.t0; t < c.t1; ++t) {
     cur = nxt;
-    load_rows<T, N, false>(p, t, l.g, cur);
+    get_rows<T, N, false>(p, t, l.g, c, staged, sB, nullptr, cur);
     if (t + 1 < c.t1) load_tok<T, N, false, false, false>(p, t + 1, l.d, l.g, true, nxt);
     const float dt = dt_of(p, cur.delta, bias, raw);
     sd += dt;
@@ -212,11 +263,14 @@ __global__ void fwd_combine(Params<T> p) {
 
 // Forward pass 3: each chunk from its start state; writes out, saved_states and final_state.
 template <class T, int N>
-__global__ void __launch_bounds__(kThreads) fwd_chunk(Params<T> p) {
+__global__ void __launch_bounds__(kThreads, fwd_min_blocks<N>()) fwd_chunk(Params<T> p) {
   const int64_t slot = blockIdx.x;
   ChunkPos c;
   if (!chunk_pos(p, slot, c)) return;
   const Lane l = lane_of(p);
+  __shared__ float sB[stage_tokens<N>() * N];
+  __shared__ float sC[stage_tokens<N>() * N];
+  const bool staged = stage_rows<T, N>(p, c, l.g, sB, sC);
   if (!l.active) return;
   const int64_t d = l.d;
   float A[N], h[N];
@@ -235,7 +289,7 @@ __global__ void __launch_bounds__(kThreads) fwd_chunk(Params<T> p) {
   #pragma unroll 1
   for (int64_t t = c.t0; t < c.t1; ++t) {
     cur = nxt;
-    load_rows<T, N, true>(p, t, l.g, cur);
+    get_rows<T, N, true>(p, t, l.g, c, staged, sB, sC, cur);
     if (t + 1 < c.t1) load_tok<T, N, false, true, true>(p, t + 1, d, l.g, true, nxt);
     const float dt = dt_of(p, cur.delta, bias, raw);
     fwd_step<N>(h, A, cur.B, dt, dt * cur.u);
@@ -347,7 +401,7 @@ __device__ __forceinline__ void warp_transpose_sum(float (&v)[V], int lane) {
 // shared memory, walking the segments in reverse), then the reverse recurrence from the adjoint
 // at the chunk end. Writes du, ddelta, dz, dinitial_state and the dA/dD/ddelta_bias/dB/dC partials.
 template <class T, int N>
-__global__ void __launch_bounds__(kThreads) bwd_chunk(Params<T> p) {
+__global__ void __launch_bounds__(kThreads, bwd_min_blocks<N>()) bwd_chunk(Params<T> p) {
   extern __shared__ float smem[];
   constexpr int kSeg = seg_len<N>();
   constexpr int kTile = N < 16 ? N : 16;  // states per dB/dC warp reduction
@@ -377,6 +431,9 @@ __global__ void __launch_bounds__(kThreads) bwd_chunk(Params<T> p) {
   const float bias = (l.active && p.delta_bias) ? detail::ld(p.delta_bias, d) : 0.0f;
   const float Dd = (l.active && p.D) ? detail::ld(p.D, d) : 0.0f;
   float dD = 0.0f, ddb = 0.0f, raw = 0.0f;
+  float* sB = smem + (kSeg + 1) * N * kThreads;
+  float* sC = sB + stage_tokens<N>() * N;
+  const bool staged = stage_rows<T, N>(p, c, l.g, sB, sC);
   float* hist = smem + threadIdx.x;  // hist[(i·N + n)·kThreads]: state after segment token i - 1
   auto hs = [&](int i, int n) -> float& { return hist[(i * N + n) * kThreads]; };
   const int64_t wpg = 2 * p.bpg;
@@ -392,7 +449,7 @@ __global__ void __launch_bounds__(kThreads) bwd_chunk(Params<T> p) {
       #pragma unroll 1
       for (int64_t t = c.t0; t < se; ++t) {
         cur = nxt;
-        load_rows<T, N, false>(p, t, l.g, cur);
+        get_rows<T, N, false>(p, t, l.g, c, staged, sB, sC, cur);
         if (t + 1 < se) load_tok<T, N, false, false, false>(p, t + 1, d, l.g, l.active, nxt);
         if (t == ss) {
 #pragma unroll
@@ -412,7 +469,7 @@ __global__ void __launch_bounds__(kThreads) bwd_chunk(Params<T> p) {
     #pragma unroll 1
     for (int64_t t = se - 1; t >= ss; --t) {
       cur = nxt;
-      load_rows<T, N, true>(p, t, l.g, cur);
+      get_rows<T, N, true>(p, t, l.g, c, staged, sB, sC, cur);
       if (t - 1 >= ss) load_tok<T, N, true, true, true>(p, t - 1, d, l.g, l.active, nxt);
       const int i = static_cast<int>(t - ss);
       const float dt = l.active ? dt_of(p, cur.delta, bias, raw) : 0.0f;
