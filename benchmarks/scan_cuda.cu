@@ -1,0 +1,248 @@
+// CUDA selective scan benchmark: the three scan problems of the CUDA backend issue (bf16 inputs,
+// d_state 16, z/D/delta_bias/softplus as in a Mamba block): forward, backward and forward+backward
+// median times over CUDA events after a warm-up, the minimum bytes moved (inputs read once,
+// outputs written once), achieved GB/s and the fraction of the measured device-to-device copy
+// bandwidth, next to the reference (mamba_ssm 2.3.x on an H100) time from the issue.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <ctime>
+#include <vector>
+
+#include "mambatrack/cuda.cuh"
+#include "mambatrack/ops/cuda/selective_scan.cuh"
+
+using namespace mambatrack;
+
+namespace {
+
+__global__ void fill_uniform(bfloat16* p, int64_t n, uint64_t seed, float lo, float hi) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i < n) p[i] = bfloat16(lo + (hi - lo) * philox_uniform(seed, 3, static_cast<uint64_t>(i)));
+}
+
+Tensor<bfloat16, Cuda> random_bf16(Shape s, uint64_t seed, float lo, float hi) {
+  Tensor<bfloat16, Cuda> t(s);
+  const int64_t n = t.numel();
+  if (n > 0) fill_uniform<<<static_cast<unsigned>((n + 255) / 256), 256>>>(t.data(), n, seed, lo, hi);
+  MAMBATRACK_CUDA_CHECK(cudaGetLastError());
+  return t;
+}
+
+template <class F>
+double median_ms(F&& f, int runs, int warmup) {
+  for (int i = 0; i < warmup; ++i) f();
+  MAMBATRACK_CUDA_CHECK(cudaDeviceSynchronize());
+  cudaEvent_t a, b;
+  MAMBATRACK_CUDA_CHECK(cudaEventCreate(&a));
+  MAMBATRACK_CUDA_CHECK(cudaEventCreate(&b));
+  std::vector<double> t;
+  for (int i = 0; i < runs; ++i) {
+    MAMBATRACK_CUDA_CHECK(cudaEventRecord(a));
+    f();
+    MAMBATRACK_CUDA_CHECK(cudaEventRecord(b));
+    MAMBATRACK_CUDA_CHECK(cudaEventSynchronize(b));
+    float ms = 0;
+    MAMBATRACK_CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
+    t.push_back(ms);
+  }
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+// Device-to-device copy bandwidth in bytes/s (read + write counted), 1 GiB.
+double copy_bandwidth() {
+  const std::size_t bytes = std::size_t(1) << 30;
+  Tensor<char, Cuda> a(Shape{static_cast<int64_t>(bytes)}), b(Shape{static_cast<int64_t>(bytes)});
+  MAMBATRACK_CUDA_CHECK(cudaMemset(a.data(), 1, bytes));
+  const double ms = median_ms([&] { MAMBATRACK_CUDA_CHECK(cudaMemcpyAsync(b.data(), a.data(), bytes, cudaMemcpyDeviceToDevice)); }, 20, 3);
+  return 2.0 * static_cast<double>(bytes) / (ms * 1e-3);
+}
+
+struct Problem {
+  const char* name;
+  int64_t batch, len, dim;
+  double reference_ms, target_ms;
+};
+
+struct Row {
+  const char* name;
+  int64_t chunk;
+  double fwd, bwd, both, bytes_fwd, bytes_bwd, ref, target;
+};
+
+Row run(const Problem& pr, int64_t chunk, double bw) {
+  const int64_t N = 16, G = 1, L = pr.batch * pr.len, dim = pr.dim;
+  Tensor<int64_t> cu_h(Shape{pr.batch + 1});
+  for (int64_t b = 0; b <= pr.batch; ++b) cu_h[b] = b * pr.len;
+  auto cu = to_device<int64_t>(cu_h.view());
+  auto u = random_bf16(Shape{L, dim}, 1, -1, 1);
+  auto delta = random_bf16(Shape{L, dim}, 2, -4, 0);
+  auto A = random_bf16(Shape{dim, N}, 3, -4, -0.3f);
+  auto B = random_bf16(Shape{L, G, N}, 4, -1, 1);
+  auto C = random_bf16(Shape{L, G, N}, 5, -1, 1);
+  auto D = random_bf16(Shape{dim}, 6, -1, 1);
+  auto bias = random_bf16(Shape{dim}, 7, -1, 0.5f);
+  auto z = random_bf16(Shape{L, dim}, 8, -2, 2);
+  auto dout = random_bf16(Shape{L, dim}, 9, -1, 1);
+  Tensor<bfloat16, Cuda> out(Shape{L, dim}), du(Shape{L, dim}), ddelta(Shape{L, dim}), dz(Shape{L, dim});
+  Tensor<bfloat16, Cuda> dB(Shape{L, G, N}), dC(Shape{L, G, N});
+  auto dA = random_bf16(Shape{dim, N}, 10, -1, 1);
+  auto dD = random_bf16(Shape{dim}, 11, -1, 1);
+  auto ddb = random_bf16(Shape{dim}, 12, -1, 1);
+  SelectiveScanInputs<bfloat16, Cuda> in;
+  in.u = u.view();
+  in.delta = delta.view();
+  in.A = A.view();
+  in.B = B.view();
+  in.C = C.view();
+  in.D = D.view();
+  in.delta_bias = bias.view();
+  in.z = z.view();
+  in.cu_seqlens = cu.view();
+  in.chunk = chunk;
+  Tensor<bfloat16, Cuda> saved(selective_scan_saved_shape(in));
+  SelectiveScanFwdArgs<bfloat16, Cuda> fa{in, out.view(), {}, saved.view()};
+  SelectiveScanBwdArgs<bfloat16, Cuda> ba;
+  ba.in = in;
+  ba.saved_states = saved.view();
+  ba.dout = dout.view();
+  ba.du = du.view();
+  ba.ddelta = ddelta.view();
+  ba.dB = dB.view();
+  ba.dC = dC.view();
+  ba.dz = dz.view();
+  ba.dA = dA.view();
+  ba.dD = dD.view();
+  ba.ddelta_bias = ddb.view();
+  const int runs = 30, warm = 5;
+  Row r{pr.name, chunk, 0, 0, 0, 0, 0, pr.reference_ms, pr.target_ms};
+  r.fwd = median_ms([&] { cuda::selective_scan_fwd<bfloat16>(fa); }, runs, warm);
+  r.bwd = median_ms([&] { cuda::selective_scan_bwd<bfloat16>(ba); }, runs, warm);
+  r.both = median_ms([&] {
+    cuda::selective_scan_fwd<bfloat16>(fa);
+    cuda::selective_scan_bwd<bfloat16>(ba);
+  }, runs, warm);
+  const double act = static_cast<double>(L * dim) * 2, bc = static_cast<double>(L * G * N) * 2;
+  const double saved_b = static_cast<double>(saved.numel()) * 2;
+  r.bytes_fwd = 3 * act + 2 * bc + act + saved_b;                 // u, delta, z, B, C in; out, saved out
+  r.bytes_bwd = 4 * act + 2 * bc + saved_b + 3 * act + 2 * bc;    // u, delta, z, dout, B, C, saved in; du, ddelta, dz, dB, dC out
+  (void)bw;
+  return r;
+}
+
+// Per-kernel times of the bf16 d_state-16 scan at one size (each kernel launched alone, median of
+// 20 after 3 warm-up), to show where the time goes.
+void breakdown(const Problem& pr, int64_t chunk) {
+  using namespace cuda::scan_detail;
+  constexpr int N = 16;
+  const int64_t L = pr.batch * pr.len, dim = pr.dim;
+  Tensor<int64_t> cu_h(Shape{pr.batch + 1});
+  for (int64_t b = 0; b <= pr.batch; ++b) cu_h[b] = b * pr.len;
+  auto cu = to_device<int64_t>(cu_h.view());
+  auto u = random_bf16(Shape{L, dim}, 1, -1, 1);
+  auto delta = random_bf16(Shape{L, dim}, 2, -4, 0);
+  auto A = random_bf16(Shape{dim, N}, 3, -4, -0.3f);
+  auto B = random_bf16(Shape{L, 1, N}, 4, -1, 1);
+  auto C = random_bf16(Shape{L, 1, N}, 5, -1, 1);
+  auto D = random_bf16(Shape{dim}, 6, -1, 1);
+  auto bias = random_bf16(Shape{dim}, 7, -1, 0.5f);
+  auto z = random_bf16(Shape{L, dim}, 8, -2, 2);
+  auto dout = random_bf16(Shape{L, dim}, 9, -1, 1);
+  Tensor<bfloat16, Cuda> out(Shape{L, dim}), du(Shape{L, dim}), ddelta(Shape{L, dim}), dz(Shape{L, dim});
+  SelectiveScanInputs<bfloat16, Cuda> in;
+  in.u = u.view();
+  in.delta = delta.view();
+  in.A = A.view();
+  in.B = B.view();
+  in.C = C.view();
+  in.D = D.view();
+  in.delta_bias = bias.view();
+  in.z = z.view();
+  in.cu_seqlens = cu.view();
+  in.chunk = chunk;
+  Tensor<bfloat16, Cuda> saved(selective_scan_saved_shape(in));
+  const SelectiveScanSizes s = validate_selective_scan_inputs(in);
+  Params<bfloat16> p = make_params<bfloat16>(in, s);
+  p.out = out.data();
+  p.saved = saved.data();
+  p.saved_in = saved.data();
+  p.dout = dout.data();
+  p.du = du.data();
+  p.ddelta = ddelta.data();
+  p.dz = dz.data();
+  prepare<bfloat16, N>(p, nullptr);
+  const int64_t W = p.dim * N + 2 * p.dim, wpg = 2 * p.bpg;
+  p.ws_par = static_cast<float*>(cuda::detail::scratch(3, static_cast<std::size_t>(p.slots * W) * sizeof(float)));
+  p.ws_bc = static_cast<float*>(
+      cuda::detail::scratch(4, static_cast<std::size_t>(p.tokens * p.ngroups * wpg * 2 * N) * sizeof(float) + 4));
+  const dim3 grid(static_cast<unsigned>(p.slots), static_cast<unsigned>(p.ngroups * p.bpg));
+  const unsigned comb = static_cast<unsigned>((p.batch * p.dim * N + 255) / 256);
+  constexpr std::size_t kSmem = bwd_smem_bytes<N>();
+  MAMBATRACK_CUDA_CHECK(cudaFuncSetAttribute(bwd_chunk<bfloat16, N>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                             static_cast<int>(kSmem)));
+  int blocks_bwd = 0, blocks_fwd = 0;
+  MAMBATRACK_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks_bwd, bwd_chunk<bfloat16, N>, kThreads, kSmem));
+  MAMBATRACK_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks_fwd, fwd_chunk<bfloat16, N>, kThreads, 0));
+  struct Item {
+    const char* name;
+    double ms;
+  } items[] = {
+      {"prepare (memset + map_slots)", median_ms([&] { prepare<bfloat16, N>(p, nullptr); }, 20, 3)},
+      {"fwd_local", median_ms([&] { fwd_local<bfloat16, N><<<grid, kThreads>>>(p); }, 20, 3)},
+      {"fwd_combine", median_ms([&] { fwd_combine<bfloat16, N><<<comb, 256>>>(p); }, 20, 3)},
+      {"fwd_chunk", median_ms([&] { fwd_chunk<bfloat16, N><<<grid, kThreads>>>(p); }, 20, 3)},
+      {"bwd_local", median_ms([&] { bwd_local<bfloat16, N><<<grid, kThreads>>>(p); }, 20, 3)},
+      {"bwd_combine", median_ms([&] { bwd_combine<bfloat16, N><<<comb, 256>>>(p); }, 20, 3)},
+      {"bwd_chunk", median_ms([&] { bwd_chunk<bfloat16, N><<<grid, kThreads, kSmem>>>(p); }, 20, 3)},
+      {"bwd_reduce_bc", median_ms([&] {
+         bwd_reduce_bc<bfloat16><<<static_cast<unsigned>((L * 2 * N + 255) / 256), 256>>>(p.ws_bc, L, wpg, N,
+                                                                                          du.data(), dz.data());
+       }, 20, 3)},
+  };
+  MAMBATRACK_CUDA_CHECK(cudaGetLastError());
+  std::printf("\nbreakdown, %s, chunk %lld (%lld slots; blocks/SM: fwd_chunk %d, bwd_chunk %d)\n", pr.name,
+              static_cast<long long>(chunk), static_cast<long long>(p.slots), blocks_fwd, blocks_bwd);
+  for (const Item& it : items) std::printf("  %-30s %8.3f ms\n", it.name, it.ms);
+}
+
+}  // namespace
+
+int main() {
+  if (cuda_device_count() == 0) {
+    std::printf("bench_scan_cuda: no CUDA device, skipped\n");
+    return 0;
+  }
+  cudaDeviceProp prop{};
+  MAMBATRACK_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+  char date[32];
+  const std::time_t now = std::time(nullptr);
+  std::strftime(date, sizeof date, "%Y-%m-%d %H:%M UTC", std::gmtime(&now));
+  const double bw = copy_bandwidth();
+  std::printf("bench_scan_cuda: %s (%d SMs, L2 %d MiB), %s\n", prop.name, prop.multiProcessorCount,
+              prop.l2CacheSize >> 20, date);
+  std::printf("measured device-to-device copy bandwidth: %.0f GB/s (1 GiB cudaMemcpy, read + write)\n", bw * 1e-9);
+  const Problem problems[] = {
+      {"4096 x 12, d_inner 128", 4096, 12, 128, 8.08, 0.5},
+      {"8 x 8192, d_inner 512", 8, 8192, 512, 3.44, 0.8},
+      {"64 x 2048, d_inner 1024", 64, 2048, 1024, 13.0, 3.0},
+  };
+  breakdown(problems[0], 16);
+  breakdown(problems[2], 32);
+  std::vector<Row> rows;
+  for (const auto& p : problems)
+    for (int64_t chunk : {16, 32, 64}) rows.push_back(run(p, chunk, bw));
+  std::printf("\nselective scan, bf16 inputs, d_state 16, z + D + delta_bias + softplus; median of 30 after 5 warm-up\n");
+  std::printf("| problem | chunk | fwd ms | bwd ms | fwd+bwd ms | min MB fwd+bwd | GB/s | %% of copy | reference ms | target ms |\n");
+  std::printf("|---|---|---|---|---|---|---|---|---|---|\n");
+  for (const Row& r : rows) {
+    const double bytes = r.bytes_fwd + r.bytes_bwd, gbs = bytes / (r.both * 1e-3) * 1e-9;
+    std::printf("| %s | %lld | %.3f | %.3f | %.3f | %.1f | %.0f | %.0f%% | %.2f | %.1f |\n", r.name,
+                static_cast<long long>(r.chunk), r.fwd, r.bwd, r.both, bytes * 1e-6, gbs, 100.0 * gbs * 1e9 / bw, r.ref,
+                r.target);
+  }
+  return 0;
+}

@@ -1,0 +1,681 @@
+// CUDA Mamba-1 selective scan (math and argument structs: ops/selective_scan.hpp), forward and
+// backward, float or bfloat16 storage, float arithmetic. One thread per (chunk of a sequence,
+// channel), DState in registers, token-major so a warp reads 32 contiguous channels of one token.
+// Chunks are combined across time (h_end = exp(A·ΣΔ)·h_start + h_local), so short and long
+// sequences both fill the GPU. Deterministic: every cross-thread sum is a fixed-order reduction.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <type_traits>
+
+#include "mambatrack/core/cuda_memory.cuh"
+#include "mambatrack/core/dtype.hpp"
+#include "mambatrack/core/supported.hpp"
+#include "mambatrack/ops/cuda/kernel_util.cuh"
+#include "mambatrack/ops/selective_scan.hpp"
+
+namespace mambatrack::cuda {
+
+namespace scan_detail {
+
+constexpr int kThreads = 64;  // channels per block (two warps)
+
+// Tokens per backward segment whose states are kept in shared memory: (kSeg + 1)·N floats/thread.
+template <int N>
+constexpr int seg_len() {
+  return 128 / N > 1 ? 128 / N : 1;
+}
+// Chunks of up to stage_tokens() tokens have their B and C rows staged in shared memory (read by
+// every channel of the block); longer chunks read them from global memory.
+template <int N>
+constexpr int stage_tokens() {
+  return 1024 / N > 1 ? 1024 / N : 1;
+}
+template <int N>
+constexpr std::size_t bwd_smem_bytes() {
+  return static_cast<std::size_t>(seg_len<N>() + 1) * N * kThreads * sizeof(float) +
+         2 * static_cast<std::size_t>(stage_tokens<N>()) * N * sizeof(float);
+}
+
+// Register caps (blocks per SM) where they cost no spills: 64 registers for the d_state <= 16
+// forward; the backward is held to ~5 blocks/SM by its shared memory anyway.
+template <int N>
+constexpr int fwd_min_blocks() {
+  return N <= 16 ? 16 : 1;
+}
+template <int N>
+constexpr int bwd_min_blocks() {
+  return N <= 16 ? 5 : 1;
+}
+
+template <class T>
+struct Params {
+  const T *u = nullptr, *delta = nullptr, *A = nullptr, *B = nullptr, *C = nullptr;
+  const T *D = nullptr, *delta_bias = nullptr, *z = nullptr, *init = nullptr;
+  const int64_t* cu = nullptr;
+  T *out = nullptr, *final_state = nullptr, *saved = nullptr;
+  const T *saved_in = nullptr, *dout = nullptr, *dfinal = nullptr;
+  T *du = nullptr, *ddelta = nullptr, *dz = nullptr, *dinit = nullptr;
+  int64_t tokens = 0, dim = 0, ngroups = 1, batch = 0, chunk = 64, slots = 0, per_group = 0, bpg = 0;
+  bool softplus = true;
+  bool vec_bc = false;  // B, C rows 16-byte aligned: vector loads
+  int* slot_seq = nullptr;  // slot -> sequence (-1: unused)
+  int* slot_k = nullptr;    // slot -> chunk index in its sequence
+  float* ws_state = nullptr;  // (slots, dim, N): local end states / chunk-start states / adjoints
+  float* ws_sd = nullptr;     // (slots, dim): Σ Δ over the chunk
+  float* ws_par = nullptr;    // (slots, dim·N + 2·dim): dA, dD, ddelta_bias partials
+  float* ws_bc = nullptr;     // (tokens, G, 2·bpg, 2N): dB, dC partials per warp
+};
+
+struct ChunkPos {
+  int64_t b, k, start, end, t0, t1, nk;
+};
+
+template <class T>
+__device__ __forceinline__ bool chunk_pos(const Params<T>& p, int64_t slot, ChunkPos& c) {
+  const int b = p.slot_seq[slot];
+  if (b < 0) return false;
+  c.b = b;
+  c.k = p.slot_k[slot];
+  c.start = p.cu[b];
+  c.end = p.cu[b + 1];
+  c.t0 = c.start + c.k * p.chunk;
+  c.t1 = c.t0 + p.chunk < c.end ? c.t0 + p.chunk : c.end;
+  c.nk = (c.end - c.start + p.chunk - 1) / p.chunk;
+  return true;
+}
+
+// This thread's channel: blocks never straddle a group (B and C differ between groups).
+struct Lane {
+  int64_t g, d;
+  bool active;
+  int warp_in_group;
+};
+template <class T>
+__device__ __forceinline__ Lane lane_of(const Params<T>& p) {
+  Lane l;
+  const uint32_t bpg = static_cast<uint32_t>(p.bpg);
+  l.g = blockIdx.y / bpg;
+  const int64_t local = (blockIdx.y % bpg) * kThreads + threadIdx.x;
+  l.d = l.g * p.per_group + local;
+  l.active = local < p.per_group;
+  l.warp_in_group = static_cast<int>((blockIdx.y % bpg) * (kThreads / 32) + threadIdx.x / 32);
+  return l;
+}
+
+// slot_seq/slot_k: each sequence's chunks at selective_scan_slot(b, start, k, chunk). Sequences
+// with invalid cu_seqlens ranges are skipped (the host cannot see device values).
+template <int kUnused = 0>
+__global__ void map_slots(const int64_t* __restrict cu, int64_t batch, int64_t tokens, int64_t chunk, int64_t slots,
+                          int* __restrict slot_seq, int* __restrict slot_k) {
+  const int64_t b = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (b >= batch) return;
+  const int64_t start = cu[b], end = cu[b + 1];
+  if (start < 0 || end < start || end > tokens) return;
+  const int64_t nk = (end - start + chunk - 1) / chunk;
+  for (int64_t k = 0; k < nk; ++k) {
+    const int64_t s = b + start / chunk + k;
+    if (s >= slots) return;
+    slot_seq[s] = static_cast<int>(b);
+    slot_k[s] = static_cast<int>(k);
+  }
+}
+
+// One token's inputs for one channel (zeros on inactive lanes), loaded ahead of their use.
+// The per-channel scalars are prefetched one token ahead; the B and C rows (the same for every
+// channel of the group, so mostly cache hits) are loaded at the token itself to keep registers
+// (and so occupancy) down.
+template <int N>
+struct Tok {
+  float delta, u, dout, z;
+  float B[N], C[N];
+};
+template <class T, int N, bool kDout, bool kZ, bool kC>
+__device__ __forceinline__ void load_tok(const Params<T>& p, int64_t t, int64_t d, int64_t g, bool active, Tok<N>& x) {
+  const int64_t i = t * p.dim + d;
+  x.delta = active ? detail::ldg(p.delta + i) : 0.0f;
+  x.u = active ? detail::ldg(p.u + i) : 0.0f;
+  if constexpr (kDout) x.dout = active ? detail::ldg(p.dout + i) : 0.0f;
+  if constexpr (kZ) x.z = (active && p.z) ? detail::ldg(p.z + i) : 0.0f;
+}
+template <class T, int N, bool kC>
+__device__ __forceinline__ void load_rows(const Params<T>& p, int64_t t, int64_t g, Tok<N>& x) {
+  const int64_t row = (t * p.ngroups + g) * N;
+  detail::load_row<T, N>(p.B + row, p.vec_bc, x.B);
+  if constexpr (kC) detail::load_row<T, N>(p.C + row, p.vec_bc, x.C);
+}
+
+// Stage the chunk's B (and C) rows of this block's group in shared memory when the chunk fits;
+// block-uniform result. Every thread of the block must call it (it synchronises).
+template <class T, int N>
+__device__ __forceinline__ bool stage_rows(const Params<T>& p, const ChunkPos& c, int64_t g, float* sB, float* sC) {
+  const int64_t L = c.t1 - c.t0;
+  const bool staged = L <= stage_tokens<N>();
+  if (staged) {
+    for (int64_t e = threadIdx.x; e < L * N; e += kThreads) {
+      const int64_t src = ((c.t0 + e / N) * p.ngroups + g) * N + e % N;
+      sB[e] = detail::ldg(p.B + src);
+      if (sC) sC[e] = detail::ldg(p.C + src);
+    }
+  }
+  __syncthreads();
+  return staged;
+}
+template <class T, int N, bool kC>
+__device__ __forceinline__ void get_rows(const Params<T>& p, int64_t t, int64_t g, const ChunkPos& c, bool staged,
+                                         const float* sB, const float* sC, Tok<N>& x) {
+  if (staged) {
+    const int64_t o = (t - c.t0) * N;
+#pragma unroll
+    for (int n = 0; n < N; ++n) {
+      x.B[n] = sB[o + n];
+      if constexpr (kC) x.C[n] = sC[o + n];
+    }
+  } else {
+    load_rows<T, N, kC>(p, t, g, x);
+  }
+}
+
+template <class T>
+__device__ __forceinline__ float dt_of(const Params<T>& p, float delta, float bias, float& raw) {
+  raw = delta + bias;
+  return p.softplus ? detail::softplus_f(raw) : raw;
+}
+
+// One forward step: h = exp(Δ·A)·h + B·(Δu). Shared by every kernel so states agree bit for bit.
+template <int N>
+__device__ __forceinline__ void fwd_step(float (&h)[N], const float (&A)[N], const float (&B)[N], float dt, float dtu) {
+#pragma unroll
+  for (int n = 0; n < N; ++n) h[n] = __expf(dt * A[n]) * h[n] + B[n] * dtu;
+}
+
+// Forward pass 1 (chunks that are not their sequence's last): local end state from h = 0, and ΣΔ.
+template <class T, int N>
+__global__ void __launch_bounds__(kThreads, fwd_min_blocks<N>()) fwd_local(Params<T> p) {
+  const int64_t slot = blockIdx.x;
+  ChunkPos c;
+  if (!chunk_pos(p, slot, c) || c.k == c.nk - 1) return;
+  const Lane l = lane_of(p);
+  __shared__ float sB[stage_tokens<N>() * N];
+  const bool staged = stage_rows<T, N>(p, c, l.g, sB, nullptr);
+  if (!l.active) return;
+  float A[N], h[N];
+#pragma unroll
+  for (int n = 0; n < N; ++n) {
+    A[n] = detail::ld(p.A, l.d * N + n);
+    h[n] = 0.0f;
+  }
+  const float bias = p.delta_bias ? detail::ld(p.delta_bias, l.d) : 0.0f;
+  float sd = 0.0f, raw;
+  Tok<N> cur, nxt;
+  load_tok<T, N, false, false, false>(p, c.t0, l.d, l.g, true, nxt);
+  #pragma unroll 1
+  for (int64_t t = c.t0; t < c.t1; ++t) {
+    cur = nxt;
+    get_rows<T, N, false>(p, t, l.g, c, staged, sB, nullptr, cur);
+    if (t + 1 < c.t1) load_tok<T, N, false, false, false>(p, t + 1, l.d, l.g, true, nxt);
+    const float dt = dt_of(p, cur.delta, bias, raw);
+    sd += dt;
+    fwd_step<N>(h, A, cur.B, dt, dt * cur.u);
+  }
+#pragma unroll
+  for (int n = 0; n < N; ++n) p.ws_state[(slot * p.dim + l.d) * N + n] = h[n];
+  p.ws_sd[slot * p.dim + l.d] = sd;
+}
+
+// Forward pass 2, one thread per (sequence, channel, state): chunk-start states in order,
+// h_start[k+1] = exp(A·ΣΔ_k)·h_start[k] + h_local[k], written over h_local in ws_state.
+template <class T, int N>
+__global__ void fwd_combine(Params<T> p) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= p.batch * p.dim * N) return;
+  const uint32_t i32 = static_cast<uint32_t>(i), dim32 = static_cast<uint32_t>(p.dim);  // < 2^31 (host check)
+  const int64_t n = i32 % N, d = (i32 / N) % dim32, b = i32 / (N * dim32);
+  const int64_t start = p.cu[b], end = p.cu[b + 1];
+  float h = p.init ? detail::ld(p.init, (b * p.dim + d) * N + n) : 0.0f;
+  if (end <= start) {
+    if (p.final_state) detail::st(p.final_state, (b * p.dim + d) * N + n, h);
+    return;
+  }
+  const float a = detail::ld(p.A, d * N + n);
+  const int64_t nk = (end - start + p.chunk - 1) / p.chunk, s0 = b + start / p.chunk;
+  constexpr int kPre = 16;  // loads in flight ahead of the dependent chain
+  for (int64_t k0 = 0; k0 < nk; k0 += kPre) {
+    float loc[kPre], sd[kPre];
+#pragma unroll
+    for (int j = 0; j < kPre; ++j) {
+      const int64_t k = k0 + j;
+      if (k < nk - 1) {
+        loc[j] = p.ws_state[((s0 + k) * p.dim + d) * N + n];
+        sd[j] = p.ws_sd[(s0 + k) * p.dim + d];
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < kPre; ++j) {
+      const int64_t k = k0 + j;
+      if (k < nk) p.ws_state[((s0 + k) * p.dim + d) * N + n] = h;  // start of chunk k (same slot as loaded)
+      if (k < nk - 1) h = __expf(a * sd[j]) * h + loc[j];
+    }
+  }
+}
+
+// Forward pass 3: each chunk from its start state; writes out, saved_states and final_state.
+template <class T, int N>
+__global__ void __launch_bounds__(kThreads, fwd_min_blocks<N>()) fwd_chunk(Params<T> p) {
+  const int64_t slot = blockIdx.x;
+  ChunkPos c;
+  if (!chunk_pos(p, slot, c)) return;
+  const Lane l = lane_of(p);
+  __shared__ float sB[stage_tokens<N>() * N];
+  __shared__ float sC[stage_tokens<N>() * N];
+  const bool staged = stage_rows<T, N>(p, c, l.g, sB, sC);
+  if (!l.active) return;
+  const int64_t d = l.d;
+  float A[N], h[N];
+#pragma unroll
+  for (int n = 0; n < N; ++n) {
+    A[n] = detail::ld(p.A, d * N + n);
+    if (c.k == 0) h[n] = p.init ? detail::ld(p.init, (c.b * p.dim + d) * N + n) : 0.0f;
+    else h[n] = p.ws_state[(slot * p.dim + d) * N + n];
+    if (p.saved) detail::st(p.saved, (slot * p.dim + d) * N + n, h[n]);
+  }
+  const float bias = p.delta_bias ? detail::ld(p.delta_bias, d) : 0.0f;
+  const float Dd = p.D ? detail::ld(p.D, d) : 0.0f;
+  float raw;
+  Tok<N> cur, nxt;
+  load_tok<T, N, false, true, true>(p, c.t0, d, l.g, true, nxt);
+  #pragma unroll 1
+  for (int64_t t = c.t0; t < c.t1; ++t) {
+    cur = nxt;
+    get_rows<T, N, true>(p, t, l.g, c, staged, sB, sC, cur);
+    if (t + 1 < c.t1) load_tok<T, N, false, true, true>(p, t + 1, d, l.g, true, nxt);
+    const float dt = dt_of(p, cur.delta, bias, raw);
+    fwd_step<N>(h, A, cur.B, dt, dt * cur.u);
+    float y = Dd * cur.u;
+#pragma unroll
+    for (int n = 0; n < N; ++n) y += cur.C[n] * h[n];
+    if (p.z) y *= cur.z * detail::sigmoid_f(cur.z);
+    detail::st(p.out, t * p.dim + d, y);
+  }
+  if (c.k == c.nk - 1 && p.final_state) {
+#pragma unroll
+    for (int n = 0; n < N; ++n) detail::st(p.final_state, (c.b * p.dim + d) * N + n, h[n]);
+  }
+}
+
+// Backward pass 1 (chunks k >= 1): the adjoint at the chunk start from a zero adjoint at its end,
+// g = (g + dy·C)·exp(Δ·A) in reverse, and ΣΔ.
+template <class T, int N>
+__global__ void __launch_bounds__(kThreads) bwd_local(Params<T> p) {
+  const int64_t slot = blockIdx.x;
+  ChunkPos c;
+  if (!chunk_pos(p, slot, c) || c.k == 0) return;
+  const Lane l = lane_of(p);
+  if (!l.active) return;
+  float A[N], g[N];
+#pragma unroll
+  for (int n = 0; n < N; ++n) {
+    A[n] = detail::ld(p.A, l.d * N + n);
+    g[n] = 0.0f;
+  }
+  const float bias = p.delta_bias ? detail::ld(p.delta_bias, l.d) : 0.0f;
+  float sd = 0.0f, raw;
+  Tok<N> cur, nxt;
+  load_tok<T, N, true, true, true>(p, c.t1 - 1, l.d, l.g, true, nxt);
+  #pragma unroll 1
+  for (int64_t t = c.t1 - 1; t >= c.t0; --t) {
+    cur = nxt;
+    load_rows<T, N, true>(p, t, l.g, cur);
+    if (t - 1 >= c.t0) load_tok<T, N, true, true, true>(p, t - 1, l.d, l.g, true, nxt);
+    const float dt = dt_of(p, cur.delta, bias, raw);
+    sd += dt;
+    const float dy = p.z ? cur.dout * cur.z * detail::sigmoid_f(cur.z) : cur.dout;
+#pragma unroll
+    for (int n = 0; n < N; ++n) g[n] = (g[n] + dy * cur.C[n]) * __expf(dt * A[n]);
+  }
+#pragma unroll
+  for (int n = 0; n < N; ++n) p.ws_state[(slot * p.dim + l.d) * N + n] = g[n];
+  p.ws_sd[slot * p.dim + l.d] = sd;
+}
+
+// Backward pass 2, one thread per (sequence, channel, state): the adjoint entering each chunk's
+// end, in reverse chunk order, written over the local adjoints in ws_state.
+template <class T, int N>
+__global__ void bwd_combine(Params<T> p) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= p.batch * p.dim * N) return;
+  const uint32_t i32 = static_cast<uint32_t>(i), dim32 = static_cast<uint32_t>(p.dim);  // < 2^31 (host check)
+  const int64_t n = i32 % N, d = (i32 / N) % dim32, b = i32 / (N * dim32);
+  const int64_t start = p.cu[b], end = p.cu[b + 1];
+  float g = p.dfinal ? detail::ld(p.dfinal, (b * p.dim + d) * N + n) : 0.0f;
+  if (end <= start) {
+    if (p.dinit) detail::st(p.dinit, (b * p.dim + d) * N + n, g);
+    return;
+  }
+  const float a = detail::ld(p.A, d * N + n);
+  const int64_t nk = (end - start + p.chunk - 1) / p.chunk, s0 = b + start / p.chunk;
+  constexpr int kPre = 16;
+  for (int64_t k0 = nk - 1; k0 >= 0; k0 -= kPre) {
+    float loc[kPre], sd[kPre];
+#pragma unroll
+    for (int j = 0; j < kPre; ++j) {
+      const int64_t k = k0 - j;
+      if (k >= 1) {
+        loc[j] = p.ws_state[((s0 + k) * p.dim + d) * N + n];
+        sd[j] = p.ws_sd[(s0 + k) * p.dim + d];
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < kPre; ++j) {
+      const int64_t k = k0 - j;
+      if (k >= 0) {
+        p.ws_state[((s0 + k) * p.dim + d) * N + n] = g;  // adjoint at the end of chunk k
+        if (k >= 1) g = __expf(a * sd[j]) * g + loc[j];
+      }
+    }
+  }
+}
+
+// Sums V (a multiple of 32) values over the warp's lanes with V - 1 shuffles; afterwards lane L
+// holds the sums of values L·(V/32) + i, i < V/32, in v[0 .. V/32). Fixed order.
+template <int O, int Cnt, int V>
+__device__ __forceinline__ void transpose_sum_step(float (&v)[V], int lane) {
+  const bool upper = (lane & O) != 0;
+#pragma unroll
+  for (int i = 0; i < Cnt / 2; ++i) {
+    const float send = upper ? v[i] : v[i + Cnt / 2];
+    const float keep = upper ? v[i + Cnt / 2] : v[i];
+    v[i] = keep + __shfl_xor_sync(0xffffffffu, send, O);
+  }
+  if constexpr (O > 1) transpose_sum_step<O / 2, Cnt / 2, V>(v, lane);
+}
+template <int V>
+__device__ __forceinline__ void warp_transpose_sum(float (&v)[V], int lane) {
+  static_assert(V % 32 == 0, "V must be a multiple of 32");
+  transpose_sum_step<16, V, V>(v, lane);
+}
+
+// Backward pass 3: per chunk, recompute the states (a segment of kSeg tokens at a time kept in
+// shared memory, walking the segments in reverse), then the reverse recurrence from the adjoint
+// at the chunk end. Writes du, ddelta, dz, dinitial_state and the dA/dD/ddelta_bias/dB/dC partials.
+template <class T, int N>
+__global__ void __launch_bounds__(kThreads, bwd_min_blocks<N>()) bwd_chunk(Params<T> p) {
+  extern __shared__ float smem[];
+  constexpr int kSeg = seg_len<N>();
+  constexpr int kTile = N < 16 ? N : 16;  // states per dB/dC warp reduction
+  static_assert(N % kTile == 0, "d_state must be a multiple of the reduction tile");
+  const int64_t slot = blockIdx.x;
+  const int lane = threadIdx.x % 32;
+  const Lane l = lane_of(p);
+  const int64_t d = l.d;
+  const int64_t W = p.dim * N + 2 * p.dim;
+  ChunkPos c;
+  if (!chunk_pos(p, slot, c)) {  // unused slot: zero partials (uniform over the block)
+    if (l.active) {
+      for (int n = 0; n < N; ++n) p.ws_par[slot * W + d * N + n] = 0.0f;
+      p.ws_par[slot * W + p.dim * N + d] = 0.0f;
+      p.ws_par[slot * W + p.dim * N + p.dim + d] = 0.0f;
+    }
+    return;
+  }
+  float A[N], g[N], h0[N], dA[N];
+#pragma unroll
+  for (int n = 0; n < N; ++n) {
+    A[n] = l.active ? detail::ld(p.A, d * N + n) : 0.0f;
+    g[n] = l.active ? p.ws_state[(slot * p.dim + d) * N + n] : 0.0f;
+    h0[n] = l.active ? detail::ld(p.saved_in, (slot * p.dim + d) * N + n) : 0.0f;
+    dA[n] = 0.0f;
+  }
+  const float bias = (l.active && p.delta_bias) ? detail::ld(p.delta_bias, d) : 0.0f;
+  const float Dd = (l.active && p.D) ? detail::ld(p.D, d) : 0.0f;
+  float dD = 0.0f, ddb = 0.0f, raw = 0.0f;
+  float* sB = smem + (kSeg + 1) * N * kThreads;
+  float* sC = sB + stage_tokens<N>() * N;
+  const bool staged = stage_rows<T, N>(p, c, l.g, sB, sC);
+  float* hist = smem + threadIdx.x;  // hist[(i·N + n)·kThreads]: state after segment token i - 1
+  auto hs = [&](int i, int n) -> float& { return hist[(i * N + n) * kThreads]; };
+  const int64_t wpg = 2 * p.bpg;
+  const int64_t L = c.t1 - c.t0, nseg = (L + kSeg - 1) / kSeg;
+  for (int64_t seg = nseg - 1; seg >= 0; --seg) {
+    const int64_t ss = c.t0 + seg * kSeg, se = ss + kSeg < c.t1 ? ss + kSeg : c.t1;
+    float h[N];
+#pragma unroll
+    for (int n = 0; n < N; ++n) h[n] = h0[n];
+    {
+      Tok<N> cur, nxt;
+      load_tok<T, N, false, false, false>(p, c.t0, d, l.g, l.active, nxt);
+      #pragma unroll 1
+      for (int64_t t = c.t0; t < se; ++t) {
+        cur = nxt;
+        get_rows<T, N, false>(p, t, l.g, c, staged, sB, sC, cur);
+        if (t + 1 < se) load_tok<T, N, false, false, false>(p, t + 1, d, l.g, l.active, nxt);
+        if (t == ss) {
+#pragma unroll
+          for (int n = 0; n < N; ++n) hs(0, n) = h[n];
+        }
+        const float dt = l.active ? dt_of(p, cur.delta, bias, raw) : 0.0f;
+        fwd_step<N>(h, A, cur.B, dt, dt * cur.u);
+        if (t >= ss) {
+#pragma unroll
+          for (int n = 0; n < N; ++n) hs(static_cast<int>(t - ss) + 1, n) = h[n];
+        }
+      }
+    }
+    // h holds the state after token se - 1.
+    Tok<N> cur, nxt;
+    load_tok<T, N, true, true, true>(p, se - 1, d, l.g, l.active, nxt);
+    #pragma unroll 1
+    for (int64_t t = se - 1; t >= ss; --t) {
+      cur = nxt;
+      get_rows<T, N, true>(p, t, l.g, c, staged, sB, sC, cur);
+      if (t - 1 >= ss) load_tok<T, N, true, true, true>(p, t - 1, d, l.g, l.active, nxt);
+      const int i = static_cast<int>(t - ss);
+      const float dt = l.active ? dt_of(p, cur.delta, bias, raw) : 0.0f;
+      const float u = cur.u;
+      float dy = cur.dout, sg = 0.0f;
+      if (p.z) {
+        sg = detail::sigmoid_f(cur.z);
+        dy = cur.dout * cur.z * sg;
+        float y = Dd * u;
+#pragma unroll
+        for (int n = 0; n < N; ++n) y += cur.C[n] * h[n];
+        if (l.active) detail::st(p.dz, t * p.dim + d, cur.dout * y * sg * (1.0f + cur.z * (1.0f - sg)));
+      }
+      float du = Dd * dy, ddt = 0.0f;
+      dD += dy * u;
+      const int64_t bc_row = ((t * p.ngroups + l.g) * wpg + l.warp_in_group) * (2 * N);
+#pragma unroll
+      for (int n0 = 0; n0 < N; n0 += kTile) {
+        float v[32];
+#pragma unroll
+        for (int j = 0; j < 32; ++j) v[j] = 0.0f;
+#pragma unroll
+        for (int j = 0; j < kTile; ++j) {
+          const int n = n0 + j;
+          const float Bn = cur.B[n], Cn = cur.C[n];
+          const float hp = hs(i, n);
+          const float decay = __expf(dt * A[n]);
+          const float gv = g[n] + dy * Cn;
+          const float x = gv * decay * hp;  // ∂L/∂(Δ·A) for this state
+          ddt += x * A[n] + gv * Bn * u;
+          dA[n] += x * dt;
+          du += gv * Bn * dt;
+          v[j] = gv * dt * u;        // dB partial
+          v[kTile + j] = dy * h[n];  // dC partial
+          g[n] = gv * decay;
+          h[n] = hp;  // becomes the state after token t - 1
+        }
+        warp_transpose_sum<32>(v, lane);
+        const int idx = lane;  // lane L now holds the warp sum of v[L]
+        if (idx < 2 * kTile) {
+          const int n = n0 + (idx < kTile ? idx : idx - kTile);
+          p.ws_bc[bc_row + (idx < kTile ? 0 : N) + n] = v[0];
+        }
+      }
+      if (p.softplus && raw <= 20.0f) ddt *= detail::sigmoid_f(raw);
+      if (l.active) {
+        detail::st(p.du, t * p.dim + d, du);
+        detail::st(p.ddelta, t * p.dim + d, ddt);
+      }
+      ddb += ddt;
+    }
+  }
+  if (!l.active) return;
+  if (c.k == 0 && p.dinit) {
+#pragma unroll
+    for (int n = 0; n < N; ++n) detail::st(p.dinit, (c.b * p.dim + d) * N + n, g[n]);
+  }
+#pragma unroll
+  for (int n = 0; n < N; ++n) p.ws_par[slot * W + d * N + n] = dA[n];
+  p.ws_par[slot * W + p.dim * N + d] = dD;
+  p.ws_par[slot * W + p.dim * N + p.dim + d] = ddb;
+}
+
+// dB[t, g, n] = Σ_w partial[t, g, w, n] and dC likewise, warps in order (overwrites dB, dC).
+template <class T>
+__global__ void bwd_reduce_bc(const float* __restrict part, int64_t rows, int64_t wpg, int64_t N, T* __restrict dB,
+                              T* __restrict dC) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= rows * 2 * N) return;
+  const int64_t row = i / (2 * N), j = i % (2 * N);
+  float s = 0.0f;
+  for (int64_t w = 0; w < wpg; ++w) s += part[(row * wpg + w) * 2 * N + j];
+  if (j < N) dB[row * N + j] = T(s);
+  else dC[row * N + j - N] = T(s);
+}
+
+template <class T, class In>
+Params<T> make_params(const In& in, const SelectiveScanSizes& s) {
+  Params<T> p;
+  p.u = in.u.data;
+  p.delta = in.delta.data;
+  p.A = in.A.data;
+  p.B = in.B.data;
+  p.C = in.C.data;
+  p.D = is_given(in.D) ? in.D.data : nullptr;
+  p.delta_bias = is_given(in.delta_bias) ? in.delta_bias.data : nullptr;
+  p.z = is_given(in.z) ? in.z.data : nullptr;
+  p.init = is_given(in.initial_state) ? in.initial_state.data : nullptr;
+  p.cu = in.cu_seqlens.data;
+  p.tokens = s.tokens;
+  p.dim = s.dim;
+  p.ngroups = s.ngroups;
+  p.batch = s.batch;
+  p.chunk = in.chunk;
+  p.slots = s.batch + s.tokens / in.chunk;
+  p.per_group = s.dim / s.ngroups;
+  p.bpg = (p.per_group + kThreads - 1) / kThreads;
+  p.softplus = in.delta_softplus;
+  const auto aligned = [](const void* q) { return reinterpret_cast<std::uintptr_t>(q) % 16 == 0; };
+  p.vec_bc = aligned(p.B) && aligned(p.C);
+  return p;
+}
+
+// Slot map and the chunk-state workspaces (scratch ids 0..2).
+template <class T, int N>
+void prepare(Params<T>& p, cudaStream_t stream) {
+  MAMBATRACK_CHECK(p.batch * p.dim * N < (int64_t{1} << 31) && p.slots < (int64_t{1} << 31), ConfigError,
+                   "cuda selective_scan: batch · dim · d_state = ", p.batch, " · ", p.dim, " · ", N,
+                   " must stay below 2^31; split the batch");
+  int* map = static_cast<int*>(detail::scratch(0, static_cast<std::size_t>(2 * p.slots) * sizeof(int)));
+  p.slot_seq = map;
+  p.slot_k = map + p.slots;
+  p.ws_state = static_cast<float*>(detail::scratch(1, static_cast<std::size_t>(p.slots * p.dim * N) * sizeof(float)));
+  p.ws_sd = static_cast<float*>(detail::scratch(2, static_cast<std::size_t>(p.slots * p.dim) * sizeof(float)));
+  MAMBATRACK_CUDA_CHECK(cudaMemsetAsync(map, 0xff, static_cast<std::size_t>(p.slots) * sizeof(int), stream));
+  map_slots<<<static_cast<unsigned>((p.batch + 127) / 128), 128, 0, stream>>>(p.cu, p.batch, p.tokens, p.chunk, p.slots,
+                                                                              p.slot_seq, p.slot_k);
+  MAMBATRACK_CUDA_CHECK(cudaGetLastError());
+}
+
+template <class T, int N>
+void launch_fwd(Params<T> p, cudaStream_t stream) {
+  prepare<T, N>(p, stream);
+  const dim3 grid(static_cast<unsigned>(p.slots), static_cast<unsigned>(p.ngroups * p.bpg));
+  fwd_local<T, N><<<grid, kThreads, 0, stream>>>(p);
+  MAMBATRACK_CUDA_CHECK(cudaGetLastError());
+  const int64_t n_comb = p.batch * p.dim * N;
+  fwd_combine<T, N><<<static_cast<unsigned>((n_comb + 255) / 256), 256, 0, stream>>>(p);
+  MAMBATRACK_CUDA_CHECK(cudaGetLastError());
+  fwd_chunk<T, N><<<grid, kThreads, 0, stream>>>(p);
+  MAMBATRACK_CUDA_CHECK(cudaGetLastError());
+}
+
+template <class T, int N>
+void launch_bwd(Params<T> p, const SelectiveScanBwdArgs<T, Cuda>& a, cudaStream_t stream) {
+  prepare<T, N>(p, stream);
+  const int64_t W = p.dim * N + 2 * p.dim, wpg = 2 * p.bpg;
+  p.ws_par = static_cast<float*>(detail::scratch(3, static_cast<std::size_t>(p.slots * W) * sizeof(float)));
+  p.ws_bc = static_cast<float*>(
+      detail::scratch(4, static_cast<std::size_t>(p.tokens * p.ngroups * wpg * 2 * N) * sizeof(float) + 4));
+  const dim3 grid(static_cast<unsigned>(p.slots), static_cast<unsigned>(p.ngroups * p.bpg));
+  bwd_local<T, N><<<grid, kThreads, 0, stream>>>(p);
+  MAMBATRACK_CUDA_CHECK(cudaGetLastError());
+  const int64_t n_comb = p.batch * p.dim * N;
+  bwd_combine<T, N><<<static_cast<unsigned>((n_comb + 255) / 256), 256, 0, stream>>>(p);
+  MAMBATRACK_CUDA_CHECK(cudaGetLastError());
+  constexpr std::size_t kSmem = bwd_smem_bytes<N>();
+  MAMBATRACK_CUDA_CHECK(
+      cudaFuncSetAttribute(bwd_chunk<T, N>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSmem)));
+  bwd_chunk<T, N><<<grid, kThreads, kSmem, stream>>>(p);
+  MAMBATRACK_CUDA_CHECK(cudaGetLastError());
+  const int64_t rows = p.tokens * p.ngroups;
+  if (rows > 0) {
+    bwd_reduce_bc<T><<<static_cast<unsigned>((rows * 2 * N + 255) / 256), 256, 0, stream>>>(p.ws_bc, rows, wpg, N,
+                                                                                          a.dB.data, a.dC.data);
+    MAMBATRACK_CUDA_CHECK(cudaGetLastError());
+  }
+  float* tmp = static_cast<float*>(
+      detail::scratch(5, static_cast<std::size_t>((p.slots + 63) / 64 * p.dim * N) * sizeof(float) + 4));
+  detail::sum_rows_accumulate<T>(p.ws_par, p.slots, W, p.dim * N, tmp, a.dA.data, stream);
+  if (p.D) detail::sum_rows_accumulate<T>(p.ws_par + p.dim * N, p.slots, W, p.dim, tmp, a.dD.data, stream);
+  if (p.delta_bias)
+    detail::sum_rows_accumulate<T>(p.ws_par + p.dim * N + p.dim, p.slots, W, p.dim, tmp, a.ddelta_bias.data, stream);
+}
+
+template <class T>
+constexpr void check_type() {
+  static_assert(std::is_same_v<T, float> || std::is_same_v<T, bfloat16>,
+                "cuda::selective_scan supports float and bfloat16 storage");
+}
+
+}  // namespace scan_detail
+
+// Forward on `stream`: out, and final_state / saved_states when given. cu_seqlens lives on the
+// device and is not read by the host: it must be valid (validate_cu_seqlens before uploading);
+// sequences with impossible ranges are skipped.
+template <class T>
+void selective_scan_fwd(const SelectiveScanFwdArgs<T, Cuda>& a, cudaStream_t stream = nullptr) {
+  scan_detail::check_type<T>();
+  const SelectiveScanSizes s = validate_selective_scan(a);
+  if (s.dim == 0) return;
+  scan_detail::Params<T> p = scan_detail::make_params<T>(a.in, s);
+  p.out = a.out.data;
+  p.final_state = is_given(a.final_state) ? a.final_state.data : nullptr;
+  p.saved = is_given(a.saved_states) ? a.saved_states.data : nullptr;
+  dispatch_value(SupportedDState{}, static_cast<int>(s.d_state), "selective_scan d_state (CUDA)",
+                 [&](auto nc) { scan_detail::launch_fwd<T, decltype(nc)::value>(p, stream); });
+}
+
+// Backward on `stream` (needs the forward's saved_states): overwrites du, ddelta, dB, dC, dz,
+// dinitial_state; accumulates into dA, dD, ddelta_bias. No atomics: bit-identical run to run.
+template <class T>
+void selective_scan_bwd(const SelectiveScanBwdArgs<T, Cuda>& a, cudaStream_t stream = nullptr) {
+  scan_detail::check_type<T>();
+  const SelectiveScanSizes s = validate_selective_scan(a, /*require_saved=*/true);
+  if (s.dim == 0) return;
+  scan_detail::Params<T> p = scan_detail::make_params<T>(a.in, s);
+  p.saved_in = a.saved_states.data;
+  p.dout = a.dout.data;
+  p.dfinal = is_given(a.dfinal_state) ? a.dfinal_state.data : nullptr;
+  p.du = a.du.data;
+  p.ddelta = a.ddelta.data;
+  p.dz = is_given(a.in.z) ? a.dz.data : nullptr;
+  p.dinit = is_given(a.dinitial_state) ? a.dinitial_state.data : nullptr;
+  dispatch_value(SupportedDState{}, static_cast<int>(s.d_state), "selective_scan d_state (CUDA)",
+                 [&](auto nc) { scan_detail::launch_bwd<T, decltype(nc)::value>(p, a, stream); });
+}
+
+}  // namespace mambatrack::cuda
