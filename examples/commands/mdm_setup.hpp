@@ -97,49 +97,40 @@ inline data::TrackSequenceOptions sequence_options(const train::Config& c) {
   return s;
 }
 
-inline MdmRun setup_mdm_run(const std::string& config_path, const std::vector<std::string>& sets,
-                            const std::string& data_arg, const std::string& run_dir, bool resume) {
-  MdmRun run;
-  train::Config& c = run.config;
-  if (!config_path.empty()) c.read_file(config_path);
-  for (const auto& s : sets) c.set(s);
-  for (const auto& [key, why] : c.ignored()) std::fprintf(stderr, "config: ignoring %s (%s)\n", key.c_str(), why.c_str());
-  make_dir(run_dir);
-  { std::ofstream(run_dir + "/config.yaml") << c.dump_yaml(); }
+// detectors.csv of a data directory, or the built-in TrackML layout when it has none.
+inline std::vector<data::ModuleRecord> module_records(const std::string& data_dir) {
+  const std::string detectors = data_dir + "/detectors.csv";
+  return is_file(detectors) ? data::read_detectors(detectors) : data::Detector::trackml_builtin_records();
+}
 
-  // Data and tokenizer.
-  run.data_dir = !data_arg.empty() ? data_arg : c.get<std::string>("data.data_dir");
-  if (run.data_dir.empty()) run.data_dir = simulate_into(run_dir + "/data", c);
-  const auto files = data::list_events(run.data_dir);
-  if (files.empty()) throw DataError(run.data_dir, 0, "", "no eventNNNNNNNNN-*.csv[.gz] files in this directory");
-  const auto volumes = c.get<std::vector<int32_t>>("data.volumes");
-  const std::string detectors = run.data_dir + "/detectors.csv";
-  const data::Tokenizer tokenizer = data::Tokenizer::from_modules(
-      is_file(detectors) ? data::read_detectors(detectors) : data::Detector::trackml_builtin_records(), volumes);
-  tokenizer.save(run_dir + "/tokenizer.txt");
-  run.vocab = tokenizer.vocab_size();
+// The event split of a run: data::split_events with the run's seed and split fractions.
+inline std::vector<data::Split> event_split(const train::Config& c, int64_t n_events) {
+  return data::split_events(n_events, static_cast<uint64_t>(c.get<int64_t>("seed")), c.get<double>("data.train_split"),
+                            c.get<double>("data.val_split"));
+}
 
-  // Events → split → track sequences.
-  const uint64_t seed = static_cast<uint64_t>(c.get<int64_t>("seed"));
-  const auto split = data::split_events(static_cast<int64_t>(files.size()), seed, c.get<double>("data.train_split"),
-                                        c.get<double>("data.val_split"));
-  const data::TrackSequenceOptions so = sequence_options(c);
-  data::TrackSequences train_seqs, val_seqs;
+// Track sequences of the events whose split is one of `which`, in file order.
+inline data::TrackSequences read_track_sequences(const std::vector<data::EventFiles>& files,
+                                                 const std::vector<data::Split>& split,
+                                                 const std::vector<data::Split>& which,
+                                                 const data::Tokenizer& tokenizer, const data::TrackSequenceOptions& so) {
+  data::TrackSequences out;
   for (std::size_t i = 0; i < files.size(); ++i) {
-    if (split[i] == data::Split::kTest) continue;
+    if (std::find(which.begin(), which.end(), split[i]) == which.end()) continue;
     const data::Event ev = data::read_event(files[i].prefix, false, true, true);
-    (split[i] == data::Split::kTrain ? train_seqs : val_seqs).append(data::build_track_sequences(ev, tokenizer, so));
+    out.append(data::build_track_sequences(ev, tokenizer, so));
   }
-  if (val_seqs.size() == 0)
-    throw ConfigError("pretrain-mdm: no validation tracks: " + std::to_string(files.size()) +
-                      " events are too few for data.val_split; give more events");
+  return out;
+}
 
-  // Model.
+// The MdmTask options of a resolved config (model, masking, losses) with the model config that
+// goes into model.safetensors; `vocab` is the tokenizer's size.
+inline train::MdmTaskOptions mdm_task_options(const train::Config& c, int64_t vocab) {
   train::MdmTaskOptions o;
   o.backbone.d_model = c.get<int64_t>("model.d_model");
   o.backbone.n_layer = c.get<int>("model.n_layers");
   o.backbone.input = nn::BackboneInput::kTokens;
-  o.backbone.vocab = run.vocab;
+  o.backbone.vocab = vocab;
   o.backbone.padding_idx = data::Tokenizer::kPad;
   if (c.get<bool>("model.position_embedding")) o.backbone.max_positions = c.get<int64_t>("model.max_length");
   const std::string norm = c.get<std::string>("model.norm");
@@ -152,7 +143,7 @@ inline MdmRun setup_mdm_run(const std::string& config_path, const std::vector<st
   o.mdm_hidden = c.get<int64_t>("model.mdm_hidden_dim");
   o.ntp_hidden = c.get<int64_t>("model.ntp_hidden_dim");
   o.batch_size = c.get<int64_t>("data.batch_size");
-  o.seed = seed;
+  o.seed = static_cast<uint64_t>(c.get<int64_t>("seed"));
   const std::string mask_mode = c.get<std::string>("training.mask_mode");
   if (mask_mode == "bert") o.mask.mode = data::MaskMode::kBert;
   else if (mask_mode != "mambapt") throw ConfigError(c.origin("training.mask_mode") + ": training.mask_mode must be mambapt or bert");
@@ -176,17 +167,56 @@ inline MdmRun setup_mdm_run(const std::string& config_path, const std::vector<st
                     {"d_state", c.get<int>("model.d_state")},
                     {"d_conv", c.get<int>("model.d_conv")},
                     {"expand", c.get<int>("model.expand")},
-                    {"vocab", run.vocab},
+                    {"vocab", vocab},
                     {"norm", norm},
                     {"bidirectional", o.backbone.bidirectional},
                     {"max_positions", o.backbone.max_positions},
                     {"mdm_hidden_dim", o.mdm_hidden},
                     {"ntp_hidden_dim", o.ntp_hidden},
                     {"tokenizer", "tokenizer.txt"}};
+  return o;
+}
+
+// The model and task of a resolved config on the given track sequences.
+inline std::unique_ptr<CpuMdmTask> make_mdm_task(const train::Config& c, train::MdmTaskOptions o,
+                                                 data::TrackSequences train_seqs, data::TrackSequences val_seqs) {
   nn::MambaOptions mo;
   const CpuMixer mixer = nn::make_mamba<CpuSsmBackend>(c.get<int>("model.d_state"), c.get<int>("model.d_conv"),
                                                         c.get<int>("model.expand"), o.backbone.d_model, mo);
-  run.task = std::make_unique<CpuMdmTask>(o, mixer, std::move(train_seqs), std::move(val_seqs));
+  return std::make_unique<CpuMdmTask>(std::move(o), mixer, std::move(train_seqs), std::move(val_seqs));
+}
+
+inline MdmRun setup_mdm_run(const std::string& config_path, const std::vector<std::string>& sets,
+                            const std::string& data_arg, const std::string& run_dir, bool resume) {
+  MdmRun run;
+  train::Config& c = run.config;
+  if (!config_path.empty()) c.read_file(config_path);
+  for (const auto& s : sets) c.set(s);
+  for (const auto& [key, why] : c.ignored()) std::fprintf(stderr, "config: ignoring %s (%s)\n", key.c_str(), why.c_str());
+  make_dir(run_dir);
+  { std::ofstream(run_dir + "/config.yaml") << c.dump_yaml(); }
+
+  // Data and tokenizer.
+  run.data_dir = !data_arg.empty() ? data_arg : c.get<std::string>("data.data_dir");
+  if (run.data_dir.empty()) run.data_dir = simulate_into(run_dir + "/data", c);
+  const auto files = data::list_events(run.data_dir);
+  if (files.empty()) throw DataError(run.data_dir, 0, "", "no eventNNNNNNNNN-*.csv[.gz] files in this directory");
+  const auto volumes = c.get<std::vector<int32_t>>("data.volumes");
+  const data::Tokenizer tokenizer = data::Tokenizer::from_modules(module_records(run.data_dir), volumes);
+  tokenizer.save(run_dir + "/tokenizer.txt");
+  run.vocab = tokenizer.vocab_size();
+
+  // Events → split → track sequences.
+  const auto split = event_split(c, static_cast<int64_t>(files.size()));
+  const data::TrackSequenceOptions so = sequence_options(c);
+  data::TrackSequences train_seqs = read_track_sequences(files, split, {data::Split::kTrain}, tokenizer, so);
+  data::TrackSequences val_seqs = read_track_sequences(files, split, {data::Split::kValidation}, tokenizer, so);
+  if (val_seqs.size() == 0)
+    throw ConfigError("pretrain-mdm: no validation tracks: " + std::to_string(files.size()) +
+                      " events are too few for data.val_split; give more events");
+
+  // Model.
+  run.task = make_mdm_task(c, mdm_task_options(c, run.vocab), std::move(train_seqs), std::move(val_seqs));
 
   // Trainer.
   train::TrainerOptions& t = run.trainer;

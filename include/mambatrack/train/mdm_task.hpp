@@ -4,7 +4,8 @@
 // than |p| of track 2, for in-batch permutation pairs, on the unmasked sequences). Micro-batches
 // alternate MDM / NTP as the seed does, or carry both losses (weighted) every time.
 // Everything random (batch order, masks, pairs, dropout) is a pure function of the seed and
-// the data cursor, so a resumed run continues exactly.
+// the data cursor, so a resumed run continues exactly. predict_mdm / predict_ntp give the
+// per-token and per-pair predictions on any track set for evaluation (train/mdm_metrics.hpp).
 #pragma once
 
 #include <algorithm>
@@ -23,6 +24,7 @@
 #include "mambatrack/nn/backbone.hpp"
 #include "mambatrack/nn/heads.hpp"
 #include "mambatrack/ops/cpu/losses.hpp"
+#include "mambatrack/train/mdm_metrics.hpp"
 #include "mambatrack/train/trainer.hpp"
 
 namespace mambatrack::train {
@@ -160,6 +162,71 @@ class MdmTask final : public TrainTask {
     return out;
   }
 
+  // MDM predictions (argmax over the whole vocabulary) for tracks `ids` of `src` at `mask_rate`,
+  // in evaluation mode (no dropout). Masks are those of validation: data::mask_packed with the
+  // task's seed, epoch `mask_epoch` and sample id = the track's index in `src`, so they do not
+  // depend on how the tracks are batched. Tracks too short to mask at this rate have no tokens.
+  MdmPredictions predict_mdm(const data::TrackSequences& src, const std::vector<int64_t>& ids, double mask_rate,
+                             int64_t mask_epoch = 0) {
+    backbone_.set_mode(false);
+    MdmPredictions r;
+    r.sample_ids = ids;
+    for (int64_t id : ids) {
+      MAMBATRACK_CHECK(id >= 0 && id < src.size(), ShapeError, "predict_mdm: track ", id, " of ", src.size());
+      r.hits.push_back(src.length(id) - 2);
+    }
+    if (ids.empty()) return r;
+    const data::PackedBatch batch = data::pack_batch(src, ids);
+    const MdmOut m = mdm_step(batch, mask_rate, mask_epoch, 0.0, false, &r);
+    r.loss_sum = m.loss * static_cast<double>(m.count);
+    return r;
+  }
+
+  // NTP predictions for explicit pairs (first[k], second[k]) of tracks of `src`, in evaluation
+  // mode; label = 1 when |p| of the first track is strictly larger (data/ntp_pairs.hpp).
+  NtpPredictions predict_ntp(const data::TrackSequences& src, const std::vector<int64_t>& first,
+                             const std::vector<int64_t>& second) {
+    MAMBATRACK_CHECK(first.size() == second.size(), ShapeError, "predict_ntp: ", first.size(), " first tracks, ",
+                     second.size(), " second tracks");
+    for (const auto* v : {&first, &second})
+      for (int64_t id : *v)
+        MAMBATRACK_CHECK(id >= 0 && id < src.size(), ShapeError, "predict_ntp: track ", id, " of ", src.size());
+    NtpPredictions r;
+    const auto b = static_cast<int64_t>(first.size());
+    if (b == 0) return r;
+    backbone_.set_mode(false);
+    ntp_head_.set_mode(false, 0, 0);
+    const int64_t d = o_.backbone.d_model;
+    const data::PackedBatch b1 = data::pack_batch(src, first), b2 = data::pack_batch(src, second);
+    ids_.assign(b1.tokens.begin(), b1.tokens.end());
+    cu_ = b1.cu_seqlens;
+    View<const T> y1 = backbone_.forward_tokens(bctx_, View<const int64_t>(ids_.data(), Shape{b1.num_tokens()}),
+                                                View<const int64_t>(cu_.data(), Shape{b + 1}));
+    gathered_.assign(y1.data, y1.data + b1.num_tokens() * d);  // the next forward reuses the context
+    ids_.assign(b2.tokens.begin(), b2.tokens.end());
+    cu2_ = b2.cu_seqlens;
+    View<const T> y2 = backbone_.forward_tokens(bctx_, View<const int64_t>(ids_.data(), Shape{b2.num_tokens()}),
+                                                View<const int64_t>(cu2_.data(), Shape{b + 1}));
+    View<const T> logits = ntp_head_.forward(nctx_, View<const T>(gathered_.data(), Shape{b1.num_tokens(), d}),
+                                             View<const int64_t>(cu_.data(), Shape{b + 1}), y2,
+                                             View<const int64_t>(cu2_.data(), Shape{b + 1}));
+    ntp_labels_.resize(static_cast<std::size_t>(b));
+    for (int64_t k = 0; k < b; ++k) ntp_labels_[k] = src.p[first[k]] > src.p[second[k]] ? 1 : 0;
+    ntp_dlogits_.resize(static_cast<std::size_t>(b * 2));
+    CrossEntropyArgs<T> ce;
+    ce.logits = logits;
+    ce.labels = View<const int64_t>(ntp_labels_.data(), Shape{b});
+    ce.dlogits = View<T>(ntp_dlogits_.data(), Shape{b, 2});
+    ce.grad_scale = 0.0;
+    const LossResult lr = cpu::cross_entropy(ce);
+    r.loss_sum = lr.loss * static_cast<double>(lr.count);
+    for (int64_t k = 0; k < b; ++k) {
+      r.label.push_back(static_cast<int32_t>(ntp_labels_[k]));
+      r.predicted.push_back(logits.data[2 * k + 1] > logits.data[2 * k] ? 1 : 0);
+    }
+    return r;
+  }
+
  private:
   struct MdmOut {
     double loss = 0;
@@ -194,7 +261,9 @@ class MdmTask final : public TrainTask {
 
   // MDM on one batch: mask, encode, head on the masked positions only, smoothed CE. With
   // `backward`, adds grad_scale · ∂loss/∂θ into the store's gradients.
-  MdmOut mdm_step(const data::PackedBatch& batch, double rate, int64_t epoch, double grad_scale, bool backward) {
+  // With `record`, appends each masked token's track, position, label and prediction to it.
+  MdmOut mdm_step(const data::PackedBatch& batch, double rate, int64_t epoch, double grad_scale, bool backward,
+                  MdmPredictions* record = nullptr) {
     data::MaskOptions mo = o_.mask;
     mo.rate = rate;
     mo.vocab_size = o_.backbone.vocab;
@@ -229,7 +298,17 @@ class MdmTask final : public TrainTask {
     out.count = lr.count;
     for (int64_t i = 0; i < m; ++i) {
       const T* row = logits.data + i * vocab;
-      out.correct += (std::max_element(row, row + vocab) - row) == labels_[i];
+      const int64_t predicted = std::max_element(row, row + vocab) - row;
+      out.correct += predicted == labels_[i];
+      if (record) {
+        const int64_t pos = masked.masked_positions[i];
+        const int64_t s = std::upper_bound(batch.cu_seqlens.begin(), batch.cu_seqlens.end(), pos) -
+                          batch.cu_seqlens.begin() - 1;
+        record->track.push_back(s);
+        record->position.push_back(pos - batch.cu_seqlens[s]);
+        record->label.push_back(static_cast<int32_t>(labels_[i]));
+        record->predicted.push_back(static_cast<int32_t>(predicted));
+      }
     }
     if (backward) {
       View<const T> dx = mdm_head_.backward(mctx_, View<const T>(dlogits_.data(), Shape{m, vocab}));
