@@ -4,6 +4,7 @@
 #include <cstring>
 #include <string>
 
+#include "commands/eval.hpp"
 #include "commands/inspect.hpp"
 #include "commands/pretrain_mdm.hpp"
 #include "commands/simulate.hpp"
@@ -20,6 +21,8 @@ const Command kCommands[] = {
      mambatrack::cli::run_simulate},
     {"pretrain-mdm", "MAMBA-PT pretraining: masked detector module + next track prediction",
      mambatrack::cli::run_pretrain_mdm},
+    {"eval", "evaluate a MAMBA-PT checkpoint: MDM accuracies per mask rate and track length, NTP",
+     mambatrack::cli::run_eval},
     {"inspect", "print a checkpoint's config, tensor names, shapes, dtypes and parameter count",
      mambatrack::cli::run_inspect},
 };
