@@ -27,6 +27,7 @@ inline int run_pretrain_mdm(int argc, char** argv) {
       .option("set", "", "override a config key, e.g. --set model.d_model=32 (repeatable)", true)
       .option("threads", "0", "CPU threads (0: all cores); the same seed and thread count give identical runs")
       .option("device", "cpu", "cpu, or auto (the GPU when there is one)")
+      .option("stop-at-step", "0", "stop at this step as Ctrl-C would: checkpoint and exit (0: run to the end)")
       .flag("resume", "continue from the latest checkpoint in RUN_DIR");
   if (!a.parse(argc, argv)) return 0;
   if (a.str("device") == "cuda") throw ConfigError("--device cuda: the CUDA training path is not built yet; use cpu");
@@ -38,6 +39,7 @@ inline int run_pretrain_mdm(int argc, char** argv) {
                static_cast<long long>(run.task->num_train_tracks()), static_cast<long long>(run.task->num_val_tracks()),
                static_cast<long long>(run.vocab), static_cast<long long>(run.task->store().num_trainable()),
                static_cast<long long>(run.trainer.max_steps), num_threads());
+  run.trainer.stop_at_step = a.integer("stop-at-step");
   train::Trainer trainer(run.trainer, *run.task);
   const train::TrainSummary s = trainer.run();
 

@@ -80,6 +80,7 @@ struct TrainerOptions {
   int64_t log_every = 10;        // a train record in metrics.jsonl/csv every N steps
   int64_t max_nonfinite = 10;
   bool resume = false;           // continue from the latest checkpoint in run_dir
+  int64_t stop_at_step = 0;      // > 0: stop there as a SIGTERM would (checkpoint, return)
   bool tensorboard = true;
   ProgressOptions progress;
   std::FILE* progress_out = stderr;
@@ -147,6 +148,7 @@ class Trainer {
 
     const auto spans = trainable_spans(store);
     std::map<std::string, double> window;  // metric sums since the last train record
+    std::map<std::string, int64_t> window_counts;  // steps that reported each metric
     int64_t window_steps = 0;
     double window_tokens = 0;
     auto window_start = std::chrono::steady_clock::now();
@@ -212,7 +214,10 @@ class Trainer {
 
       // Output: progress every step, a metrics record every log_every steps.
       metrics["loss"] = loss;
-      for (const auto& [k, v] : metrics) window[k] += v;
+      for (const auto& [k, v] : metrics) {
+        window[k] += v;
+        ++window_counts[k];
+      }
       ++window_steps;
       window_tokens += static_cast<double>(tokens);
       const double seconds =
@@ -228,18 +233,20 @@ class Trainer {
       if (opt_.log_every > 0 && (step % opt_.log_every == 0 || step == opt_.max_steps)) {
         MetricRecord r;
         r.step = step;
-        for (const auto& [k, v] : window) r.values[k] = v / static_cast<double>(window_steps);
+        for (const auto& [k, v] : window) r.values[k] = v / static_cast<double>(window_counts[k]);
         r.lr = lr;
         r.grad_norm = gnorm;
         if (seconds > 0) r.tokens_per_s = window_tokens / seconds;
         sinks.write(r);
         window.clear();
+        window_counts.clear();
         window_steps = 0;
         window_tokens = 0;
         window_start = std::chrono::steady_clock::now();
       }
       if (opt_.eval_every > 0 && step % opt_.eval_every == 0) evaluate(step);
       if (opt_.checkpoint_every > 0 && step % opt_.checkpoint_every == 0) save(step);
+      if (opt_.stop_at_step > 0 && step == opt_.stop_at_step) signals.request_stop();
     }
     summary.stopped_by_signal = signals.stop_requested();
     if (summary.stopped_by_signal) {
