@@ -175,6 +175,21 @@ inline FmRun setup_fm_run(const std::string& config_path, const std::string& sec
   make_dir(run_dir);
   { std::ofstream(run_dir + "/config.yaml") << c.dump_yaml(); }
 
+  const std::string embed = c.get<std::string>("embed_method");
+  if (embed != "additive" && embed != "add" && embed != "concat")
+    throw ConfigError(c.origin("embed_method") + ": embed_method must be additive (add) or concat, got " + embed);
+  const std::string pe = c.get<std::string>("pe_method");
+  if (pe != "nerf") throw ConfigError(c.origin("pe_method") + ": pe_method " + pe + " is not available (nerf)");
+  const int64_t global = c.get<int64_t>("batch_size"), local = c.get<int64_t>("local_batch_size");
+  if (local <= 0 || global < local || global % local != 0)
+    throw ConfigError(c.origin("batch_size") + ": batch_size (" + std::to_string(global) +
+                      ") must be a positive multiple of local_batch_size (" + std::to_string(local) + ")");
+  const int d_state = c.get<int>("d_state"), d_conv = c.get<int>("d_conv"), expand = c.get<int>("expand");
+  const int headdim = c.get<int>("headdim");
+  if (headdim > 0) nn::check_mamba2_supported(d_state, d_conv, expand, headdim);
+  else nn::make_mamba<FmBackend>(d_state, d_conv, expand, 8);  // throws on values that are not compiled
+  if (c.get<int64_t>("klen") <= 0) throw ConfigError(c.origin("klen") + ": klen must be > 0");
+
   // Data.
   run.data_dir = !data_arg.empty() ? data_arg : c.get<std::string>("data_root");
   if (run.data_dir.empty()) {
@@ -193,7 +208,6 @@ inline FmRun setup_fm_run(const std::string& config_path, const std::string& sec
       pts.tpc ? std::vector<double>{tpc.normalize_r(40.0), tpc.normalize_r(57.0)} : std::vector<double>{};
   data::Fm4nppOptions fo;
   fo.k = c.get<int64_t>("klen");
-  if (fo.k <= 0) throw ConfigError(c.origin("klen") + ": klen must be > 0");
   fo.order = data::parse_sweep_order(c.get<std::string>("serialization_order"));
   fo.edges = train::fm4npp_edges(pts.train, r_splits);
   std::fprintf(stderr, "preparing %zu + %zu events (k-NNN targets, k = %lld)...\n", pts.train.size(), pts.val.size(),
@@ -213,21 +227,10 @@ inline FmRun setup_fm_run(const std::string& config_path, const std::string& sec
   o.backbone.bidirectional = false;
   o.backbone.dropout = c.get<double>("dropout");
   o.k = fo.k;
-  const std::string embed = c.get<std::string>("embed_method");
-  if (embed == "additive" || embed == "add") o.embed = nn::PointEmbedMethod::kAdd;
-  else if (embed == "concat") o.embed = nn::PointEmbedMethod::kConcat;
-  else throw ConfigError(c.origin("embed_method") + ": embed_method must be additive (add) or concat, got " + embed);
-  const std::string pe = c.get<std::string>("pe_method");
-  if (pe != "nerf") throw ConfigError(c.origin("pe_method") + ": pe_method " + pe + " is not available (nerf)");
-  const int64_t global = c.get<int64_t>("batch_size"), local = c.get<int64_t>("local_batch_size");
-  if (local <= 0 || global < local || global % local != 0)
-    throw ConfigError(c.origin("batch_size") + ": batch_size (" + std::to_string(global) +
-                      ") must be a positive multiple of local_batch_size (" + std::to_string(local) + ")");
+  o.embed = embed == "concat" ? nn::PointEmbedMethod::kConcat : nn::PointEmbedMethod::kAdd;
   o.batch_size = local;
   o.eval_batch_size = std::max<int64_t>(1, c.get<int64_t>("local_valid_batch_size"));
   o.seed = static_cast<uint64_t>(c.get<int64_t>("seed"));
-  const int d_state = c.get<int>("d_state"), d_conv = c.get<int>("d_conv"), expand = c.get<int>("expand");
-  const int headdim = c.get<int>("headdim");
   run.mixer = headdim > 0 ? "mamba2" : "mamba";
   o.model_config = {{"task", "fm4npp"},
                     {"ssm", run.mixer},
@@ -246,7 +249,6 @@ inline FmRun setup_fm_run(const std::string& config_path, const std::string& sec
                     {"data", run.data_kind},
                     {"voxel_edges", {{"eta", fo.edges.eta}, {"phi", fo.edges.phi}, {"r", fo.edges.r}}}};
   if (headdim > 0) {
-    nn::check_mamba2_supported(d_state, d_conv, expand, headdim);
     nn::Mamba2Options mo;
     mo.ngroups = c.get<int64_t>("ngroups");
     auto task = std::make_unique<FmMamba2Task>(
