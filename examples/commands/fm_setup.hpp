@@ -199,6 +199,7 @@ inline FmRun setup_fm_run(const std::string& config_path, const std::string& sec
                       " is not a directory; give --data DIR, or --set data_root= to simulate events");
   }
   FmPoints pts = load_fm_points(run.data_dir, c);
+  const bool pts_tpc = pts.tpc;
   run.data_kind = pts.tpc ? "TPCpp-10M npz" : "TrackML";
   run.dropped = pts.dropped;
 
@@ -247,6 +248,8 @@ inline FmRun setup_fm_run(const std::string& config_path, const std::string& sec
                     {"norm", "rms"},
                     {"serialization_order", c.get<std::string>("serialization_order")},
                     {"data", run.data_kind},
+                    {"normalization", pts_tpc ? "tpc" : "trackml"},
+                    {"volumes", pts_tpc ? std::vector<int32_t>{} : c.get<std::vector<int32_t>>("volumes")},
                     {"voxel_edges", {{"eta", fo.edges.eta}, {"phi", fo.edges.phi}, {"r", fo.edges.r}}}};
   if (headdim > 0) {
     nn::Mamba2Options mo;

@@ -202,7 +202,7 @@ class Fm4nppTask final : public TrainTask {
     ptrs.reserve(ids.size());
     for (int64_t i : ids) ptrs.push_back(&events[static_cast<std::size_t>(i)]);
     data::Fm4nppBatch batch = data::pack_fm4npp_batch(ptrs);
-    const int64_t n = batch.cu_seqlens.back(), d = o_.backbone.d_model, w = 3 * o_.k;
+    const int64_t n = batch.cu_seqlens.back(), w = 3 * o_.k;
     Out out;
     out.tokens = n;
     if (n == 0) return out;
