@@ -1,0 +1,259 @@
+// FM4NPP pretraining as a TrainTask: events prepared once (normalised (E, η, φ, r), r-sorted,
+// k-NNN targets (n, 3k) padded −100, serialised by the voxel raster scan; data/fm4npp_points.hpp),
+// packed back to back (cu_seqlens), embedded by the frozen NeRF/energy projections
+// (nn/point_embedding.hpp), a causal Backbone (Mamba or Mamba2 mixers), KnnHead Linear(d → 3k),
+// and the masked MSE over the valid target elements (FM4NPP: mean over all elements ≠ −100 of
+// the batch). Batch order and dropout are pure functions of (seed, data cursor): resume is exact.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "mambatrack/data/batching.hpp"
+#include "mambatrack/data/fm4npp_points.hpp"
+#include "mambatrack/nn/backbone.hpp"
+#include "mambatrack/nn/heads.hpp"
+#include "mambatrack/nn/point_embedding.hpp"
+#include "mambatrack/ops/cpu/losses.hpp"
+#include "mambatrack/train/trainer.hpp"
+
+namespace mambatrack::train {
+
+struct Fm4nppTaskOptions {
+  nn::BackboneConfig backbone;  // input is set to kEmbedded; causal (FM4NPP has no bidirectional variant)
+  int64_t k = data::kDefaultKnn;
+  nn::PointEmbedMethod embed = nn::PointEmbedMethod::kAdd;
+  int64_t batch_size = 16;       // events per micro-batch (the seed's local_batch_size)
+  int64_t eval_batch_size = 4;   // events per validation forward
+  uint64_t seed = 42;
+  nlohmann::json model_config;   // written into model.safetensors
+};
+
+// The per-event pipeline over many events: voxel edges from the training events (FM4NPP's
+// Voxelizer.compute_bins on the pretraining split), then prepare_fm4npp_event for each set.
+// `r_splits` are the normalised r section boundaries (FM4NPP: 40 and 57 cm on the TPC).
+inline data::VoxelEdges fm4npp_edges(const std::vector<data::PointSet>& train_points,
+                                     const std::vector<double>& r_splits = {}) {
+  MAMBATRACK_CHECK(!train_points.empty(), ConfigError, "FM4NPP: no training events to compute the voxel bins from");
+  return data::compute_voxel_edges(train_points, 8, 8, 6, r_splits);
+}
+
+inline std::vector<data::Fm4nppEvent> prepare_fm4npp_events(std::vector<data::PointSet> points,
+                                                            const data::Fm4nppOptions& opt) {
+  std::vector<data::Fm4nppEvent> out;
+  out.reserve(points.size());
+  for (auto& p : points) out.push_back(data::prepare_fm4npp_event(std::move(p), opt));
+  return out;
+}
+
+template <class Backend, class Mixer>
+class Fm4nppTask final : public TrainTask {
+ public:
+  using T = typename Backend::Scalar;
+
+  Fm4nppTask(Fm4nppTaskOptions o, const Mixer& mixer, std::vector<data::Fm4nppEvent> train,
+             std::vector<data::Fm4nppEvent> val)
+      : o_(std::move(o)),
+        train_(std::move(train)),
+        val_(std::move(val)),
+        embedder_(data::nerf_dim(3), o_.backbone.d_model, o_.embed),
+        backbone_(embedded_config(o_.backbone), mixer),
+        head_(o_.backbone.d_model, o_.k),
+        sampler_(static_cast<int64_t>(train_.size()), sampler_options(o_)) {
+    MAMBATRACK_CHECK(!train_.empty(), ConfigError, "pretrain-fm: no training events (check the data directory and ",
+                     "the point limits)");
+    MAMBATRACK_CHECK(o_.k > 0, ConfigError, "pretrain-fm: klen must be > 0, got ", o_.k);
+    for (const auto* set : {&train_, &val_})
+      for (const auto& e : *set)
+        MAMBATRACK_CHECK(e.k == o_.k, ConfigError, "pretrain-fm: an event was prepared with k = ", e.k,
+                         " but the head predicts k = ", o_.k);
+    embedder_.register_params(store_);
+    backbone_.register_params(store_);
+    head_.register_params(store_);
+    store_.finalize();
+    embedder_.init(store_, o_.seed);
+    backbone_.init(store_, o_.seed);
+    head_.init(store_, o_.seed);
+    baseline_mean_ = target_means(train_, o_.k);
+  }
+
+  nn::ParameterStore& store() override { return store_; }
+  int64_t epoch() const override { return cursor_.epoch; }
+  nlohmann::json model_config() const override { return o_.model_config; }
+  int64_t steps_per_epoch(int64_t accumulation) const {
+    return std::max<int64_t>(1, sampler_.batches_per_epoch() / std::max<int64_t>(1, accumulation));
+  }
+  int64_t num_train_events() const { return static_cast<int64_t>(train_.size()); }
+  int64_t num_val_events() const { return static_cast<int64_t>(val_.size()); }
+  static int64_t num_points(const std::vector<data::Fm4nppEvent>& events) {
+    int64_t n = 0;
+    for (const auto& e : events) n += e.size();
+    return n;
+  }
+  int64_t num_train_points() const { return num_points(train_); }
+  int64_t num_val_points() const { return num_points(val_); }
+  // Mean of the training targets per output coordinate (3k), over the valid (≠ −100) entries.
+  const std::vector<double>& baseline_mean() const { return baseline_mean_; }
+
+  void save_state(nn::TrainState& s) const override {
+    s.integers["data.cursor"] = {cursor_.epoch, cursor_.batch};
+    s.integers["task.micro_batches"] = {micro_};
+  }
+  void load_state(const nn::TrainState& s) override {
+    auto c = s.integers.find("data.cursor");
+    auto m = s.integers.find("task.micro_batches");
+    MAMBATRACK_CHECK(c != s.integers.end() && c->second.size() == 2 && m != s.integers.end() && !m->second.empty(),
+                     CheckpointError, "train state: data.cursor (epoch, batch) and task.micro_batches are required");
+    cursor_ = {c->second[0], c->second[1]};
+    micro_ = m->second[0];
+  }
+
+  MicroBatchResult train_micro_batch(int64_t step, double grad_scale) override {
+    (void)step;
+    const std::vector<int64_t> ids = sampler_.batch(cursor_.epoch, cursor_.batch);
+    if (++cursor_.batch >= sampler_.batches_per_epoch()) {
+      cursor_.batch = 0;
+      ++cursor_.epoch;
+    }
+    const int64_t micro = micro_++;
+    backbone_.set_mode(true, o_.seed, static_cast<uint64_t>(micro));
+    const Out r = run(train_, ids, grad_scale, true);
+    MicroBatchResult out;
+    out.loss = r.loss();
+    out.tokens = r.tokens;
+    out.metrics["knn_mse"] = out.loss;
+    return out;
+  }
+
+  // Over all held-out events in order: "loss" = "knn_mse" = the masked MSE over every valid
+  // target element of the split; "baseline_mse" = the same for the constant prediction
+  // baseline_mean() (predict-the-mean); "mse_ratio" = knn_mse / baseline_mse.
+  std::map<std::string, double> evaluate() override {
+    backbone_.set_mode(false);
+    Out total;
+    double base_sum = 0;
+    const int64_t n = num_val_events(), b = std::max<int64_t>(1, o_.eval_batch_size);
+    for (int64_t begin = 0; begin < n; begin += b) {
+      std::vector<int64_t> ids;
+      for (int64_t i = begin; i < std::min(n, begin + b); ++i) ids.push_back(i);
+      const Out r = run(val_, ids, 0.0, false);
+      total.sum += r.sum;
+      total.count += r.count;
+      total.tokens += r.tokens;
+    }
+    const int64_t w = 3 * o_.k;
+    for (const auto& e : val_)
+      for (std::size_t i = 0; i < e.knn.size(); ++i) {
+        if (e.knn[i] == data::kKnnPad) continue;
+        const double d = static_cast<double>(e.knn[i]) - baseline_mean_[i % static_cast<std::size_t>(w)];
+        base_sum += d * d;
+      }
+    std::map<std::string, double> out;
+    if (total.count > 0) {
+      out["loss"] = out["knn_mse"] = total.loss();
+      out["baseline_mse"] = base_sum / static_cast<double>(total.count);
+      if (out["baseline_mse"] > 0) out["mse_ratio"] = out["knn_mse"] / out["baseline_mse"];
+    }
+    return out;
+  }
+
+ private:
+  struct Out {
+    double sum = 0;  // Σ squared error over the valid elements
+    int64_t count = 0, tokens = 0;
+    double loss() const { return count > 0 ? sum / static_cast<double>(count) : 0.0; }
+  };
+
+  static nn::BackboneConfig embedded_config(nn::BackboneConfig c) {
+    c.input = nn::BackboneInput::kEmbedded;
+    return c;
+  }
+  static data::SamplerOptions sampler_options(const Fm4nppTaskOptions& o) {
+    data::SamplerOptions s;
+    s.batch_size = o.batch_size;
+    s.seed = o.seed;
+    s.shuffle = true;
+    return s;
+  }
+  static std::vector<double> target_means(const std::vector<data::Fm4nppEvent>& events, int64_t k) {
+    const auto w = static_cast<std::size_t>(3 * k);
+    std::vector<double> sum(w, 0.0);
+    std::vector<int64_t> count(w, 0);
+    for (const auto& e : events)
+      for (std::size_t i = 0; i < e.knn.size(); ++i)
+        if (e.knn[i] != data::kKnnPad) {
+          sum[i % w] += e.knn[i];
+          ++count[i % w];
+        }
+    for (std::size_t c = 0; c < w; ++c) sum[c] = count[c] > 0 ? sum[c] / static_cast<double>(count[c]) : 0.0;
+    return sum;
+  }
+
+  // Forward (and with `backward`, backward adding grad_scale · ∂loss/∂θ) on the events `ids`.
+  Out run(const std::vector<data::Fm4nppEvent>& events, const std::vector<int64_t>& ids, double grad_scale,
+          bool backward) {
+    std::vector<const data::Fm4nppEvent*> ptrs;
+    ptrs.reserve(ids.size());
+    for (int64_t i : ids) ptrs.push_back(&events[static_cast<std::size_t>(i)]);
+    data::Fm4nppBatch batch = data::pack_fm4npp_batch(ptrs);
+    const int64_t n = batch.cu_seqlens.back(), w = 3 * o_.k;
+    Out out;
+    out.tokens = n;
+    if (n == 0) return out;
+    // Inputs: NeRF of (η_n, φ_n, r_n) and E_n.
+    coords_.resize(static_cast<std::size_t>(3 * n));
+    energy_.resize(static_cast<std::size_t>(n));
+    for (int64_t i = 0; i < n; ++i) {
+      energy_[i] = static_cast<T>(batch.points[4 * i]);
+      for (int c = 0; c < 3; ++c) coords_[3 * i + c] = batch.points[4 * i + 1 + c];
+    }
+    const std::vector<float> nerf = data::nerf_encode(coords_, 3);
+    nerf_.assign(nerf.begin(), nerf.end());
+    targets_.assign(batch.knn.begin(), batch.knn.end());
+    cu_ = std::move(batch.cu_seqlens);
+    const View<const int64_t> cu(cu_.data(), Shape{static_cast<int64_t>(cu_.size())});
+    View<const T> h0 = embedder_.forward(ectx_, View<const T>(nerf_.data(), Shape{n, data::nerf_dim(3)}),
+                                         View<const T>(energy_.data(), Shape{n, 1}));
+    View<const T> y = backbone_.forward_embedded(bctx_, h0, cu);
+    View<const T> pred = head_.forward(hctx_, y);
+    dpred_.resize(static_cast<std::size_t>(n * w));
+    MaskedMseArgs<T> m;
+    m.predictions = pred;
+    m.targets = View<const T>(targets_.data(), Shape{n, w});
+    if (backward) m.dpredictions = View<T>(dpred_.data(), Shape{n, w});
+    m.grad_scale = grad_scale;
+    const LossResult lr = cpu::masked_mse(m);
+    out.count = lr.count;
+    out.sum = lr.loss * static_cast<double>(lr.count);
+    if (backward && lr.count > 0) {
+      View<const T> dy = head_.backward(hctx_, View<const T>(dpred_.data(), Shape{n, w}));
+      backbone_.backward(bctx_, dy);  // the embedding is frozen and sees data: nothing further
+    }
+    return out;
+  }
+
+  Fm4nppTaskOptions o_;
+  std::vector<data::Fm4nppEvent> train_, val_;
+  nn::ParameterStore store_;
+  nn::FrozenPointEmbedding<Backend> embedder_;
+  nn::Backbone<Backend, Mixer> backbone_;
+  nn::KnnHead<Backend> head_;
+  data::BatchSampler sampler_;
+  data::DataCursor cursor_;
+  int64_t micro_ = 0;
+  std::vector<double> baseline_mean_;
+  typename nn::FrozenPointEmbedding<Backend>::Context ectx_;
+  typename nn::Backbone<Backend, Mixer>::Context bctx_;
+  typename nn::KnnHead<Backend>::Context hctx_;
+  std::vector<float> coords_;
+  std::vector<int64_t> cu_;
+  std::vector<T> energy_, nerf_, targets_, dpred_;
+};
+
+}  // namespace mambatrack::train
