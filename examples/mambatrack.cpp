@@ -6,6 +6,7 @@
 
 #include "commands/eval.hpp"
 #include "commands/inspect.hpp"
+#include "commands/pretrain_fm.hpp"
 #include "commands/pretrain_mdm.hpp"
 #include "commands/simulate.hpp"
 #include "mambatrack/core/error.hpp"
@@ -21,6 +22,8 @@ const Command kCommands[] = {
      mambatrack::cli::run_simulate},
     {"pretrain-mdm", "MAMBA-PT pretraining: masked detector module + next track prediction",
      mambatrack::cli::run_pretrain_mdm},
+    {"pretrain-fm", "FM4NPP pretraining: k next-nearest-neighbour regression (Mamba or Mamba2)",
+     mambatrack::cli::run_pretrain_fm},
     {"eval", "evaluate a MAMBA-PT checkpoint: MDM accuracies per mask rate and track length, NTP",
      mambatrack::cli::run_eval},
     {"inspect", "print a checkpoint's config, tensor names, shapes, dtypes and parameter count",

@@ -9,6 +9,7 @@
 
 #include "mambatrack/core/supported.hpp"
 #include "mambatrack/nn/mamba.hpp"
+#include "mambatrack/nn/mamba2.hpp"  // make_mamba2(d_state, d_conv, expand, headdim, d_model, opt)
 
 namespace mambatrack::nn {
 
