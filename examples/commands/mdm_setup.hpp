@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "commands/simulate.hpp"
 #include "mambatrack/data/batching.hpp"
 #include "mambatrack/data/detector.hpp"
 #include "mambatrack/data/simulator.hpp"
@@ -68,15 +69,7 @@ inline std::string simulate_into(const std::string& dir, const train::Config& c)
   o.volumes = c.get<std::vector<int32_t>>("data.volumes");
   o.noise_per_module = 0.1;
   o.cells = false;
-  data::Detector detector = data::Detector::trackml_builtin();
-  data::Simulator sim(detector, o);
-  for (int64_t i = 0; i < n; ++i) {
-    data::write_event(dir, sim.generate(1000 + i));
-    std::fprintf(stderr, "\rsimulating events into %s: %lld/%lld", dir.c_str(), static_cast<long long>(i + 1),
-                 static_cast<long long>(n));
-  }
-  std::fprintf(stderr, "\n");
-  data::write_detectors(dir + "/detectors.csv", detector.records());
+  write_simulated_events(dir, data::Detector::trackml_builtin(), o, 1000, n);
   return dir;
 }
 

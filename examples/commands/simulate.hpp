@@ -15,6 +15,27 @@
 
 namespace mambatrack::cli {
 
+// Simulates events first .. first+n-1 into `dir` (created by write_event) with the detectors.csv
+// they were made with beside them; progress on stderr. Returns the number of hits written.
+inline int64_t write_simulated_events(const std::string& dir, const data::Detector& detector,
+                                      const data::SimulatorOptions& options, int64_t first, int64_t n,
+                                      bool gzip = false) {
+  const data::Simulator sim(detector, options);
+  const auto t0 = std::chrono::steady_clock::now();
+  int64_t hits = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    data::Event ev = sim.generate(first + i);
+    hits += static_cast<int64_t>(ev.hits.size());
+    data::write_event(dir, ev, gzip);
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    std::fprintf(stderr, "\rsimulating into %s: event %lld/%lld (%lld hits, %.1f s)", dir.c_str(),
+                 static_cast<long long>(i + 1), static_cast<long long>(n), static_cast<long long>(hits), s);
+  }
+  std::fprintf(stderr, "\n");
+  data::write_detectors(dir + "/detectors.csv", detector.records());
+  return hits;
+}
+
 inline int run_simulate(int argc, char** argv) {
   Args a("simulate", "Simulate TrackML-like events and write them in the Kaggle formats.");
   a.option("events", "10", "number of events")
@@ -48,21 +69,8 @@ inline int run_simulate(int argc, char** argv) {
   o.cells = !a.flag_set("no-cells");
   data::Detector detector = a.given("detector") ? data::Detector(data::read_detectors(a.str("detector")))
                                                 : data::Detector::trackml_builtin();
-  const bool gzip = a.flag_set("gzip");
-  data::Simulator sim(detector, o);
-  const int64_t n = a.integer("events"), first = a.integer("first-event");
-  const auto t0 = std::chrono::steady_clock::now();
-  int64_t hits = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    data::Event ev = sim.generate(first + i);
-    hits += static_cast<int64_t>(ev.hits.size());
-    data::write_event(out, ev, gzip);
-    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    std::fprintf(stderr, "\rsimulate: event %lld/%lld (%lld hits so far, %.1f s)", static_cast<long long>(i + 1),
-                 static_cast<long long>(n), static_cast<long long>(hits), s);
-  }
-  data::write_detectors(out + "/detectors.csv", detector.records());
-  std::fprintf(stderr, "\n");
+  const int64_t n = a.integer("events");
+  const int64_t hits = write_simulated_events(out, detector, o, a.integer("first-event"), n, a.flag_set("gzip"));
   std::printf("wrote %lld events (%lld hits) and detectors.csv to %s\n", static_cast<long long>(n),
               static_cast<long long>(hits), out.c_str());
   return 0;
