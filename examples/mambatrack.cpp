@@ -24,7 +24,7 @@ const Command kCommands[] = {
      mambatrack::cli::run_pretrain_mdm},
     {"pretrain-fm", "FM4NPP pretraining: k next-nearest-neighbour regression (Mamba or Mamba2)",
      mambatrack::cli::run_pretrain_fm},
-    {"eval", "evaluate a MAMBA-PT checkpoint: MDM accuracies per mask rate and track length, NTP",
+    {"eval", "evaluate a checkpoint: MAMBA-PT MDM accuracies per mask rate and track length, NTP; FM4NPP k-NNN MSE",
      mambatrack::cli::run_eval},
     {"inspect", "print a checkpoint's config, tensor names, shapes, dtypes and parameter count",
      mambatrack::cli::run_inspect},

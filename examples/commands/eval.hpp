@@ -1,6 +1,8 @@
 // `mambatrack eval`: evaluates a MAMBA-PT checkpoint on the test (or validation, or every) event
 // split of its run: MDM token / sequence / distance accuracy per mask rate and per track length,
-// NTP accuracy / precision / recall / F1 on seeded pairs (definitions: train/mdm_metrics.hpp).
+// NTP accuracy / precision / recall / F1 on seeded pairs (definitions: train/mdm_metrics.hpp);
+// an FM4NPP checkpoint: the masked k-NNN MSE, the predict-the-mean baseline MSE and their ratio
+// (train/fm4npp_task.hpp) on the run's held-out events (FmEvents in commands/fm_setup.hpp).
 // Prints a table and writes evaluation.json (RUN_DIR/evaluation.json or --out):
 //   {"checkpoint", "run_dir", "step", "task": "mambapt", "data_dir", "split", "events", "tracks",
 //    "seed", "distance_threshold_mm",
@@ -10,18 +12,23 @@
 //                          "sequence_accuracy", "distance_accuracy"}, ...]}, ...],
 //    "ntp": {"pairs", "positives", "loss", "accuracy", "precision", "recall", "f1", "tp", "fp", "tn", "fn"}}
 // Ratios with nothing to count (e.g. no masked token at that rate and length) are null.
+// FM4NPP checkpoints write instead (split: the events actually used, see FmEvents):
+//   {"checkpoint", "run_dir", "step", "task": "fm4npp", "data_dir", "data", "split", "events", "points",
+//    "seed", "fm4npp": {"k", "knn_mse", "baseline_mse", "mse_ratio"}}
 #pragma once
 
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "commands/args.hpp"
+#include "commands/fm_setup.hpp"
 #include "commands/mdm_setup.hpp"
 #include "mambatrack/core/parallel.hpp"
 #include "mambatrack/core/philox.hpp"
@@ -246,18 +253,92 @@ inline int eval_mdm(const Args& a, const EvalCheckpoint& ck, const nlohmann::jso
   return 0;
 }
 
+// Masked k-NNN MSE of an FM4NPP checkpoint against the predict-the-mean baseline.
+inline int eval_fm(const Args& a, const EvalCheckpoint& ck) {
+  const std::string config_path = ck.run_dir + "/config.yaml";
+  if (!is_file(config_path))
+    throw ConfigError(ck.run_dir + ": the run directory of " + ck.dir + " needs config.yaml (written by pretrain-fm)");
+  const std::string split_name = a.str("split");
+  FmEvents events;
+  if (split_name == "test") events = FmEvents::kTest;
+  else if (split_name == "val") events = FmEvents::kVal;
+  else if (split_name == "all") events = FmEvents::kAll;
+  else throw ConfigError("--split must be test, val or all, got " + split_name);
+  FmRun run;
+  run.config.read_file(config_path);
+  if (a.integer("batch-size") > 0) run.config.set("local_valid_batch_size=" + std::to_string(a.integer("batch-size")));
+  setup_fm_task(run, a.str("data"), ck.run_dir, events);
+  if (split_name != run.split)
+    std::fprintf(stderr,
+                 "eval: %s has no %s split (FM4NPP runs hold out validation events only); using the %s events\n",
+                 run.data_dir.c_str(), split_name.c_str(), run.split.c_str());
+  nn::load_model(ck.dir + "/" + train::RunCheckpoints::kModelFile, run.task->store());
+  int64_t step = -1;
+  if (is_file(ck.dir + "/" + train::RunCheckpoints::kStateFile))
+    step = nn::load_train_state(ck.dir + "/" + train::RunCheckpoints::kStateFile, run.task->store()).step;
+  std::fprintf(stderr, "eval: %s (step %lld) on the %s events of %s: %lld events, %lld points, %d thread(s)\n",
+               ck.dir.c_str(), static_cast<long long>(step), run.split.c_str(), run.data_dir.c_str(),
+               static_cast<long long>(run.val_events), static_cast<long long>(run.val_points), num_threads());
+  const std::map<std::string, double> m = run.task->evaluate();
+  auto get = [&](const char* key) {
+    const auto it = m.find(key);
+    return it == m.end() ? std::nan("") : it->second;
+  };
+  const double knn = get("knn_mse"), base = get("baseline_mse"), ratio = get("mse_ratio");
+  const int64_t k = run.config.get<int64_t>("klen");
+
+  std::printf("eval: %s (step %lld), %s split: %lld events, %lld points\n", ck.dir.c_str(),
+              static_cast<long long>(step), run.split.c_str(), static_cast<long long>(run.val_events),
+              static_cast<long long>(run.val_points));
+  std::printf("FM4NPP k-NNN regression (k = %lld; masked MSE over the valid neighbour offsets)\n",
+              static_cast<long long>(k));
+  auto num = [](double x) {
+    char buf[32];
+    std::snprintf(buf, sizeof(buf), "%.6g", x);
+    return std::isfinite(x) ? std::string(buf) : std::string("-");
+  };
+  std::printf("  %-14s %12s\n", "knn_mse", num(knn).c_str());
+  std::printf("  %-14s %12s\n", "baseline_mse", num(base).c_str());
+  std::printf("  %-14s %12s  (knn_mse / baseline_mse; < 1 beats predict-the-mean)\n", "mse_ratio", num(ratio).c_str());
+
+  const nlohmann::json j = {{"checkpoint", ck.dir},
+                            {"run_dir", ck.run_dir},
+                            {"step", step},
+                            {"task", "fm4npp"},
+                            {"data_dir", run.data_dir},
+                            {"data", run.data_kind},
+                            {"split", run.split},
+                            {"events", run.val_events},
+                            {"points", run.val_points},
+                            {"seed", run.config.get<int64_t>("seed")},
+                            {"fm4npp", {{"k", k},
+                                        {"knn_mse", json_number(knn)},
+                                        {"baseline_mse", json_number(base)},
+                                        {"mse_ratio", json_number(ratio)}}}};
+  const std::string out = a.str("out").empty() ? ck.run_dir + "/evaluation.json" : a.str("out");
+  std::ofstream f(out, std::ios::trunc);
+  f << j.dump(2) << '\n';
+  f.flush();
+  if (!f) throw ConfigError(out + ": cannot write the evaluation file");
+  std::printf("  written: %s\n", out.c_str());
+  return 0;
+}
+
 inline int run_eval(int argc, char** argv) {
   Args a("eval",
-         "Evaluates a MAMBA-PT checkpoint: MDM token, sequence and distance accuracy per mask rate and track\n"
-         "length, NTP accuracy/precision/recall/F1; writes evaluation.json into the run directory.");
+         "Evaluates a MAMBA-PT checkpoint (MDM token, sequence and distance accuracy per mask rate and track\n"
+         "length, NTP accuracy/precision/recall/F1) or an FM4NPP one (k-NNN MSE against the predict-the-mean\n"
+         "baseline); writes evaluation.json into the run directory.");
   a.option("checkpoint", "", "checkpoint directory (RUN/checkpoints/step_N or best), or a run directory (its best "
                              "checkpoint, else the latest)")
-      .option("data", "", "TrackML directory; default: the run's data.data_dir, else RUN_DIR/data")
+      .option("data", "", "TrackML directory (FM4NPP: or npz folder); default: the run's data directory, "
+                          "else RUN_DIR/data")
       .option("split", "test", "event split (the run's seed and split fractions): test, val or all")
       .option("mask-rates", "0.15,0.3,0.5", "MDM mask rates, comma-separated")
       .option("out", "", "where to write the JSON (default: RUN_DIR/evaluation.json)")
       .option("threads", "0", "CPU threads (0: all cores)")
-      .option("batch-size", "0", "tracks per forward pass (0: the run's data.batch_size); the masks and pairs do not depend on it");
+      .option("batch-size", "0", "tracks (FM4NPP: events) per forward pass (0: the run's batch size); the masks "
+                                 "and pairs do not depend on it");
   if (!a.parse(argc, argv)) return 0;
   if (a.str("checkpoint").empty()) throw ConfigError("--checkpoint is required (a checkpoint or run directory)");
   set_num_threads(static_cast<int>(a.integer("threads")));
@@ -266,9 +347,9 @@ inline int run_eval(int argc, char** argv) {
   const nlohmann::json model_config = checkpoint_model_config(model_path);
   const std::string task = model_config.value("task", std::string());
   if (task == "mambapt") return eval_mdm(a, ck, model_config);
-  // Hook for the other tasks: FM4NPP checkpoints ("fm4npp") get their k-NNN evaluation here.
-  throw ConfigError(model_path + ": not an MDM checkpoint (model config task \"" + task +
-                    "\"); mambatrack eval handles MAMBA-PT (task \"mambapt\") checkpoints so far");
+  if (task == "fm4npp") return eval_fm(a, ck);
+  throw ConfigError(model_path + ": model config task \"" + task +
+                    "\" is not one mambatrack eval knows (mambapt: MAMBA-PT, fm4npp: FM4NPP)");
 }
 
 }  // namespace mambatrack::cli

@@ -2,6 +2,8 @@
 // and a section such as mamba_5m): the data (a TrackML directory, a TPCpp-10M npz folder, or
 // events simulated into RUN_DIR/data), the per-event k-NNN preparation (voxel bins from the
 // training events), the model (Mamba when headdim = 0, Mamba2 otherwise) and the Trainer's options.
+// `mambatrack eval` rebuilds the same task from a run's config.yaml with the evaluated events
+// as its held-out set (setup_fm_task with an FmEvents other than kTrainVal).
 #pragma once
 
 #include <cstdio>
@@ -51,6 +53,7 @@ struct FmRun {
   std::unique_ptr<train::TrainTask> task;
   train::TrainerOptions trainer;
   std::string data_dir, data_kind, mixer;
+  std::string split = "val";  // what the task's held-out events are: val, test or all
   int64_t train_events = 0, val_events = 0, train_points = 0, val_points = 0, dropped = 0, params = 0;
 };
 
@@ -85,12 +88,12 @@ inline bool has_spacepoints(const std::string& dir) {
 // a TPCpp-10M folder with spacepoints*.npz, or one with train/ and validation/ (or test/)
 // subfolders of them. `limit` keeps the first events that pass the size cut (the seed's limit_data).
 struct FmPoints {
-  std::vector<data::PointSet> train, val;
+  std::vector<data::PointSet> train, val, test;  // test: only a test/ folder next to validation/
   bool tpc = false;
   int64_t dropped = 0;
 };
 
-inline FmPoints load_fm_points(const std::string& dir, const train::Config& c) {
+inline FmPoints load_fm_points(const std::string& dir, const train::Config& c, bool with_test = false) {
   FmPoints out;
   const int64_t max_points = c.get<int64_t>("max_points");
   const int64_t limit = c.get<bool>("limit_data") ? c.get<int64_t>("limit_size") : -1;
@@ -146,6 +149,7 @@ inline FmPoints load_fm_points(const std::string& dir, const train::Config& c) {
     out.tpc = true;
     out.train = tpc_events(dir + "/train", limit);
     out.val = tpc_events(val_dir, -1);
+    if (with_test && val_dir != dir + "/test" && has_spacepoints(dir + "/test")) out.test = tpc_events(dir + "/test", -1);
   }
   if (out.train.empty() || out.val.empty())
     throw DataError(dir, 0, "", "no training or no validation events left (" + std::to_string(out.dropped) +
@@ -154,20 +158,16 @@ inline FmPoints load_fm_points(const std::string& dir, const train::Config& c) {
   return out;
 }
 
-inline FmRun setup_fm_run(const std::string& config_path, const std::string& section,
-                          const std::vector<std::string>& sets, const std::string& data_arg,
-                          const std::string& run_dir, bool resume) {
-  FmRun run;
-  train::Config& c = run.config;
-  if (!section.empty() && config_path.empty()) throw ConfigError("--config-section needs --config FILE");
-  if (!config_path.empty()) c.read_file(config_path, section);
-  for (const auto& s : sets) c.set(s);
-  for (const auto& [key, why] : c.ignored()) std::fprintf(stderr, "config: ignoring %s (%s)\n", key.c_str(), why.c_str());
-  if (c.given("checkpoint_dir"))
-    std::fprintf(stderr, "config: checkpoints go to %s/checkpoints (checkpoint_dir is not used)\n", run_dir.c_str());
-  make_dir(run_dir);
-  { std::ofstream(run_dir + "/config.yaml") << c.dump_yaml(); }
+// The events the task holds out (evaluate() runs on them). kTrainVal: the run's own split
+// (training); kVal / kTest / kAll: an evaluation of the run's validation events, the data's test/
+// folder (TPCpp-10M; FM4NPP runs split the other data into train and validation only, so then the
+// validation events, and run.split says "val"), or training + validation events.
+enum class FmEvents { kTrainVal, kVal, kTest, kAll };
 
+// Checks the config, loads and prepares the data (run.data_dir: data_arg, else data_root, else
+// events simulated into RUN_DIR/data) and builds run.task from run.config.
+inline void setup_fm_task(FmRun& run, const std::string& data_arg, const std::string& run_dir, FmEvents events) {
+  const train::Config& c = run.config;
   const std::string embed = c.get<std::string>("embed_method");
   if (embed != "additive" && embed != "add" && embed != "concat")
     throw ConfigError(c.origin("embed_method") + ": embed_method must be additive (add) or concat, got " + embed);
@@ -191,7 +191,7 @@ inline FmRun setup_fm_run(const std::string& config_path, const std::string& sec
     throw ConfigError((data_arg.empty() ? c.origin("data_root") + ": data_root " : "--data ") + run.data_dir +
                       " is not a directory; give --data DIR, or --set data_root= to simulate events");
   }
-  FmPoints pts = load_fm_points(run.data_dir, c);
+  FmPoints pts = load_fm_points(run.data_dir, c, events == FmEvents::kTest);
   const bool pts_tpc = pts.tpc;
   run.data_kind = pts.tpc ? "TPCpp-10M npz" : "TrackML";
   run.dropped = pts.dropped;
@@ -204,6 +204,17 @@ inline FmRun setup_fm_run(const std::string& config_path, const std::string& sec
   fo.k = c.get<int64_t>("klen");
   fo.order = data::parse_sweep_order(c.get<std::string>("serialization_order"));
   fo.edges = train::fm4npp_edges(pts.train, r_splits);
+  if (events != FmEvents::kTrainVal) {
+    // Evaluation: the chosen events become the held-out set. The training events stay: the voxel
+    // bins and the predict-the-mean baseline come from them, as in the run.
+    if (events == FmEvents::kTest && !pts.test.empty()) {
+      pts.val = std::move(pts.test);
+      run.split = "test";
+    } else if (events == FmEvents::kAll) {
+      pts.val.insert(pts.val.begin(), pts.train.begin(), pts.train.end());
+      run.split = "all";
+    }
+  }
   std::fprintf(stderr, "preparing %zu + %zu events (k-NNN targets, k = %lld)...\n", pts.train.size(), pts.val.size(),
                static_cast<long long>(fo.k));
   std::vector<data::Fm4nppEvent> train_ev = train::prepare_fm4npp_events(std::move(pts.train), fo);
@@ -258,6 +269,23 @@ inline FmRun setup_fm_run(const std::string& config_path, const std::string& sec
     run.params = task->store().num_trainable();
     run.task = std::move(task);
   }
+}
+
+inline FmRun setup_fm_run(const std::string& config_path, const std::string& section,
+                          const std::vector<std::string>& sets, const std::string& data_arg,
+                          const std::string& run_dir, bool resume) {
+  FmRun run;
+  train::Config& c = run.config;
+  if (!section.empty() && config_path.empty()) throw ConfigError("--config-section needs --config FILE");
+  if (!config_path.empty()) c.read_file(config_path, section);
+  for (const auto& s : sets) c.set(s);
+  for (const auto& [key, why] : c.ignored()) std::fprintf(stderr, "config: ignoring %s (%s)\n", key.c_str(), why.c_str());
+  if (c.given("checkpoint_dir"))
+    std::fprintf(stderr, "config: checkpoints go to %s/checkpoints (checkpoint_dir is not used)\n", run_dir.c_str());
+  make_dir(run_dir);
+  { std::ofstream(run_dir + "/config.yaml") << c.dump_yaml(); }
+  setup_fm_task(run, data_arg, run_dir, FmEvents::kTrainVal);
+  const int64_t global = c.get<int64_t>("batch_size"), local = c.get<int64_t>("local_batch_size");
 
   // Trainer: AdamW(β = 0.9, 0.95) as FM4NPP, warmup + cosine stepped every optimizer step.
   train::TrainerOptions& t = run.trainer;
