@@ -1,7 +1,7 @@
 // Science check of MAMBA-PT pretraining on simulated pixel tracks, small enough for CI: a small
 // bidirectional Mamba model trained for a few hundred steps must predict masked modules far
 // better than the module-frequency baseline, and tell which of two tracks has the larger |p|
-// well above chance (70%+ takes the quickstart's longer run). A broken gradient anywhere in the backbone leaves MDM at the baseline.
+// above 70%. A broken gradient anywhere in the backbone leaves MDM at the baseline.
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -43,7 +43,7 @@ Data simulate(uint64_t seed) {
   to.volumes = so.volumes;
   Data d;
   d.vocab = tok.vocab_size();
-  for (int e = 0; e < 12; ++e) (e < 10 ? d.train : d.val).append(data::build_track_sequences(sim.generate(e), tok, to));
+  for (int e = 0; e < 24; ++e) (e < 20 ? d.train : d.val).append(data::build_track_sequences(sim.generate(e), tok, to));
   std::map<int32_t, int64_t> counts;
   int64_t modules = 0;
   for (int32_t t : d.train.tokens)
@@ -55,7 +55,7 @@ Data simulate(uint64_t seed) {
 }
 }  // namespace
 
-TEST_CASE("pretrain-mdm science: MDM far above the frequency baseline and NTP well above chance", "[cpu][train][slow]") {
+TEST_CASE("pretrain-mdm science: MDM far above the frequency baseline and NTP above 70%", "[cpu][train][slow]") {
   const uint64_t seed = test::test_seed(2026);
   INFO("seed " << seed);
   // One thread: CTest runs tests side by side on CI's two cores; results do not depend on it.
@@ -105,7 +105,7 @@ TEST_CASE("pretrain-mdm science: MDM far above the frequency baseline and NTP we
   INFO("MDM accuracy " << mdm << ", frequency baseline " << d.frequency_baseline << ", NTP accuracy " << ntp);
   CHECK(mdm > 10 * d.frequency_baseline);
   CHECK(mdm > 0.05);
-  // NTP: chance is 0.5; with 800 steps this model reaches ~0.69 (the quickstart's longer run 0.73-0.75),
-  // while an untrained backbone stays near 0.5-0.6: 0.65 separates the two.
-  CHECK(ntp > 0.65);
+  // NTP: chance is 0.5; this model reaches ~0.73 on 20 training events (the quickstart 0.745), while
+  // an untrained backbone stays near 0.5-0.6.
+  CHECK(ntp > 0.70);
 }
