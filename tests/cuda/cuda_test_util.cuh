@@ -45,6 +45,31 @@ std::vector<double> to_doubles(View<const T, Cuda> v) {
   return out;
 }
 
+template <class T>
+std::vector<double> to_doubles(const Tensor<T, Cuda>& t) {
+  return to_doubles<T>(t.view());
+}
+inline std::vector<double> values(const Tensor<double>& t) { return std::vector<double>(t.data(), t.data() + t.numel()); }
+
+// A random host tensor of storage type T, the float64 value of each stored element (what the
+// reference sees), and its device copy.
+template <class T>
+struct Pair {
+  Tensor<T> t;
+  Tensor<double> d;
+  Tensor<T, Cuda> dev;
+};
+template <class T>
+Pair<T> make(Shape s, Philox& rng, double lo, double hi) {
+  Pair<T> p{Tensor<T>(s), Tensor<double>(s), Tensor<T, Cuda>()};
+  for (int64_t i = 0; i < p.t.numel(); ++i) {
+    p.t[i] = T(static_cast<float>(rng.uniform(lo, hi)));
+    p.d[i] = static_cast<double>(static_cast<float>(p.t[i]));
+  }
+  p.dev = to_device<T>(p.t.view());
+  return p;
+}
+
 inline int64_t count_nonfinite(const std::vector<double>& v) {
   int64_t c = 0;
   for (double x : v) c += !std::isfinite(x);

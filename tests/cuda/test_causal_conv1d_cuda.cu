@@ -12,51 +12,19 @@
 #include "mambatrack/cuda.cuh"
 #include "mambatrack/ops/cuda/causal_conv1d.cuh"
 #include "mambatrack/ops/reference/causal_conv1d.hpp"
+#include "cuda_test_util.cuh"
 #include "support/test_support.hpp"
 
 using namespace mambatrack;
 
 namespace {
 
-template <class T>
-struct Pair {
-  Tensor<T> t;
-  Tensor<double> d;
-  Tensor<T, Cuda> dev;
-};
-
-template <class T>
-Pair<T> make(Shape s, Philox& rng, double lo, double hi) {
-  Pair<T> p{Tensor<T>(s), Tensor<double>(s), Tensor<T, Cuda>()};
-  for (int64_t i = 0; i < p.t.numel(); ++i) {
-    p.t[i] = T(static_cast<float>(rng.uniform(lo, hi)));
-    p.d[i] = static_cast<double>(static_cast<float>(p.t[i]));
-  }
-  p.dev = to_device<T>(p.t.view());
-  return p;
-}
-
-template <class T>
-Tensor<T, Cuda> poisoned(Shape s) {
-  Tensor<T> h(s);
-  for (int64_t i = 0; i < h.numel(); ++i) h[i] = T(std::numeric_limits<float>::quiet_NaN());
-  return to_device<T>(h.view());
-}
-
-template <class T>
-std::vector<double> host_values(const Tensor<T, Cuda>& dev) {
-  Tensor<T> h = to_host<T>(dev.view());
-  std::vector<double> v(static_cast<std::size_t>(h.numel()));
-  for (int64_t i = 0; i < h.numel(); ++i) v[static_cast<std::size_t>(i)] = static_cast<float>(h[i]);
-  return v;
-}
-std::vector<double> values(const Tensor<double>& t) { return std::vector<double>(t.data(), t.data() + t.numel()); }
-
-int64_t non_finite(const std::vector<double>& v) {
-  int64_t n = 0;
-  for (double x : v) n += !std::isfinite(x);
-  return n;
-}
+using test::count_nonfinite;
+using test::make;
+using test::Pair;
+using test::poisoned;
+using test::to_doubles;
+using test::values;
 
 template <class T>
 void run_conv(const std::vector<int64_t>& lens, int64_t channels, int64_t K, bool with_bias, bool silu, uint64_t seed,
@@ -98,10 +66,10 @@ void run_conv(const std::vector<int64_t>& lens, int64_t channels, int64_t K, boo
   cuda::causal_conv1d_fwd<T>({in, out.view()});
   MAMBATRACK_CUDA_CHECK(cudaDeviceSynchronize());
   {
-    const auto got = host_values(out);
+    const auto got = to_doubles(out);
     const double e = test::rel_err(got, values(r_out));
     INFO("out: relative error " << e << " (tolerance " << tol << ")");
-    CHECK(non_finite(got) == 0);
+    CHECK(count_nonfinite(got) == 0);
     CHECK(e <= tol);
   }
   std::vector<double> first[3];
@@ -111,14 +79,14 @@ void run_conv(const std::vector<int64_t>& lens, int64_t channels, int64_t K, boo
     auto db = to_device<T>(db0.t.view());
     cuda::causal_conv1d_bwd<T>({in, dout.dev.view(), dx.view(), dw.view(), with_bias ? db.view() : View<T, Cuda>()});
     MAMBATRACK_CUDA_CHECK(cudaDeviceSynchronize());
-    std::vector<double> got[3] = {host_values(dx), host_values(dw), host_values(db)};
+    std::vector<double> got[3] = {to_doubles(dx), to_doubles(dw), to_doubles(db)};
     if (run == 0) {
       const std::vector<double> want[3] = {values(r_dx), values(r_dw), values(r_db)};
       const char* names[3] = {"dx", "dweight (accumulated)", "dbias (accumulated)"};
       for (int i = 0; i < (with_bias ? 3 : 2); ++i) {
         const double e = test::rel_err(got[i], want[i]);
         INFO(names[i] << ": relative error " << e << " (tolerance " << tol << ")");
-        CHECK(non_finite(got[i]) == 0);
+        CHECK(count_nonfinite(got[i]) == 0);
         CHECK(e <= tol);
       }
       for (int i = 0; i < 3; ++i) first[i] = got[i];

@@ -12,6 +12,7 @@
 #include "mambatrack/cuda.cuh"
 #include "mambatrack/ops/cuda/selective_scan.cuh"
 #include "mambatrack/ops/reference/selective_scan.hpp"
+#include "cuda_test_util.cuh"
 #include "support/test_support.hpp"
 
 using namespace mambatrack;
@@ -24,46 +25,12 @@ struct ScanCase {
   bool z = true, D = true, bias = true, init = true, dfinal = true, softplus = true;
 };
 
-// A host tensor pair: storage type T and the float64 value of each stored element.
-template <class T>
-struct Pair {
-  Tensor<T> t;
-  Tensor<double> d;
-  Tensor<T, Cuda> dev;
-};
-
-template <class T>
-Pair<T> make(Shape s, Philox& rng, double lo, double hi) {
-  Pair<T> p{Tensor<T>(s), Tensor<double>(s), Tensor<T, Cuda>()};
-  for (int64_t i = 0; i < p.t.numel(); ++i) {
-    p.t[i] = T(static_cast<float>(rng.uniform(lo, hi)));
-    p.d[i] = static_cast<double>(static_cast<float>(p.t[i]));
-  }
-  p.dev = to_device<T>(p.t.view());
-  return p;
-}
-
-template <class T>
-Tensor<T, Cuda> poisoned(Shape s) {
-  Tensor<T> h(s);
-  for (int64_t i = 0; i < h.numel(); ++i) h[i] = T(std::numeric_limits<float>::quiet_NaN());
-  return to_device<T>(h.view());
-}
-
-template <class T>
-std::vector<double> host_values(const Tensor<T, Cuda>& dev) {
-  Tensor<T> h = to_host<T>(dev.view());
-  std::vector<double> v(static_cast<std::size_t>(h.numel()));
-  for (int64_t i = 0; i < h.numel(); ++i) v[static_cast<std::size_t>(i)] = static_cast<float>(h[i]);
-  return v;
-}
-std::vector<double> values(const Tensor<double>& t) { return std::vector<double>(t.data(), t.data() + t.numel()); }
-
-int64_t non_finite(const std::vector<double>& v) {
-  int64_t n = 0;
-  for (double x : v) n += !std::isfinite(x);
-  return n;
-}
+using test::count_nonfinite;
+using test::make;
+using test::Pair;
+using test::poisoned;
+using test::to_doubles;
+using test::values;
 
 #define CHECK_CLOSE(name, got, want, tol)                                                  \
   do {                                                                                     \
@@ -71,8 +38,8 @@ int64_t non_finite(const std::vector<double>& v) {
     const auto w_ = (want);                                                                \
     const double e_ = test::rel_err(g_, w_);                                               \
     INFO(name << ": relative error " << e_ << " (tolerance " << (tol) << "), non-finite " \
-              << non_finite(g_) << " of " << g_.size());                                  \
-    CHECK(non_finite(g_) == 0);                                                            \
+              << count_nonfinite(g_) << " of " << g_.size());                                  \
+    CHECK(count_nonfinite(g_) == 0);                                                            \
     CHECK(e_ <= (tol));                                                                    \
   } while (0)
 
@@ -142,10 +109,10 @@ void run_case(const ScanCase& sc, uint64_t seed, double tol) {
   auto saved = poisoned<T>(saved_shape);
   cuda::selective_scan_fwd<T>({in, out.view(), fin.view(), saved.view()});
   MAMBATRACK_CUDA_CHECK(cudaDeviceSynchronize());
-  CHECK_CLOSE("out", host_values(out), values(r_out), tol);
-  CHECK_CLOSE("final_state", host_values(fin), values(r_final), tol);
+  CHECK_CLOSE("out", to_doubles(out), values(r_out), tol);
+  CHECK_CLOSE("final_state", to_doubles(fin), values(r_final), tol);
   {
-    std::vector<double> got = host_values(saved), want = values(r_saved);
+    std::vector<double> got = to_doubles(saved), want = values(r_saved);
     std::vector<char> used(static_cast<std::size_t>(saved_shape[0]), 0);
     for (int64_t b = 0; b < batch; ++b)
       for (int64_t k = 0; k * sc.chunk < sc.lens[static_cast<std::size_t>(b)]; ++k)
@@ -206,11 +173,11 @@ void run_case(const ScanCase& sc, uint64_t seed, double tol) {
     if (sc.bias) cb.ddelta_bias = ddb.view();
     cuda::selective_scan_bwd<T>(cb);
     MAMBATRACK_CUDA_CHECK(cudaDeviceSynchronize());
-    runs[run] = {host_values(du), host_values(ddelta), host_values(dB), host_values(dC), host_values(dA)};
-    if (sc.z) runs[run].push_back(host_values(dz));
-    if (sc.init) runs[run].push_back(host_values(dinit));
-    if (sc.D) runs[run].push_back(host_values(dD));
-    if (sc.bias) runs[run].push_back(host_values(ddb));
+    runs[run] = {to_doubles(du), to_doubles(ddelta), to_doubles(dB), to_doubles(dC), to_doubles(dA)};
+    if (sc.z) runs[run].push_back(to_doubles(dz));
+    if (sc.init) runs[run].push_back(to_doubles(dinit));
+    if (sc.D) runs[run].push_back(to_doubles(dD));
+    if (sc.bias) runs[run].push_back(to_doubles(ddb));
   }
   const auto& g = runs[0];
   CHECK_CLOSE("du", g[0], values(r_du), tol);

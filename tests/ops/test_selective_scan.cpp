@@ -12,6 +12,7 @@
 
 #include "mambatrack/ops/cpu/selective_scan.hpp"
 #include "mambatrack/ops/reference/selective_scan.hpp"
+#include "op_test_util.hpp"
 #include "support/test_support.hpp"
 
 using namespace mambatrack;
@@ -208,17 +209,8 @@ TEST_CASE("reference selective scan backward matches central finite differences"
       const std::vector<double>& g = *pair.second;
       if (x.empty()) continue;
       INFO("input " << name);
-      std::vector<double> numeric(x.size());
-      const double eps = 1e-5;  // central differences: O(eps²) truncation, ~1e-11 rounding
-      for (std::size_t i = 0; i < x.size(); ++i) {
-        const double keep = x[i];
-        x[i] = keep + eps;
-        const double lp = loss(c, probe);
-        x[i] = keep - eps;
-        const double lm = loss(c, probe);
-        x[i] = keep;
-        numeric[i] = (lp - lm) / (2 * eps);
-      }
+      // central differences, h = 1e-5: O(h²) truncation, ~1e-11 rounding
+      const std::vector<double> numeric = test::fd_grad(x, [&] { return loss(c, probe); });
       CHECK(rel_err(g, numeric) <= 1e-6);
     }
   }
