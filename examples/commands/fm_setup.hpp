@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "commands/mdm_setup.hpp"
+#include "commands/cuda_tasks.hpp"
 #include "commands/simulate.hpp"
 #include "mambatrack/data/batching.hpp"
 #include "mambatrack/data/detector.hpp"
@@ -54,6 +55,7 @@ struct FmRun {
   train::TrainerOptions trainer;
   std::string data_dir, data_kind, mixer;
   std::string split = "val";  // what the task's held-out events are: val, test or all
+  std::string device = "cpu";  // where the task trains: cpu or cuda (resolve_device())
   int64_t train_events = 0, val_events = 0, train_points = 0, val_points = 0, dropped = 0, params = 0;
 };
 
@@ -255,26 +257,26 @@ inline void setup_fm_task(FmRun& run, const std::string& data_arg, const std::st
                     {"normalization", pts_tpc ? "tpc" : "trackml"},
                     {"volumes", pts_tpc ? std::vector<int32_t>{} : c.get<std::vector<int32_t>>("volumes")},
                     {"voxel_edges", {{"eta", fo.edges.eta}, {"phi", fo.edges.phi}, {"r", fo.edges.r}}}};
-  if (headdim > 0) {
-    nn::Mamba2Options mo;
-    mo.ngroups = c.get<int64_t>("ngroups");
-    auto task = std::make_unique<FmMamba2Task>(
-        o, nn::make_mamba2<FmBackend>(d_state, d_conv, expand, headdim, o.backbone.d_model, mo), std::move(train_ev),
+  nn::Mamba2Options m2;
+  if (headdim > 0) m2.ngroups = c.get<int64_t>("ngroups");
+  if (run.device == "cuda") {
+    run.task = make_cuda_fm_task(o, d_state, d_conv, expand, headdim, m2, std::move(train_ev), std::move(val_ev));
+  } else if (headdim > 0) {
+    run.task = std::make_unique<FmMamba2Task>(
+        o, nn::make_mamba2<FmBackend>(d_state, d_conv, expand, headdim, o.backbone.d_model, m2), std::move(train_ev),
         std::move(val_ev));
-    run.params = task->store().num_trainable();
-    run.task = std::move(task);
   } else {
-    auto task = std::make_unique<FmMambaTask>(o, nn::make_mamba<FmBackend>(d_state, d_conv, expand, o.backbone.d_model),
-                                              std::move(train_ev), std::move(val_ev));
-    run.params = task->store().num_trainable();
-    run.task = std::move(task);
+    run.task = std::make_unique<FmMambaTask>(o, nn::make_mamba<FmBackend>(d_state, d_conv, expand, o.backbone.d_model),
+                                             std::move(train_ev), std::move(val_ev));
   }
+  run.params = run.task->store().num_trainable();
 }
 
 inline FmRun setup_fm_run(const std::string& config_path, const std::string& section,
                           const std::vector<std::string>& sets, const std::string& data_arg,
-                          const std::string& run_dir, bool resume) {
+                          const std::string& run_dir, bool resume, const std::string& device = "cpu") {
   FmRun run;
+  run.device = device;
   train::Config& c = run.config;
   if (!section.empty() && config_path.empty()) throw ConfigError("--config-section needs --config FILE");
   if (!config_path.empty()) c.read_file(config_path, section);

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "commands/cuda_tasks.hpp"
 #include "commands/simulate.hpp"
 #include "mambatrack/data/batching.hpp"
 #include "mambatrack/data/detector.hpp"
@@ -34,7 +35,7 @@ using CpuMdmTask = train::MdmTask<CpuSsmBackend, CpuMixer>;
 
 struct MdmRun {
   train::Config config{train::mambapt_schema()};
-  std::unique_ptr<CpuMdmTask> task;
+  std::unique_ptr<train::MdmTaskBase> task;  // on the CPU or the GPU
   train::TrainerOptions trainer;
   int64_t vocab = 0;
   std::string data_dir;
@@ -179,8 +180,10 @@ inline std::unique_ptr<CpuMdmTask> make_mdm_task(const train::Config& c, train::
   return std::make_unique<CpuMdmTask>(std::move(o), mixer, std::move(train_seqs), std::move(val_seqs));
 }
 
+// `device`: "cpu" or "cuda" (resolve_device()).
 inline MdmRun setup_mdm_run(const std::string& config_path, const std::vector<std::string>& sets,
-                            const std::string& data_arg, const std::string& run_dir, bool resume) {
+                            const std::string& data_arg, const std::string& run_dir, bool resume,
+                            const std::string& device = "cpu") {
   MdmRun run;
   train::Config& c = run.config;
   if (!config_path.empty()) c.read_file(config_path);
@@ -209,7 +212,13 @@ inline MdmRun setup_mdm_run(const std::string& config_path, const std::vector<st
                       " events are too few for data.val_split; give more events");
 
   // Model.
-  run.task = make_mdm_task(c, mdm_task_options(c, run.vocab), std::move(train_seqs), std::move(val_seqs));
+  if (device == "cuda") {
+    run.task = make_cuda_mdm_task(mdm_task_options(c, run.vocab), c.get<int>("model.d_state"), c.get<int>("model.d_conv"),
+                                  c.get<int>("model.expand"), nn::MambaOptions{}, std::move(train_seqs),
+                                  std::move(val_seqs));
+  } else {
+    run.task = make_mdm_task(c, mdm_task_options(c, run.vocab), std::move(train_seqs), std::move(val_seqs));
+  }
 
   // Trainer.
   train::TrainerOptions& t = run.trainer;

@@ -25,26 +25,25 @@ inline int run_pretrain_fm(int argc, char** argv) {
       .option("run-dir", "runs/pretrain-fm", "where checkpoints, metrics and the resolved config go")
       .option("set", "", "override a config key, e.g. --set embed_dim=64 (repeatable)", true)
       .option("threads", "0", "CPU threads (0: all cores); the same seed and thread count give identical runs")
-      .option("device", "cpu", "cpu (the CUDA training path is not built yet)")
+      .option("device", "cpu", "cpu, cuda, or auto (the GPU when there is one)")
       .flag("resume", "continue from the latest checkpoint in RUN_DIR");
   if (!a.parse(argc, argv)) return 0;
-  if (a.str("device") != "cpu" && a.str("device") != "auto")
-    throw ConfigError("--device " + a.str("device") + ": only cpu is available for pretrain-fm");
+  const std::string device = resolve_device(a.str("device"), "pretrain-fm");
   set_num_threads(static_cast<int>(a.integer("threads")));
 
   FmRun run = setup_fm_run(a.str("config"), a.str("config-section"), a.all("set"), a.str("data"), a.str("run-dir"),
-                           a.flag_set("resume"));
+                           a.flag_set("resume"), device);
   std::fprintf(stderr,
                "pretrain-fm: %s data in %s: %lld training events (%lld points) / %lld validation events (%lld points)"
-               "%s; %s backbone, %lld trainable parameters; %lld steps of %lld event(s) (accumulation %lld) on %d "
-               "thread(s)\n",
+               "%s; %s backbone, %lld trainable parameters; %lld steps of %lld event(s) (accumulation %lld) on %s\n",
                run.data_kind.c_str(), run.data_dir.c_str(), static_cast<long long>(run.train_events),
                static_cast<long long>(run.train_points), static_cast<long long>(run.val_events),
                static_cast<long long>(run.val_points),
                run.dropped ? (", " + std::to_string(run.dropped) + " dropped by max_points").c_str() : "",
                run.mixer.c_str(), static_cast<long long>(run.params), static_cast<long long>(run.trainer.max_steps),
                static_cast<long long>(run.config.get<int64_t>("batch_size")),
-               static_cast<long long>(run.trainer.accumulation_steps), num_threads());
+               static_cast<long long>(run.trainer.accumulation_steps),
+               device == "cuda" ? "the GPU" : (std::to_string(num_threads()) + " thread(s)").c_str());
   train::Trainer trainer(run.trainer, *run.task);
   const train::TrainSummary s = trainer.run();
 
@@ -57,6 +56,8 @@ inline int run_pretrain_fm(int argc, char** argv) {
   std::printf("  checkpoints: %s/checkpoints (latest step_%09lld)\n", run.trainer.run_dir.c_str(),
               static_cast<long long>(s.steps));
   std::printf("  metrics:     %s/metrics.jsonl, metrics.csv, tensorboard/\n", run.trainer.run_dir.c_str());
+  if (device == "cuda")
+    std::printf("  peak GPU memory: %.1f MiB\n", static_cast<double>(cuda_peak_memory_bytes()) / (1 << 20));
   return 0;
 }
 

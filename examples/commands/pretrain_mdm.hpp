@@ -26,19 +26,21 @@ inline int run_pretrain_mdm(int argc, char** argv) {
       .option("run-dir", "runs/pretrain-mdm", "where checkpoints, metrics and the resolved config go")
       .option("set", "", "override a config key, e.g. --set model.d_model=32 (repeatable)", true)
       .option("threads", "0", "CPU threads (0: all cores); the same seed and thread count give identical runs")
-      .option("device", "cpu", "cpu, or auto (the GPU when there is one)")
+      .option("device", "cpu", "cpu, cuda, or auto (the GPU when there is one)")
       .option("stop-at-step", "0", "stop at this step as Ctrl-C would: checkpoint and exit (0: run to the end)")
       .flag("resume", "continue from the latest checkpoint in RUN_DIR");
   if (!a.parse(argc, argv)) return 0;
-  if (a.str("device") == "cuda") throw ConfigError("--device cuda: the CUDA training path is not built yet; use cpu");
+  const std::string device = resolve_device(a.str("device"), "pretrain-mdm");
   set_num_threads(static_cast<int>(a.integer("threads")));
 
-  MdmRun run = setup_mdm_run(a.str("config"), a.all("set"), a.str("data"), a.str("run-dir"), a.flag_set("resume"));
+  MdmRun run =
+      setup_mdm_run(a.str("config"), a.all("set"), a.str("data"), a.str("run-dir"), a.flag_set("resume"), device);
   std::fprintf(stderr, "pretrain-mdm: %lld training / %lld validation tracks, vocabulary %lld, %lld parameters, "
-                       "%lld steps on %d thread(s)\n",
+                       "%lld steps on %s\n",
                static_cast<long long>(run.task->num_train_tracks()), static_cast<long long>(run.task->num_val_tracks()),
                static_cast<long long>(run.vocab), static_cast<long long>(run.task->store().num_trainable()),
-               static_cast<long long>(run.trainer.max_steps), num_threads());
+               static_cast<long long>(run.trainer.max_steps),
+               device == "cuda" ? "the GPU" : (std::to_string(num_threads()) + " thread(s)").c_str());
   run.trainer.stop_at_step = a.integer("stop-at-step");
   train::Trainer trainer(run.trainer, *run.task);
   const train::TrainSummary s = trainer.run();
@@ -49,6 +51,8 @@ inline int run_pretrain_mdm(int argc, char** argv) {
   std::printf("  checkpoints: %s/checkpoints (latest step_%09lld)\n", run.trainer.run_dir.c_str(),
               static_cast<long long>(s.steps));
   std::printf("  metrics:     %s/metrics.jsonl, metrics.csv, tensorboard/\n", run.trainer.run_dir.c_str());
+  if (device == "cuda")
+    std::printf("  peak GPU memory: %.1f MiB\n", static_cast<double>(cuda_peak_memory_bytes()) / (1 << 20));
   return 0;
 }
 

@@ -5,7 +5,9 @@
 
 #include <cuda_runtime.h>
 
+#include <mutex>
 #include <string>
+#include <unordered_map>
 
 #include "mambatrack/core/error.hpp"
 #include "mambatrack/core/tensor.hpp"
@@ -23,6 +25,30 @@ inline void cuda_check(cudaError_t status, const char* call, const char* file, i
 
 #define MAMBATRACK_CUDA_CHECK(call) ::mambatrack::detail::cuda_check((call), #call, __FILE__, __LINE__)
 
+// Bytes held in cudaMalloc'd tensors now and at most so far (what a run reports as its peak GPU
+// memory; cuBLASLt's own internal allocations, if any, are not included). Allocation is rare (workspaces
+// are reused), so a mutex-guarded size map costs nothing measurable.
+struct CudaMemoryStats {
+  std::size_t current = 0, peak = 0;
+};
+namespace detail {
+struct CudaAllocations {
+  std::mutex mu;
+  std::unordered_map<void*, std::size_t> sizes;
+  CudaMemoryStats stats;
+  static CudaAllocations& get() {
+    static CudaAllocations a;
+    return a;
+  }
+};
+}  // namespace detail
+inline CudaMemoryStats cuda_memory_stats() {
+  auto& a = detail::CudaAllocations::get();
+  std::lock_guard<std::mutex> lock(a.mu);
+  return a.stats;
+}
+inline std::size_t cuda_peak_allocated_bytes() { return cuda_memory_stats().peak; }
+
 template <>
 struct DeviceMemory<Cuda> {
   static void* allocate(std::size_t bytes) {
@@ -34,10 +60,23 @@ struct DeviceMemory<Cuda> {
       throw DeviceError("cudaMalloc of " + std::to_string(bytes) + " bytes failed: " +
                         cudaGetErrorString(status));
     }
+    auto& a = detail::CudaAllocations::get();
+    std::lock_guard<std::mutex> lock(a.mu);
+    a.sizes[p] = bytes;
+    a.stats.current += bytes;
+    if (a.stats.current > a.stats.peak) a.stats.peak = a.stats.current;
     return p;
   }
   static void release(void* p) noexcept {
-    if (p) cudaFree(p);
+    if (!p) return;
+    cudaFree(p);
+    auto& a = detail::CudaAllocations::get();
+    std::lock_guard<std::mutex> lock(a.mu);
+    auto it = a.sizes.find(p);
+    if (it != a.sizes.end()) {
+      a.stats.current -= it->second;
+      a.sizes.erase(it);
+    }
   }
 };
 

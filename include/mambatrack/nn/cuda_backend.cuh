@@ -2,7 +2,7 @@
 // device in float32: Scalar float, Device Cuda, Store CudaParameterStore. Each static function
 // has the name of the host backends' (nn/cpu_backend.hpp, ssm_backend.hpp, mamba2_backend.hpp)
 // and forwards to mambatrack::cuda:: (cuBLASLt linear, norms, activations, embedding, losses,
-// causal_conv1d, selective_scan) or to nn/cuda_kernels.cuh, all on the one context()
+// causal_conv1d, selective_scan, ssd, gated_rmsnorm) or to nn/cuda_kernels.cuh, all on the one context()
 // (nn/cuda_backend_context.cuh). Ops do not synchronise or allocate in the steady state, except
 // embedding_fwd/bwd (id check: one sync), cross_entropy/masked_mse (loss read back) and to_host.
 #pragma once
@@ -27,7 +27,9 @@
 #include "mambatrack/ops/cuda/linear.cuh"
 #include "mambatrack/ops/cuda/losses.cuh"
 #include "mambatrack/ops/cuda/norm.cuh"
+#include "mambatrack/ops/cuda/gated_rmsnorm.cuh"
 #include "mambatrack/ops/cuda/selective_scan.cuh"
+#include "mambatrack/ops/cuda/ssd.cuh"
 #include "mambatrack/ops/embedding.hpp"
 #include "mambatrack/ops/linear.hpp"
 #include "mambatrack/ops/losses.hpp"
@@ -74,6 +76,15 @@ struct CudaBackend {
   }
   static void selective_scan_bwd(const SelectiveScanBwdArgs<T, Cuda>& a) {
     mambatrack::cuda::selective_scan_bwd(a, stream());
+  }
+  // Mamba2: the chunked SSD scan and the gated grouped RMSNorm.
+  static void ssd_fwd(const SsdFwdArgs<T, Cuda>& a) { mambatrack::cuda::ssd_fwd(a, stream()); }
+  static void ssd_bwd(const SsdBwdArgs<T, Cuda>& a) { mambatrack::cuda::ssd_bwd(a, stream()); }
+  static void gated_rmsnorm_fwd(const GatedRmsNormFwdArgs<T, Cuda>& a) {
+    mambatrack::cuda::gated_rmsnorm_fwd(a, stream());
+  }
+  static void gated_rmsnorm_bwd(const GatedRmsNormBwdArgs<T, Cuda>& a) {
+    mambatrack::cuda::gated_rmsnorm_bwd(a, stream());
   }
 
   // ---- elementwise and sequence helpers (nn/host_kernels.hpp on the host) ---------------------

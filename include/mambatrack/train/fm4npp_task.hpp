@@ -20,7 +20,8 @@
 #include "mambatrack/nn/backbone.hpp"
 #include "mambatrack/nn/heads.hpp"
 #include "mambatrack/nn/point_embedding.hpp"
-#include "mambatrack/ops/cpu/losses.hpp"
+#include "mambatrack/ops/losses.hpp"
+#include "mambatrack/train/flat_optimizer.hpp"
 #include "mambatrack/train/trainer.hpp"
 
 namespace mambatrack::train {
@@ -56,6 +57,8 @@ template <class Backend, class Mixer>
 class Fm4nppTask final : public TrainTask {
  public:
   using T = typename Backend::Scalar;
+  using Device = typename Backend::Device;
+  using Store = typename Backend::Store;
 
   Fm4nppTask(Fm4nppTaskOptions o, const Mixer& mixer, std::vector<data::Fm4nppEvent> train,
              std::vector<data::Fm4nppEvent> val)
@@ -77,13 +80,16 @@ class Fm4nppTask final : public TrainTask {
     backbone_.register_params(store_);
     head_.register_params(store_);
     store_.finalize();
-    embedder_.init(store_, o_.seed);
-    backbone_.init(store_, o_.seed);
-    head_.init(store_, o_.seed);
+    nn::ParameterStore& host = host_of(store_);  // nn:: functions by argument-dependent lookup
+    embedder_.init(host, o_.seed);
+    backbone_.init(host, o_.seed);
+    head_.init(host, o_.seed);
+    upload_params(store_);
     baseline_mean_ = target_means(train_, o_.k);
   }
 
-  nn::ParameterStore& store() override { return store_; }
+  nn::ParameterStore& store() override { return host_of(store_); }
+  std::unique_ptr<FlatOptimizer> make_optimizer() override { return make_flat_optimizer(store_); }
   int64_t epoch() const override { return cursor_.epoch; }
   nlohmann::json model_config() const override { return o_.model_config; }
   int64_t steps_per_epoch(int64_t accumulation) const {
@@ -217,30 +223,39 @@ class Fm4nppTask final : public TrainTask {
     nerf_.assign(nerf.begin(), nerf.end());
     targets_.assign(batch.knn.begin(), batch.knn.end());
     cu_ = std::move(batch.cu_seqlens);
-    const View<const int64_t> cu(cu_.data(), Shape{static_cast<int64_t>(cu_.size())});
-    View<const T> h0 = embedder_.forward(ectx_, View<const T>(nerf_.data(), Shape{n, data::nerf_dim(3)}),
-                                         View<const T>(energy_.data(), Shape{n, 1}));
-    View<const T> y = backbone_.forward_embedded(bctx_, h0, cu);
-    View<const T> pred = head_.forward(hctx_, y);
-    dpred_.resize(static_cast<std::size_t>(n * w));
-    MaskedMseArgs<T> m;
+    View<const int64_t, Device> cu = upload(cu_, cu_d_);
+    View<const T, Device> h0 = embedder_.forward(ectx_, upload(nerf_, Shape{n, data::nerf_dim(3)}, nerf_d_),
+                                                 upload(energy_, Shape{n, 1}, energy_d_));
+    View<const T, Device> y = backbone_.forward_embedded(bctx_, h0, cu);
+    View<const T, Device> pred = head_.forward(hctx_, y);
+    MaskedMseArgs<T, Device> m;
     m.predictions = pred;
-    m.targets = View<const T>(targets_.data(), Shape{n, w});
-    if (backward) m.dpredictions = View<T>(dpred_.data(), Shape{n, w});
+    m.targets = upload(targets_, Shape{n, w}, targets_d_);
+    if (backward) m.dpredictions = nn::ensure(dpred_d_, Shape{n, w});
     m.grad_scale = grad_scale;
-    const LossResult lr = cpu::masked_mse(m);
+    const LossResult lr = Backend::masked_mse(m);
     out.count = lr.count;
     out.sum = lr.loss * static_cast<double>(lr.count);
     if (backward && lr.count > 0) {
-      View<const T> dy = head_.backward(hctx_, View<const T>(dpred_.data(), Shape{n, w}));
+      View<const T, Device> dy = head_.backward(hctx_, View<const T, Device>(dpred_d_.view()));
       backbone_.backward(bctx_, dy);  // the embedding is frozen and sees data: nothing further
     }
     return out;
   }
 
+  template <class U>
+  View<const U, Device> upload(const std::vector<U>& h, Shape shape, Tensor<U, Device>& d) {
+    View<U, Device> v = nn::ensure(d, shape);
+    Backend::to_device(View<const U>(h.data(), shape), v);
+    return v;
+  }
+  View<const int64_t, Device> upload(const std::vector<int64_t>& h, Tensor<int64_t, Device>& d) {
+    return upload(h, Shape{static_cast<int64_t>(h.size())}, d);
+  }
+
   Fm4nppTaskOptions o_;
   std::vector<data::Fm4nppEvent> train_, val_;
-  nn::ParameterStore store_;
+  Store store_;
   nn::FrozenPointEmbedding<Backend> embedder_;
   nn::Backbone<Backend, Mixer> backbone_;
   nn::KnnHead<Backend> head_;
@@ -253,7 +268,9 @@ class Fm4nppTask final : public TrainTask {
   typename nn::KnnHead<Backend>::Context hctx_;
   std::vector<float> coords_;
   std::vector<int64_t> cu_;
-  std::vector<T> energy_, nerf_, targets_, dpred_;
+  std::vector<T> energy_, nerf_, targets_;
+  Tensor<int64_t, Device> cu_d_;
+  Tensor<T, Device> energy_d_, nerf_d_, targets_d_, dpred_d_;
 };
 
 }  // namespace mambatrack::train

@@ -6,12 +6,15 @@
 // Everything random (batch order, masks, pairs, dropout) is a pure function of the seed and
 // the data cursor, so a resumed run continues exactly. predict_mdm / predict_ntp give the
 // per-token and per-pair predictions on any track set for evaluation (train/mdm_metrics.hpp).
+// The Backend picks the device: masks, pairs and packing are built on the host, the model, the
+// row gathers, the loss and the argmax run where the Backend runs (CpuBackend or CudaBackend).
 #pragma once
 
 #include <algorithm>
 #include <cstdint>
 #include <map>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -23,7 +26,8 @@
 #include "mambatrack/data/track_sequences.hpp"
 #include "mambatrack/nn/backbone.hpp"
 #include "mambatrack/nn/heads.hpp"
-#include "mambatrack/ops/cpu/losses.hpp"
+#include "mambatrack/ops/losses.hpp"
+#include "mambatrack/train/flat_optimizer.hpp"
 #include "mambatrack/train/mdm_metrics.hpp"
 #include "mambatrack/train/trainer.hpp"
 
@@ -45,10 +49,20 @@ struct MdmTaskOptions {
   nlohmann::json model_config;   // written into model.safetensors
 };
 
+// The device-independent face of an MdmTask (what the program needs to set up a run).
+class MdmTaskBase : public TrainTask {
+ public:
+  virtual int64_t steps_per_epoch(int64_t accumulation) const = 0;
+  virtual int64_t num_train_tracks() const = 0;
+  virtual int64_t num_val_tracks() const = 0;
+};
+
 template <class Backend, class Mixer>
-class MdmTask final : public TrainTask {
+class MdmTask final : public MdmTaskBase {
  public:
   using T = typename Backend::Scalar;
+  using Device = typename Backend::Device;
+  using Store = typename Backend::Store;
 
   MdmTask(MdmTaskOptions o, const Mixer& mixer, data::TrackSequences train, data::TrackSequences val)
       : o_(std::move(o)),
@@ -64,19 +78,22 @@ class MdmTask final : public TrainTask {
     mdm_head_.register_params(store_);
     ntp_head_.register_params(store_);
     store_.finalize();
-    backbone_.init(store_, o_.seed);
-    mdm_head_.init(store_, o_.seed);
-    ntp_head_.init(store_, o_.seed);
+    nn::ParameterStore& host = host_of(store_);
+    backbone_.init(host, o_.seed);
+    mdm_head_.init(host, o_.seed);
+    ntp_head_.init(host, o_.seed);
+    upload_params(store_);
   }
 
-  nn::ParameterStore& store() override { return store_; }
+  nn::ParameterStore& store() override { return host_of(store_); }
+  std::unique_ptr<FlatOptimizer> make_optimizer() override { return make_flat_optimizer(store_); }
   int64_t epoch() const override { return cursor_.epoch; }
   nlohmann::json model_config() const override { return o_.model_config; }
-  int64_t steps_per_epoch(int64_t accumulation) const {
+  int64_t steps_per_epoch(int64_t accumulation) const override {
     return std::max<int64_t>(1, sampler_.batches_per_epoch() / std::max<int64_t>(1, accumulation));
   }
-  int64_t num_train_tracks() const { return train_.size(); }
-  int64_t num_val_tracks() const { return val_.size(); }
+  int64_t num_train_tracks() const override { return train_.size(); }
+  int64_t num_val_tracks() const override { return val_.size(); }
 
   void save_state(nn::TrainState& s) const override {
     s.integers["data.cursor"] = {cursor_.epoch, cursor_.batch};
@@ -198,31 +215,24 @@ class MdmTask final : public TrainTask {
     ntp_head_.set_mode(false, 0, 0);
     const int64_t d = o_.backbone.d_model;
     const data::PackedBatch b1 = data::pack_batch(src, first), b2 = data::pack_batch(src, second);
-    ids_.assign(b1.tokens.begin(), b1.tokens.end());
-    cu_ = b1.cu_seqlens;
-    View<const T> y1 = backbone_.forward_tokens(bctx_, View<const int64_t>(ids_.data(), Shape{b1.num_tokens()}),
-                                                View<const int64_t>(cu_.data(), Shape{b + 1}));
-    gathered_.assign(y1.data, y1.data + b1.num_tokens() * d);  // the next forward reuses the context
-    ids_.assign(b2.tokens.begin(), b2.tokens.end());
-    cu2_ = b2.cu_seqlens;
-    View<const T> y2 = backbone_.forward_tokens(bctx_, View<const int64_t>(ids_.data(), Shape{b2.num_tokens()}),
-                                                View<const int64_t>(cu2_.data(), Shape{b + 1}));
-    View<const T> logits = ntp_head_.forward(nctx_, View<const T>(gathered_.data(), Shape{b1.num_tokens(), d}),
-                                             View<const int64_t>(cu_.data(), Shape{b + 1}), y2,
-                                             View<const int64_t>(cu2_.data(), Shape{b + 1}));
+    View<const int64_t, Device> cu1 = upload(b1.cu_seqlens, cu_d_), cu2 = upload(b2.cu_seqlens, cu2_d_);
+    View<const T, Device> y1 = backbone_.forward_tokens(bctx_, upload(b1.tokens, ids_d_), cu1);
+    View<T, Device> kept = nn::ensure(gathered_d_, Shape{b1.num_tokens(), d});  // the next forward reuses the context
+    Backend::copy(y1, kept);
+    View<const T, Device> y2 = backbone_.forward_tokens(bctx_, upload(b2.tokens, ids_d_), cu2);
+    View<const T, Device> logits = ntp_head_.forward(nctx_, View<const T, Device>(kept), cu1, y2, cu2);
     ntp_labels_.resize(static_cast<std::size_t>(b));
     for (int64_t k = 0; k < b; ++k) ntp_labels_[k] = src.p[first[k]] > src.p[second[k]] ? 1 : 0;
-    ntp_dlogits_.resize(static_cast<std::size_t>(b * 2));
-    CrossEntropyArgs<T> ce;
+    CrossEntropyArgs<T, Device> ce;
     ce.logits = logits;
-    ce.labels = View<const int64_t>(ntp_labels_.data(), Shape{b});
-    ce.dlogits = View<T>(ntp_dlogits_.data(), Shape{b, 2});
+    ce.labels = upload(ntp_labels_, labels_d_);
     ce.grad_scale = 0.0;
-    const LossResult lr = cpu::cross_entropy(ce);
+    const LossResult lr = Backend::cross_entropy(ce);
     r.loss_sum = lr.loss * static_cast<double>(lr.count);
+    const std::vector<T>& lg = download(logits, logits_h_);
     for (int64_t k = 0; k < b; ++k) {
       r.label.push_back(static_cast<int32_t>(ntp_labels_[k]));
-      r.predicted.push_back(logits.data[2 * k + 1] > logits.data[2 * k] ? 1 : 0);
+      r.predicted.push_back(lg[2 * k + 1] > lg[2 * k] ? 1 : 0);
     }
     return r;
   }
@@ -273,51 +283,47 @@ class MdmTask final : public TrainTask {
     const auto m = static_cast<int64_t>(masked.masked_positions.size());
     if (m == 0) return out;  // too short to mask at this rate (the seed skips such batches too)
     const int64_t n = batch.num_tokens(), d = o_.backbone.d_model, vocab = o_.backbone.vocab;
-    ids_.assign(masked.input.begin(), masked.input.end());
-    cu_ = batch.cu_seqlens;
-    View<const T> y = backbone_.forward_tokens(bctx_, View<const int64_t>(ids_.data(), Shape{n}),
-                                               View<const int64_t>(cu_.data(), Shape{static_cast<int64_t>(cu_.size())}));
-    gathered_.resize(static_cast<std::size_t>(m * d));
+    View<const T, Device> y = backbone_.forward_tokens(bctx_, upload(masked.input, ids_d_), upload(batch.cu_seqlens, cu_d_));
+    positions_.assign(masked.masked_positions.begin(), masked.masked_positions.end());
     labels_.resize(static_cast<std::size_t>(m));
-    for (int64_t i = 0; i < m; ++i) {
-      const int64_t pos = masked.masked_positions[i];
-      std::copy(y.data + pos * d, y.data + (pos + 1) * d, gathered_.data() + i * d);
-      labels_[i] = masked.labels[pos];
-    }
-    View<const T> logits = mdm_head_.forward(mctx_, View<const T>(gathered_.data(), Shape{m, d}));
-    dlogits_.resize(static_cast<std::size_t>(m * vocab));
-    CrossEntropyArgs<T> ce;
+    for (int64_t i = 0; i < m; ++i) labels_[i] = masked.labels[positions_[i]];
+    View<const int64_t, Device> pos = upload(positions_, positions_d_);
+    View<T, Device> gathered = nn::ensure(gathered_d_, Shape{m, d});
+    Backend::gather_rows(y, pos, gathered);
+    View<const T, Device> logits = mdm_head_.forward(mctx_, View<const T, Device>(gathered));
+    CrossEntropyArgs<T, Device> ce;
     ce.logits = logits;
-    ce.labels = View<const int64_t>(labels_.data(), Shape{m});
-    ce.dlogits = View<T>(dlogits_.data(), Shape{m, vocab});
+    ce.labels = upload(labels_, labels_d_);
+    ce.dlogits = nn::ensure(dlogits_d_, Shape{m, vocab});
     ce.label_smoothing = o_.label_smoothing;
     ce.form = SmoothingForm::kMambaPt;
     ce.grad_scale = grad_scale;
-    const LossResult lr = cpu::cross_entropy(ce);
+    const LossResult lr = Backend::cross_entropy(ce);
     out.loss = lr.loss;
     out.count = lr.count;
+    View<int64_t, Device> pred_d = nn::ensure(predicted_d_, Shape{m});
+    Backend::argmax_rows(logits, pred_d);
+    predicted_.resize(static_cast<std::size_t>(m));
+    Backend::to_host(View<const int64_t, Device>(pred_d), View<int64_t>(predicted_.data(), Shape{m}));
     for (int64_t i = 0; i < m; ++i) {
-      const T* row = logits.data + i * vocab;
-      const int64_t predicted = std::max_element(row, row + vocab) - row;
+      const int64_t predicted = predicted_[i];
       out.correct += predicted == labels_[i];
       if (record) {
-        const int64_t pos = masked.masked_positions[i];
-        const int64_t s = std::upper_bound(batch.cu_seqlens.begin(), batch.cu_seqlens.end(), pos) -
+        const int64_t p = positions_[i];
+        const int64_t s = std::upper_bound(batch.cu_seqlens.begin(), batch.cu_seqlens.end(), p) -
                           batch.cu_seqlens.begin() - 1;
         record->track.push_back(s);
-        record->position.push_back(pos - batch.cu_seqlens[s]);
+        record->position.push_back(p - batch.cu_seqlens[s]);
         record->label.push_back(static_cast<int32_t>(labels_[i]));
         record->predicted.push_back(static_cast<int32_t>(predicted));
       }
     }
     if (backward) {
-      View<const T> dx = mdm_head_.backward(mctx_, View<const T>(dlogits_.data(), Shape{m, vocab}));
-      dy_.assign(static_cast<std::size_t>(n * d), T(0));
-      for (int64_t i = 0; i < m; ++i) {
-        const int64_t pos = masked.masked_positions[i];
-        std::copy(dx.data + i * d, dx.data + (i + 1) * d, dy_.data() + pos * d);
-      }
-      backbone_.backward(bctx_, View<const T>(dy_.data(), Shape{n, d}));
+      View<const T, Device> dx = mdm_head_.backward(mctx_, View<const T, Device>(dlogits_d_.view()));
+      View<T, Device> dy = nn::ensure(dy_d_, Shape{n, d});
+      Backend::fill(dy, T(0));
+      Backend::scatter_add_rows(dx, pos, dy);
+      backbone_.backward(bctx_, View<const T, Device>(dy));
     }
     return out;
   }
@@ -330,33 +336,35 @@ class MdmTask final : public TrainTask {
     std::vector<float> p(static_cast<std::size_t>(b));
     for (int64_t i = 0; i < b; ++i) p[i] = src.p[batch.sample_ids[i]];
     const data::NtpPairs pairs = data::permutation_pairs(p, rng);
-    ids_.assign(batch.tokens.begin(), batch.tokens.end());
-    cu_ = batch.cu_seqlens;
-    const View<const int64_t> cu(cu_.data(), Shape{b + 1});
-    View<const T> y = backbone_.forward_tokens(bctx_, View<const int64_t>(ids_.data(), Shape{n}), cu);
-    // The partners' tokens, sequence by sequence in pair order.
+    const std::vector<int64_t>& cu_h = batch.cu_seqlens;
+    View<const int64_t, Device> cu = upload(cu_h, cu_d_);
+    View<const T, Device> y = backbone_.forward_tokens(bctx_, upload(batch.tokens, ids_d_), cu);
+    // The partners' rows, sequence by sequence in pair order (every row once: a permutation).
     cu2_.assign(1, 0);
-    permuted_.clear();
+    rows_.clear();
     for (int64_t k = 0; k < pairs.size(); ++k) {
       const int64_t s = pairs.second[k];
-      permuted_.insert(permuted_.end(), y.data + cu_[s] * d, y.data + cu_[s + 1] * d);
-      cu2_.push_back(cu2_.back() + cu_[s + 1] - cu_[s]);
+      for (int64_t t = cu_h[s]; t < cu_h[s + 1]; ++t) rows_.push_back(t);
+      cu2_.push_back(cu2_.back() + cu_h[s + 1] - cu_h[s]);
     }
-    const View<const int64_t> cu2(cu2_.data(), Shape{pairs.size() + 1});
-    View<const T> logits = ntp_head_.forward(nctx_, y, cu, View<const T>(permuted_.data(), Shape{n, d}), cu2);
+    View<const int64_t, Device> rows = upload(rows_, rows_d_);
+    View<T, Device> permuted = nn::ensure(permuted_d_, Shape{n, d});
+    Backend::gather_rows(y, rows, permuted);
+    View<const T, Device> logits =
+        ntp_head_.forward(nctx_, y, cu, View<const T, Device>(permuted), upload(cu2_, cu2_d_));
     ntp_labels_.assign(pairs.label.begin(), pairs.label.end());
-    ntp_dlogits_.resize(static_cast<std::size_t>(b * 2));
-    CrossEntropyArgs<T> ce;
+    CrossEntropyArgs<T, Device> ce;
     ce.logits = logits;
-    ce.labels = View<const int64_t>(ntp_labels_.data(), Shape{b});
-    ce.dlogits = View<T>(ntp_dlogits_.data(), Shape{b, 2});
+    ce.labels = upload(ntp_labels_, labels_d_);
+    ce.dlogits = nn::ensure(ntp_dlogits_d_, Shape{b, 2});
     ce.grad_scale = grad_scale;
-    const LossResult lr = cpu::cross_entropy(ce);
+    const LossResult lr = Backend::cross_entropy(ce);
     NtpOut out;
     out.loss = lr.loss;
     out.count = lr.count;
+    const std::vector<T>& lg = download(logits, logits_h_);
     for (int64_t k = 0; k < b; ++k) {
-      const int pred = logits.data[2 * k + 1] > logits.data[2 * k] ? 1 : 0;
+      const int pred = lg[2 * k + 1] > lg[2 * k] ? 1 : 0;
       const int label = pairs.label[k];
       out.correct += pred == label;
       out.tp += pred == 1 && label == 1;
@@ -364,22 +372,40 @@ class MdmTask final : public TrainTask {
       out.fn += pred == 0 && label == 1;
     }
     if (backward) {
-      const auto [dx1, dx2] = ntp_head_.backward(nctx_, View<const T>(ntp_dlogits_.data(), Shape{b, 2}));
-      dy_.assign(dx1.data, dx1.data + n * d);
-      for (int64_t k = 0; k < pairs.size(); ++k) {  // route the partners' gradients back
-        const int64_t s = pairs.second[k];
-        const T* from = dx2.data + cu2_[k] * d;
-        T* to = dy_.data() + cu_[s] * d;
-        for (int64_t i = 0; i < (cu_[s + 1] - cu_[s]) * d; ++i) to[i] += from[i];
-      }
-      backbone_.backward(bctx_, View<const T>(dy_.data(), Shape{n, d}));
+      const auto [dx1, dx2] = ntp_head_.backward(nctx_, View<const T, Device>(ntp_dlogits_d_.view()));
+      View<T, Device> dy = nn::ensure(dy_d_, Shape{n, d});
+      Backend::copy(dx1, dy);
+      Backend::scatter_add_rows(dx2, rows, dy);  // route the partners' gradients back
+      backbone_.backward(bctx_, View<const T, Device>(dy));
     }
     return out;
   }
 
+  // Host vector -> device tensor (resized when its length changes); returns the device view.
+  // Integer lists (tokens are int32 in the data pipeline) are widened to int64 on the host.
+  template <class I>
+  View<const int64_t, Device> upload(const std::vector<I>& h, Tensor<int64_t, Device>& d) {
+    const std::vector<int64_t>* src = nullptr;
+    if constexpr (std::is_same_v<I, int64_t>) {
+      src = &h;
+    } else {
+      staging_.assign(h.begin(), h.end());
+      src = &staging_;
+    }
+    View<int64_t, Device> v = nn::ensure(d, Shape{static_cast<int64_t>(h.size())});
+    Backend::to_device(View<const int64_t>(src->data(), v.shape), v);
+    return v;
+  }
+  // Device view -> host vector (synchronises on a GPU).
+  const std::vector<T>& download(View<const T, Device> d, std::vector<T>& h) {
+    h.resize(static_cast<std::size_t>(d.numel()));
+    Backend::to_host(d, View<T>(h.data(), d.shape));
+    return h;
+  }
+
   MdmTaskOptions o_;
   data::TrackSequences train_, val_;
-  nn::ParameterStore store_;
+  Store store_;
   nn::Backbone<Backend, Mixer> backbone_;
   nn::MdmHead<Backend> mdm_head_;
   nn::NtpHead<Backend> ntp_head_;
@@ -390,8 +416,10 @@ class MdmTask final : public TrainTask {
   typename nn::Backbone<Backend, Mixer>::Context bctx_;
   typename nn::MdmHead<Backend>::Context mctx_;
   typename nn::NtpHead<Backend>::Context nctx_;
-  std::vector<int64_t> ids_, cu_, cu2_, labels_, ntp_labels_;
-  std::vector<T> gathered_, dlogits_, dy_, permuted_, ntp_dlogits_;
+  std::vector<int64_t> positions_, labels_, predicted_, rows_, cu2_, ntp_labels_, staging_;
+  std::vector<T> logits_h_;
+  Tensor<int64_t, Device> ids_d_, cu_d_, cu2_d_, positions_d_, labels_d_, predicted_d_, rows_d_;
+  Tensor<T, Device> gathered_d_, dlogits_d_, dy_d_, permuted_d_, ntp_dlogits_d_;
 };
 
 }  // namespace mambatrack::train

@@ -29,6 +29,7 @@
 #include "mambatrack/optim/clip.hpp"
 #include "mambatrack/optim/schedule.hpp"
 #include "mambatrack/train/checkpoint_rotation.hpp"
+#include "mambatrack/train/flat_optimizer.hpp"
 #include "mambatrack/train/metric_sinks.hpp"
 #include "mambatrack/train/nonfinite_guard.hpp"
 #include "mambatrack/train/progress.hpp"
@@ -50,9 +51,11 @@ struct MicroBatchResult {
 class TrainTask {
  public:
   virtual ~TrainTask() = default;
+  // The host parameter store: names, layout, checkpoints (and, for a host task, the live weights).
   virtual nn::ParameterStore& store() = 0;
   // Forward and backward of the next training micro-batch, ADDING grad_scale · ∂loss/∂θ into
-  // store().grads(). `step` is the 0-based optimizer step the micro-batch belongs to.
+  // the gradient buffer that make_optimizer()'s optimizer reads. `step` is the 0-based optimizer
+  // step the micro-batch belongs to.
   virtual MicroBatchResult train_micro_batch(int64_t step, double grad_scale) = 0;
   // Metrics on held-out data (must not change the training stream's state).
   virtual std::map<std::string, double> evaluate() = 0;
@@ -63,6 +66,9 @@ class TrainTask {
   // Data cursor and RNG positions, into / from train_state.safetensors' integers.
   virtual void save_state(nn::TrainState& state) const = 0;
   virtual void load_state(const nn::TrainState& state) = 0;
+  // Where the flat buffers are updated: on the host store by default; a GPU task returns its
+  // device optimizer (train/cuda_optimizer.cuh).
+  virtual std::unique_ptr<FlatOptimizer> make_optimizer() { return std::make_unique<HostFlatOptimizer>(store()); }
 };
 
 struct TrainerOptions {
@@ -110,9 +116,7 @@ class Trainer {
     RunCheckpoints checkpoints(opt_.run_dir);
     checkpoints.prepare();
     nn::ParameterStore& store = task_.store();
-    const auto n = static_cast<std::size_t>(store.flat_size());
-    exp_avg_.assign(n, 0.0f);
-    exp_avg_sq_.assign(n, 0.0f);
+    std::unique_ptr<FlatOptimizer> optimizer = task_.make_optimizer();
     NonFiniteGuard guard(opt_.max_nonfinite);
 
     TrainSummary summary;
@@ -122,8 +126,7 @@ class Trainer {
       if (auto latest = checkpoints.latest()) {
         const nn::TrainState state = nn::load_checkpoint(latest->path, store);
         step = state.step;
-        restore_buffer(state, "exp_avg", exp_avg_);
-        restore_buffer(state, "exp_avg_sq", exp_avg_sq_);
+        optimizer->load(state);
         auto it = state.integers.find("trainer.skipped_total");
         if (it != state.integers.end() && !it->second.empty()) guard.set_skipped_total(it->second[0]);
         task_.load_state(state);
@@ -146,7 +149,6 @@ class Trainer {
     ProgressReporter progress(popt, opt_.progress_out);
     StopSignals signals;
 
-    const auto spans = trainable_spans(store);
     std::map<std::string, double> window;  // metric sums since the last train record
     std::map<std::string, int64_t> window_counts;  // steps that reported each metric
     int64_t window_steps = 0;
@@ -158,8 +160,7 @@ class Trainer {
       if (at == last_saved) return;
       nn::TrainState state;
       state.step = at;
-      state.buffers["exp_avg"] = exp_avg_;
-      state.buffers["exp_avg_sq"] = exp_avg_sq_;
+      optimizer->save(state);
       state.integers["trainer.skipped_total"] = {guard.skipped_total()};
       task_.save_state(state);
       nn::save_checkpoint(checkpoints.path_for(at), store, task_.model_config(), state);
@@ -184,7 +185,7 @@ class Trainer {
     };
 
     while (step < opt_.max_steps && !signals.stop_requested()) {
-      store.zero_grad();
+      optimizer->zero_grad();
       double loss = 0;
       std::map<std::string, double> metrics;
       std::map<std::string, int> reported;
@@ -200,12 +201,13 @@ class Trainer {
         tokens += r.tokens;
       }
       for (auto& [k, v] : metrics) v /= reported[k];
-      View<float> grads = store.grads();
-      double gnorm = opt_.clip_norm > 0 ? optim::clip_grad_norm(grads, opt_.clip_norm) : optim::grad_norm(grads);
+      const double gnorm = optimizer->grad_norm(opt_.clip_norm);
       const double lr = opt_.schedule.lr(step, task_.epoch());
       if (guard.check(step, loss, gnorm)) {
-        if (opt_.clip_value > 0) optim::clip_grad_value(grads, opt_.clip_value);
-        apply_adamw(store, spans, step + 1 - guard.skipped_total(), lr);
+        if (opt_.clip_value > 0) optimizer->clip_value(opt_.clip_value);
+        optim::AdamWConfig c = opt_.adamw;
+        c.lr = lr;
+        optimizer->step(step + 1 - guard.skipped_total(), c);
       } else {
         ++summary.skipped;
       }
@@ -280,57 +282,8 @@ class Trainer {
     return buf;
   }
 
-  void restore_buffer(const nn::TrainState& state, const char* name, std::vector<float>& into) const {
-    auto it = state.buffers.find(name);
-    MAMBATRACK_CHECK(it != state.buffers.end(), CheckpointError, "train state has no optimizer buffer '", name, "'");
-    into = it->second;
-  }
-
-  // Contiguous runs of trainable (not frozen) parameters in the flat buffer, with the no-decay
-  // ranges inside each run. Frozen parameters (fixed projections) are never touched.
-  struct Span {
-    int64_t begin, end;
-    std::vector<optim::ParamRange> no_decay;  // relative to begin
-  };
-  static std::vector<Span> trainable_spans(const nn::ParameterStore& store) {
-    std::vector<Span> spans;
-    bool open = false;
-    for (const auto& p : store.params()) {
-      if (p.frozen) {
-        open = false;
-        continue;
-      }
-      const int64_t padded_end = p.offset + (p.numel() + nn::ParameterStore::kAlign - 1) /
-                                                nn::ParameterStore::kAlign * nn::ParameterStore::kAlign;
-      if (!open) spans.push_back(Span{p.offset, p.offset, {}});
-      open = true;
-      Span& s = spans.back();
-      if (p.no_decay) s.no_decay.push_back(optim::ParamRange{p.offset - s.begin, p.offset + p.numel() - s.begin});
-      s.end = padded_end;
-    }
-    return spans;
-  }
-
-  void apply_adamw(nn::ParameterStore& store, const std::vector<Span>& spans, int64_t adam_step, double lr) {
-    optim::AdamWConfig c = opt_.adamw;
-    c.lr = lr;
-    for (const Span& s : spans) {
-      const Shape shape{s.end - s.begin};
-      optim::AdamWArgs<float> a;
-      a.param = View<float>(store.values().data + s.begin, shape);
-      a.grad = View<const float>(store.grads().data + s.begin, shape);
-      a.exp_avg = View<float>(exp_avg_.data() + s.begin, shape);
-      a.exp_avg_sq = View<float>(exp_avg_sq_.data() + s.begin, shape);
-      a.step = adam_step;
-      a.config = c;
-      a.no_decay = s.no_decay;
-      optim::adamw_step(a);
-    }
-  }
-
   TrainerOptions opt_;
   TrainTask& task_;
-  std::vector<float> exp_avg_, exp_avg_sq_;
 };
 
 }  // namespace mambatrack::train
