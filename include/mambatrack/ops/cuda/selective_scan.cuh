@@ -8,6 +8,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <mutex>
 #include <type_traits>
 
 #include "mambatrack/core/cuda_memory.cuh"
@@ -61,6 +62,7 @@ struct Params {
   int64_t tokens = 0, dim = 0, ngroups = 1, batch = 0, chunk = 64, slots = 0, per_group = 0, bpg = 0;
   bool softplus = true;
   bool vec_bc = false;  // B, C rows 16-byte aligned: vector loads
+  int64_t max_len_hint = 0;  // SelectiveScanInputs::max_seqlen_hint (host only)
   int* slot_seq = nullptr;  // slot -> sequence (-1: unused)
   int* slot_k = nullptr;    // slot -> chunk index in its sequence
   float* ws_state = nullptr;  // (slots, dim, N): local end states / chunk-start states / adjoints
@@ -72,6 +74,11 @@ struct Params {
 struct ChunkPos {
   int64_t b, k, start, end, t0, t1, nk;
 };
+
+// selective_scan_slot(b, start, 0, chunk) on the device.
+__device__ __forceinline__ int64_t selective_scan_slot_d(int64_t b, int64_t start, int64_t chunk) {
+  return b + start / chunk;
+}
 
 template <class T>
 __device__ __forceinline__ bool chunk_pos(const Params<T>& p, int64_t slot, ChunkPos& c) {
@@ -261,6 +268,45 @@ __global__ void fwd_combine(Params<T> p) {
   }
 }
 
+// Tokens [c.t0, c.t1) from the state h (updated in place): writes out. kSaveChunks (the
+// sequential path, where the range is a whole sequence): also saves h at every chunk start of
+// the sequence, in slot `slot0 + k`, as fwd_chunk does for one chunk.
+template <class T, int N, bool kSaveChunks>
+__device__ __forceinline__ void fwd_tokens(const Params<T>& p, const ChunkPos& c, const Lane& l, bool staged,
+                                           const float* sB, const float* sC, const float (&A)[N], float (&h)[N],
+                                           int64_t slot0) {
+  const int64_t d = l.d;
+  const float bias = p.delta_bias ? detail::ld(p.delta_bias, d) : 0.0f;
+  const float Dd = p.D ? detail::ld(p.D, d) : 0.0f;
+  float raw;
+  int64_t next_save = c.t0, save_slot = slot0;
+  Tok<N> cur, nxt;
+  if (c.t0 < c.t1) load_tok<T, N, false, true, true>(p, c.t0, d, l.g, true, nxt);
+  #pragma unroll 1
+  for (int64_t t = c.t0; t < c.t1; ++t) {
+    if constexpr (kSaveChunks) {
+      if (t == next_save) {
+        if (p.saved) {
+#pragma unroll
+          for (int n = 0; n < N; ++n) detail::st(p.saved, (save_slot * p.dim + d) * N + n, h[n]);
+        }
+        next_save += p.chunk;
+        ++save_slot;
+      }
+    }
+    cur = nxt;
+    get_rows<T, N, true>(p, t, l.g, c, staged, sB, sC, cur);
+    if (t + 1 < c.t1) load_tok<T, N, false, true, true>(p, t + 1, d, l.g, true, nxt);
+    const float dt = dt_of(p, cur.delta, bias, raw);
+    fwd_step<N>(h, A, cur.B, dt, dt * cur.u);
+    float y = Dd * cur.u;
+#pragma unroll
+    for (int n = 0; n < N; ++n) y += cur.C[n] * h[n];
+    if (p.z) y *= cur.z * detail::sigmoid_f(cur.z);
+    detail::st(p.out, t * p.dim + d, y);
+  }
+}
+
 // Forward pass 3: each chunk from its start state; writes out, saved_states and final_state.
 template <class T, int N>
 __global__ void __launch_bounds__(kThreads, fwd_min_blocks<N>()) fwd_chunk(Params<T> p) {
@@ -281,27 +327,53 @@ __global__ void __launch_bounds__(kThreads, fwd_min_blocks<N>()) fwd_chunk(Param
     else h[n] = p.ws_state[(slot * p.dim + d) * N + n];
     if (p.saved) detail::st(p.saved, (slot * p.dim + d) * N + n, h[n]);
   }
-  const float bias = p.delta_bias ? detail::ld(p.delta_bias, d) : 0.0f;
-  const float Dd = p.D ? detail::ld(p.D, d) : 0.0f;
-  float raw;
-  Tok<N> cur, nxt;
-  load_tok<T, N, false, true, true>(p, c.t0, d, l.g, true, nxt);
-  #pragma unroll 1
-  for (int64_t t = c.t0; t < c.t1; ++t) {
-    cur = nxt;
-    get_rows<T, N, true>(p, t, l.g, c, staged, sB, sC, cur);
-    if (t + 1 < c.t1) load_tok<T, N, false, true, true>(p, t + 1, d, l.g, true, nxt);
-    const float dt = dt_of(p, cur.delta, bias, raw);
-    fwd_step<N>(h, A, cur.B, dt, dt * cur.u);
-    float y = Dd * cur.u;
-#pragma unroll
-    for (int n = 0; n < N; ++n) y += cur.C[n] * h[n];
-    if (p.z) y *= cur.z * detail::sigmoid_f(cur.z);
-    detail::st(p.out, t * p.dim + d, y);
-  }
+  fwd_tokens<T, N, false>(p, c, l, staged, sB, sC, A, h, slot);
   if (c.k == c.nk - 1 && p.final_state) {
 #pragma unroll
     for (int n = 0; n < N; ++n) detail::st(p.final_state, (c.b * p.dim + d) * N + n, h[n]);
+  }
+}
+
+// The whole sequence c.b as one range (block-uniform). False for impossible cu_seqlens ranges,
+// which are skipped as map_slots skips them.
+template <class T>
+__device__ __forceinline__ bool seq_pos(const Params<T>& p, int64_t b, ChunkPos& c) {
+  c.b = b;
+  c.k = 0;
+  c.start = p.cu[b];
+  c.end = p.cu[b + 1];
+  if (c.start < 0 || c.end < c.start || c.end > p.tokens) return false;
+  c.t0 = c.start;
+  c.t1 = c.end;
+  c.nk = (c.end - c.start + p.chunk - 1) / p.chunk;
+  return true;
+}
+
+// Sequential forward, one block per (sequence, channel block): the whole sequence from its
+// initial state in one pass (no fwd_local / fwd_combine), saving the state at every chunk start
+// in the same slots as the chunked path. Used when every sequence fits in one chunk (then each
+// block does exactly what fwd_chunk does for chunk 0, bit for bit); correct for any length.
+template <class T, int N>
+__global__ void __launch_bounds__(kThreads, fwd_min_blocks<N>()) fwd_seq(Params<T> p) {
+  const int64_t b = blockIdx.x;
+  ChunkPos c;
+  if (!seq_pos(p, b, c)) return;
+  const Lane l = lane_of(p);
+  __shared__ float sB[stage_tokens<N>() * N];
+  __shared__ float sC[stage_tokens<N>() * N];
+  const bool staged = stage_rows<T, N>(p, c, l.g, sB, sC);
+  if (!l.active) return;
+  const int64_t d = l.d;
+  float A[N], h[N];
+#pragma unroll
+  for (int n = 0; n < N; ++n) {
+    A[n] = detail::ld(p.A, d * N + n);
+    h[n] = p.init ? detail::ld(p.init, (b * p.dim + d) * N + n) : 0.0f;
+  }
+  fwd_tokens<T, N, true>(p, c, l, staged, sB, sC, A, h, selective_scan_slot_d(b, c.start, p.chunk));
+  if (p.final_state) {  // empty sequences: the initial state (or zeros)
+#pragma unroll
+    for (int n = 0; n < N; ++n) detail::st(p.final_state, (b * p.dim + d) * N + n, h[n]);
   }
 }
 
@@ -397,43 +469,22 @@ __device__ __forceinline__ void warp_transpose_sum(float (&v)[V], int lane) {
   transpose_sum_step<16, V, V>(v, lane);
 }
 
-// Backward pass 3: per chunk, recompute the states (a segment of kSeg tokens at a time kept in
-// shared memory, walking the segments in reverse), then the reverse recurrence from the adjoint
-// at the chunk end. Writes du, ddelta, dz, dinitial_state and the dA/dD/ddelta_bias/dB/dC partials.
+// The reverse pass over one chunk c (block-uniform; every thread of the block calls it, inactive
+// lanes with zeros): recompute the states from the chunk-start state h0 (a segment of kSeg tokens
+// at a time kept in shared memory, walking the segments in reverse), then the reverse recurrence
+// from the adjoint g at the chunk end (updated in place to the adjoint at the chunk start).
+// Writes du, ddelta, dz and the dB/dC partials; accumulates dA, dD, ddelta_bias in registers.
 template <class T, int N>
-__global__ void __launch_bounds__(kThreads, bwd_min_blocks<N>()) bwd_chunk(Params<T> p) {
-  extern __shared__ float smem[];
+__device__ __forceinline__ void bwd_tokens(const Params<T>& p, const ChunkPos& c, const Lane& l, bool staged,
+                                           const float* sB, const float* sC, float* smem, const float (&A)[N],
+                                           const float (&h0)[N], float bias, float Dd, float (&g)[N],
+                                           float (&dA)[N], float& dD, float& ddb) {
   constexpr int kSeg = seg_len<N>();
   constexpr int kTile = N < 16 ? N : 16;  // states per dB/dC warp reduction
   static_assert(N % kTile == 0, "d_state must be a multiple of the reduction tile");
-  const int64_t slot = blockIdx.x;
   const int lane = threadIdx.x % 32;
-  const Lane l = lane_of(p);
   const int64_t d = l.d;
-  const int64_t W = p.dim * N + 2 * p.dim;
-  ChunkPos c;
-  if (!chunk_pos(p, slot, c)) {  // unused slot: zero partials (uniform over the block)
-    if (l.active) {
-      for (int n = 0; n < N; ++n) p.ws_par[slot * W + d * N + n] = 0.0f;
-      p.ws_par[slot * W + p.dim * N + d] = 0.0f;
-      p.ws_par[slot * W + p.dim * N + p.dim + d] = 0.0f;
-    }
-    return;
-  }
-  float A[N], g[N], h0[N], dA[N];
-#pragma unroll
-  for (int n = 0; n < N; ++n) {
-    A[n] = l.active ? detail::ld(p.A, d * N + n) : 0.0f;
-    g[n] = l.active ? p.ws_state[(slot * p.dim + d) * N + n] : 0.0f;
-    h0[n] = l.active ? detail::ld(p.saved_in, (slot * p.dim + d) * N + n) : 0.0f;
-    dA[n] = 0.0f;
-  }
-  const float bias = (l.active && p.delta_bias) ? detail::ld(p.delta_bias, d) : 0.0f;
-  const float Dd = (l.active && p.D) ? detail::ld(p.D, d) : 0.0f;
-  float dD = 0.0f, ddb = 0.0f, raw = 0.0f;
-  float* sB = smem + (kSeg + 1) * N * kThreads;
-  float* sC = sB + stage_tokens<N>() * N;
-  const bool staged = stage_rows<T, N>(p, c, l.g, sB, sC);
+  float raw = 0.0f;
   float* hist = smem + threadIdx.x;  // hist[(i·N + n)·kThreads]: state after segment token i - 1
   auto hs = [&](int i, int n) -> float& { return hist[(i * N + n) * kThreads]; };
   const int64_t wpg = 2 * p.bpg;
@@ -522,6 +573,43 @@ __global__ void __launch_bounds__(kThreads, bwd_min_blocks<N>()) bwd_chunk(Param
       ddb += ddt;
     }
   }
+}
+
+// Backward pass 3, one block per (slot, channel block): one chunk from the adjoint at its end
+// (bwd_combine's) and its saved start state. Writes du, ddelta, dz, dinitial_state and the
+// dA/dD/ddelta_bias partials of its slot (row `slot` of ws_par) and the dB/dC partials.
+template <class T, int N>
+__global__ void __launch_bounds__(kThreads, bwd_min_blocks<N>()) bwd_chunk(Params<T> p) {
+  extern __shared__ float smem[];
+  constexpr int kSeg = seg_len<N>();
+  const int64_t slot = blockIdx.x;
+  const Lane l = lane_of(p);
+  const int64_t d = l.d;
+  const int64_t W = p.dim * N + 2 * p.dim;
+  ChunkPos c;
+  if (!chunk_pos(p, slot, c)) {  // unused slot: zero partials (uniform over the block)
+    if (l.active) {
+      for (int n = 0; n < N; ++n) p.ws_par[slot * W + d * N + n] = 0.0f;
+      p.ws_par[slot * W + p.dim * N + d] = 0.0f;
+      p.ws_par[slot * W + p.dim * N + p.dim + d] = 0.0f;
+    }
+    return;
+  }
+  float A[N], g[N], h0[N], dA[N];
+#pragma unroll
+  for (int n = 0; n < N; ++n) {
+    A[n] = l.active ? detail::ld(p.A, d * N + n) : 0.0f;
+    g[n] = l.active ? p.ws_state[(slot * p.dim + d) * N + n] : 0.0f;
+    h0[n] = l.active ? detail::ld(p.saved_in, (slot * p.dim + d) * N + n) : 0.0f;
+    dA[n] = 0.0f;
+  }
+  const float bias = (l.active && p.delta_bias) ? detail::ld(p.delta_bias, d) : 0.0f;
+  const float Dd = (l.active && p.D) ? detail::ld(p.D, d) : 0.0f;
+  float dD = 0.0f, ddb = 0.0f;
+  float* sB = smem + (kSeg + 1) * N * kThreads;
+  float* sC = sB + stage_tokens<N>() * N;
+  const bool staged = stage_rows<T, N>(p, c, l.g, sB, sC);
+  bwd_tokens<T, N>(p, c, l, staged, sB, sC, smem, A, h0, bias, Dd, g, dA, dD, ddb);
   if (!l.active) return;
   if (c.k == 0 && p.dinit) {
 #pragma unroll
@@ -531,6 +619,62 @@ __global__ void __launch_bounds__(kThreads, bwd_min_blocks<N>()) bwd_chunk(Param
   for (int n = 0; n < N; ++n) p.ws_par[slot * W + d * N + n] = dA[n];
   p.ws_par[slot * W + p.dim * N + d] = dD;
   p.ws_par[slot * W + p.dim * N + p.dim + d] = ddb;
+}
+
+// Sequential backward: each block (a fixed set of sequences b = blockIdx.x + j·gridDim.x, in
+// order, for its channel block) walks every sequence's chunks in reverse, carrying the adjoint
+// from chunk to chunk in registers (no bwd_local / bwd_combine, no slot map), and writes one
+// dA/dD/ddelta_bias partial row per block (row blockIdx.x of ws_par) instead of one per slot.
+// With every sequence in one chunk each chunk is exactly bwd_chunk's; correct for any length.
+template <class T, int N>
+__global__ void __launch_bounds__(kThreads, bwd_min_blocks<N>()) bwd_seq(Params<T> p) {
+  extern __shared__ float smem[];
+  constexpr int kSeg = seg_len<N>();
+  const Lane l = lane_of(p);
+  const int64_t d = l.d;
+  const int64_t W = p.dim * N + 2 * p.dim;
+  float A[N], dA[N];
+#pragma unroll
+  for (int n = 0; n < N; ++n) {
+    A[n] = l.active ? detail::ld(p.A, d * N + n) : 0.0f;
+    dA[n] = 0.0f;
+  }
+  const float bias = (l.active && p.delta_bias) ? detail::ld(p.delta_bias, d) : 0.0f;
+  const float Dd = (l.active && p.D) ? detail::ld(p.D, d) : 0.0f;
+  float dD = 0.0f, ddb = 0.0f;
+  float* sB = smem + (kSeg + 1) * N * kThreads;
+  float* sC = sB + stage_tokens<N>() * N;
+  for (int64_t b = blockIdx.x; b < p.batch; b += gridDim.x) {
+    float g[N];
+#pragma unroll
+    for (int n = 0; n < N; ++n) g[n] = (l.active && p.dfinal) ? detail::ld(p.dfinal, (b * p.dim + d) * N + n) : 0.0f;
+    ChunkPos c;
+    if (seq_pos(p, b, c)) {  // block-uniform
+      const int64_t slot0 = selective_scan_slot_d(b, c.start, p.chunk);
+      for (int64_t k = c.nk - 1; k >= 0; --k) {
+        c.k = k;
+        c.t0 = c.start + k * p.chunk;
+        c.t1 = c.t0 + p.chunk < c.end ? c.t0 + p.chunk : c.end;
+        float h0[N];
+#pragma unroll
+        for (int n = 0; n < N; ++n)
+          h0[n] = l.active ? detail::ld(p.saved_in, ((slot0 + k) * p.dim + d) * N + n) : 0.0f;
+        __syncthreads();  // the previous chunk's reads of sB / sC are done
+        const bool staged = stage_rows<T, N>(p, c, l.g, sB, sC);
+        bwd_tokens<T, N>(p, c, l, staged, sB, sC, smem, A, h0, bias, Dd, g, dA, dD, ddb);
+      }
+    }
+    if (l.active && p.dinit) {  // the adjoint at the sequence start (dfinal for empty sequences)
+#pragma unroll
+      for (int n = 0; n < N; ++n) detail::st(p.dinit, (b * p.dim + d) * N + n, g[n]);
+    }
+  }
+  if (!l.active) return;
+  const int64_t row = blockIdx.x;
+#pragma unroll
+  for (int n = 0; n < N; ++n) p.ws_par[row * W + d * N + n] = dA[n];
+  p.ws_par[row * W + p.dim * N + d] = dD;
+  p.ws_par[row * W + p.dim * N + p.dim + d] = ddb;
 }
 
 // dB[t, g, n] = Σ_w partial[t, g, w, n] and dC likewise, warps in order (overwrites dB, dC).
@@ -568,6 +712,7 @@ Params<T> make_params(const In& in, const SelectiveScanSizes& s) {
   p.per_group = s.dim / s.ngroups;
   p.bpg = (p.per_group + kThreads - 1) / kThreads;
   p.softplus = in.delta_softplus;
+  p.max_len_hint = in.max_seqlen_hint;
   const auto aligned = [](const void* q) { return reinterpret_cast<std::uintptr_t>(q) % 16 == 0; };
   p.vec_bc = aligned(p.B) && aligned(p.C);
   return p;
@@ -590,10 +735,91 @@ void prepare(Params<T>& p, cudaStream_t stream) {
   MAMBATRACK_CUDA_CHECK(cudaGetLastError());
 }
 
+// Which path the scan takes. kAuto: the sequential one (one kernel per direction) when the host
+// knows that every sequence fits in one chunk (max_seqlen_hint <= chunk, or tokens <= chunk),
+// the chunked one otherwise. Tests and bisection may force either (both are correct for any
+// input; they differ only in speed and in float rounding of multi-chunk sequences).
+enum class ScanPath { kAuto, kChunked, kSequential };
+inline ScanPath& scan_path_override() {
+  static ScanPath path = ScanPath::kAuto;
+  return path;
+}
+template <class T>
+bool sequential_path(const Params<T>& p) {
+  switch (scan_path_override()) {
+    case ScanPath::kChunked: return false;
+    case ScanPath::kSequential: return true;
+    case ScanPath::kAuto: break;
+  }
+  return p.tokens <= p.chunk || (p.max_len_hint > 0 && p.max_len_hint <= p.chunk);
+}
+
+// One-time (per device) backward kernel set-up: their dynamic shared memory limit, and how many
+// bwd_seq blocks one SM holds.
+template <class T, int N>
+int bwd_setup() {
+  constexpr int kMaxDevices = 64;
+  static std::once_flag once[kMaxDevices];
+  static int seq_blocks_per_sm[kMaxDevices];
+  int dev = 0;
+  MAMBATRACK_CUDA_CHECK(cudaGetDevice(&dev));
+  const auto setup = [](int* blocks) {
+    constexpr int kSmem = static_cast<int>(bwd_smem_bytes<N>());
+    MAMBATRACK_CUDA_CHECK(cudaFuncSetAttribute(bwd_chunk<T, N>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
+    MAMBATRACK_CUDA_CHECK(cudaFuncSetAttribute(bwd_seq<T, N>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
+    MAMBATRACK_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(blocks, bwd_seq<T, N>, kThreads, kSmem));
+    if (*blocks < 1) *blocks = 1;
+  };
+  if (dev < 0 || dev >= kMaxDevices) {
+    int blocks = 1;
+    setup(&blocks);
+    return blocks;
+  }
+  std::call_once(once[dev], setup, &seq_blocks_per_sm[dev]);
+  return seq_blocks_per_sm[dev];
+}
+
+// dA/dD/ddelta_bias: out += Σ_r ws_par[r, ·] over `rows` partial rows, all three in one pair of
+// launches (stage 1 of detail::sum_rows_accumulate over the whole row, then this stage 2); the
+// same fixed summation order per column as three separate sum_rows_accumulate calls.
+template <class T>
+__global__ void sum_params_stage2(const float* __restrict tmp, int64_t groups, int64_t dimN, int64_t dim,
+                                  T* __restrict dA, T* __restrict dD, T* __restrict ddb) {
+  const int64_t c = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  const int64_t cols = dimN + 2 * dim;
+  if (c >= cols) return;
+  float s = 0.0f;
+  for (int64_t g = 0; g < groups; ++g) s += tmp[g * cols + c];
+  T* out = c < dimN ? dA : (c < dimN + dim ? dD : ddb);
+  const int64_t i = c < dimN ? c : (c < dimN + dim ? c - dimN : c - dimN - dim);
+  if (out) out[i] = T(static_cast<float>(out[i]) + s);
+}
+template <class T, int N>
+void sum_params(const Params<T>& p, int64_t rows, const SelectiveScanBwdArgs<T, Cuda>& a, cudaStream_t stream) {
+  const int64_t W = p.dim * N + 2 * p.dim, groups = (rows + 63) / 64;
+  MAMBATRACK_CHECK(groups < 65536, Error, "cuda selective_scan: ", rows, " partial rows is too many");
+  float* tmp = static_cast<float*>(detail::scratch(5, static_cast<std::size_t>(groups * W) * sizeof(float) + 4));
+  const int threads = 256;
+  const unsigned bx = static_cast<unsigned>((W + threads - 1) / threads);
+  if (groups > 0)
+    detail::sum_rows_stage1<0><<<dim3(bx, static_cast<unsigned>(groups)), threads, 0, stream>>>(p.ws_par, rows, W, W, tmp);
+  sum_params_stage2<T><<<bx, threads, 0, stream>>>(tmp, groups, p.dim * N, p.dim, a.dA.data, p.D ? a.dD.data : nullptr,
+                                                   p.delta_bias ? a.ddelta_bias.data : nullptr);
+  MAMBATRACK_CUDA_CHECK(cudaGetLastError());
+}
+
 template <class T, int N>
 void launch_fwd(Params<T> p, cudaStream_t stream) {
+  const unsigned gy = static_cast<unsigned>(p.ngroups * p.bpg);
+  if (sequential_path(p)) {
+    MAMBATRACK_CHECK(p.batch < (int64_t{1} << 31), ConfigError, "cuda selective_scan: batch ", p.batch,
+                     " must stay below 2^31");
+    fwd_seq<T, N><<<dim3(static_cast<unsigned>(p.batch), gy), kThreads, 0, stream>>>(p);
+    MAMBATRACK_CUDA_CHECK(cudaGetLastError());
+    return;
+  }
   prepare<T, N>(p, stream);
-  const dim3 grid(static_cast<unsigned>(p.slots), static_cast<unsigned>(p.ngroups * p.bpg));
+  const dim3 grid(static_cast<unsigned>(p.slots), gy);
   fwd_local<T, N><<<grid, kThreads, 0, stream>>>(p);
   MAMBATRACK_CUDA_CHECK(cudaGetLastError());
   const int64_t n_comb = p.batch * p.dim * N;
@@ -605,34 +831,47 @@ void launch_fwd(Params<T> p, cudaStream_t stream) {
 
 template <class T, int N>
 void launch_bwd(Params<T> p, const SelectiveScanBwdArgs<T, Cuda>& a, cudaStream_t stream) {
-  prepare<T, N>(p, stream);
   const int64_t W = p.dim * N + 2 * p.dim, wpg = 2 * p.bpg;
-  p.ws_par = static_cast<float*>(detail::scratch(3, static_cast<std::size_t>(p.slots * W) * sizeof(float)));
+  const int64_t gy = p.ngroups * p.bpg;
+  const int seq_blocks_per_sm = bwd_setup<T, N>();
+  constexpr std::size_t kSmem = bwd_smem_bytes<N>();
+  const bool seq = sequential_path(p);
+  int64_t rows = p.slots;  // ws_par partial rows
+  if (seq) {
+    // One wave: as many block rows as the GPU holds at once, each taking every rows-th sequence.
+    int dev = 0, sms = 1;
+    MAMBATRACK_CUDA_CHECK(cudaGetDevice(&dev));
+    MAMBATRACK_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    const int64_t resident = static_cast<int64_t>(sms) * seq_blocks_per_sm;
+    rows = (resident + gy - 1) / gy;
+    if (rows > p.batch) rows = p.batch;
+    if (rows < 1) rows = 1;
+  } else {
+    prepare<T, N>(p, stream);
+  }
+  p.ws_par = static_cast<float*>(detail::scratch(3, static_cast<std::size_t>(rows * W) * sizeof(float)));
   p.ws_bc = static_cast<float*>(
       detail::scratch(4, static_cast<std::size_t>(p.tokens * p.ngroups * wpg * 2 * N) * sizeof(float) + 4));
-  const dim3 grid(static_cast<unsigned>(p.slots), static_cast<unsigned>(p.ngroups * p.bpg));
-  bwd_local<T, N><<<grid, kThreads, 0, stream>>>(p);
-  MAMBATRACK_CUDA_CHECK(cudaGetLastError());
-  const int64_t n_comb = p.batch * p.dim * N;
-  bwd_combine<T, N><<<static_cast<unsigned>((n_comb + 255) / 256), 256, 0, stream>>>(p);
-  MAMBATRACK_CUDA_CHECK(cudaGetLastError());
-  constexpr std::size_t kSmem = bwd_smem_bytes<N>();
-  MAMBATRACK_CUDA_CHECK(
-      cudaFuncSetAttribute(bwd_chunk<T, N>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSmem)));
-  bwd_chunk<T, N><<<grid, kThreads, kSmem, stream>>>(p);
-  MAMBATRACK_CUDA_CHECK(cudaGetLastError());
-  const int64_t rows = p.tokens * p.ngroups;
-  if (rows > 0) {
-    bwd_reduce_bc<T><<<static_cast<unsigned>((rows * 2 * N + 255) / 256), 256, 0, stream>>>(p.ws_bc, rows, wpg, N,
-                                                                                          a.dB.data, a.dC.data);
+  if (seq) {
+    bwd_seq<T, N><<<dim3(static_cast<unsigned>(rows), static_cast<unsigned>(gy)), kThreads, kSmem, stream>>>(p);
+    MAMBATRACK_CUDA_CHECK(cudaGetLastError());
+  } else {
+    const dim3 grid(static_cast<unsigned>(p.slots), static_cast<unsigned>(gy));
+    bwd_local<T, N><<<grid, kThreads, 0, stream>>>(p);
+    MAMBATRACK_CUDA_CHECK(cudaGetLastError());
+    const int64_t n_comb = p.batch * p.dim * N;
+    bwd_combine<T, N><<<static_cast<unsigned>((n_comb + 255) / 256), 256, 0, stream>>>(p);
+    MAMBATRACK_CUDA_CHECK(cudaGetLastError());
+    bwd_chunk<T, N><<<grid, kThreads, kSmem, stream>>>(p);
     MAMBATRACK_CUDA_CHECK(cudaGetLastError());
   }
-  float* tmp = static_cast<float*>(
-      detail::scratch(5, static_cast<std::size_t>((p.slots + 63) / 64 * p.dim * N) * sizeof(float) + 4));
-  detail::sum_rows_accumulate<T>(p.ws_par, p.slots, W, p.dim * N, tmp, a.dA.data, stream);
-  if (p.D) detail::sum_rows_accumulate<T>(p.ws_par + p.dim * N, p.slots, W, p.dim, tmp, a.dD.data, stream);
-  if (p.delta_bias)
-    detail::sum_rows_accumulate<T>(p.ws_par + p.dim * N + p.dim, p.slots, W, p.dim, tmp, a.ddelta_bias.data, stream);
+  const int64_t bc_rows = p.tokens * p.ngroups;
+  if (bc_rows > 0) {
+    bwd_reduce_bc<T><<<static_cast<unsigned>((bc_rows * 2 * N + 255) / 256), 256, 0, stream>>>(
+        p.ws_bc, bc_rows, wpg, N, a.dB.data, a.dC.data);
+    MAMBATRACK_CUDA_CHECK(cudaGetLastError());
+  }
+  sum_params<T, N>(p, rows, a, stream);
 }
 
 template <class T>
