@@ -801,8 +801,10 @@ void sum_params(const Params<T>& p, int64_t rows, const SelectiveScanBwdArgs<T, 
   float* tmp = static_cast<float*>(detail::scratch(5, static_cast<std::size_t>(groups * W) * sizeof(float) + 4));
   const int threads = 256;
   const unsigned bx = static_cast<unsigned>((W + threads - 1) / threads);
-  if (groups > 0)
-    detail::sum_rows_stage1<0><<<dim3(bx, static_cast<unsigned>(groups)), threads, 0, stream>>>(p.ws_par, rows, W, W, tmp);
+  if (groups > 0) {
+    const dim3 grid(bx, static_cast<unsigned>(groups));
+    detail::sum_rows_stage1<0><<<grid, threads, 0, stream>>>(p.ws_par, rows, W, W, tmp);
+  }
   sum_params_stage2<T><<<bx, threads, 0, stream>>>(tmp, groups, p.dim * N, p.dim, a.dA.data, p.D ? a.dD.data : nullptr,
                                                    p.delta_bias ? a.ddelta_bias.data : nullptr);
   MAMBATRACK_CUDA_CHECK(cudaGetLastError());
