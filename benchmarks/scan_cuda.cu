@@ -188,11 +188,18 @@ void breakdown(const Problem& pr, int64_t chunk) {
   p.ws_bc = static_cast<float*>(
       cuda::detail::scratch(4, static_cast<std::size_t>(p.tokens * p.ngroups * wpg * 2 * N) * sizeof(float) + 4));
   const dim3 grid(static_cast<unsigned>(p.slots), static_cast<unsigned>(p.ngroups * p.bpg));
-  const int bwd_seq_per_sm = bwd_setup<bfloat16, N>();
+  const BwdSetup setup = bwd_setup<bfloat16, N>();
+  constexpr int S = split_lanes<N>();
   int sms = 1;
   MAMBATRACK_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
   const unsigned seq_rows = static_cast<unsigned>(std::min<int64_t>(
-      p.batch, (static_cast<int64_t>(bwd_seq_per_sm) * sms + grid.y - 1) / grid.y));
+      p.batch, (static_cast<int64_t>(setup.seq_blocks_per_sm) * sms + grid.y - 1) / grid.y));
+  const unsigned seq_split_rows = static_cast<unsigned>(std::min<int64_t>(
+      p.batch, (static_cast<int64_t>(setup.seq_split_blocks_per_sm) * sms + grid.y - 1) / grid.y));
+  constexpr std::size_t kSplitSmem = bwd_split_smem_bytes<N, S>();
+  int blocks_bwd_split = 0;
+  MAMBATRACK_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks_bwd_split, bwd_chunk_split<bfloat16, N, S>,
+                                                                      kThreads * S, kSplitSmem));
   const unsigned comb = static_cast<unsigned>((p.batch * p.dim * N + 255) / 256);
   constexpr std::size_t kSmem = bwd_smem_bytes<N>();
   MAMBATRACK_CUDA_CHECK(cudaFuncSetAttribute(bwd_chunk<bfloat16, N>, cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -215,14 +222,20 @@ void breakdown(const Problem& pr, int64_t chunk) {
        median_ms([&] { fwd_seq<bfloat16, N><<<dim3(static_cast<unsigned>(p.batch), grid.y), kThreads>>>(p); }, 20, 3)},
       {"bwd_seq (sequential path)",
        median_ms([&] { bwd_seq<bfloat16, N><<<dim3(seq_rows, grid.y), kThreads, kSmem>>>(p); }, 20, 3)},
+      {"bwd_chunk_split (d_state over lanes)",
+       median_ms([&] { bwd_chunk_split<bfloat16, N, S><<<grid, kThreads * S, kSplitSmem>>>(p); }, 20, 3)},
+      {"bwd_seq_split (sequential path)",
+       median_ms([&] { bwd_seq_split<bfloat16, N, S><<<dim3(seq_split_rows, grid.y), kThreads * S, kSplitSmem>>>(p); },
+                 20, 3)},
       {"bwd_reduce_bc", median_ms([&] {
          bwd_reduce_bc<bfloat16><<<static_cast<unsigned>((L * 2 * N + 255) / 256), 256>>>(p.ws_bc, L, wpg, N,
                                                                                           du.data(), dz.data());
        }, 20, 3)},
   };
   MAMBATRACK_CUDA_CHECK(cudaGetLastError());
-  std::printf("\nbreakdown, %s, chunk %lld (%lld slots; blocks/SM: fwd_chunk %d, bwd_chunk %d)\n", pr.name,
-              static_cast<long long>(chunk), static_cast<long long>(p.slots), blocks_fwd, blocks_bwd);
+  std::printf("\nbreakdown, %s, chunk %lld (%lld slots; blocks/SM: fwd_chunk %d, bwd_chunk %d, bwd_chunk_split %d)\n",
+              pr.name, static_cast<long long>(chunk), static_cast<long long>(p.slots), blocks_fwd, blocks_bwd,
+              blocks_bwd_split);
   for (const Item& it : items) std::printf("  %-30s %8.3f ms\n", it.name, it.ms);
 }
 

@@ -26,12 +26,20 @@ struct ScanCase {
   bool z = true, D = true, bias = true, init = true, dfinal = true, softplus = true;
   int64_t max_len_hint = 0;  // SelectiveScanInputs::max_seqlen_hint
   cuda::scan_detail::ScanPath path = cuda::scan_detail::ScanPath::kAuto;
+  cuda::scan_detail::BwdKernel bwd = cuda::scan_detail::BwdKernel::kAuto;
 };
 
-// Forces a scan path for its lifetime (restores automatic selection even when a check throws).
+// Forces a scan path and backward kernel for its lifetime (restores the automatic selection even
+// when a check throws).
 struct PathGuard {
-  explicit PathGuard(cuda::scan_detail::ScanPath p) { cuda::scan_detail::scan_path_override() = p; }
-  ~PathGuard() { cuda::scan_detail::scan_path_override() = cuda::scan_detail::ScanPath::kAuto; }
+  PathGuard(cuda::scan_detail::ScanPath p, cuda::scan_detail::BwdKernel k) {
+    cuda::scan_detail::scan_path_override() = p;
+    cuda::scan_detail::bwd_kernel_override() = k;
+  }
+  ~PathGuard() {
+    cuda::scan_detail::scan_path_override() = cuda::scan_detail::ScanPath::kAuto;
+    cuda::scan_detail::bwd_kernel_override() = cuda::scan_detail::BwdKernel::kAuto;
+  }
   PathGuard(const PathGuard&) = delete;
   PathGuard& operator=(const PathGuard&) = delete;
 };
@@ -64,8 +72,8 @@ template <class T>
 ScanOutputs run_case(const ScanCase& sc, uint64_t seed, double tol) {
   INFO("seed " << seed << ", dim " << sc.dim << ", d_state " << sc.N << ", ngroups " << sc.G << ", chunk "
                 << sc.chunk << ", max_seqlen_hint " << sc.max_len_hint << ", path "
-                << static_cast<int>(sc.path));
-  PathGuard guard(sc.path);
+                << static_cast<int>(sc.path) << ", backward kernel " << static_cast<int>(sc.bwd));
+  PathGuard guard(sc.path, sc.bwd);
   ScanOutputs result;
   Philox rng(seed, 11);
   const int64_t batch = static_cast<int64_t>(sc.lens.size());
@@ -386,6 +394,35 @@ TEST_CASE("cuda selective_scan fp32 sequential path forced on multi-chunk sequen
   sc.path = cuda::scan_detail::ScanPath::kAuto;
   sc.max_len_hint = 16;  // wrong: 130 > 16
   run_case<float>(sc, test::test_seed(606), kTolF32);
+}
+
+TEST_CASE("cuda selective_scan: the per-channel backward kernel (d_state not split over lanes)", "[cuda]") {
+  // d_state 16 and 32 use the split backward by default; the per-channel kernel stays reachable
+  // (bisection) and must stay exact on both paths.
+  using cuda::scan_detail::BwdKernel;
+  ScanCase sc;
+  sc.lens = {1, 2, 3, 7, 64, 130, 0, 33};
+  sc.dim = 64;
+  sc.N = 16;
+  sc.G = 2;
+  sc.chunk = 16;
+  sc.bwd = BwdKernel::kPerChannel;
+  run_case<float>(sc, test::test_seed(701), kTolF32);
+  sc.lens = {1, 5, 12, 16, 0, 9};
+  sc.N = 32;
+  sc.max_len_hint = 16;
+  check_sequential_matches_chunked<float>(sc, test::test_seed(702), kTolF32);
+}
+
+TEST_CASE("cuda selective_scan bf16: split backward, d_state 32, chunk of several segments", "[cuda]") {
+  ScanCase sc;
+  sc.lens = {40, 3, 128, 0, 17};
+  sc.dim = 136;  // three channel blocks per group, the last one partial
+  sc.N = 32;
+  sc.G = 1;
+  sc.chunk = 32;
+  sc.bwd = cuda::scan_detail::BwdKernel::kSplit;
+  run_case<bfloat16>(sc, test::test_seed(703), kTolBF16);
 }
 
 TEST_CASE("cuda selective_scan: bad shapes and unsupported d_state throw", "[cuda]") {

@@ -161,7 +161,7 @@ __device__ __forceinline__ bool stage_rows(const Params<T>& p, const ChunkPos& c
   const int64_t L = c.t1 - c.t0;
   const bool staged = L <= stage_tokens<N>();
   if (staged) {
-    for (int64_t e = threadIdx.x; e < L * N; e += kThreads) {
+    for (int64_t e = threadIdx.x; e < L * N; e += blockDim.x) {
       const int64_t src = ((c.t0 + e / N) * p.ngroups + g) * N + e % N;
       sB[e] = detail::ldg(p.B + src);
       if (sC) sC[e] = detail::ldg(p.C + src);
@@ -677,6 +677,334 @@ __global__ void __launch_bounds__(kThreads, bwd_min_blocks<N>()) bwd_seq(Params<
   p.ws_par[row * W + p.dim * N + p.dim + d] = ddb;
 }
 
+// ---- Backward with d_state split over lanes ------------------------------------------------
+// S lanes per channel (adjacent in the warp), each holding N/S consecutive states: the same
+// shared-memory state history as bwd_chunk (so the same blocks per SM by shared memory) but S
+// times the threads, each with N/S states live, so ~S× the resident warps to hide the latency of
+// the exponentials, shuffles and loads. Per-channel sums (y for dz, du, ddelta) are butterfly
+// sums over the S lanes (identical bits on every lane: float addition commutes); the dB/dC sums
+// over the warp's channels are transposing shuffle sums, then over the block's warps in shared
+// memory (fixed order), so ws_bc holds one partial row per block instead of one per warp.
+template <int N>
+constexpr int split_lanes() {
+  return (N == 16 || N == 32) ? 4 : 1;
+}
+template <int N, int S>
+constexpr std::size_t bwd_split_smem_bytes() {
+  return bwd_smem_bytes<N>() + static_cast<std::size_t>(seg_len<N>()) * (kThreads * S / 32) * 2 * N * sizeof(float);
+}
+template <int N>
+constexpr int bwd_split_min_blocks() {
+  return N <= 16 ? 4 : 3;
+}
+
+// Which backward kernel the chunked and the sequential path use (tests and bisection may force
+// the per-channel one): kAuto = the split kernel where split_lanes<N>() > 1.
+enum class BwdKernel { kAuto, kPerChannel, kSplit };
+inline BwdKernel& bwd_kernel_override() {
+  static BwdKernel kernel = BwdKernel::kAuto;
+  return kernel;
+}
+template <int N>
+bool use_split_bwd() {
+  if constexpr (split_lanes<N>() == 1) {
+    return false;
+  } else {
+    return bwd_kernel_override() != BwdKernel::kPerChannel;
+  }
+}
+
+// This thread's channel and state lane for the split kernels (block = kThreads channels × S).
+template <int S, class T>
+__device__ __forceinline__ Lane lane_of_split(const Params<T>& p) {
+  Lane l;
+  const uint32_t bpg = static_cast<uint32_t>(p.bpg);
+  l.g = blockIdx.y / bpg;
+  const int64_t local = (blockIdx.y % bpg) * kThreads + threadIdx.x / S;
+  l.d = l.g * p.per_group + local;
+  l.active = local < p.per_group;
+  l.warp_in_group = 0;  // unused: dB/dC partials are per block
+  return l;
+}
+
+// Like warp_transpose_sum, over the lane bits O, O/2, ..., Stop only (the lanes of one state lane
+// sub = lane % Stop): afterwards lane L holds in v[0 .. R) the sums over those lanes of values
+// (L / Stop)·R + r, R = V·Stop / 32.
+template <int O, int Stop, int Cnt, int V>
+__device__ __forceinline__ void transpose_sum_to(float (&v)[V], int lane) {
+  static_assert(Cnt >= 2, "too few values for the lanes");
+  const bool upper = (lane & O) != 0;
+#pragma unroll
+  for (int i = 0; i < Cnt / 2; ++i) {
+    const float send = upper ? v[i] : v[i + Cnt / 2];
+    const float keep = upper ? v[i + Cnt / 2] : v[i];
+    v[i] = keep + __shfl_xor_sync(0xffffffffu, send, O);
+  }
+  if constexpr (O / 2 >= Stop) transpose_sum_to<O / 2, Stop, Cnt / 2, V>(v, lane);
+}
+// Sum over the S lanes of one channel; every one of them gets the same bits.
+template <int S>
+__device__ __forceinline__ float lanes_sum(float x) {
+#pragma unroll
+  for (int o = 1; o < S; o <<= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
+  return x;
+}
+
+// Per-channel inputs of one token (the B and C rows are read per lane).
+struct TokS {
+  float delta, u, dout, z;
+};
+template <class T, bool kDout>
+__device__ __forceinline__ void load_tok_s(const Params<T>& p, int64_t t, int64_t d, bool active, TokS& x) {
+  const int64_t i = t * p.dim + d;
+  x.delta = active ? detail::ldg(p.delta + i) : 0.0f;
+  x.u = active ? detail::ldg(p.u + i) : 0.0f;
+  if constexpr (kDout) {
+    x.dout = active ? detail::ldg(p.dout + i) : 0.0f;
+    x.z = (active && p.z) ? detail::ldg(p.z + i) : 0.0f;
+  }
+}
+// States [n0, n0 + NS) of the B (and C) row of token t.
+template <class T, int N, int NS, bool kC>
+__device__ __forceinline__ void get_rows_s(const Params<T>& p, int64_t t, int64_t g, int n0, const ChunkPos& c,
+                                           bool staged, const float* sB, const float* sC, float (&Bv)[NS],
+                                           float (&Cv)[NS]) {
+  if (staged) {
+    const int64_t o = (t - c.t0) * N + n0;
+#pragma unroll
+    for (int j = 0; j < NS; ++j) {
+      Bv[j] = sB[o + j];
+      if constexpr (kC) Cv[j] = sC[o + j];
+    }
+  } else {
+    const int64_t row = (t * p.ngroups + g) * N + n0;
+#pragma unroll
+    for (int j = 0; j < NS; ++j) {
+      Bv[j] = detail::ldg(p.B + row + j);
+      if constexpr (kC) Cv[j] = detail::ldg(p.C + row + j);
+    }
+  }
+}
+
+// bwd_tokens with d_state split over S lanes: this lane's states are [sub·N/S, (sub+1)·N/S).
+// Every thread of the block calls it (it synchronises after every segment). sbc: kSeg tokens ×
+// warps × 2N floats of shared memory for the dB/dC warp sums.
+template <class T, int N, int S>
+__device__ __forceinline__ void bwd_tokens_split(const Params<T>& p, const ChunkPos& c, const Lane& l, int sub,
+                                                 bool staged, const float* sB, const float* sC, float* smem,
+                                                 float* sbc, const float (&A)[N / S], const float (&h0)[N / S],
+                                                 float bias, float Dd, float (&g)[N / S], float (&dA)[N / S],
+                                                 float& dD, float& ddb) {
+  constexpr int NS = N / S, kSeg = seg_len<N>(), kBlock = kThreads * S, kWarps = kBlock / 32, R = N / 16;
+  static_assert(N % 16 == 0 && S >= 2 && 32 % S == 0 && N % S == 0, "unsupported d_state split");
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int64_t d = l.d;
+  const int n0 = sub * NS;
+  const int64_t block_in_group = blockIdx.y % static_cast<uint32_t>(p.bpg);
+  float raw = 0.0f;
+  float* hist = smem + threadIdx.x;  // hist[(i·NS + j)·kBlock]: state after segment token i - 1
+  auto hs = [&](int i, int j) -> float& { return hist[(i * NS + j) * kBlock]; };
+  const int64_t L = c.t1 - c.t0, nseg = (L + kSeg - 1) / kSeg;
+  for (int64_t seg = nseg - 1; seg >= 0; --seg) {
+    const int64_t ss = c.t0 + seg * kSeg, se = ss + kSeg < c.t1 ? ss + kSeg : c.t1;
+    float h[NS], Bv[NS], Cv[NS];
+#pragma unroll
+    for (int j = 0; j < NS; ++j) h[j] = h0[j];
+    {
+      TokS cur, nxt;
+      load_tok_s<T, false>(p, c.t0, d, l.active, nxt);
+      #pragma unroll 1
+      for (int64_t t = c.t0; t < se; ++t) {
+        cur = nxt;
+        get_rows_s<T, N, NS, false>(p, t, l.g, n0, c, staged, sB, sC, Bv, Cv);
+        if (t + 1 < se) load_tok_s<T, false>(p, t + 1, d, l.active, nxt);
+        if (t == ss) {
+#pragma unroll
+          for (int j = 0; j < NS; ++j) hs(0, j) = h[j];
+        }
+        const float dt = l.active ? dt_of(p, cur.delta, bias, raw) : 0.0f;
+        fwd_step<NS>(h, A, Bv, dt, dt * cur.u);
+        if (t >= ss) {
+#pragma unroll
+          for (int j = 0; j < NS; ++j) hs(static_cast<int>(t - ss) + 1, j) = h[j];
+        }
+      }
+    }
+    // h holds this lane's states after token se - 1.
+    TokS cur, nxt;
+    load_tok_s<T, true>(p, se - 1, d, l.active, nxt);
+    #pragma unroll 1
+    for (int64_t t = se - 1; t >= ss; --t) {
+      cur = nxt;
+      get_rows_s<T, N, NS, true>(p, t, l.g, n0, c, staged, sB, sC, Bv, Cv);
+      if (t - 1 >= ss) load_tok_s<T, true>(p, t - 1, d, l.active, nxt);
+      const int i = static_cast<int>(t - ss);
+      const float dt = l.active ? dt_of(p, cur.delta, bias, raw) : 0.0f;
+      const float u = cur.u;
+      float dy = cur.dout;
+      if (p.z) {  // uniform
+        const float sg = detail::sigmoid_f(cur.z);
+        dy = cur.dout * cur.z * sg;
+        float yp = 0.0f;
+#pragma unroll
+        for (int j = 0; j < NS; ++j) yp += Cv[j] * h[j];
+        const float y = Dd * u + lanes_sum<S>(yp);
+        if (l.active && sub == 0) detail::st(p.dz, t * p.dim + d, cur.dout * y * sg * (1.0f + cur.z * (1.0f - sg)));
+      }
+      float dup = 0.0f, ddtp = 0.0f;
+      float v[2 * NS];
+#pragma unroll
+      for (int j = 0; j < NS; ++j) {
+        const float hp = hs(i, j);
+        const float decay = __expf(dt * A[j]);
+        const float gv = g[j] + dy * Cv[j];
+        const float x = gv * decay * hp;  // ∂L/∂(Δ·A) for this state
+        ddtp += x * A[j] + gv * Bv[j] * u;
+        dA[j] += x * dt;
+        dup += gv * Bv[j] * dt;
+        v[j] = gv * dt * u;     // dB partial
+        v[NS + j] = dy * h[j];  // dC partial
+        g[j] = gv * decay;
+        h[j] = hp;  // becomes the state after token t - 1
+      }
+      transpose_sum_to<16, S, 2 * NS, 2 * NS>(v, lane);
+      float* row = sbc + (i * kWarps + warp) * (2 * N);
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        const int idx = (lane / S) * R + r;  // value idx of state lane sub, summed over the warp's channels
+        row[idx < NS ? n0 + idx : N + n0 + idx - NS] = v[r];
+      }
+      float ddt = lanes_sum<S>(ddtp);
+      const float du = Dd * dy + lanes_sum<S>(dup);
+      if (p.softplus && raw <= 20.0f) ddt *= detail::sigmoid_f(raw);
+      if (l.active && sub == 0) {
+        detail::st(p.du, t * p.dim + d, du);
+        detail::st(p.ddelta, t * p.dim + d, ddt);
+      }
+      ddb += ddt;
+      dD += dy * u;
+    }
+    // dB/dC: the warps' sums of this segment's tokens, added over the warps in order.
+    __syncthreads();
+    const int64_t n_seg = (se - ss) * 2 * N;
+    for (int64_t e = threadIdx.x; e < n_seg; e += kBlock) {
+      const int64_t i = e / (2 * N), j = e % (2 * N);
+      float sum = 0.0f;
+#pragma unroll
+      for (int w = 0; w < kWarps; ++w) sum += sbc[(i * kWarps + w) * (2 * N) + j];
+      p.ws_bc[(((ss + i) * p.ngroups + l.g) * p.bpg + block_in_group) * (2 * N) + j] = sum;
+    }
+    __syncthreads();  // sbc is free for the next segment
+  }
+}
+
+// bwd_chunk with d_state split over S lanes (ws_bc: one partial row per block).
+template <class T, int N, int S>
+__global__ void __launch_bounds__(kThreads * S, bwd_split_min_blocks<N>()) bwd_chunk_split(Params<T> p) {
+  extern __shared__ float smem[];
+  constexpr int kSeg = seg_len<N>(), NS = N / S;
+  const int64_t slot = blockIdx.x;
+  const Lane l = lane_of_split<S>(p);
+  const int sub = threadIdx.x % S, n0 = sub * NS;
+  const int64_t d = l.d;
+  const int64_t W = p.dim * N + 2 * p.dim;
+  ChunkPos c;
+  if (!chunk_pos(p, slot, c)) {  // unused slot: zero partials (uniform over the block)
+    if (l.active) {
+      for (int j = 0; j < NS; ++j) p.ws_par[slot * W + d * N + n0 + j] = 0.0f;
+      if (sub == 0) {
+        p.ws_par[slot * W + p.dim * N + d] = 0.0f;
+        p.ws_par[slot * W + p.dim * N + p.dim + d] = 0.0f;
+      }
+    }
+    return;
+  }
+  float A[NS], g[NS], h0[NS], dA[NS];
+#pragma unroll
+  for (int j = 0; j < NS; ++j) {
+    A[j] = l.active ? detail::ld(p.A, d * N + n0 + j) : 0.0f;
+    g[j] = l.active ? p.ws_state[(slot * p.dim + d) * N + n0 + j] : 0.0f;
+    h0[j] = l.active ? detail::ld(p.saved_in, (slot * p.dim + d) * N + n0 + j) : 0.0f;
+    dA[j] = 0.0f;
+  }
+  const float bias = (l.active && p.delta_bias) ? detail::ld(p.delta_bias, d) : 0.0f;
+  const float Dd = (l.active && p.D) ? detail::ld(p.D, d) : 0.0f;
+  float dD = 0.0f, ddb = 0.0f;
+  float* sB = smem + (kSeg + 1) * N * kThreads;
+  float* sC = sB + stage_tokens<N>() * N;
+  float* sbc = sC + stage_tokens<N>() * N;
+  const bool staged = stage_rows<T, N>(p, c, l.g, sB, sC);
+  bwd_tokens_split<T, N, S>(p, c, l, sub, staged, sB, sC, smem, sbc, A, h0, bias, Dd, g, dA, dD, ddb);
+  if (!l.active) return;
+  if (c.k == 0 && p.dinit) {
+#pragma unroll
+    for (int j = 0; j < NS; ++j) detail::st(p.dinit, (c.b * p.dim + d) * N + n0 + j, g[j]);
+  }
+#pragma unroll
+  for (int j = 0; j < NS; ++j) p.ws_par[slot * W + d * N + n0 + j] = dA[j];
+  if (sub == 0) {
+    p.ws_par[slot * W + p.dim * N + d] = dD;
+    p.ws_par[slot * W + p.dim * N + p.dim + d] = ddb;
+  }
+}
+
+// bwd_seq with d_state split over S lanes.
+template <class T, int N, int S>
+__global__ void __launch_bounds__(kThreads * S, bwd_split_min_blocks<N>()) bwd_seq_split(Params<T> p) {
+  extern __shared__ float smem[];
+  constexpr int kSeg = seg_len<N>(), NS = N / S;
+  const Lane l = lane_of_split<S>(p);
+  const int sub = threadIdx.x % S, n0 = sub * NS;
+  const int64_t d = l.d;
+  const int64_t W = p.dim * N + 2 * p.dim;
+  float A[NS], dA[NS];
+#pragma unroll
+  for (int j = 0; j < NS; ++j) {
+    A[j] = l.active ? detail::ld(p.A, d * N + n0 + j) : 0.0f;
+    dA[j] = 0.0f;
+  }
+  const float bias = (l.active && p.delta_bias) ? detail::ld(p.delta_bias, d) : 0.0f;
+  const float Dd = (l.active && p.D) ? detail::ld(p.D, d) : 0.0f;
+  float dD = 0.0f, ddb = 0.0f;
+  float* sB = smem + (kSeg + 1) * N * kThreads;
+  float* sC = sB + stage_tokens<N>() * N;
+  float* sbc = sC + stage_tokens<N>() * N;
+  for (int64_t b = blockIdx.x; b < p.batch; b += gridDim.x) {
+    float g[NS];
+#pragma unroll
+    for (int j = 0; j < NS; ++j)
+      g[j] = (l.active && p.dfinal) ? detail::ld(p.dfinal, (b * p.dim + d) * N + n0 + j) : 0.0f;
+    ChunkPos c;
+    if (seq_pos(p, b, c)) {  // block-uniform
+      const int64_t slot0 = selective_scan_slot_d(b, c.start, p.chunk);
+      for (int64_t k = c.nk - 1; k >= 0; --k) {
+        c.k = k;
+        c.t0 = c.start + k * p.chunk;
+        c.t1 = c.t0 + p.chunk < c.end ? c.t0 + p.chunk : c.end;
+        float h0[NS];
+#pragma unroll
+        for (int j = 0; j < NS; ++j)
+          h0[j] = l.active ? detail::ld(p.saved_in, ((slot0 + k) * p.dim + d) * N + n0 + j) : 0.0f;
+        __syncthreads();  // the previous chunk's reads of sB / sC are done
+        const bool staged = stage_rows<T, N>(p, c, l.g, sB, sC);
+        bwd_tokens_split<T, N, S>(p, c, l, sub, staged, sB, sC, smem, sbc, A, h0, bias, Dd, g, dA, dD, ddb);
+      }
+    }
+    if (l.active && p.dinit) {  // the adjoint at the sequence start (dfinal for empty sequences)
+#pragma unroll
+      for (int j = 0; j < NS; ++j) detail::st(p.dinit, (b * p.dim + d) * N + n0 + j, g[j]);
+    }
+  }
+  if (!l.active) return;
+  const int64_t row = blockIdx.x;
+#pragma unroll
+  for (int j = 0; j < NS; ++j) p.ws_par[row * W + d * N + n0 + j] = dA[j];
+  if (sub == 0) {
+    p.ws_par[row * W + p.dim * N + d] = dD;
+    p.ws_par[row * W + p.dim * N + p.dim + d] = ddb;
+  }
+}
+
 // dB[t, g, n] = Σ_w partial[t, g, w, n] and dC likewise, warps in order (overwrites dB, dC).
 template <class T>
 __global__ void bwd_reduce_bc(const float* __restrict part, int64_t rows, int64_t wpg, int64_t N, T* __restrict dB,
@@ -754,29 +1082,44 @@ bool sequential_path(const Params<T>& p) {
   return p.tokens <= p.chunk || (p.max_len_hint > 0 && p.max_len_hint <= p.chunk);
 }
 
-// One-time (per device) backward kernel set-up: their dynamic shared memory limit, and how many
-// bwd_seq blocks one SM holds.
+// One-time (per device) backward kernel set-up: their dynamic shared memory limits, and how many
+// bwd_seq (and bwd_seq_split) blocks one SM holds.
+struct BwdSetup {
+  int seq_blocks_per_sm = 1, seq_split_blocks_per_sm = 1;
+};
 template <class T, int N>
-int bwd_setup() {
+BwdSetup bwd_setup() {
   constexpr int kMaxDevices = 64;
   static std::once_flag once[kMaxDevices];
-  static int seq_blocks_per_sm[kMaxDevices];
+  static BwdSetup per_device[kMaxDevices];
   int dev = 0;
   MAMBATRACK_CUDA_CHECK(cudaGetDevice(&dev));
-  const auto setup = [](int* blocks) {
+  const auto setup = [](BwdSetup* r) {
     constexpr int kSmem = static_cast<int>(bwd_smem_bytes<N>());
     MAMBATRACK_CUDA_CHECK(cudaFuncSetAttribute(bwd_chunk<T, N>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
     MAMBATRACK_CUDA_CHECK(cudaFuncSetAttribute(bwd_seq<T, N>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
-    MAMBATRACK_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(blocks, bwd_seq<T, N>, kThreads, kSmem));
-    if (*blocks < 1) *blocks = 1;
+    MAMBATRACK_CUDA_CHECK(
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&r->seq_blocks_per_sm, bwd_seq<T, N>, kThreads, kSmem));
+    if constexpr (split_lanes<N>() > 1) {
+      constexpr int S = split_lanes<N>();
+      constexpr int kSplitSmem = static_cast<int>(bwd_split_smem_bytes<N, S>());
+      MAMBATRACK_CUDA_CHECK(cudaFuncSetAttribute(bwd_chunk_split<T, N, S>,
+                                                 cudaFuncAttributeMaxDynamicSharedMemorySize, kSplitSmem));
+      MAMBATRACK_CUDA_CHECK(cudaFuncSetAttribute(bwd_seq_split<T, N, S>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                 kSplitSmem));
+      MAMBATRACK_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+          &r->seq_split_blocks_per_sm, bwd_seq_split<T, N, S>, kThreads * S, kSplitSmem));
+    }
+    if (r->seq_blocks_per_sm < 1) r->seq_blocks_per_sm = 1;
+    if (r->seq_split_blocks_per_sm < 1) r->seq_split_blocks_per_sm = 1;
   };
   if (dev < 0 || dev >= kMaxDevices) {
-    int blocks = 1;
-    setup(&blocks);
-    return blocks;
+    BwdSetup r;
+    setup(&r);
+    return r;
   }
-  std::call_once(once[dev], setup, &seq_blocks_per_sm[dev]);
-  return seq_blocks_per_sm[dev];
+  std::call_once(once[dev], setup, &per_device[dev]);
+  return per_device[dev];
 }
 
 // dA/dD/ddelta_bias: out += Σ_r ws_par[r, ·] over `rows` partial rows, all three in one pair of
@@ -833,9 +1176,12 @@ void launch_fwd(Params<T> p, cudaStream_t stream) {
 
 template <class T, int N>
 void launch_bwd(Params<T> p, const SelectiveScanBwdArgs<T, Cuda>& a, cudaStream_t stream) {
-  const int64_t W = p.dim * N + 2 * p.dim, wpg = 2 * p.bpg;
+  constexpr int S = split_lanes<N>();
+  const bool split = use_split_bwd<N>();
+  const int64_t W = p.dim * N + 2 * p.dim;
+  const int64_t wpg = split ? p.bpg : 2 * p.bpg;  // dB/dC partial rows per (token, group)
   const int64_t gy = p.ngroups * p.bpg;
-  const int seq_blocks_per_sm = bwd_setup<T, N>();
+  const BwdSetup setup = bwd_setup<T, N>();
   constexpr std::size_t kSmem = bwd_smem_bytes<N>();
   const bool seq = sequential_path(p);
   int64_t rows = p.slots;  // ws_par partial rows
@@ -844,7 +1190,8 @@ void launch_bwd(Params<T> p, const SelectiveScanBwdArgs<T, Cuda>& a, cudaStream_
     int dev = 0, sms = 1;
     MAMBATRACK_CUDA_CHECK(cudaGetDevice(&dev));
     MAMBATRACK_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-    const int64_t resident = static_cast<int64_t>(sms) * seq_blocks_per_sm;
+    const int per_sm = split ? setup.seq_split_blocks_per_sm : setup.seq_blocks_per_sm;
+    const int64_t resident = static_cast<int64_t>(sms) * per_sm;
     rows = (resident + gy - 1) / gy;
     if (rows > p.batch) rows = p.batch;
     if (rows < 1) rows = 1;
@@ -854,19 +1201,28 @@ void launch_bwd(Params<T> p, const SelectiveScanBwdArgs<T, Cuda>& a, cudaStream_
   p.ws_par = static_cast<float*>(detail::scratch(3, static_cast<std::size_t>(rows * W) * sizeof(float)));
   p.ws_bc = static_cast<float*>(
       detail::scratch(4, static_cast<std::size_t>(p.tokens * p.ngroups * wpg * 2 * N) * sizeof(float) + 4));
-  if (seq) {
-    bwd_seq<T, N><<<dim3(static_cast<unsigned>(rows), static_cast<unsigned>(gy)), kThreads, kSmem, stream>>>(p);
-    MAMBATRACK_CUDA_CHECK(cudaGetLastError());
-  } else {
-    const dim3 grid(static_cast<unsigned>(p.slots), static_cast<unsigned>(gy));
+  const dim3 grid(static_cast<unsigned>(seq ? rows : p.slots), static_cast<unsigned>(gy));
+  if (!seq) {
     bwd_local<T, N><<<grid, kThreads, 0, stream>>>(p);
     MAMBATRACK_CUDA_CHECK(cudaGetLastError());
     const int64_t n_comb = p.batch * p.dim * N;
     bwd_combine<T, N><<<static_cast<unsigned>((n_comb + 255) / 256), 256, 0, stream>>>(p);
     MAMBATRACK_CUDA_CHECK(cudaGetLastError());
-    bwd_chunk<T, N><<<grid, kThreads, kSmem, stream>>>(p);
-    MAMBATRACK_CUDA_CHECK(cudaGetLastError());
   }
+  bool launched = false;
+  if constexpr (S > 1) {
+    if (split) {
+      constexpr std::size_t kSplitSmem = bwd_split_smem_bytes<N, S>();
+      if (seq) bwd_seq_split<T, N, S><<<grid, kThreads * S, kSplitSmem, stream>>>(p);
+      else bwd_chunk_split<T, N, S><<<grid, kThreads * S, kSplitSmem, stream>>>(p);
+      launched = true;
+    }
+  }
+  if (!launched) {
+    if (seq) bwd_seq<T, N><<<grid, kThreads, kSmem, stream>>>(p);
+    else bwd_chunk<T, N><<<grid, kThreads, kSmem, stream>>>(p);
+  }
+  MAMBATRACK_CUDA_CHECK(cudaGetLastError());
   const int64_t bc_rows = p.tokens * p.ngroups;
   if (bc_rows > 0) {
     bwd_reduce_bc<T><<<static_cast<unsigned>((bc_rows * 2 * N + 255) / 256), 256, 0, stream>>>(
