@@ -124,9 +124,11 @@ Row run(const Problem& pr, int64_t chunk, double bw,
   ba.ddelta_bias = ddb.view();
   const int runs = 30, warm = 5;
   cuda::scan_detail::scan_path_override() = path;
-  const bool seq = cuda::scan_detail::sequential_path(cuda::scan_detail::make_params<bfloat16>(
+  const bool seq = cuda::scan_detail::sequential_path<bfloat16, 16>(cuda::scan_detail::make_params<bfloat16>(
       in, validate_selective_scan_inputs(in)));
-  Row r{pr.name, chunk, seq ? "sequential" : "chunked", 0, 0, 0, 0, 0, pr.reference_ms, pr.target_ms};
+  const bool forced = path != cuda::scan_detail::ScanPath::kAuto;
+  const char* label = seq ? (forced ? "sequential (forced)" : "sequential") : (forced ? "chunked (forced)" : "chunked");
+  Row r{pr.name, chunk, label, 0, 0, 0, 0, 0, pr.reference_ms, pr.target_ms};
   r.fwd = median_ms([&] { cuda::selective_scan_fwd<bfloat16>(fa); }, runs, warm);
   r.bwd = median_ms([&] { cuda::selective_scan_bwd<bfloat16>(ba); }, runs, warm);
   r.both = median_ms([&] {
@@ -265,8 +267,10 @@ int main() {
   std::vector<Row> rows;
   for (const auto& p : problems)
     for (int64_t chunk : {16, 32, 64}) rows.push_back(run(p, chunk, bw));
-  // The chunked path on the short-track problem, for comparison with its sequential path.
-  rows.push_back(run(problems[0], 16, bw, cuda::scan_detail::ScanPath::kChunked));
+  // Both paths forced on every problem, to check (and retune) the automatic choice.
+  for (const auto& p : problems)
+    for (auto path : {cuda::scan_detail::ScanPath::kChunked, cuda::scan_detail::ScanPath::kSequential})
+      rows.push_back(run(p, p.len <= 16 ? 16 : 32, bw, path));
   std::printf("\nselective scan, bf16 inputs, d_state 16, z + D + delta_bias + softplus; median of 30 after 5 warm-up\n");
   std::printf("| problem | chunk | path | fwd ms | bwd ms | fwd+bwd ms | min MB fwd+bwd | GB/s | %% of copy | floor ms (min bytes / copy) | reference ms | target ms |\n");
   std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|\n");

@@ -1063,25 +1063,6 @@ void prepare(Params<T>& p, cudaStream_t stream) {
   MAMBATRACK_CUDA_CHECK(cudaGetLastError());
 }
 
-// Which path the scan takes. kAuto: the sequential one (one kernel per direction) when the host
-// knows that every sequence fits in one chunk (max_seqlen_hint <= chunk, or tokens <= chunk),
-// the chunked one otherwise. Tests and bisection may force either (both are correct for any
-// input; they differ only in speed and in float rounding of multi-chunk sequences).
-enum class ScanPath { kAuto, kChunked, kSequential };
-inline ScanPath& scan_path_override() {
-  static ScanPath path = ScanPath::kAuto;
-  return path;
-}
-template <class T>
-bool sequential_path(const Params<T>& p) {
-  switch (scan_path_override()) {
-    case ScanPath::kChunked: return false;
-    case ScanPath::kSequential: return true;
-    case ScanPath::kAuto: break;
-  }
-  return p.tokens <= p.chunk || (p.max_len_hint > 0 && p.max_len_hint <= p.chunk);
-}
-
 // One-time (per device) backward kernel set-up: their dynamic shared memory limits, and how many
 // bwd_seq (and bwd_seq_split) blocks one SM holds.
 struct BwdSetup {
@@ -1122,6 +1103,46 @@ BwdSetup bwd_setup() {
   return per_device[dev];
 }
 
+// Which path the scan takes. kChunked: chunk-parallel (local pass, cross-chunk combine, chunk
+// pass; 3 kernels a direction + the slot map). kSequential: one block per (sequence, channel
+// block) walks whole sequences (1 kernel a direction, no combine, no slot map, and each state
+// recurrence computed once instead of twice). kAuto picks the sequential path when the host knows
+// it is no slower: every sequence fits in one chunk (tokens <= chunk, or max_seqlen_hint <= chunk),
+// or the sequences alone fill the GPU (batch × channel blocks >= the backward blocks resident on
+// it) and are balanced (max_seqlen_hint <= 2 × the mean length). Tests and bisection may force
+// either; both are correct for any input and differ only in speed and, for sequences longer than
+// a chunk, in the float rounding of the chunk-start states.
+enum class ScanPath { kAuto, kChunked, kSequential };
+inline ScanPath& scan_path_override() {
+  static ScanPath path = ScanPath::kAuto;
+  return path;
+}
+inline int device_sm_count() {
+  int dev = 0, sms = 1;
+  MAMBATRACK_CUDA_CHECK(cudaGetDevice(&dev));
+  MAMBATRACK_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  return sms > 0 ? sms : 1;
+}
+// Backward blocks of the sequential path that the GPU holds at once.
+template <class T, int N>
+int64_t seq_resident_blocks() {
+  const BwdSetup setup = bwd_setup<T, N>();
+  const int per_sm = use_split_bwd<N>() ? setup.seq_split_blocks_per_sm : setup.seq_blocks_per_sm;
+  return static_cast<int64_t>(device_sm_count()) * per_sm;
+}
+template <class T, int N>
+bool sequential_path(const Params<T>& p) {
+  switch (scan_path_override()) {
+    case ScanPath::kChunked: return false;
+    case ScanPath::kSequential: return true;
+    case ScanPath::kAuto: break;
+  }
+  if (p.tokens <= p.chunk || (p.max_len_hint > 0 && p.max_len_hint <= p.chunk)) return true;
+  if (p.max_len_hint <= 0 || p.batch <= 0) return false;
+  const int64_t mean = p.tokens / p.batch;
+  return p.batch * p.ngroups * p.bpg >= seq_resident_blocks<T, N>() && p.max_len_hint <= 2 * mean;
+}
+
 // dA/dD/ddelta_bias: out += Σ_r ws_par[r, ·] over `rows` partial rows, all three in one pair of
 // launches (stage 1 of detail::sum_rows_accumulate over the whole row, then this stage 2); the
 // same fixed summation order per column as three separate sum_rows_accumulate calls.
@@ -1156,7 +1177,7 @@ void sum_params(const Params<T>& p, int64_t rows, const SelectiveScanBwdArgs<T, 
 template <class T, int N>
 void launch_fwd(Params<T> p, cudaStream_t stream) {
   const unsigned gy = static_cast<unsigned>(p.ngroups * p.bpg);
-  if (sequential_path(p)) {
+  if (sequential_path<T, N>(p)) {
     MAMBATRACK_CHECK(p.batch < (int64_t{1} << 31), ConfigError, "cuda selective_scan: batch ", p.batch,
                      " must stay below 2^31");
     fwd_seq<T, N><<<dim3(static_cast<unsigned>(p.batch), gy), kThreads, 0, stream>>>(p);
@@ -1181,17 +1202,12 @@ void launch_bwd(Params<T> p, const SelectiveScanBwdArgs<T, Cuda>& a, cudaStream_
   const int64_t W = p.dim * N + 2 * p.dim;
   const int64_t wpg = split ? p.bpg : 2 * p.bpg;  // dB/dC partial rows per (token, group)
   const int64_t gy = p.ngroups * p.bpg;
-  const BwdSetup setup = bwd_setup<T, N>();
   constexpr std::size_t kSmem = bwd_smem_bytes<N>();
-  const bool seq = sequential_path(p);
+  const bool seq = sequential_path<T, N>(p);
   int64_t rows = p.slots;  // ws_par partial rows
   if (seq) {
     // One wave: as many block rows as the GPU holds at once, each taking every rows-th sequence.
-    int dev = 0, sms = 1;
-    MAMBATRACK_CUDA_CHECK(cudaGetDevice(&dev));
-    MAMBATRACK_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-    const int per_sm = split ? setup.seq_split_blocks_per_sm : setup.seq_blocks_per_sm;
-    const int64_t resident = static_cast<int64_t>(sms) * per_sm;
+    const int64_t resident = seq_resident_blocks<T, N>();
     rows = (resident + gy - 1) / gy;
     if (rows > p.batch) rows = p.batch;
     if (rows < 1) rows = 1;
