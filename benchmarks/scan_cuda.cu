@@ -77,7 +77,8 @@ struct Row {
 
 // path: the automatic choice (max_seqlen_hint = the problem's length) or a forced one.
 Row run(const Problem& pr, int64_t chunk, double bw,
-        cuda::scan_detail::ScanPath path = cuda::scan_detail::ScanPath::kAuto) {
+        cuda::scan_detail::ScanPath path = cuda::scan_detail::ScanPath::kAuto,
+        cuda::scan_detail::BwdKernel kernel = cuda::scan_detail::BwdKernel::kAuto) {
   const int64_t N = 16, G = 1, L = pr.batch * pr.len, dim = pr.dim;
   Tensor<int64_t> cu_h(Shape{pr.batch + 1});
   for (int64_t b = 0; b <= pr.batch; ++b) cu_h[b] = b * pr.len;
@@ -124,10 +125,14 @@ Row run(const Problem& pr, int64_t chunk, double bw,
   ba.ddelta_bias = ddb.view();
   const int runs = 30, warm = 5;
   cuda::scan_detail::scan_path_override() = path;
+  cuda::scan_detail::bwd_kernel_override() = kernel;
   const bool seq = cuda::scan_detail::sequential_path<bfloat16, 16>(cuda::scan_detail::make_params<bfloat16>(
       in, validate_selective_scan_inputs(in)));
   const bool forced = path != cuda::scan_detail::ScanPath::kAuto;
-  const char* label = seq ? (forced ? "sequential (forced)" : "sequential") : (forced ? "chunked (forced)" : "chunked");
+  const bool per_channel = kernel == cuda::scan_detail::BwdKernel::kPerChannel;
+  const char* label = per_channel ? (seq ? "sequential, per-channel bwd" : "chunked, per-channel bwd")
+                      : seq       ? (forced ? "sequential (forced)" : "sequential")
+                                  : (forced ? "chunked (forced)" : "chunked");
   Row r{pr.name, chunk, label, 0, 0, 0, 0, 0, pr.reference_ms, pr.target_ms};
   r.fwd = median_ms([&] { cuda::selective_scan_fwd<bfloat16>(fa); }, runs, warm);
   r.bwd = median_ms([&] { cuda::selective_scan_bwd<bfloat16>(ba); }, runs, warm);
@@ -136,6 +141,7 @@ Row run(const Problem& pr, int64_t chunk, double bw,
     cuda::selective_scan_bwd<bfloat16>(ba);
   }, runs, warm);
   cuda::scan_detail::scan_path_override() = cuda::scan_detail::ScanPath::kAuto;
+  cuda::scan_detail::bwd_kernel_override() = cuda::scan_detail::BwdKernel::kAuto;
   const double act = static_cast<double>(L * dim) * 2, bc = static_cast<double>(L * G * N) * 2;
   const double saved_b = static_cast<double>(saved.numel()) * 2;
   r.bytes_fwd = 3 * act + 2 * bc + act + saved_b;                 // u, delta, z, B, C in; out, saved out
@@ -266,11 +272,15 @@ int main() {
   breakdown(problems[2], 32);
   std::vector<Row> rows;
   for (const auto& p : problems)
-    for (int64_t chunk : {16, 32, 64}) rows.push_back(run(p, chunk, bw));
+    for (int64_t chunk : {8, 16, 32, 64}) rows.push_back(run(p, chunk, bw));
   // Both paths forced on every problem, to check (and retune) the automatic choice.
   for (const auto& p : problems)
     for (auto path : {cuda::scan_detail::ScanPath::kChunked, cuda::scan_detail::ScanPath::kSequential})
       rows.push_back(run(p, p.len <= 16 ? 16 : 32, bw, path));
+  // The per-channel backward kernel (d_state not split over lanes), automatic path.
+  for (const auto& p : problems)
+    rows.push_back(run(p, p.len <= 16 ? 16 : 32, bw, cuda::scan_detail::ScanPath::kAuto,
+                       cuda::scan_detail::BwdKernel::kPerChannel));
   std::printf("\nselective scan, bf16 inputs, d_state 16, z + D + delta_bias + softplus; median of 30 after 5 warm-up\n");
   std::printf("| problem | chunk | path | fwd ms | bwd ms | fwd+bwd ms | min MB fwd+bwd | GB/s | %% of copy | floor ms (min bytes / copy) | reference ms | target ms |\n");
   std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
