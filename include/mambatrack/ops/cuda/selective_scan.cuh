@@ -750,20 +750,6 @@ __device__ __forceinline__ float lanes_sum(float x) {
   return x;
 }
 
-// Per-channel inputs of one token (the B and C rows are read per lane).
-struct TokS {
-  float delta, u, dout, z;
-};
-template <class T, bool kDout>
-__device__ __forceinline__ void load_tok_s(const Params<T>& p, int64_t t, int64_t d, bool active, TokS& x) {
-  const int64_t i = t * p.dim + d;
-  x.delta = active ? detail::ldg(p.delta + i) : 0.0f;
-  x.u = active ? detail::ldg(p.u + i) : 0.0f;
-  if constexpr (kDout) {
-    x.dout = active ? detail::ldg(p.dout + i) : 0.0f;
-    x.z = (active && p.z) ? detail::ldg(p.z + i) : 0.0f;
-  }
-}
 // States [n0, n0 + NS) of the B (and C) row of token t.
 template <class T, int N, int NS, bool kC>
 __device__ __forceinline__ void get_rows_s(const Params<T>& p, int64_t t, int64_t g, int n0, const ChunkPos& c,
@@ -801,7 +787,6 @@ __device__ __forceinline__ void bwd_tokens_split(const Params<T>& p, const Chunk
   const int64_t d = l.d;
   const int n0 = sub * NS;
   const int64_t block_in_group = blockIdx.y % static_cast<uint32_t>(p.bpg);
-  float raw = 0.0f;
   float* hist = smem + threadIdx.x;  // hist[(i·NS + j)·kBlock]: state after segment token i - 1
   auto hs = [&](int i, int j) -> float& { return hist[(i * NS + j) * kBlock]; };
   const int64_t L = c.t1 - c.t0, nseg = (L + kSeg - 1) / kSeg;
@@ -810,20 +795,37 @@ __device__ __forceinline__ void bwd_tokens_split(const Params<T>& p, const Chunk
     float h[NS], Bv[NS], Cv[NS];
 #pragma unroll
     for (int j = 0; j < NS; ++j) h[j] = h0[j];
+    // The per-channel scalars of a token (Δ and its softplus, u; in the reverse pass also dy, the
+    // dz factor and the softplus derivative) are computed once per channel: lane sub of the
+    // channel owns every S-th token from the start of the pass (sub, S + sub, ...), computes
+    // them one group of S tokens ahead of their use, and the S lanes read them with shuffles.
+    const int base_lane = lane & ~(S - 1);
     {
-      TokS cur, nxt;
-      load_tok_s<T, false>(p, c.t0, d, l.active, nxt);
+      float nd = 0.0f, nu = 0.0f;  // raw inputs of this lane's next owned token (prefetched)
+      const auto load_own = [&](int64_t tt) {
+        const bool ok = l.active && tt < se;
+        nd = ok ? detail::ldg(p.delta + tt * p.dim + d) : 0.0f;
+        nu = ok ? detail::ldg(p.u + tt * p.dim + d) : 0.0f;
+      };
+      load_own(c.t0 + sub);
+      float own_dt = 0.0f, own_u = 0.0f;
       #pragma unroll 1
       for (int64_t t = c.t0; t < se; ++t) {
-        cur = nxt;
+        const int q = static_cast<int>(t - c.t0) & (S - 1);  // uniform over the warp
+        if (q == 0) {
+          float own_raw = 0.0f;
+          own_dt = (l.active && t + sub < se) ? dt_of(p, nd, bias, own_raw) : 0.0f;
+          own_u = nu;
+          load_own(t + S + sub);
+        }
+        const float dt = __shfl_sync(0xffffffffu, own_dt, base_lane + q);
+        const float u = __shfl_sync(0xffffffffu, own_u, base_lane + q);
         get_rows_s<T, N, NS, false>(p, t, l.g, n0, c, staged, sB, sC, Bv, Cv);
-        if (t + 1 < se) load_tok_s<T, false>(p, t + 1, d, l.active, nxt);
         if (t == ss) {
 #pragma unroll
           for (int j = 0; j < NS; ++j) hs(0, j) = h[j];
         }
-        const float dt = l.active ? dt_of(p, cur.delta, bias, raw) : 0.0f;
-        fwd_step<NS>(h, A, Bv, dt, dt * cur.u);
+        fwd_step<NS>(h, A, Bv, dt, dt * u);
         if (t >= ss) {
 #pragma unroll
           for (int j = 0; j < NS; ++j) hs(static_cast<int>(t - ss) + 1, j) = h[j];
@@ -831,25 +833,46 @@ __device__ __forceinline__ void bwd_tokens_split(const Params<T>& p, const Chunk
       }
     }
     // h holds this lane's states after token se - 1.
-    TokS cur, nxt;
-    load_tok_s<T, true>(p, se - 1, d, l.active, nxt);
+    float nd = 0.0f, nu = 0.0f, no = 0.0f, nz = 0.0f;  // raw inputs of the next owned token
+    const auto load_own = [&](int64_t tt) {
+      const bool ok = l.active && tt >= ss;
+      nd = ok ? detail::ldg(p.delta + tt * p.dim + d) : 0.0f;
+      nu = ok ? detail::ldg(p.u + tt * p.dim + d) : 0.0f;
+      no = ok ? detail::ldg(p.dout + tt * p.dim + d) : 0.0f;
+      nz = (ok && p.z) ? detail::ldg(p.z + tt * p.dim + d) : 0.0f;
+    };
+    load_own(se - 1 - sub);
+    float own_dt = 0.0f, own_u = 0.0f, own_dy = 0.0f, own_fz = 0.0f, own_dsp = 1.0f;
     #pragma unroll 1
     for (int64_t t = se - 1; t >= ss; --t) {
-      cur = nxt;
+      const int q = static_cast<int>(se - 1 - t) & (S - 1);  // uniform over the warp
+      if (q == 0) {
+        float own_raw = 0.0f;
+        own_dt = (l.active && t - sub >= ss) ? dt_of(p, nd, bias, own_raw) : 0.0f;
+        own_dsp = (p.softplus && own_raw <= 20.0f) ? detail::sigmoid_f(own_raw) : 1.0f;
+        own_u = nu;
+        if (p.z) {
+          const float sg = detail::sigmoid_f(nz);
+          own_dy = no * nz * sg;
+          own_fz = no * sg * (1.0f + nz * (1.0f - sg));  // dz = y · own_fz
+        } else {
+          own_dy = no;
+        }
+        load_own(t - S - sub);
+      }
+      const int src = base_lane + q;
+      const float dt = __shfl_sync(0xffffffffu, own_dt, src);
+      const float u = __shfl_sync(0xffffffffu, own_u, src);
+      const float dy = __shfl_sync(0xffffffffu, own_dy, src);
       get_rows_s<T, N, NS, true>(p, t, l.g, n0, c, staged, sB, sC, Bv, Cv);
-      if (t - 1 >= ss) load_tok_s<T, true>(p, t - 1, d, l.active, nxt);
       const int i = static_cast<int>(t - ss);
-      const float dt = l.active ? dt_of(p, cur.delta, bias, raw) : 0.0f;
-      const float u = cur.u;
-      float dy = cur.dout;
       if (p.z) {  // uniform
-        const float sg = detail::sigmoid_f(cur.z);
-        dy = cur.dout * cur.z * sg;
+        const float fz = __shfl_sync(0xffffffffu, own_fz, src);
         float yp = 0.0f;
 #pragma unroll
         for (int j = 0; j < NS; ++j) yp += Cv[j] * h[j];
         const float y = Dd * u + lanes_sum<S>(yp);
-        if (l.active && sub == 0) detail::st(p.dz, t * p.dim + d, cur.dout * y * sg * (1.0f + cur.z * (1.0f - sg)));
+        if (l.active && sub == 0) detail::st(p.dz, t * p.dim + d, y * fz);
       }
       float dup = 0.0f, ddtp = 0.0f;
       float v[2 * NS];
@@ -874,9 +897,8 @@ __device__ __forceinline__ void bwd_tokens_split(const Params<T>& p, const Chunk
         const int idx = (lane / S) * R + r;  // value idx of state lane sub, summed over the warp's channels
         row[idx < NS ? n0 + idx : N + n0 + idx - NS] = v[r];
       }
-      float ddt = lanes_sum<S>(ddtp);
+      const float ddt = lanes_sum<S>(ddtp) * __shfl_sync(0xffffffffu, own_dsp, src);
       const float du = Dd * dy + lanes_sum<S>(dup);
-      if (p.softplus && raw <= 20.0f) ddt *= detail::sigmoid_f(raw);
       if (l.active && sub == 0) {
         detail::st(p.du, t * p.dim + d, du);
         detail::st(p.ddelta, t * p.dim + d, ddt);
