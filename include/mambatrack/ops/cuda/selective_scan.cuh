@@ -1,8 +1,11 @@
 // CUDA Mamba-1 selective scan (math and argument structs: ops/selective_scan.hpp), forward and
 // backward, float or bfloat16 storage, float arithmetic. One thread per (chunk of a sequence,
 // channel), DState in registers, token-major so a warp reads 32 contiguous channels of one token.
-// Chunks are combined across time (h_end = exp(A·ΣΔ)·h_start + h_local), so short and long
-// sequences both fill the GPU. Deterministic: every cross-thread sum is a fixed-order reduction.
+// Chunked path: chunks are combined across time (h_end = exp(A·ΣΔ)·h_start + h_local), so short
+// and long sequences both fill the GPU. Sequential path (ScanPath): one block per (sequence,
+// channel block) walks whole sequences, one kernel per direction, when the host knows that is
+// enough parallelism (max_seqlen_hint). The d_state 16/32 backward splits the states of a
+// channel over 4 lanes. Deterministic: every cross-thread sum is a fixed-order reduction.
 #pragma once
 
 #include <cuda_runtime.h>
