@@ -71,10 +71,14 @@ struct Problem {
 struct Row {
   const char* name;
   int64_t chunk;
+  const char* path;
   double fwd, bwd, both, bytes_fwd, bytes_bwd, ref, target;
 };
 
-Row run(const Problem& pr, int64_t chunk, double bw) {
+// path: the automatic choice (max_seqlen_hint = the problem's length) or a forced one.
+Row run(const Problem& pr, int64_t chunk, double bw,
+        cuda::scan_detail::ScanPath path = cuda::scan_detail::ScanPath::kAuto,
+        cuda::scan_detail::BwdKernel kernel = cuda::scan_detail::BwdKernel::kAuto) {
   const int64_t N = 16, G = 1, L = pr.batch * pr.len, dim = pr.dim;
   Tensor<int64_t> cu_h(Shape{pr.batch + 1});
   for (int64_t b = 0; b <= pr.batch; ++b) cu_h[b] = b * pr.len;
@@ -104,6 +108,7 @@ Row run(const Problem& pr, int64_t chunk, double bw) {
   in.z = z.view();
   in.cu_seqlens = cu.view();
   in.chunk = chunk;
+  in.max_seqlen_hint = pr.len;
   Tensor<bfloat16, Cuda> saved(selective_scan_saved_shape(in));
   SelectiveScanFwdArgs<bfloat16, Cuda> fa{in, out.view(), {}, saved.view()};
   SelectiveScanBwdArgs<bfloat16, Cuda> ba;
@@ -119,13 +124,24 @@ Row run(const Problem& pr, int64_t chunk, double bw) {
   ba.dD = dD.view();
   ba.ddelta_bias = ddb.view();
   const int runs = 30, warm = 5;
-  Row r{pr.name, chunk, 0, 0, 0, 0, 0, pr.reference_ms, pr.target_ms};
+  cuda::scan_detail::scan_path_override() = path;
+  cuda::scan_detail::bwd_kernel_override() = kernel;
+  const bool seq = cuda::scan_detail::sequential_path<bfloat16, 16>(cuda::scan_detail::make_params<bfloat16>(
+      in, validate_selective_scan_inputs(in)));
+  const bool forced = path != cuda::scan_detail::ScanPath::kAuto;
+  const bool per_channel = kernel == cuda::scan_detail::BwdKernel::kPerChannel;
+  const char* label = per_channel ? (seq ? "sequential, per-channel bwd" : "chunked, per-channel bwd")
+                      : seq       ? (forced ? "sequential (forced)" : "sequential")
+                                  : (forced ? "chunked (forced)" : "chunked");
+  Row r{pr.name, chunk, label, 0, 0, 0, 0, 0, pr.reference_ms, pr.target_ms};
   r.fwd = median_ms([&] { cuda::selective_scan_fwd<bfloat16>(fa); }, runs, warm);
   r.bwd = median_ms([&] { cuda::selective_scan_bwd<bfloat16>(ba); }, runs, warm);
   r.both = median_ms([&] {
     cuda::selective_scan_fwd<bfloat16>(fa);
     cuda::selective_scan_bwd<bfloat16>(ba);
   }, runs, warm);
+  cuda::scan_detail::scan_path_override() = cuda::scan_detail::ScanPath::kAuto;
+  cuda::scan_detail::bwd_kernel_override() = cuda::scan_detail::BwdKernel::kAuto;
   const double act = static_cast<double>(L * dim) * 2, bc = static_cast<double>(L * G * N) * 2;
   const double saved_b = static_cast<double>(saved.numel()) * 2;
   r.bytes_fwd = 3 * act + 2 * bc + act + saved_b;                 // u, delta, z, B, C in; out, saved out
@@ -180,6 +196,18 @@ void breakdown(const Problem& pr, int64_t chunk) {
   p.ws_bc = static_cast<float*>(
       cuda::detail::scratch(4, static_cast<std::size_t>(p.tokens * p.ngroups * wpg * 2 * N) * sizeof(float) + 4));
   const dim3 grid(static_cast<unsigned>(p.slots), static_cast<unsigned>(p.ngroups * p.bpg));
+  const BwdSetup setup = bwd_setup<bfloat16, N>();
+  constexpr int S = split_lanes<N>();
+  int sms = 1;
+  MAMBATRACK_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+  const unsigned seq_rows = static_cast<unsigned>(std::min<int64_t>(
+      p.batch, (static_cast<int64_t>(setup.seq_blocks_per_sm) * sms + grid.y - 1) / grid.y));
+  const unsigned seq_split_rows = static_cast<unsigned>(std::min<int64_t>(
+      p.batch, (static_cast<int64_t>(setup.seq_split_blocks_per_sm) * sms + grid.y - 1) / grid.y));
+  constexpr std::size_t kSplitSmem = bwd_split_smem_bytes<N, S>();
+  int blocks_bwd_split = 0;
+  MAMBATRACK_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks_bwd_split, bwd_chunk_split<bfloat16, N, S>,
+                                                                      kThreads * S, kSplitSmem));
   const unsigned comb = static_cast<unsigned>((p.batch * p.dim * N + 255) / 256);
   constexpr std::size_t kSmem = bwd_smem_bytes<N>();
   MAMBATRACK_CUDA_CHECK(cudaFuncSetAttribute(bwd_chunk<bfloat16, N>, cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -198,14 +226,24 @@ void breakdown(const Problem& pr, int64_t chunk) {
       {"bwd_local", median_ms([&] { bwd_local<bfloat16, N><<<grid, kThreads>>>(p); }, 20, 3)},
       {"bwd_combine", median_ms([&] { bwd_combine<bfloat16, N><<<comb, 256>>>(p); }, 20, 3)},
       {"bwd_chunk", median_ms([&] { bwd_chunk<bfloat16, N><<<grid, kThreads, kSmem>>>(p); }, 20, 3)},
+      {"fwd_seq (sequential path)",
+       median_ms([&] { fwd_seq<bfloat16, N><<<dim3(static_cast<unsigned>(p.batch), grid.y), kThreads>>>(p); }, 20, 3)},
+      {"bwd_seq (sequential path)",
+       median_ms([&] { bwd_seq<bfloat16, N><<<dim3(seq_rows, grid.y), kThreads, kSmem>>>(p); }, 20, 3)},
+      {"bwd_chunk_split (d_state over lanes)",
+       median_ms([&] { bwd_chunk_split<bfloat16, N, S><<<grid, kThreads * S, kSplitSmem>>>(p); }, 20, 3)},
+      {"bwd_seq_split (sequential path)",
+       median_ms([&] { bwd_seq_split<bfloat16, N, S><<<dim3(seq_split_rows, grid.y), kThreads * S, kSplitSmem>>>(p); },
+                 20, 3)},
       {"bwd_reduce_bc", median_ms([&] {
          bwd_reduce_bc<bfloat16><<<static_cast<unsigned>((L * 2 * N + 255) / 256), 256>>>(p.ws_bc, L, wpg, N,
                                                                                           du.data(), dz.data());
        }, 20, 3)},
   };
   MAMBATRACK_CUDA_CHECK(cudaGetLastError());
-  std::printf("\nbreakdown, %s, chunk %lld (%lld slots; blocks/SM: fwd_chunk %d, bwd_chunk %d)\n", pr.name,
-              static_cast<long long>(chunk), static_cast<long long>(p.slots), blocks_fwd, blocks_bwd);
+  std::printf("\nbreakdown, %s, chunk %lld (%lld slots; blocks/SM: fwd_chunk %d, bwd_chunk %d, bwd_chunk_split %d)\n",
+              pr.name, static_cast<long long>(chunk), static_cast<long long>(p.slots), blocks_fwd, blocks_bwd,
+              blocks_bwd_split);
   for (const Item& it : items) std::printf("  %-30s %8.3f ms\n", it.name, it.ms);
 }
 
@@ -234,15 +272,23 @@ int main() {
   breakdown(problems[2], 32);
   std::vector<Row> rows;
   for (const auto& p : problems)
-    for (int64_t chunk : {16, 32, 64}) rows.push_back(run(p, chunk, bw));
+    for (int64_t chunk : {8, 16, 32, 64}) rows.push_back(run(p, chunk, bw));
+  // Both paths forced on every problem, to check (and retune) the automatic choice.
+  for (const auto& p : problems)
+    for (auto path : {cuda::scan_detail::ScanPath::kChunked, cuda::scan_detail::ScanPath::kSequential})
+      rows.push_back(run(p, p.len <= 16 ? 16 : 32, bw, path));
+  // The per-channel backward kernel (d_state not split over lanes), automatic path.
+  for (const auto& p : problems)
+    rows.push_back(run(p, p.len <= 16 ? 16 : 32, bw, cuda::scan_detail::ScanPath::kAuto,
+                       cuda::scan_detail::BwdKernel::kPerChannel));
   std::printf("\nselective scan, bf16 inputs, d_state 16, z + D + delta_bias + softplus; median of 30 after 5 warm-up\n");
-  std::printf("| problem | chunk | fwd ms | bwd ms | fwd+bwd ms | min MB fwd+bwd | GB/s | %% of copy | reference ms | target ms |\n");
-  std::printf("|---|---|---|---|---|---|---|---|---|---|\n");
+  std::printf("| problem | chunk | path | fwd ms | bwd ms | fwd+bwd ms | min MB fwd+bwd | GB/s | %% of copy | floor ms (min bytes / copy) | reference ms | target ms |\n");
+  std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
   for (const Row& r : rows) {
     const double bytes = r.bytes_fwd + r.bytes_bwd, gbs = bytes / (r.both * 1e-3) * 1e-9;
-    std::printf("| %s | %lld | %.3f | %.3f | %.3f | %.1f | %.0f | %.0f%% | %.2f | %.1f |\n", r.name,
-                static_cast<long long>(r.chunk), r.fwd, r.bwd, r.both, bytes * 1e-6, gbs, 100.0 * gbs * 1e9 / bw, r.ref,
-                r.target);
+    std::printf("| %s | %lld | %s | %.3f | %.3f | %.3f | %.1f | %.0f | %.0f%% | %.3f | %.2f | %.1f |\n", r.name,
+                static_cast<long long>(r.chunk), r.path, r.fwd, r.bwd, r.both, bytes * 1e-6, gbs,
+                100.0 * gbs * 1e9 / bw, bytes / bw * 1e3, r.ref, r.target);
   }
   return 0;
 }

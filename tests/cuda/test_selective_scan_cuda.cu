@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <string>
 #include <vector>
 
 #include "mambatrack/cuda.cuh"
@@ -23,6 +24,30 @@ struct ScanCase {
   std::vector<int64_t> lens;
   int64_t dim = 64, N = 16, G = 1, chunk = 64;
   bool z = true, D = true, bias = true, init = true, dfinal = true, softplus = true;
+  int64_t max_len_hint = 0;  // SelectiveScanInputs::max_seqlen_hint
+  cuda::scan_detail::ScanPath path = cuda::scan_detail::ScanPath::kAuto;
+  cuda::scan_detail::BwdKernel bwd = cuda::scan_detail::BwdKernel::kAuto;
+};
+
+// Forces a scan path and backward kernel for its lifetime (restores the automatic selection even
+// when a check throws).
+struct PathGuard {
+  PathGuard(cuda::scan_detail::ScanPath p, cuda::scan_detail::BwdKernel k) {
+    cuda::scan_detail::scan_path_override() = p;
+    cuda::scan_detail::bwd_kernel_override() = k;
+  }
+  ~PathGuard() {
+    cuda::scan_detail::scan_path_override() = cuda::scan_detail::ScanPath::kAuto;
+    cuda::scan_detail::bwd_kernel_override() = cuda::scan_detail::BwdKernel::kAuto;
+  }
+  PathGuard(const PathGuard&) = delete;
+  PathGuard& operator=(const PathGuard&) = delete;
+};
+
+// Every CUDA output of one case, in a fixed order (see run_case), for comparing two paths.
+struct ScanOutputs {
+  std::vector<const char*> names;
+  std::vector<std::vector<double>> values;
 };
 
 using test::count_nonfinite;
@@ -44,9 +69,12 @@ using test::values;
   } while (0)
 
 template <class T>
-void run_case(const ScanCase& sc, uint64_t seed, double tol) {
+ScanOutputs run_case(const ScanCase& sc, uint64_t seed, double tol) {
   INFO("seed " << seed << ", dim " << sc.dim << ", d_state " << sc.N << ", ngroups " << sc.G << ", chunk "
-                << sc.chunk);
+                << sc.chunk << ", max_seqlen_hint " << sc.max_len_hint << ", path "
+                << static_cast<int>(sc.path) << ", backward kernel " << static_cast<int>(sc.bwd));
+  PathGuard guard(sc.path, sc.bwd);
+  ScanOutputs result;
   Philox rng(seed, 11);
   const int64_t batch = static_cast<int64_t>(sc.lens.size());
   Tensor<int64_t> cu(Shape{batch + 1});
@@ -103,6 +131,7 @@ void run_case(const ScanCase& sc, uint64_t seed, double tol) {
   in.cu_seqlens = cu_dev.view();
   in.delta_softplus = sc.softplus;
   in.chunk = sc.chunk;
+  in.max_seqlen_hint = sc.max_len_hint;
   auto out = poisoned<T>(Shape{L, dim});
   auto fin = poisoned<T>(Shape{batch, dim, N});
   // Slots that no chunk uses stay poisoned: compare the used ones only (zero elsewhere).
@@ -122,6 +151,8 @@ void run_case(const ScanCase& sc, uint64_t seed, double tol) {
       if (!used[s])
         for (std::size_t i = 0; i < per_slot; ++i) got[s * per_slot + i] = want[s * per_slot + i] = 0.0;
     CHECK_CLOSE("saved_states", got, want, tol);
+    result.names = {"out", "final_state", "saved_states (used slots)"};
+    result.values = {to_doubles(out), to_doubles(fin), got};
   }
 
   // Reference backward.
@@ -197,6 +228,34 @@ void run_case(const ScanCase& sc, uint64_t seed, double tol) {
       differing += !(runs[0][i][j] == runs[1][i][j]) && !(std::isnan(runs[0][i][j]) && std::isnan(runs[1][i][j]));
   INFO("gradient elements differing between two identical backward runs");
   CHECK(differing == 0);
+  const char* grad_names[] = {"du", "ddelta", "dB", "dC", "dA", "dz", "dinitial_state", "dD", "ddelta_bias"};
+  const bool present[] = {true, true, true, true, true, sc.z, sc.init, sc.D, sc.bias};
+  for (std::size_t i = 0, j = 0; i < 9; ++i)
+    if (present[i]) {
+      result.names.push_back(grad_names[i]);
+      result.values.push_back(runs[0][j++]);
+    }
+  return result;
+}
+
+// Elements of the named outputs that differ bit for bit between two runs (NaN equals NaN).
+int64_t bitwise_differences(const ScanOutputs& a, const ScanOutputs& b, const std::vector<std::string>& names) {
+  int64_t differing = 0;
+  for (const std::string& name : names) {
+    std::size_t i = 0;
+    while (i < a.names.size() && name != a.names[i]) ++i;
+    REQUIRE(i < a.names.size());
+    REQUIRE(i < b.names.size());
+    REQUIRE(a.values[i].size() == b.values[i].size());
+    for (std::size_t j = 0; j < a.values[i].size(); ++j) {
+      const double x = a.values[i][j], y = b.values[i][j];
+      if (!(x == y) && !(std::isnan(x) && std::isnan(y))) {
+        if (differing == 0) UNSCOPED_INFO("first difference: " << name << "[" << j << "] " << x << " vs " << y);
+        ++differing;
+      }
+    }
+  }
+  return differing;
 }
 
 // float32: the CUDA scan uses __expf (ex2.approx, ~2 ulp) and float sums over up to 130 tokens and
@@ -258,6 +317,112 @@ TEST_CASE("cuda selective_scan bf16: many short tracks and one long sequence", "
   sc.N = 16;
   sc.chunk = 64;
   run_case<bfloat16>(sc, test::test_seed(505), kTolBF16);
+}
+
+// The sequential path (one kernel per direction, taken when the host knows every sequence fits
+// in one chunk) does per chunk exactly what the chunked path does: every per-token and per-state
+// output must match the chunked path bit for bit; only dA, dD and ddelta_bias (sums over a
+// different set of partial rows) may differ, within the reference tolerance checked by run_case.
+template <class T>
+void check_sequential_matches_chunked(ScanCase sc, uint64_t seed, double tol) {
+  using cuda::scan_detail::ScanPath;
+  sc.path = ScanPath::kAuto;  // must pick the sequential path from the hint
+  REQUIRE(sc.max_len_hint > 0);
+  REQUIRE(sc.max_len_hint <= sc.chunk);
+  const ScanOutputs seq = run_case<T>(sc, seed, tol);
+  sc.path = ScanPath::kChunked;
+  const ScanOutputs chunked = run_case<T>(sc, seed, tol);
+  std::vector<std::string> exact = {"out", "final_state", "saved_states (used slots)", "du", "ddelta", "dB", "dC"};
+  if (sc.z) exact.push_back("dz");
+  if (sc.init) exact.push_back("dinitial_state");
+  INFO("elements differing bit for bit between the sequential and the chunked path");
+  CHECK(bitwise_differences(seq, chunked, exact) == 0);
+}
+
+TEST_CASE("cuda selective_scan fp32 sequential path: every sequence shorter than the chunk", "[cuda]") {
+  ScanCase sc;
+  sc.lens = {1, 5, 12, 63, 0, 30, 2};
+  sc.dim = 64;
+  sc.N = 16;
+  sc.G = 2;
+  sc.chunk = 64;
+  sc.max_len_hint = 64;
+  check_sequential_matches_chunked<float>(sc, test::test_seed(601), kTolF32);
+}
+
+TEST_CASE("cuda selective_scan fp32 sequential path: sequences of exactly the chunk length, mixed", "[cuda]") {
+  ScanCase sc;
+  sc.lens = {16, 3, 16, 0, 9, 16, 1, 16};
+  sc.dim = 40;  // partial channel block
+  sc.N = 4;
+  sc.chunk = 16;
+  sc.max_len_hint = 16;
+  sc.z = sc.bias = false;
+  check_sequential_matches_chunked<float>(sc, test::test_seed(602), kTolF32);
+  // Every sequence exactly one chunk; d_state 32 (several backward segments per chunk).
+  sc.lens = std::vector<int64_t>(5, 16);
+  sc.dim = 96;
+  sc.N = 32;
+  sc.G = 3;
+  sc.z = sc.bias = true;
+  check_sequential_matches_chunked<float>(sc, test::test_seed(603), kTolF32);
+}
+
+TEST_CASE("cuda selective_scan bf16 sequential path: many short tracks (more sequences than blocks)", "[cuda]") {
+  // 3000 sequences: more than one GPU wave of backward blocks, so each block walks several.
+  ScanCase sc;
+  sc.lens.clear();
+  for (int i = 0; i < 3000; ++i) sc.lens.push_back(1 + (i * 7) % 12);
+  sc.lens[17] = 0;
+  sc.dim = 128;
+  sc.N = 16;
+  sc.chunk = 16;
+  sc.max_len_hint = 12;
+  check_sequential_matches_chunked<bfloat16>(sc, test::test_seed(604), kTolBF16);
+}
+
+TEST_CASE("cuda selective_scan fp32 sequential path forced on multi-chunk sequences stays exact", "[cuda]") {
+  // A wrong max_seqlen_hint (or a forced path) must cost time, never correctness.
+  ScanCase sc;
+  sc.lens = {1, 2, 3, 7, 64, 130, 0, 33};
+  sc.dim = 64;
+  sc.N = 16;
+  sc.G = 2;
+  sc.chunk = 16;
+  sc.path = cuda::scan_detail::ScanPath::kSequential;
+  run_case<float>(sc, test::test_seed(605), kTolF32);
+  sc.path = cuda::scan_detail::ScanPath::kAuto;
+  sc.max_len_hint = 16;  // wrong: 130 > 16
+  run_case<float>(sc, test::test_seed(606), kTolF32);
+}
+
+TEST_CASE("cuda selective_scan: the per-channel backward kernel (d_state not split over lanes)", "[cuda]") {
+  // d_state 16 and 32 use the split backward by default; the per-channel kernel stays reachable
+  // (bisection) and must stay exact on both paths.
+  using cuda::scan_detail::BwdKernel;
+  ScanCase sc;
+  sc.lens = {1, 2, 3, 7, 64, 130, 0, 33};
+  sc.dim = 64;
+  sc.N = 16;
+  sc.G = 2;
+  sc.chunk = 16;
+  sc.bwd = BwdKernel::kPerChannel;
+  run_case<float>(sc, test::test_seed(701), kTolF32);
+  sc.lens = {1, 5, 12, 16, 0, 9};
+  sc.N = 32;
+  sc.max_len_hint = 16;
+  check_sequential_matches_chunked<float>(sc, test::test_seed(702), kTolF32);
+}
+
+TEST_CASE("cuda selective_scan bf16: split backward, d_state 32, chunk of several segments", "[cuda]") {
+  ScanCase sc;
+  sc.lens = {40, 3, 128, 0, 17};
+  sc.dim = 136;  // three channel blocks per group, the last one partial
+  sc.N = 32;
+  sc.G = 1;
+  sc.chunk = 32;
+  sc.bwd = cuda::scan_detail::BwdKernel::kSplit;
+  run_case<bfloat16>(sc, test::test_seed(703), kTolBF16);
 }
 
 TEST_CASE("cuda selective_scan: bad shapes and unsupported d_state throw", "[cuda]") {

@@ -27,6 +27,10 @@ struct SelectiveScanInputs {
   // recomputes inside one chunk at a time from those states. Memory/recompute trade-off only:
   // the results do not depend on it.
   int64_t chunk = 64;
+  // Optional host-side upper bound on every sequence's length (0: unknown). Only a speed hint:
+  // the CUDA scan runs one pass per direction, without the cross-chunk combine, when it is
+  // <= chunk (its results do not depend on it, and a wrong bound costs time, not correctness).
+  int64_t max_seqlen_hint = 0;
 };
 
 // Forward: out (tokens, dim); final_state (batch, dim, N) optional; saved_states with the shape

@@ -1,13 +1,17 @@
 // CUDA Mamba-1 selective scan (math and argument structs: ops/selective_scan.hpp), forward and
 // backward, float or bfloat16 storage, float arithmetic. One thread per (chunk of a sequence,
 // channel), DState in registers, token-major so a warp reads 32 contiguous channels of one token.
-// Chunks are combined across time (h_end = exp(A·ΣΔ)·h_start + h_local), so short and long
-// sequences both fill the GPU. Deterministic: every cross-thread sum is a fixed-order reduction.
+// Chunked path: chunks are combined across time (h_end = exp(A·ΣΔ)·h_start + h_local), so short
+// and long sequences both fill the GPU. Sequential path (ScanPath): one block per (sequence,
+// channel block) walks whole sequences, one kernel per direction, when the host knows that is
+// enough parallelism (max_seqlen_hint). The d_state 16/32 backward splits the states of a
+// channel over 4 lanes. Deterministic: every cross-thread sum is a fixed-order reduction.
 #pragma once
 
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <mutex>
 #include <type_traits>
 
 #include "mambatrack/core/cuda_memory.cuh"
@@ -61,6 +65,7 @@ struct Params {
   int64_t tokens = 0, dim = 0, ngroups = 1, batch = 0, chunk = 64, slots = 0, per_group = 0, bpg = 0;
   bool softplus = true;
   bool vec_bc = false;  // B, C rows 16-byte aligned: vector loads
+  int64_t max_len_hint = 0;  // SelectiveScanInputs::max_seqlen_hint (host only)
   int* slot_seq = nullptr;  // slot -> sequence (-1: unused)
   int* slot_k = nullptr;    // slot -> chunk index in its sequence
   float* ws_state = nullptr;  // (slots, dim, N): local end states / chunk-start states / adjoints
@@ -72,6 +77,11 @@ struct Params {
 struct ChunkPos {
   int64_t b, k, start, end, t0, t1, nk;
 };
+
+// selective_scan_slot(b, start, 0, chunk) on the device.
+__device__ __forceinline__ int64_t selective_scan_slot_d(int64_t b, int64_t start, int64_t chunk) {
+  return b + start / chunk;
+}
 
 template <class T>
 __device__ __forceinline__ bool chunk_pos(const Params<T>& p, int64_t slot, ChunkPos& c) {
@@ -154,7 +164,7 @@ __device__ __forceinline__ bool stage_rows(const Params<T>& p, const ChunkPos& c
   const int64_t L = c.t1 - c.t0;
   const bool staged = L <= stage_tokens<N>();
   if (staged) {
-    for (int64_t e = threadIdx.x; e < L * N; e += kThreads) {
+    for (int64_t e = threadIdx.x; e < L * N; e += blockDim.x) {
       const int64_t src = ((c.t0 + e / N) * p.ngroups + g) * N + e % N;
       sB[e] = detail::ldg(p.B + src);
       if (sC) sC[e] = detail::ldg(p.C + src);
@@ -261,6 +271,45 @@ __global__ void fwd_combine(Params<T> p) {
   }
 }
 
+// Tokens [c.t0, c.t1) from the state h (updated in place): writes out. kSaveChunks (the
+// sequential path, where the range is a whole sequence): also saves h at every chunk start of
+// the sequence, in slot `slot0 + k`, as fwd_chunk does for one chunk.
+template <class T, int N, bool kSaveChunks>
+__device__ __forceinline__ void fwd_tokens(const Params<T>& p, const ChunkPos& c, const Lane& l, bool staged,
+                                           const float* sB, const float* sC, const float (&A)[N], float (&h)[N],
+                                           int64_t slot0) {
+  const int64_t d = l.d;
+  const float bias = p.delta_bias ? detail::ld(p.delta_bias, d) : 0.0f;
+  const float Dd = p.D ? detail::ld(p.D, d) : 0.0f;
+  float raw;
+  int64_t next_save = c.t0, save_slot = slot0;
+  Tok<N> cur, nxt;
+  if (c.t0 < c.t1) load_tok<T, N, false, true, true>(p, c.t0, d, l.g, true, nxt);
+  #pragma unroll 1
+  for (int64_t t = c.t0; t < c.t1; ++t) {
+    if constexpr (kSaveChunks) {
+      if (t == next_save) {
+        if (p.saved) {
+#pragma unroll
+          for (int n = 0; n < N; ++n) detail::st(p.saved, (save_slot * p.dim + d) * N + n, h[n]);
+        }
+        next_save += p.chunk;
+        ++save_slot;
+      }
+    }
+    cur = nxt;
+    get_rows<T, N, true>(p, t, l.g, c, staged, sB, sC, cur);
+    if (t + 1 < c.t1) load_tok<T, N, false, true, true>(p, t + 1, d, l.g, true, nxt);
+    const float dt = dt_of(p, cur.delta, bias, raw);
+    fwd_step<N>(h, A, cur.B, dt, dt * cur.u);
+    float y = Dd * cur.u;
+#pragma unroll
+    for (int n = 0; n < N; ++n) y += cur.C[n] * h[n];
+    if (p.z) y *= cur.z * detail::sigmoid_f(cur.z);
+    detail::st(p.out, t * p.dim + d, y);
+  }
+}
+
 // Forward pass 3: each chunk from its start state; writes out, saved_states and final_state.
 template <class T, int N>
 __global__ void __launch_bounds__(kThreads, fwd_min_blocks<N>()) fwd_chunk(Params<T> p) {
@@ -281,27 +330,53 @@ __global__ void __launch_bounds__(kThreads, fwd_min_blocks<N>()) fwd_chunk(Param
     else h[n] = p.ws_state[(slot * p.dim + d) * N + n];
     if (p.saved) detail::st(p.saved, (slot * p.dim + d) * N + n, h[n]);
   }
-  const float bias = p.delta_bias ? detail::ld(p.delta_bias, d) : 0.0f;
-  const float Dd = p.D ? detail::ld(p.D, d) : 0.0f;
-  float raw;
-  Tok<N> cur, nxt;
-  load_tok<T, N, false, true, true>(p, c.t0, d, l.g, true, nxt);
-  #pragma unroll 1
-  for (int64_t t = c.t0; t < c.t1; ++t) {
-    cur = nxt;
-    get_rows<T, N, true>(p, t, l.g, c, staged, sB, sC, cur);
-    if (t + 1 < c.t1) load_tok<T, N, false, true, true>(p, t + 1, d, l.g, true, nxt);
-    const float dt = dt_of(p, cur.delta, bias, raw);
-    fwd_step<N>(h, A, cur.B, dt, dt * cur.u);
-    float y = Dd * cur.u;
-#pragma unroll
-    for (int n = 0; n < N; ++n) y += cur.C[n] * h[n];
-    if (p.z) y *= cur.z * detail::sigmoid_f(cur.z);
-    detail::st(p.out, t * p.dim + d, y);
-  }
+  fwd_tokens<T, N, false>(p, c, l, staged, sB, sC, A, h, slot);
   if (c.k == c.nk - 1 && p.final_state) {
 #pragma unroll
     for (int n = 0; n < N; ++n) detail::st(p.final_state, (c.b * p.dim + d) * N + n, h[n]);
+  }
+}
+
+// The whole sequence c.b as one range (block-uniform). False for impossible cu_seqlens ranges,
+// which are skipped as map_slots skips them.
+template <class T>
+__device__ __forceinline__ bool seq_pos(const Params<T>& p, int64_t b, ChunkPos& c) {
+  c.b = b;
+  c.k = 0;
+  c.start = p.cu[b];
+  c.end = p.cu[b + 1];
+  if (c.start < 0 || c.end < c.start || c.end > p.tokens) return false;
+  c.t0 = c.start;
+  c.t1 = c.end;
+  c.nk = (c.end - c.start + p.chunk - 1) / p.chunk;
+  return true;
+}
+
+// Sequential forward, one block per (sequence, channel block): the whole sequence from its
+// initial state in one pass (no fwd_local / fwd_combine), saving the state at every chunk start
+// in the same slots as the chunked path. Used when every sequence fits in one chunk (then each
+// block does exactly what fwd_chunk does for chunk 0, bit for bit); correct for any length.
+template <class T, int N>
+__global__ void __launch_bounds__(kThreads, fwd_min_blocks<N>()) fwd_seq(Params<T> p) {
+  const int64_t b = blockIdx.x;
+  ChunkPos c;
+  if (!seq_pos(p, b, c)) return;
+  const Lane l = lane_of(p);
+  __shared__ float sB[stage_tokens<N>() * N];
+  __shared__ float sC[stage_tokens<N>() * N];
+  const bool staged = stage_rows<T, N>(p, c, l.g, sB, sC);
+  if (!l.active) return;
+  const int64_t d = l.d;
+  float A[N], h[N];
+#pragma unroll
+  for (int n = 0; n < N; ++n) {
+    A[n] = detail::ld(p.A, d * N + n);
+    h[n] = p.init ? detail::ld(p.init, (b * p.dim + d) * N + n) : 0.0f;
+  }
+  fwd_tokens<T, N, true>(p, c, l, staged, sB, sC, A, h, selective_scan_slot_d(b, c.start, p.chunk));
+  if (p.final_state) {  // empty sequences: the initial state (or zeros)
+#pragma unroll
+    for (int n = 0; n < N; ++n) detail::st(p.final_state, (b * p.dim + d) * N + n, h[n]);
   }
 }
 
@@ -397,43 +472,22 @@ __device__ __forceinline__ void warp_transpose_sum(float (&v)[V], int lane) {
   transpose_sum_step<16, V, V>(v, lane);
 }
 
-// Backward pass 3: per chunk, recompute the states (a segment of kSeg tokens at a time kept in
-// shared memory, walking the segments in reverse), then the reverse recurrence from the adjoint
-// at the chunk end. Writes du, ddelta, dz, dinitial_state and the dA/dD/ddelta_bias/dB/dC partials.
+// The reverse pass over one chunk c (block-uniform; every thread of the block calls it, inactive
+// lanes with zeros): recompute the states from the chunk-start state h0 (a segment of kSeg tokens
+// at a time kept in shared memory, walking the segments in reverse), then the reverse recurrence
+// from the adjoint g at the chunk end (updated in place to the adjoint at the chunk start).
+// Writes du, ddelta, dz and the dB/dC partials; accumulates dA, dD, ddelta_bias in registers.
 template <class T, int N>
-__global__ void __launch_bounds__(kThreads, bwd_min_blocks<N>()) bwd_chunk(Params<T> p) {
-  extern __shared__ float smem[];
+__device__ __forceinline__ void bwd_tokens(const Params<T>& p, const ChunkPos& c, const Lane& l, bool staged,
+                                           const float* sB, const float* sC, float* smem, const float (&A)[N],
+                                           const float (&h0)[N], float bias, float Dd, float (&g)[N],
+                                           float (&dA)[N], float& dD, float& ddb) {
   constexpr int kSeg = seg_len<N>();
   constexpr int kTile = N < 16 ? N : 16;  // states per dB/dC warp reduction
   static_assert(N % kTile == 0, "d_state must be a multiple of the reduction tile");
-  const int64_t slot = blockIdx.x;
   const int lane = threadIdx.x % 32;
-  const Lane l = lane_of(p);
   const int64_t d = l.d;
-  const int64_t W = p.dim * N + 2 * p.dim;
-  ChunkPos c;
-  if (!chunk_pos(p, slot, c)) {  // unused slot: zero partials (uniform over the block)
-    if (l.active) {
-      for (int n = 0; n < N; ++n) p.ws_par[slot * W + d * N + n] = 0.0f;
-      p.ws_par[slot * W + p.dim * N + d] = 0.0f;
-      p.ws_par[slot * W + p.dim * N + p.dim + d] = 0.0f;
-    }
-    return;
-  }
-  float A[N], g[N], h0[N], dA[N];
-#pragma unroll
-  for (int n = 0; n < N; ++n) {
-    A[n] = l.active ? detail::ld(p.A, d * N + n) : 0.0f;
-    g[n] = l.active ? p.ws_state[(slot * p.dim + d) * N + n] : 0.0f;
-    h0[n] = l.active ? detail::ld(p.saved_in, (slot * p.dim + d) * N + n) : 0.0f;
-    dA[n] = 0.0f;
-  }
-  const float bias = (l.active && p.delta_bias) ? detail::ld(p.delta_bias, d) : 0.0f;
-  const float Dd = (l.active && p.D) ? detail::ld(p.D, d) : 0.0f;
-  float dD = 0.0f, ddb = 0.0f, raw = 0.0f;
-  float* sB = smem + (kSeg + 1) * N * kThreads;
-  float* sC = sB + stage_tokens<N>() * N;
-  const bool staged = stage_rows<T, N>(p, c, l.g, sB, sC);
+  float raw = 0.0f;
   float* hist = smem + threadIdx.x;  // hist[(i·N + n)·kThreads]: state after segment token i - 1
   auto hs = [&](int i, int n) -> float& { return hist[(i * N + n) * kThreads]; };
   const int64_t wpg = 2 * p.bpg;
@@ -522,6 +576,43 @@ __global__ void __launch_bounds__(kThreads, bwd_min_blocks<N>()) bwd_chunk(Param
       ddb += ddt;
     }
   }
+}
+
+// Backward pass 3, one block per (slot, channel block): one chunk from the adjoint at its end
+// (bwd_combine's) and its saved start state. Writes du, ddelta, dz, dinitial_state and the
+// dA/dD/ddelta_bias partials of its slot (row `slot` of ws_par) and the dB/dC partials.
+template <class T, int N>
+__global__ void __launch_bounds__(kThreads, bwd_min_blocks<N>()) bwd_chunk(Params<T> p) {
+  extern __shared__ float smem[];
+  constexpr int kSeg = seg_len<N>();
+  const int64_t slot = blockIdx.x;
+  const Lane l = lane_of(p);
+  const int64_t d = l.d;
+  const int64_t W = p.dim * N + 2 * p.dim;
+  ChunkPos c;
+  if (!chunk_pos(p, slot, c)) {  // unused slot: zero partials (uniform over the block)
+    if (l.active) {
+      for (int n = 0; n < N; ++n) p.ws_par[slot * W + d * N + n] = 0.0f;
+      p.ws_par[slot * W + p.dim * N + d] = 0.0f;
+      p.ws_par[slot * W + p.dim * N + p.dim + d] = 0.0f;
+    }
+    return;
+  }
+  float A[N], g[N], h0[N], dA[N];
+#pragma unroll
+  for (int n = 0; n < N; ++n) {
+    A[n] = l.active ? detail::ld(p.A, d * N + n) : 0.0f;
+    g[n] = l.active ? p.ws_state[(slot * p.dim + d) * N + n] : 0.0f;
+    h0[n] = l.active ? detail::ld(p.saved_in, (slot * p.dim + d) * N + n) : 0.0f;
+    dA[n] = 0.0f;
+  }
+  const float bias = (l.active && p.delta_bias) ? detail::ld(p.delta_bias, d) : 0.0f;
+  const float Dd = (l.active && p.D) ? detail::ld(p.D, d) : 0.0f;
+  float dD = 0.0f, ddb = 0.0f;
+  float* sB = smem + (kSeg + 1) * N * kThreads;
+  float* sC = sB + stage_tokens<N>() * N;
+  const bool staged = stage_rows<T, N>(p, c, l.g, sB, sC);
+  bwd_tokens<T, N>(p, c, l, staged, sB, sC, smem, A, h0, bias, Dd, g, dA, dD, ddb);
   if (!l.active) return;
   if (c.k == 0 && p.dinit) {
 #pragma unroll
@@ -531,6 +622,412 @@ __global__ void __launch_bounds__(kThreads, bwd_min_blocks<N>()) bwd_chunk(Param
   for (int n = 0; n < N; ++n) p.ws_par[slot * W + d * N + n] = dA[n];
   p.ws_par[slot * W + p.dim * N + d] = dD;
   p.ws_par[slot * W + p.dim * N + p.dim + d] = ddb;
+}
+
+// Sequential backward: each block (a fixed set of sequences b = blockIdx.x + j·gridDim.x, in
+// order, for its channel block) walks every sequence's chunks in reverse, carrying the adjoint
+// from chunk to chunk in registers (no bwd_local / bwd_combine, no slot map), and writes one
+// dA/dD/ddelta_bias partial row per block (row blockIdx.x of ws_par) instead of one per slot.
+// With every sequence in one chunk each chunk is exactly bwd_chunk's; correct for any length.
+template <class T, int N>
+__global__ void __launch_bounds__(kThreads, bwd_min_blocks<N>()) bwd_seq(Params<T> p) {
+  extern __shared__ float smem[];
+  constexpr int kSeg = seg_len<N>();
+  const Lane l = lane_of(p);
+  const int64_t d = l.d;
+  const int64_t W = p.dim * N + 2 * p.dim;
+  float A[N], dA[N];
+#pragma unroll
+  for (int n = 0; n < N; ++n) {
+    A[n] = l.active ? detail::ld(p.A, d * N + n) : 0.0f;
+    dA[n] = 0.0f;
+  }
+  const float bias = (l.active && p.delta_bias) ? detail::ld(p.delta_bias, d) : 0.0f;
+  const float Dd = (l.active && p.D) ? detail::ld(p.D, d) : 0.0f;
+  float dD = 0.0f, ddb = 0.0f;
+  float* sB = smem + (kSeg + 1) * N * kThreads;
+  float* sC = sB + stage_tokens<N>() * N;
+  for (int64_t b = blockIdx.x; b < p.batch; b += gridDim.x) {
+    float g[N];
+#pragma unroll
+    for (int n = 0; n < N; ++n) g[n] = (l.active && p.dfinal) ? detail::ld(p.dfinal, (b * p.dim + d) * N + n) : 0.0f;
+    ChunkPos c;
+    if (seq_pos(p, b, c)) {  // block-uniform
+      const int64_t slot0 = selective_scan_slot_d(b, c.start, p.chunk);
+      for (int64_t k = c.nk - 1; k >= 0; --k) {
+        c.k = k;
+        c.t0 = c.start + k * p.chunk;
+        c.t1 = c.t0 + p.chunk < c.end ? c.t0 + p.chunk : c.end;
+        float h0[N];
+#pragma unroll
+        for (int n = 0; n < N; ++n)
+          h0[n] = l.active ? detail::ld(p.saved_in, ((slot0 + k) * p.dim + d) * N + n) : 0.0f;
+        __syncthreads();  // the previous chunk's reads of sB / sC are done
+        const bool staged = stage_rows<T, N>(p, c, l.g, sB, sC);
+        bwd_tokens<T, N>(p, c, l, staged, sB, sC, smem, A, h0, bias, Dd, g, dA, dD, ddb);
+      }
+    }
+    if (l.active && p.dinit) {  // the adjoint at the sequence start (dfinal for empty sequences)
+#pragma unroll
+      for (int n = 0; n < N; ++n) detail::st(p.dinit, (b * p.dim + d) * N + n, g[n]);
+    }
+  }
+  if (!l.active) return;
+  const int64_t row = blockIdx.x;
+#pragma unroll
+  for (int n = 0; n < N; ++n) p.ws_par[row * W + d * N + n] = dA[n];
+  p.ws_par[row * W + p.dim * N + d] = dD;
+  p.ws_par[row * W + p.dim * N + p.dim + d] = ddb;
+}
+
+// ---- Backward with d_state split over lanes ------------------------------------------------
+// S lanes per channel (adjacent in the warp), each holding N/S consecutive states: the same
+// shared-memory state history as bwd_chunk (so the same blocks per SM by shared memory) but S
+// times the threads, each with N/S states live, so ~S× the resident warps to hide the latency of
+// the exponentials, shuffles and loads. Per-channel sums (y for dz, du, ddelta) are butterfly
+// sums over the S lanes (identical bits on every lane: float addition commutes); the dB/dC sums
+// over the warp's channels are transposing shuffle sums, then over the block's warps in shared
+// memory (fixed order), so ws_bc holds one partial row per block instead of one per warp.
+template <int N>
+constexpr int split_lanes() {
+  return (N == 16 || N == 32) ? 4 : 1;
+}
+template <int N, int S>
+constexpr std::size_t bwd_split_smem_bytes() {
+  return bwd_smem_bytes<N>() + static_cast<std::size_t>(seg_len<N>()) * (kThreads * S / 32) * 2 * N * sizeof(float);
+}
+template <int N>
+constexpr int bwd_split_min_blocks() {
+  return N <= 16 ? 4 : 3;
+}
+
+// Which backward kernel the chunked and the sequential path use (tests and bisection may force
+// the per-channel one): kAuto = the split kernel where split_lanes<N>() > 1.
+enum class BwdKernel { kAuto, kPerChannel, kSplit };
+inline BwdKernel& bwd_kernel_override() {
+  static BwdKernel kernel = BwdKernel::kAuto;
+  return kernel;
+}
+template <int N>
+bool use_split_bwd() {
+  if constexpr (split_lanes<N>() == 1) {
+    return false;
+  } else {
+    return bwd_kernel_override() != BwdKernel::kPerChannel;
+  }
+}
+
+// This thread's channel and state lane for the split kernels (block = kThreads channels × S).
+template <int S, class T>
+__device__ __forceinline__ Lane lane_of_split(const Params<T>& p) {
+  Lane l;
+  const uint32_t bpg = static_cast<uint32_t>(p.bpg);
+  l.g = blockIdx.y / bpg;
+  const int64_t local = (blockIdx.y % bpg) * kThreads + threadIdx.x / S;
+  l.d = l.g * p.per_group + local;
+  l.active = local < p.per_group;
+  l.warp_in_group = 0;  // unused: dB/dC partials are per block
+  return l;
+}
+
+// Like warp_transpose_sum, over the lane bits O, O/2, ..., Stop only (the lanes of one state lane
+// sub = lane % Stop): afterwards lane L holds in v[0 .. R) the sums over those lanes of values
+// (L / Stop)·R + r, R = V·Stop / 32.
+template <int O, int Stop, int Cnt, int V>
+__device__ __forceinline__ void transpose_sum_to(float (&v)[V], int lane) {
+  static_assert(Cnt >= 2, "too few values for the lanes");
+  const bool upper = (lane & O) != 0;
+#pragma unroll
+  for (int i = 0; i < Cnt / 2; ++i) {
+    const float send = upper ? v[i] : v[i + Cnt / 2];
+    const float keep = upper ? v[i + Cnt / 2] : v[i];
+    v[i] = keep + __shfl_xor_sync(0xffffffffu, send, O);
+  }
+  if constexpr (O / 2 >= Stop) transpose_sum_to<O / 2, Stop, Cnt / 2, V>(v, lane);
+}
+// Sum over the S lanes of one channel; every one of them gets the same bits.
+template <int S>
+__device__ __forceinline__ float lanes_sum(float x) {
+#pragma unroll
+  for (int o = 1; o < S; o <<= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
+  return x;
+}
+
+// States [n0, n0 + NS) of the B (and C) row of token t.
+template <class T, int N, int NS, bool kC>
+__device__ __forceinline__ void get_rows_s(const Params<T>& p, int64_t t, int64_t g, int n0, const ChunkPos& c,
+                                           bool staged, const float* sB, const float* sC, float (&Bv)[NS],
+                                           float (&Cv)[NS]) {
+  if (staged) {
+    const int64_t o = (t - c.t0) * N + n0;
+#pragma unroll
+    for (int j = 0; j < NS; ++j) {
+      Bv[j] = sB[o + j];
+      if constexpr (kC) Cv[j] = sC[o + j];
+    }
+  } else {
+    const int64_t row = (t * p.ngroups + g) * N + n0;
+#pragma unroll
+    for (int j = 0; j < NS; ++j) {
+      Bv[j] = detail::ldg(p.B + row + j);
+      if constexpr (kC) Cv[j] = detail::ldg(p.C + row + j);
+    }
+  }
+}
+
+// bwd_tokens with d_state split over S lanes: this lane's states are [sub·N/S, (sub+1)·N/S).
+// Every thread of the block calls it (it synchronises after every segment). sbc: kSeg tokens ×
+// warps × 2N floats of shared memory for the dB/dC warp sums.
+template <class T, int N, int S>
+__device__ __forceinline__ void bwd_tokens_split(const Params<T>& p, const ChunkPos& c, const Lane& l, int sub,
+                                                 bool staged, const float* sB, const float* sC, float* smem,
+                                                 float* sbc, const float (&A)[N / S], const float (&h0)[N / S],
+                                                 float bias, float Dd, float (&g)[N / S], float (&dA)[N / S],
+                                                 float& dD, float& ddb) {
+  constexpr int NS = N / S, kSeg = seg_len<N>(), kBlock = kThreads * S, kWarps = kBlock / 32, R = N / 16;
+  static_assert(N % 16 == 0 && S >= 2 && 32 % S == 0 && N % S == 0, "unsupported d_state split");
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int64_t d = l.d;
+  const int n0 = sub * NS;
+  const int64_t block_in_group = blockIdx.y % static_cast<uint32_t>(p.bpg);
+  float* hist = smem + threadIdx.x;  // hist[(i·NS + j)·kBlock]: state after segment token i - 1
+  auto hs = [&](int i, int j) -> float& { return hist[(i * NS + j) * kBlock]; };
+  const int64_t L = c.t1 - c.t0, nseg = (L + kSeg - 1) / kSeg;
+  for (int64_t seg = nseg - 1; seg >= 0; --seg) {
+    const int64_t ss = c.t0 + seg * kSeg, se = ss + kSeg < c.t1 ? ss + kSeg : c.t1;
+    float h[NS], Bv[NS], Cv[NS];
+#pragma unroll
+    for (int j = 0; j < NS; ++j) h[j] = h0[j];
+    // The per-channel scalars of a token (Δ and its softplus, u; in the reverse pass also dy, the
+    // dz factor and the softplus derivative) are computed once per channel: lane sub of the
+    // channel owns every S-th token from the start of the pass (sub, S + sub, ...), computes
+    // them one group of S tokens ahead of their use, and the S lanes read them with shuffles.
+    const int base_lane = lane & ~(S - 1);
+    {
+      float nd = 0.0f, nu = 0.0f;  // raw inputs of this lane's next owned token (prefetched)
+      const auto load_own = [&](int64_t tt) {
+        const bool ok = l.active && tt < se;
+        nd = ok ? detail::ldg(p.delta + tt * p.dim + d) : 0.0f;
+        nu = ok ? detail::ldg(p.u + tt * p.dim + d) : 0.0f;
+      };
+      load_own(c.t0 + sub);
+      float own_dt = 0.0f, own_u = 0.0f;
+      #pragma unroll 1
+      for (int64_t t = c.t0; t < se; ++t) {
+        const int q = static_cast<int>(t - c.t0) & (S - 1);  // uniform over the warp
+        if (q == 0) {
+          float own_raw = 0.0f;
+          own_dt = (l.active && t + sub < se) ? dt_of(p, nd, bias, own_raw) : 0.0f;
+          own_u = nu;
+          load_own(t + S + sub);
+        }
+        const float dt = __shfl_sync(0xffffffffu, own_dt, base_lane + q);
+        const float u = __shfl_sync(0xffffffffu, own_u, base_lane + q);
+        get_rows_s<T, N, NS, false>(p, t, l.g, n0, c, staged, sB, sC, Bv, Cv);
+        if (t == ss) {
+#pragma unroll
+          for (int j = 0; j < NS; ++j) hs(0, j) = h[j];
+        }
+        fwd_step<NS>(h, A, Bv, dt, dt * u);
+        if (t >= ss) {
+#pragma unroll
+          for (int j = 0; j < NS; ++j) hs(static_cast<int>(t - ss) + 1, j) = h[j];
+        }
+      }
+    }
+    // h holds this lane's states after token se - 1.
+    float nd = 0.0f, nu = 0.0f, no = 0.0f, nz = 0.0f;  // raw inputs of the next owned token
+    const auto load_own = [&](int64_t tt) {
+      const bool ok = l.active && tt >= ss;
+      nd = ok ? detail::ldg(p.delta + tt * p.dim + d) : 0.0f;
+      nu = ok ? detail::ldg(p.u + tt * p.dim + d) : 0.0f;
+      no = ok ? detail::ldg(p.dout + tt * p.dim + d) : 0.0f;
+      nz = (ok && p.z) ? detail::ldg(p.z + tt * p.dim + d) : 0.0f;
+    };
+    load_own(se - 1 - sub);
+    float own_dt = 0.0f, own_u = 0.0f, own_dy = 0.0f, own_fz = 0.0f, own_dsp = 1.0f;
+    #pragma unroll 1
+    for (int64_t t = se - 1; t >= ss; --t) {
+      const int q = static_cast<int>(se - 1 - t) & (S - 1);  // uniform over the warp
+      if (q == 0) {
+        float own_raw = 0.0f;
+        own_dt = (l.active && t - sub >= ss) ? dt_of(p, nd, bias, own_raw) : 0.0f;
+        own_dsp = (p.softplus && own_raw <= 20.0f) ? detail::sigmoid_f(own_raw) : 1.0f;
+        own_u = nu;
+        if (p.z) {
+          const float sg = detail::sigmoid_f(nz);
+          own_dy = no * nz * sg;
+          own_fz = no * sg * (1.0f + nz * (1.0f - sg));  // dz = y · own_fz
+        } else {
+          own_dy = no;
+        }
+        load_own(t - S - sub);
+      }
+      const int src = base_lane + q;
+      const float dt = __shfl_sync(0xffffffffu, own_dt, src);
+      const float u = __shfl_sync(0xffffffffu, own_u, src);
+      const float dy = __shfl_sync(0xffffffffu, own_dy, src);
+      get_rows_s<T, N, NS, true>(p, t, l.g, n0, c, staged, sB, sC, Bv, Cv);
+      const int i = static_cast<int>(t - ss);
+      if (p.z) {  // uniform
+        const float fz = __shfl_sync(0xffffffffu, own_fz, src);
+        float yp = 0.0f;
+#pragma unroll
+        for (int j = 0; j < NS; ++j) yp += Cv[j] * h[j];
+        const float y = Dd * u + lanes_sum<S>(yp);
+        if (l.active && sub == 0) detail::st(p.dz, t * p.dim + d, y * fz);
+      }
+      float dup = 0.0f, ddtp = 0.0f;
+      float v[2 * NS];
+#pragma unroll
+      for (int j = 0; j < NS; ++j) {
+        const float hp = hs(i, j);
+        const float decay = __expf(dt * A[j]);
+        const float gv = g[j] + dy * Cv[j];
+        const float x = gv * decay * hp;  // ∂L/∂(Δ·A) for this state
+        ddtp += x * A[j] + gv * Bv[j] * u;
+        dA[j] += x * dt;
+        dup += gv * Bv[j] * dt;
+        v[j] = gv * dt * u;     // dB partial
+        v[NS + j] = dy * h[j];  // dC partial
+        g[j] = gv * decay;
+        h[j] = hp;  // becomes the state after token t - 1
+      }
+      transpose_sum_to<16, S, 2 * NS, 2 * NS>(v, lane);
+      float* row = sbc + (i * kWarps + warp) * (2 * N);
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        const int idx = (lane / S) * R + r;  // value idx of state lane sub, summed over the warp's channels
+        row[idx < NS ? n0 + idx : N + n0 + idx - NS] = v[r];
+      }
+      const float ddt = lanes_sum<S>(ddtp) * __shfl_sync(0xffffffffu, own_dsp, src);
+      const float du = Dd * dy + lanes_sum<S>(dup);
+      if (l.active && sub == 0) {
+        detail::st(p.du, t * p.dim + d, du);
+        detail::st(p.ddelta, t * p.dim + d, ddt);
+      }
+      ddb += ddt;
+      dD += dy * u;
+    }
+    // dB/dC: the warps' sums of this segment's tokens, added over the warps in order.
+    __syncthreads();
+    const int64_t n_seg = (se - ss) * 2 * N;
+    for (int64_t e = threadIdx.x; e < n_seg; e += kBlock) {
+      const int64_t i = e / (2 * N), j = e % (2 * N);
+      float sum = 0.0f;
+#pragma unroll
+      for (int w = 0; w < kWarps; ++w) sum += sbc[(i * kWarps + w) * (2 * N) + j];
+      p.ws_bc[(((ss + i) * p.ngroups + l.g) * p.bpg + block_in_group) * (2 * N) + j] = sum;
+    }
+    __syncthreads();  // sbc is free for the next segment
+  }
+}
+
+// bwd_chunk with d_state split over S lanes (ws_bc: one partial row per block).
+template <class T, int N, int S>
+__global__ void __launch_bounds__(kThreads * S, bwd_split_min_blocks<N>()) bwd_chunk_split(Params<T> p) {
+  extern __shared__ float smem[];
+  constexpr int kSeg = seg_len<N>(), NS = N / S;
+  const int64_t slot = blockIdx.x;
+  const Lane l = lane_of_split<S>(p);
+  const int sub = threadIdx.x % S, n0 = sub * NS;
+  const int64_t d = l.d;
+  const int64_t W = p.dim * N + 2 * p.dim;
+  ChunkPos c;
+  if (!chunk_pos(p, slot, c)) {  // unused slot: zero partials (uniform over the block)
+    if (l.active) {
+      for (int j = 0; j < NS; ++j) p.ws_par[slot * W + d * N + n0 + j] = 0.0f;
+      if (sub == 0) {
+        p.ws_par[slot * W + p.dim * N + d] = 0.0f;
+        p.ws_par[slot * W + p.dim * N + p.dim + d] = 0.0f;
+      }
+    }
+    return;
+  }
+  float A[NS], g[NS], h0[NS], dA[NS];
+#pragma unroll
+  for (int j = 0; j < NS; ++j) {
+    A[j] = l.active ? detail::ld(p.A, d * N + n0 + j) : 0.0f;
+    g[j] = l.active ? p.ws_state[(slot * p.dim + d) * N + n0 + j] : 0.0f;
+    h0[j] = l.active ? detail::ld(p.saved_in, (slot * p.dim + d) * N + n0 + j) : 0.0f;
+    dA[j] = 0.0f;
+  }
+  const float bias = (l.active && p.delta_bias) ? detail::ld(p.delta_bias, d) : 0.0f;
+  const float Dd = (l.active && p.D) ? detail::ld(p.D, d) : 0.0f;
+  float dD = 0.0f, ddb = 0.0f;
+  float* sB = smem + (kSeg + 1) * N * kThreads;
+  float* sC = sB + stage_tokens<N>() * N;
+  float* sbc = sC + stage_tokens<N>() * N;
+  const bool staged = stage_rows<T, N>(p, c, l.g, sB, sC);
+  bwd_tokens_split<T, N, S>(p, c, l, sub, staged, sB, sC, smem, sbc, A, h0, bias, Dd, g, dA, dD, ddb);
+  if (!l.active) return;
+  if (c.k == 0 && p.dinit) {
+#pragma unroll
+    for (int j = 0; j < NS; ++j) detail::st(p.dinit, (c.b * p.dim + d) * N + n0 + j, g[j]);
+  }
+#pragma unroll
+  for (int j = 0; j < NS; ++j) p.ws_par[slot * W + d * N + n0 + j] = dA[j];
+  if (sub == 0) {
+    p.ws_par[slot * W + p.dim * N + d] = dD;
+    p.ws_par[slot * W + p.dim * N + p.dim + d] = ddb;
+  }
+}
+
+// bwd_seq with d_state split over S lanes.
+template <class T, int N, int S>
+__global__ void __launch_bounds__(kThreads * S, bwd_split_min_blocks<N>()) bwd_seq_split(Params<T> p) {
+  extern __shared__ float smem[];
+  constexpr int kSeg = seg_len<N>(), NS = N / S;
+  const Lane l = lane_of_split<S>(p);
+  const int sub = threadIdx.x % S, n0 = sub * NS;
+  const int64_t d = l.d;
+  const int64_t W = p.dim * N + 2 * p.dim;
+  float A[NS], dA[NS];
+#pragma unroll
+  for (int j = 0; j < NS; ++j) {
+    A[j] = l.active ? detail::ld(p.A, d * N + n0 + j) : 0.0f;
+    dA[j] = 0.0f;
+  }
+  const float bias = (l.active && p.delta_bias) ? detail::ld(p.delta_bias, d) : 0.0f;
+  const float Dd = (l.active && p.D) ? detail::ld(p.D, d) : 0.0f;
+  float dD = 0.0f, ddb = 0.0f;
+  float* sB = smem + (kSeg + 1) * N * kThreads;
+  float* sC = sB + stage_tokens<N>() * N;
+  float* sbc = sC + stage_tokens<N>() * N;
+  for (int64_t b = blockIdx.x; b < p.batch; b += gridDim.x) {
+    float g[NS];
+#pragma unroll
+    for (int j = 0; j < NS; ++j)
+      g[j] = (l.active && p.dfinal) ? detail::ld(p.dfinal, (b * p.dim + d) * N + n0 + j) : 0.0f;
+    ChunkPos c;
+    if (seq_pos(p, b, c)) {  // block-uniform
+      const int64_t slot0 = selective_scan_slot_d(b, c.start, p.chunk);
+      for (int64_t k = c.nk - 1; k >= 0; --k) {
+        c.k = k;
+        c.t0 = c.start + k * p.chunk;
+        c.t1 = c.t0 + p.chunk < c.end ? c.t0 + p.chunk : c.end;
+        float h0[NS];
+#pragma unroll
+        for (int j = 0; j < NS; ++j)
+          h0[j] = l.active ? detail::ld(p.saved_in, ((slot0 + k) * p.dim + d) * N + n0 + j) : 0.0f;
+        __syncthreads();  // the previous chunk's reads of sB / sC are done
+        const bool staged = stage_rows<T, N>(p, c, l.g, sB, sC);
+        bwd_tokens_split<T, N, S>(p, c, l, sub, staged, sB, sC, smem, sbc, A, h0, bias, Dd, g, dA, dD, ddb);
+      }
+    }
+    if (l.active && p.dinit) {  // the adjoint at the sequence start (dfinal for empty sequences)
+#pragma unroll
+      for (int j = 0; j < NS; ++j) detail::st(p.dinit, (b * p.dim + d) * N + n0 + j, g[j]);
+    }
+  }
+  if (!l.active) return;
+  const int64_t row = blockIdx.x;
+#pragma unroll
+  for (int j = 0; j < NS; ++j) p.ws_par[row * W + d * N + n0 + j] = dA[j];
+  if (sub == 0) {
+    p.ws_par[row * W + p.dim * N + d] = dD;
+    p.ws_par[row * W + p.dim * N + p.dim + d] = ddb;
+  }
 }
 
 // dB[t, g, n] = Σ_w partial[t, g, w, n] and dC likewise, warps in order (overwrites dB, dC).
@@ -568,6 +1065,7 @@ Params<T> make_params(const In& in, const SelectiveScanSizes& s) {
   p.per_group = s.dim / s.ngroups;
   p.bpg = (p.per_group + kThreads - 1) / kThreads;
   p.softplus = in.delta_softplus;
+  p.max_len_hint = in.max_seqlen_hint;
   const auto aligned = [](const void* q) { return reinterpret_cast<std::uintptr_t>(q) % 16 == 0; };
   p.vec_bc = aligned(p.B) && aligned(p.C);
   return p;
@@ -590,10 +1088,129 @@ void prepare(Params<T>& p, cudaStream_t stream) {
   MAMBATRACK_CUDA_CHECK(cudaGetLastError());
 }
 
+// One-time (per device) backward kernel set-up: their dynamic shared memory limits, and how many
+// bwd_seq (and bwd_seq_split) blocks one SM holds.
+struct BwdSetup {
+  int seq_blocks_per_sm = 1, seq_split_blocks_per_sm = 1;
+};
+template <class T, int N>
+BwdSetup bwd_setup() {
+  constexpr int kMaxDevices = 64;
+  static std::once_flag once[kMaxDevices];
+  static BwdSetup per_device[kMaxDevices];
+  int dev = 0;
+  MAMBATRACK_CUDA_CHECK(cudaGetDevice(&dev));
+  const auto setup = [](BwdSetup* r) {
+    constexpr int kSmem = static_cast<int>(bwd_smem_bytes<N>());
+    MAMBATRACK_CUDA_CHECK(cudaFuncSetAttribute(bwd_chunk<T, N>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
+    MAMBATRACK_CUDA_CHECK(cudaFuncSetAttribute(bwd_seq<T, N>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
+    MAMBATRACK_CUDA_CHECK(
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&r->seq_blocks_per_sm, bwd_seq<T, N>, kThreads, kSmem));
+    if constexpr (split_lanes<N>() > 1) {
+      constexpr int S = split_lanes<N>();
+      constexpr int kSplitSmem = static_cast<int>(bwd_split_smem_bytes<N, S>());
+      MAMBATRACK_CUDA_CHECK(cudaFuncSetAttribute(bwd_chunk_split<T, N, S>,
+                                                 cudaFuncAttributeMaxDynamicSharedMemorySize, kSplitSmem));
+      MAMBATRACK_CUDA_CHECK(cudaFuncSetAttribute(bwd_seq_split<T, N, S>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                 kSplitSmem));
+      MAMBATRACK_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+          &r->seq_split_blocks_per_sm, bwd_seq_split<T, N, S>, kThreads * S, kSplitSmem));
+    }
+    if (r->seq_blocks_per_sm < 1) r->seq_blocks_per_sm = 1;
+    if (r->seq_split_blocks_per_sm < 1) r->seq_split_blocks_per_sm = 1;
+  };
+  if (dev < 0 || dev >= kMaxDevices) {
+    BwdSetup r;
+    setup(&r);
+    return r;
+  }
+  std::call_once(once[dev], setup, &per_device[dev]);
+  return per_device[dev];
+}
+
+// Which path the scan takes. kChunked: chunk-parallel (local pass, cross-chunk combine, chunk
+// pass; 3 kernels a direction + the slot map). kSequential: one block per (sequence, channel
+// block) walks whole sequences (1 kernel a direction, no combine, no slot map, and each state
+// recurrence computed once instead of twice). kAuto picks the sequential path when the host knows
+// it is no slower: every sequence fits in one chunk (tokens <= chunk, or max_seqlen_hint <= chunk),
+// or the sequences alone fill the GPU (batch × channel blocks >= the backward blocks resident on
+// it) and are balanced (max_seqlen_hint <= 2 × the mean length). Tests and bisection may force
+// either; both are correct for any input and differ only in speed and, for sequences longer than
+// a chunk, in the float rounding of the chunk-start states.
+enum class ScanPath { kAuto, kChunked, kSequential };
+inline ScanPath& scan_path_override() {
+  static ScanPath path = ScanPath::kAuto;
+  return path;
+}
+inline int device_sm_count() {
+  int dev = 0, sms = 1;
+  MAMBATRACK_CUDA_CHECK(cudaGetDevice(&dev));
+  MAMBATRACK_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  return sms > 0 ? sms : 1;
+}
+// Backward blocks of the sequential path that the GPU holds at once.
+template <class T, int N>
+int64_t seq_resident_blocks() {
+  const BwdSetup setup = bwd_setup<T, N>();
+  const int per_sm = use_split_bwd<N>() ? setup.seq_split_blocks_per_sm : setup.seq_blocks_per_sm;
+  return static_cast<int64_t>(device_sm_count()) * per_sm;
+}
+template <class T, int N>
+bool sequential_path(const Params<T>& p) {
+  switch (scan_path_override()) {
+    case ScanPath::kChunked: return false;
+    case ScanPath::kSequential: return true;
+    case ScanPath::kAuto: break;
+  }
+  if (p.tokens <= p.chunk || (p.max_len_hint > 0 && p.max_len_hint <= p.chunk)) return true;
+  if (p.max_len_hint <= 0 || p.batch <= 0) return false;
+  const int64_t mean = p.tokens / p.batch;
+  return p.batch * p.ngroups * p.bpg >= seq_resident_blocks<T, N>() && p.max_len_hint <= 2 * mean;
+}
+
+// dA/dD/ddelta_bias: out += Σ_r ws_par[r, ·] over `rows` partial rows, all three in one pair of
+// launches (stage 1 of detail::sum_rows_accumulate over the whole row, then this stage 2); the
+// same fixed summation order per column as three separate sum_rows_accumulate calls.
+template <class T>
+__global__ void sum_params_stage2(const float* __restrict tmp, int64_t groups, int64_t dimN, int64_t dim,
+                                  T* __restrict dA, T* __restrict dD, T* __restrict ddb) {
+  const int64_t c = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  const int64_t cols = dimN + 2 * dim;
+  if (c >= cols) return;
+  float s = 0.0f;
+  for (int64_t g = 0; g < groups; ++g) s += tmp[g * cols + c];
+  T* out = c < dimN ? dA : (c < dimN + dim ? dD : ddb);
+  const int64_t i = c < dimN ? c : (c < dimN + dim ? c - dimN : c - dimN - dim);
+  if (out) out[i] = T(static_cast<float>(out[i]) + s);
+}
+template <class T, int N>
+void sum_params(const Params<T>& p, int64_t rows, const SelectiveScanBwdArgs<T, Cuda>& a, cudaStream_t stream) {
+  const int64_t W = p.dim * N + 2 * p.dim, groups = (rows + 63) / 64;
+  MAMBATRACK_CHECK(groups < 65536, Error, "cuda selective_scan: ", rows, " partial rows is too many");
+  float* tmp = static_cast<float*>(detail::scratch(5, static_cast<std::size_t>(groups * W) * sizeof(float) + 4));
+  const int threads = 256;
+  const unsigned bx = static_cast<unsigned>((W + threads - 1) / threads);
+  if (groups > 0) {
+    const dim3 grid(bx, static_cast<unsigned>(groups));
+    detail::sum_rows_stage1<0><<<grid, threads, 0, stream>>>(p.ws_par, rows, W, W, tmp);
+  }
+  sum_params_stage2<T><<<bx, threads, 0, stream>>>(tmp, groups, p.dim * N, p.dim, a.dA.data, p.D ? a.dD.data : nullptr,
+                                                   p.delta_bias ? a.ddelta_bias.data : nullptr);
+  MAMBATRACK_CUDA_CHECK(cudaGetLastError());
+}
+
 template <class T, int N>
 void launch_fwd(Params<T> p, cudaStream_t stream) {
+  const unsigned gy = static_cast<unsigned>(p.ngroups * p.bpg);
+  if (sequential_path<T, N>(p)) {
+    MAMBATRACK_CHECK(p.batch < (int64_t{1} << 31), ConfigError, "cuda selective_scan: batch ", p.batch,
+                     " must stay below 2^31");
+    fwd_seq<T, N><<<dim3(static_cast<unsigned>(p.batch), gy), kThreads, 0, stream>>>(p);
+    MAMBATRACK_CUDA_CHECK(cudaGetLastError());
+    return;
+  }
   prepare<T, N>(p, stream);
-  const dim3 grid(static_cast<unsigned>(p.slots), static_cast<unsigned>(p.ngroups * p.bpg));
+  const dim3 grid(static_cast<unsigned>(p.slots), gy);
   fwd_local<T, N><<<grid, kThreads, 0, stream>>>(p);
   MAMBATRACK_CUDA_CHECK(cudaGetLastError());
   const int64_t n_comb = p.batch * p.dim * N;
@@ -605,34 +1222,55 @@ void launch_fwd(Params<T> p, cudaStream_t stream) {
 
 template <class T, int N>
 void launch_bwd(Params<T> p, const SelectiveScanBwdArgs<T, Cuda>& a, cudaStream_t stream) {
-  prepare<T, N>(p, stream);
-  const int64_t W = p.dim * N + 2 * p.dim, wpg = 2 * p.bpg;
-  p.ws_par = static_cast<float*>(detail::scratch(3, static_cast<std::size_t>(p.slots * W) * sizeof(float)));
+  constexpr int S = split_lanes<N>();
+  const bool split = use_split_bwd<N>();
+  const int64_t W = p.dim * N + 2 * p.dim;
+  const int64_t wpg = split ? p.bpg : 2 * p.bpg;  // dB/dC partial rows per (token, group)
+  const int64_t gy = p.ngroups * p.bpg;
+  constexpr std::size_t kSmem = bwd_smem_bytes<N>();
+  const bool seq = sequential_path<T, N>(p);
+  int64_t rows = p.slots;  // ws_par partial rows
+  if (seq) {
+    // One wave: as many block rows as the GPU holds at once, each taking every rows-th sequence.
+    const int64_t resident = seq_resident_blocks<T, N>();
+    rows = (resident + gy - 1) / gy;
+    if (rows > p.batch) rows = p.batch;
+    if (rows < 1) rows = 1;
+  } else {
+    prepare<T, N>(p, stream);
+  }
+  p.ws_par = static_cast<float*>(detail::scratch(3, static_cast<std::size_t>(rows * W) * sizeof(float)));
   p.ws_bc = static_cast<float*>(
       detail::scratch(4, static_cast<std::size_t>(p.tokens * p.ngroups * wpg * 2 * N) * sizeof(float) + 4));
-  const dim3 grid(static_cast<unsigned>(p.slots), static_cast<unsigned>(p.ngroups * p.bpg));
-  bwd_local<T, N><<<grid, kThreads, 0, stream>>>(p);
-  MAMBATRACK_CUDA_CHECK(cudaGetLastError());
-  const int64_t n_comb = p.batch * p.dim * N;
-  bwd_combine<T, N><<<static_cast<unsigned>((n_comb + 255) / 256), 256, 0, stream>>>(p);
-  MAMBATRACK_CUDA_CHECK(cudaGetLastError());
-  constexpr std::size_t kSmem = bwd_smem_bytes<N>();
-  MAMBATRACK_CUDA_CHECK(
-      cudaFuncSetAttribute(bwd_chunk<T, N>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSmem)));
-  bwd_chunk<T, N><<<grid, kThreads, kSmem, stream>>>(p);
-  MAMBATRACK_CUDA_CHECK(cudaGetLastError());
-  const int64_t rows = p.tokens * p.ngroups;
-  if (rows > 0) {
-    bwd_reduce_bc<T><<<static_cast<unsigned>((rows * 2 * N + 255) / 256), 256, 0, stream>>>(p.ws_bc, rows, wpg, N,
-                                                                                          a.dB.data, a.dC.data);
+  const dim3 grid(static_cast<unsigned>(seq ? rows : p.slots), static_cast<unsigned>(gy));
+  if (!seq) {
+    bwd_local<T, N><<<grid, kThreads, 0, stream>>>(p);
+    MAMBATRACK_CUDA_CHECK(cudaGetLastError());
+    const int64_t n_comb = p.batch * p.dim * N;
+    bwd_combine<T, N><<<static_cast<unsigned>((n_comb + 255) / 256), 256, 0, stream>>>(p);
     MAMBATRACK_CUDA_CHECK(cudaGetLastError());
   }
-  float* tmp = static_cast<float*>(
-      detail::scratch(5, static_cast<std::size_t>((p.slots + 63) / 64 * p.dim * N) * sizeof(float) + 4));
-  detail::sum_rows_accumulate<T>(p.ws_par, p.slots, W, p.dim * N, tmp, a.dA.data, stream);
-  if (p.D) detail::sum_rows_accumulate<T>(p.ws_par + p.dim * N, p.slots, W, p.dim, tmp, a.dD.data, stream);
-  if (p.delta_bias)
-    detail::sum_rows_accumulate<T>(p.ws_par + p.dim * N + p.dim, p.slots, W, p.dim, tmp, a.ddelta_bias.data, stream);
+  bool launched = false;
+  if constexpr (S > 1) {
+    if (split) {
+      constexpr std::size_t kSplitSmem = bwd_split_smem_bytes<N, S>();
+      if (seq) bwd_seq_split<T, N, S><<<grid, kThreads * S, kSplitSmem, stream>>>(p);
+      else bwd_chunk_split<T, N, S><<<grid, kThreads * S, kSplitSmem, stream>>>(p);
+      launched = true;
+    }
+  }
+  if (!launched) {
+    if (seq) bwd_seq<T, N><<<grid, kThreads, kSmem, stream>>>(p);
+    else bwd_chunk<T, N><<<grid, kThreads, kSmem, stream>>>(p);
+  }
+  MAMBATRACK_CUDA_CHECK(cudaGetLastError());
+  const int64_t bc_rows = p.tokens * p.ngroups;
+  if (bc_rows > 0) {
+    bwd_reduce_bc<T><<<static_cast<unsigned>((bc_rows * 2 * N + 255) / 256), 256, 0, stream>>>(
+        p.ws_bc, bc_rows, wpg, N, a.dB.data, a.dC.data);
+    MAMBATRACK_CUDA_CHECK(cudaGetLastError());
+  }
+  sum_params<T, N>(p, rows, a, stream);
 }
 
 template <class T>
