@@ -1228,6 +1228,7 @@ void launch_bwd(Params<T> p, const SelectiveScanBwdArgs<T, Cuda>& a, cudaStream_
   const int64_t wpg = split ? p.bpg : 2 * p.bpg;  // dB/dC partial rows per (token, group)
   const int64_t gy = p.ngroups * p.bpg;
   constexpr std::size_t kSmem = bwd_smem_bytes<N>();
+  bwd_setup<T, N>();  // the dynamic shared-memory limits of every backward kernel (once per device)
   const bool seq = sequential_path<T, N>(p);
   int64_t rows = p.slots;  // ws_par partial rows
   if (seq) {
