@@ -396,6 +396,20 @@ TEST_CASE("cuda selective_scan fp32 sequential path forced on multi-chunk sequen
   run_case<float>(sc, test::test_seed(606), kTolF32);
 }
 
+TEST_CASE("cuda selective_scan fp32: automatic path with many balanced multi-chunk sequences", "[cuda]") {
+  // 200 sequences × 4 channel blocks fill an H100 with backward blocks, and the lengths are
+  // balanced (hint <= 2 × mean): the automatic choice takes the sequential path over multi-chunk
+  // sequences (on smaller GPUs too; on much larger ones it may stay chunked: exact either way).
+  ScanCase sc;
+  sc.lens.clear();
+  for (int i = 0; i < 200; ++i) sc.lens.push_back(20 + (i * 11) % 21);
+  sc.dim = 256;
+  sc.N = 16;
+  sc.chunk = 16;
+  sc.max_len_hint = 40;
+  run_case<float>(sc, test::test_seed(704), kTolF32);
+}
+
 TEST_CASE("cuda selective_scan: the per-channel backward kernel (d_state not split over lanes)", "[cuda]") {
   // d_state 16 and 32 use the split backward by default; the per-channel kernel stays reachable
   // (bisection) and must stay exact on both paths.
