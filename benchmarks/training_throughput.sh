@@ -36,7 +36,8 @@ run() {  # name, then the program's arguments
 echo "device: $device, $steps steps each; logs in $work"
 # MAMBA-PT base: batch 128 x 4 accumulation, simulated events (20 x 2,000 particles).
 run mambapt-base pretrain-mdm --config "$seeds/mamba-pt/base_config.yaml" \
-  --set training.max_steps="$steps" --set logging.log_every_n_steps=20 --set training.eval_every_steps=1000000
+  --set data.data_dir= --set training.max_steps="$steps" --set logging.log_every_n_steps=20 \
+  --set training.eval_every_steps=1000000
 # FM4NPP: one micro-batch of 16 events per step (the seed's local_batch_size).
 for section in mamba_5m mamba2_5m; do
   run "fm4npp-$section" pretrain-fm --config "$seeds/fm4npp/mamba_pretrain.yaml" --config-section "$section" \

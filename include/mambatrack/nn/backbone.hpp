@@ -104,6 +104,10 @@ class Backbone {
     norm_f_.init(s, seed);
   }
   // Dropout masks depend on (seed, step, layer); eval mode turns dropout off.
+  // Longest sequence of the next batches (a speed hint for the CUDA scan; see Block).
+  void set_max_seqlen_hint(int64_t n) {
+    for (auto& b : blocks_) b.set_max_seqlen_hint(n);
+  }
   void set_mode(bool training, uint64_t seed = 0, uint64_t step = 0) {
     for (auto& b : blocks_) b.set_mode(training, seed, step);
   }

@@ -27,6 +27,13 @@
 
 namespace mambatrack::nn {
 
+namespace block_detail {
+template <class M, class = void>
+struct HasSeqlenHint : std::false_type {};
+template <class M>
+struct HasSeqlenHint<M, std::void_t<decltype(std::declval<M&>().set_max_seqlen_hint(int64_t{}))>> : std::true_type {};
+}  // namespace block_detail
+
 // Compile-time check of the Mixer interface above, with a message naming the missing piece.
 template <class Backend, class Mixer>
 struct MixerInterfaceCheck {
@@ -102,6 +109,15 @@ class Block {
     if (bidirectional_) mixer_rev_.init(s, seed, n_layer);
   }
   void set_mode(bool training, uint64_t seed, uint64_t step) { dropout_.set_mode(training, seed, step); }
+  // The longest sequence of the next batches, for mixers whose kernels pick a path by it (the
+  // CUDA selective scan: one kernel per direction when every sequence fits one chunk). Only a
+  // speed hint; mixers without set_max_seqlen_hint ignore it.
+  void set_max_seqlen_hint(int64_t n) {
+    if constexpr (block_detail::HasSeqlenHint<Mixer>::value) {
+      mixer_.set_max_seqlen_hint(n);
+      if (bidirectional_) mixer_rev_.set_max_seqlen_hint(n);
+    }
+  }
 
   // residual_in absent (null data) at layer 0. Returns the mixer branch output; ctx.residual holds
   // the new residual stream.

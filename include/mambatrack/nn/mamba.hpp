@@ -280,6 +280,9 @@ class MambaMixer {
   int d_conv() const { return d_conv_; }
   int expand() const { return expand_; }
   const MambaOptions& options() const { return opt_; }
+  // Longest sequence of the next forwards (0: unknown): lets the CUDA scan take its one-kernel
+  // path for short tracks. A speed hint only; results do not depend on it.
+  void set_max_seqlen_hint(int64_t n) { max_seqlen_hint_ = n; }
 
  private:
   View<const T, Device> forward_impl(Context& c, View<const T, Device> x, View<const int64_t, Device> cu_seqlens,
@@ -313,6 +316,7 @@ class MambaMixer {
     in.cu_seqlens = cu_seqlens;
     in.delta_softplus = true;
     in.chunk = opt_.scan_chunk;
+    in.max_seqlen_hint = max_seqlen_hint_;
     SelectiveScanFwdArgs<T, Device> f;
     f.in = in;
     f.out = ensure(c.y, Shape{tok, Di});
@@ -332,6 +336,7 @@ class MambaMixer {
   int64_t d_model_ = 0, d_inner_ = 0, dt_rank_ = 0;
   int d_state_ = 0, d_conv_ = 0, expand_ = 0;
   MambaOptions opt_;
+  int64_t max_seqlen_hint_ = 0;
   Store* store_ = nullptr;
   ParamHandle in_proj_, conv_w_, conv_b_, x_proj_, dt_w_, dt_b_, a_log_, d_, out_proj_;
 };

@@ -223,6 +223,9 @@ class Fm4nppTask final : public TrainTask {
     nerf_.assign(nerf.begin(), nerf.end());
     targets_.assign(batch.knn.begin(), batch.knn.end());
     cu_ = std::move(batch.cu_seqlens);
+    int64_t longest = 0;  // a speed hint for the CUDA scan's choice of path
+    for (std::size_t i = 1; i < cu_.size(); ++i) longest = std::max(longest, cu_[i] - cu_[i - 1]);
+    backbone_.set_max_seqlen_hint(longest);
     View<const int64_t, Device> cu = upload(cu_, cu_d_);
     View<const T, Device> h0 = embedder_.forward(ectx_, upload(nerf_, Shape{n, data::nerf_dim(3)}, nerf_d_),
                                                  upload(energy_, Shape{n, 1}, energy_d_));

@@ -215,6 +215,7 @@ class MdmTask final : public MdmTaskBase {
     ntp_head_.set_mode(false, 0, 0);
     const int64_t d = o_.backbone.d_model;
     const data::PackedBatch b1 = data::pack_batch(src, first), b2 = data::pack_batch(src, second);
+    hint_max_seqlen(b1.cu_seqlens, b2.cu_seqlens);
     View<const int64_t, Device> cu1 = upload(b1.cu_seqlens, cu_d_), cu2 = upload(b2.cu_seqlens, cu2_d_);
     View<const T, Device> y1 = backbone_.forward_tokens(bctx_, upload(b1.tokens, ids_d_), cu1);
     View<T, Device> kept = nn::ensure(gathered_d_, Shape{b1.num_tokens(), d});  // the next forward reuses the context
@@ -283,6 +284,7 @@ class MdmTask final : public MdmTaskBase {
     const auto m = static_cast<int64_t>(masked.masked_positions.size());
     if (m == 0) return out;  // too short to mask at this rate (the seed skips such batches too)
     const int64_t n = batch.num_tokens(), d = o_.backbone.d_model, vocab = o_.backbone.vocab;
+    hint_max_seqlen(batch.cu_seqlens);
     View<const T, Device> y = backbone_.forward_tokens(bctx_, upload(masked.input, ids_d_), upload(batch.cu_seqlens, cu_d_));
     positions_.assign(masked.masked_positions.begin(), masked.masked_positions.end());
     labels_.resize(static_cast<std::size_t>(m));
@@ -337,6 +339,7 @@ class MdmTask final : public MdmTaskBase {
     for (int64_t i = 0; i < b; ++i) p[i] = src.p[batch.sample_ids[i]];
     const data::NtpPairs pairs = data::permutation_pairs(p, rng);
     const std::vector<int64_t>& cu_h = batch.cu_seqlens;
+    hint_max_seqlen(cu_h);
     View<const int64_t, Device> cu = upload(cu_h, cu_d_);
     View<const T, Device> y = backbone_.forward_tokens(bctx_, upload(batch.tokens, ids_d_), cu);
     // The partners' rows, sequence by sequence in pair order (every row once: a permutation).
@@ -382,6 +385,14 @@ class MdmTask final : public MdmTaskBase {
   }
 
   // Host vector -> device tensor (resized when its length changes); returns the device view.
+  // Tells the backbone the longest sequence of the coming forward (a speed hint for the CUDA scan).
+  void hint_max_seqlen(const std::vector<int64_t>& cu, const std::vector<int64_t>& more = {}) {
+    int64_t n = 0;
+    for (const auto* c : {&cu, &more})
+      for (std::size_t s = 1; s < c->size(); ++s) n = std::max(n, (*c)[s] - (*c)[s - 1]);
+    backbone_.set_max_seqlen_hint(n);
+  }
+
   // Integer lists (tokens are int32 in the data pipeline) are widened to int64 on the host.
   template <class I>
   View<const int64_t, Device> upload(const std::vector<I>& h, Tensor<int64_t, Device>& d) {
