@@ -164,8 +164,9 @@ __device__ __forceinline__ void chunk_scalars(const Params<T>& p, const ChunkPos
   __syncthreads();
 }
 
-// Dynamic shared memory (floats) of each kernel for chunk size Q.
+// Dynamic shared memory (floats) of chunk_outer for chunk size Q (token rows padded to 16 for WMMA).
 inline int64_t outer_floats(int64_t Q, int64_t N, int64_t P) { return (Q + 15) / 16 * 16 * (P + N) + 5 * Q; }
+
 // mode 0 (forward, chunks k < nk − 1): S = Σ_s exp(cs_last − cs_s)·dt_s·x_s ⊗ B_s at boundary k + 1.
 // mode 1 (backward, chunks k >= 1): R = Σ_t exp(cs_t)·dy_t ⊗ C_t at boundary k.
 // Also the chunk's cs_last at that boundary (ws_dec / ws_decb). Grid (slots, nheads).
