@@ -4,11 +4,17 @@
 //   H_out = exp(cs_last)·H_in + Σ_s exp(cs_last − cs_s)·dt_s·x_s ⊗ B_s,
 // chunk states passed along each (sequence, head); chunks never cross a sequence start. The
 // backward recomputes the states and runs the transposed products. Float or bfloat16 storage,
-// float math and state. Deterministic: no atomics; dA/dD/ddt_bias are per-(chunk, head) partials
-// summed in a fixed order; dB/dC are summed over the heads of a group in head order in a block.
+// float math and state; with bfloat16 and headdim, d_state multiples of 16 the products with the
+// chunk states run on tensor cores (WMMA bf16 16x16x16, fp32 accumulate), the rest is shared-memory
+// tiled SIMT. d_state and headdim are run-time tile sizes (one instantiation per storage type),
+// restricted to the supported lists of core/supported.hpp. Deterministic: no atomics;
+// dA/dD/ddt_bias are per-(chunk, head) partials summed in a fixed order; dB/dC are summed over the
+// heads of a group in head order inside one block.
 #pragma once
 
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
+#include <mma.h>
 
 #include <cstdint>
 #include <type_traits>
@@ -37,6 +43,7 @@ struct Params {
   T *dx = nullptr, *ddt = nullptr, *dB = nullptr, *dC = nullptr, *dinit = nullptr;
   int64_t tokens = 0, nheads = 0, ngroups = 1, hpg = 1, batch = 0, slots = 0, nb = 0;
   int P = 0, N = 0, Q = 64;
+  bool mma = false;  // bf16 storage, headdim and d_state multiples of 16: tensor-core products
   float dt_min = 0.0f, dt_max = 0.0f;
   int* slot_seq = nullptr;  // slot -> sequence (-1: unused)
   int* slot_k = nullptr;    // slot -> chunk index in its sequence
@@ -157,60 +164,101 @@ __device__ __forceinline__ void chunk_scalars(const Params<T>& p, const ChunkPos
   __syncthreads();
 }
 
-// Dynamic shared memory (floats) of each kernel for chunk size Q.
-inline int64_t outer_floats(int64_t Q, int64_t N, int64_t P) { return Q * (P + N) + 5 * Q; }
-inline int64_t fwd_floats(int64_t Q, int64_t N, int64_t P) {
-  return 2 * Q * (N + 1) + 2 * Q * (Q + 1) + Q * (P + 1) + P * (N + 1) + 6 * Q;
-}
-inline int64_t bwd_floats(int64_t Q, int64_t N, int64_t P) {
-  return 4 * Q * (N + 1) + 3 * Q * (Q + 1) + 2 * Q * (P + 1) + 2 * P * (N + 1) + 2 * Q * N + 12 * Q + kThreads;
-}
+// Dynamic shared memory (floats) of chunk_outer for chunk size Q (token rows padded to 16 for WMMA).
+inline int64_t outer_floats(int64_t Q, int64_t N, int64_t P) { return (Q + 15) / 16 * 16 * (P + N) + 5 * Q; }
 
 // mode 0 (forward, chunks k < nk − 1): S = Σ_s exp(cs_last − cs_s)·dt_s·x_s ⊗ B_s at boundary k + 1.
 // mode 1 (backward, chunks k >= 1): R = Σ_t exp(cs_t)·dy_t ⊗ C_t at boundary k.
 // Also the chunk's cs_last at that boundary (ws_dec / ws_decb). Grid (slots, nheads).
 template <class T>
-__global__ void __launch_bounds__(kThreads) chunk_outer(Params<T> p, int mode) {
+__device__ __forceinline__ void chunk_outer_one(const Params<T>& p, int mode, int64_t slot, float* smem) {
   ChunkPos c;
-  if (!chunk_pos(p, blockIdx.x, c)) return;
+  if (!chunk_pos(p, slot, c)) return;
   if (mode == 0 ? c.k >= c.nk - 1 : c.k == 0) return;
   const int64_t h = blockIdx.y, g = h / p.hpg;
   const int P = p.P, N = p.N, Q = p.Q, L = c.L;
-  extern __shared__ float smem[];
-  float* sU = smem;
-  float* sV = sU + Q * P;
-  float* s_dt = sV + Q * N;
+  const int Qp = (Q + 15) / 16 * 16;
+  float* s_dt = smem + Qp * (P + N);
   float* s_dtg = s_dt + Q;
   float* s_csdt = s_dtg + Q;
   float* s_cs = s_csdt + Q;
   float* s_coef = s_cs + Q;
   const T* U = mode == 0 ? p.x : p.dy;
   const T* V = mode == 0 ? p.B : p.C;
-  for (int e = threadIdx.x; e < L * P; e += blockDim.x)
-    sU[e] = detail::ld(U, ((c.t0 + e / P) * p.nheads + h) * P + e % P);
-  for (int e = threadIdx.x; e < L * N; e += blockDim.x)
-    sV[e] = detail::ld(V, ((c.t0 + e / N) * p.ngroups + g) * N + e % N);
   chunk_scalars(p, c, h, s_dt, s_dtg, s_csdt, s_cs);
   for (int t = threadIdx.x; t < L; t += blockDim.x)
     s_coef[t] = mode == 0 ? expf(s_cs[L - 1] - s_cs[t]) * s_dt[t] : expf(s_cs[t]);
   __syncthreads();
   const int64_t i = mode == 0 ? boundary(c.start, c.k + 1, Q) : boundary(c.start, c.k, Q);
   float* out = (mode == 0 ? p.ws_H : p.ws_G) + (i * p.nheads + h) * static_cast<int64_t>(P) * N;
+  if (threadIdx.x == 0) (mode == 0 ? p.ws_dec : p.ws_decb)[i * p.nheads + h] = s_cs[L - 1];
+  if constexpr (std::is_same_v<T, bfloat16>) {
+    if (P % 16 == 0 && N % 16 == 0) {
+      // Tensor cores (bf16 in, fp32 accumulate): A = (U∘coef)ᵀ (P × Lp, column-major in sA),
+      // B = V (Lp × N), tokens padded with zeros to Lp, a multiple of 16.
+      namespace wmma = nvcuda::wmma;
+      bfloat16* sA = reinterpret_cast<bfloat16*>(smem);
+      bfloat16* sBm = sA + Qp * P;
+      const int Lp = (L + 15) / 16 * 16;
+      for (int e = threadIdx.x; e < Lp * P; e += blockDim.x) {
+        const int s = e / P, q = e % P;
+        sA[e] = bfloat16(s < L ? detail::ld(U, ((c.t0 + s) * p.nheads + h) * P + q) * s_coef[s] : 0.0f);
+      }
+      for (int e = threadIdx.x; e < Lp * N; e += blockDim.x) {
+        const int s = e / N, n = e % N;
+        sBm[e] = s < L ? V[((c.t0 + s) * p.ngroups + g) * N + n] : bfloat16(0.0f);
+      }
+      __syncthreads();
+      const int warp = static_cast<int>(threadIdx.x) >> 5, nw = static_cast<int>(blockDim.x) >> 5;
+      const int tn = N / 16;
+      for (int tile = warp; tile < (P / 16) * tn; tile += nw) {
+        const int q0 = (tile / tn) * 16, n0 = (tile % tn) * 16;
+        wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+        wmma::fill_fragment(acc, 0.0f);
+        for (int k0 = 0; k0 < Lp; k0 += 16) {
+          wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::col_major> fa;
+          wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::row_major> fb;
+          wmma::load_matrix_sync(fa, reinterpret_cast<const __nv_bfloat16*>(sA + k0 * P + q0), P);
+          wmma::load_matrix_sync(fb, reinterpret_cast<const __nv_bfloat16*>(sBm + k0 * N + n0), N);
+          wmma::mma_sync(acc, fa, fb, acc);
+        }
+        wmma::store_matrix_sync(out + q0 * N + n0, acc, N, wmma::mem_row_major);
+      }
+      return;
+    }
+  }
+  float* sU = smem;
+  float* sV = sU + Qp * P;
+  for (int e = threadIdx.x; e < L * P; e += blockDim.x)
+    sU[e] = detail::ld(U, ((c.t0 + e / P) * p.nheads + h) * P + e % P);
+  for (int e = threadIdx.x; e < L * N; e += blockDim.x)
+    sV[e] = detail::ld(V, ((c.t0 + e / N) * p.ngroups + g) * N + e % N);
+  __syncthreads();
   block_gemm(
       P, N, L, [&](int q, int s) { return sU[s * P + q] * s_coef[s]; }, [&](int s, int n) { return sV[s * N + n]; },
       [&](int q, int n, float v) { out[q * N + n] = v; });
-  if (threadIdx.x == 0) (mode == 0 ? p.ws_dec : p.ws_decb)[i * p.nheads + h] = s_cs[L - 1];
+}
+// Grid (outer_grid_x, nheads); each block takes slots blockIdx.x, + gridDim.x, ... (most slots
+// need no work when sequences are a single chunk: few blocks then skip them cheaply).
+template <class T>
+__global__ void __launch_bounds__(kThreads) chunk_outer(Params<T> p, int mode) {
+  extern __shared__ __align__(128) unsigned char ssd_smem[];  // 32-byte aligned for wmma
+  float* smem = reinterpret_cast<float*>(ssd_smem);
+  for (int64_t slot = blockIdx.x; slot < p.slots; slot += gridDim.x) {
+    __syncthreads();  // the previous slot's readers of shared memory are done
+    chunk_outer_one(p, mode, slot, smem);
+  }
 }
 
 // State passing along each (sequence, head), kPassElems state elements per thread, grid
-// (batch·nheads, ceil(P·N / (kThreads·kPassElems))).
+// (pass_grid_x, ceil(P·N / (kThreads·kPassElems))), (sequence, head) pairs strided over blockIdx.x.
 // mode 0: H_in(j) = exp(cs_last(j−1))·H_in(j−1) + S_{j−1} for j = 1 .. nk−1, over S in ws_H;
 //         an empty sequence's final_state is its initial state (or 0).
 // mode 1: G_end(j−1) = exp(cs_last(j))·G_end(j) + R_j for j = nk−1 .. 1, over R in ws_G, from
 //         G_end(nk−1) = dfinal (or 0); an empty sequence's dinitial_state is its dfinal (or 0).
 template <class T>
-__global__ void __launch_bounds__(kThreads) pass_states(Params<T> p, int mode) {
-  const int64_t b = blockIdx.x / p.nheads, h = blockIdx.x % p.nheads;
+__device__ __forceinline__ void pass_one(const Params<T>& p, int mode, int64_t bh) {
+  const int64_t b = bh / p.nheads, h = bh % p.nheads;
   const int64_t PN = static_cast<int64_t>(p.P) * p.N;
   const int64_t start = p.cu[b], end = p.cu[b + 1];
   if (start < 0 || end > p.tokens || end < start) return;
@@ -251,33 +299,163 @@ __global__ void __launch_bounds__(kThreads) pass_states(Params<T> p, int mode) {
     }
   }
 }
+template <class T>
+__global__ void __launch_bounds__(kThreads) pass_states(Params<T> p, int mode) {
+  for (int64_t bh = blockIdx.x; bh < p.batch * p.nheads; bh += gridDim.x) pass_one(p, mode, bh);
+}
+
+// Launch grids of chunk_outer and pass_states (blocks stride over slots / (sequence, head)).
+constexpr int64_t kOuterBlocks = 4096, kPassBlocks = 1024;
+template <class T>
+dim3 outer_grid(const Params<T>& p) {
+  const int64_t per_head = kOuterBlocks / p.nheads > 1 ? kOuterBlocks / p.nheads : 1;
+  return dim3(static_cast<unsigned>(p.slots < per_head ? p.slots : per_head), static_cast<unsigned>(p.nheads));
+}
+template <class T>
+dim3 pass_grid(const Params<T>& p) {
+  const int64_t bh = p.batch * p.nheads, PN = static_cast<int64_t>(p.P) * p.N;
+  return dim3(static_cast<unsigned>(bh < kPassBlocks ? bh : kPassBlocks),
+              static_cast<unsigned>((PN + kThreads * kPassElems - 1) / (kThreads * kPassElems)));
+}
+
+// Shared-memory layouts (in floats) of fwd_out and bwd_main for chunk size Q. Every buffer starts
+// 32-byte aligned (sizes rounded to 8 floats) for the tensor-core tiles; `mma` (bf16 storage,
+// headdim and d_state multiples of 16) adds the bf16 operand buffers.
+__host__ __device__ inline int64_t round8(int64_t n) { return (n + 7) / 8 * 8; }
+struct FwdLayout {
+  int64_t B, C, CB, M, X, Y, sc, Hb, Ce, total;
+  int ldN, ldQ, ldP, ldY, Qp;
+};
+__host__ __device__ inline FwdLayout fwd_layout(int64_t Q, int64_t N, int64_t P, bool mma) {
+  FwdLayout l;
+  l.ldN = static_cast<int>(N + 1), l.ldQ = static_cast<int>(Q + 1), l.ldP = static_cast<int>(P + 1);
+  l.ldY = static_cast<int>(P + 4), l.Qp = static_cast<int>((Q + 15) / 16 * 16);
+  int64_t o = 0;
+  l.B = o, o += round8(Q * l.ldN);
+  l.C = o, o += round8(Q * l.ldN);
+  l.CB = o, o += round8(Q * l.ldQ);
+  l.M = o, o += round8(Q * l.ldQ);
+  l.X = o, o += round8(Q * l.ldP);
+  l.Y = o, o += round8(l.Qp * l.ldY);
+  l.sc = o, o += round8(6 * Q);
+  l.Hb = o, o += mma ? round8(P * N / 2) : 0;
+  l.Ce = o, o += mma ? round8(l.Qp * N / 2) : 0;
+  l.total = o;
+  return l;
+}
+struct BwdLayout {
+  int64_t B, C, E1, E2, CB, M, W, X, dY, T, dB, dC, sc, red, Hb, Gb, Xb, dYe, Bw, total;
+  int ldN, ldQ, ldP, ldE, ldT, Qp;
+};
+__host__ __device__ inline BwdLayout bwd_layout(int64_t Q, int64_t N, int64_t P, bool mma) {
+  BwdLayout l;
+  l.ldN = static_cast<int>(N + 1), l.ldQ = static_cast<int>(Q + 1), l.ldP = static_cast<int>(P + 1);
+  l.ldE = static_cast<int>(N + 4), l.ldT = static_cast<int>(P + 4), l.Qp = static_cast<int>((Q + 15) / 16 * 16);
+  int64_t o = 0;
+  l.B = o, o += round8(Q * l.ldN);
+  l.C = o, o += round8(Q * l.ldN);
+  l.E1 = o, o += round8(l.Qp * l.ldE);
+  l.E2 = o, o += round8(l.Qp * l.ldE);
+  l.CB = o, o += round8(Q * l.ldQ);
+  l.M = o, o += round8(Q * l.ldQ);
+  l.W = o, o += round8(Q * l.ldQ);
+  l.X = o, o += round8(Q * l.ldP);
+  l.dY = o, o += round8(Q * l.ldP);
+  l.T = o, o += round8(l.Qp * l.ldT);
+  l.dB = o, o += round8(Q * N);
+  l.dC = o, o += round8(Q * N);
+  l.sc = o, o += round8(12 * Q);
+  l.red = o, o += kThreads / 32;
+  o = round8(o);
+  l.Hb = o, o += mma ? round8(P * N / 2) : 0;
+  l.Gb = o, o += mma ? round8(P * N / 2) : 0;
+  l.Xb = o, o += mma ? round8(l.Qp * P / 2) : 0;
+  l.dYe = o, o += mma ? round8(l.Qp * P / 2) : 0;
+  l.Bw = o, o += mma ? round8(l.Qp * N / 2) : 0;
+  l.total = o;
+  return l;
+}
+inline int64_t fwd_floats(int64_t Q, int64_t N, int64_t P, bool mma) { return fwd_layout(Q, N, P, mma).total; }
+inline int64_t bwd_floats(int64_t Q, int64_t N, int64_t P, bool mma) { return bwd_layout(Q, N, P, mma).total; }
+// The tensor-core path: bf16 storage, headdim and d_state multiples of 16.
+template <class T>
+constexpr bool mma_type() {
+  return std::is_same_v<T, bfloat16>;
+}
+inline bool use_mma(bool bf16, int64_t N, int64_t P) { return bf16 && N % 16 == 0 && P % 16 == 0; }
+
+// D (+)= A·B over 16×16 tiles on tensor cores (bf16 in, fp32 accumulate); warps take the tiles in
+// turn. A: M×K bf16 row-major (lda); B: K×N bf16 row-major (ldb), or column-major when kBColMajor
+// (element (k, n) at b[k + n·ldb]); D: fp32 row-major (ldd), loaded first when kAccumulate.
+// M, N, K multiples of 16; pointers 32-byte aligned, lda/ldb multiples of 8, ldd of 4.
+template <bool kBColMajor, bool kAccumulate>
+__device__ __forceinline__ void block_mma(int M, int Nc, int K, const bfloat16* a, int lda, const bfloat16* b, int ldb,
+                                          float* d, int ldd) {
+  namespace wmma = nvcuda::wmma;
+  using BLayout = std::conditional_t<kBColMajor, wmma::col_major, wmma::row_major>;
+  const int warp = static_cast<int>(threadIdx.x) >> 5, nw = static_cast<int>(blockDim.x) >> 5, tn = Nc / 16;
+  for (int tile = warp; tile < (M / 16) * tn; tile += nw) {
+    const int m0 = (tile / tn) * 16, n0 = (tile % tn) * 16;
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+    if constexpr (kAccumulate) wmma::load_matrix_sync(acc, d + m0 * ldd + n0, ldd, wmma::mem_row_major);
+    else wmma::fill_fragment(acc, 0.0f);
+    for (int k0 = 0; k0 < K; k0 += 16) {
+      wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> fa;
+      wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, BLayout> fb;
+      wmma::load_matrix_sync(fa, reinterpret_cast<const __nv_bfloat16*>(a + m0 * lda + k0), lda);
+      const bfloat16* bp = kBColMajor ? b + n0 * ldb + k0 : b + k0 * ldb + n0;
+      wmma::load_matrix_sync(fb, reinterpret_cast<const __nv_bfloat16*>(bp), ldb);
+      wmma::mma_sync(acc, fa, fb, acc);
+    }
+    wmma::store_matrix_sync(d + m0 * ldd + n0, acc, ldd, wmma::mem_row_major);
+  }
+}
+
+// A chunk-start state (k > 0: float in the workspace) or a state given by the caller (type T),
+// read from global memory: value(q, n) of the (headdim × d_state) matrix.
+template <class T>
+struct StateRef {
+  const float* f = nullptr;
+  const T* t = nullptr;
+  int N = 0;
+  __device__ __forceinline__ float operator()(int q, int n) const {
+    return f ? f[q * N + n] : detail::ld(t, static_cast<int64_t>(q) * N + n);
+  }
+};
 
 // Forward output of one chunk and one group (heads of the group in turn): y, and final_state in
-// the sequence's last chunk. Grid (slots, ngroups).
+// the sequence's last chunk. Grid (slots, ngroups). The chunk-start state is read from global
+// memory (L1/L2); with bf16 storage (mma) the product C·H_inᵀ runs on tensor cores.
 template <class T>
 __global__ void __launch_bounds__(kThreads) fwd_out(Params<T> p) {
   ChunkPos c;
   if (!chunk_pos(p, blockIdx.x, c)) return;
   const int64_t g = blockIdx.y;
   const int P = p.P, N = p.N, Q = p.Q, L = c.L;
-  const int ldN = N + 1, ldP = P + 1, ldQ = Q + 1;
+  const FwdLayout lay = fwd_layout(Q, N, P, p.mma);
+  const int ldN = lay.ldN, ldP = lay.ldP, ldQ = lay.ldQ, ldY = lay.ldY;
+  const int Lp = (L + 15) / 16 * 16;
   const int64_t PN = static_cast<int64_t>(P) * N;
-  extern __shared__ float smem[];
-  float* sB = smem;
-  float* sC = sB + Q * ldN;
-  float* sCB = sC + Q * ldN;
-  float* sM = sCB + Q * ldQ;
-  float* sX = sM + Q * ldQ;
-  float* sH = sX + Q * ldP;
-  float* s_dt = sH + P * ldN;
+  const int64_t H = p.nheads, t0 = c.t0;
+  extern __shared__ __align__(128) unsigned char ssd_smem[];
+  float* smem = reinterpret_cast<float*>(ssd_smem);
+  float* sB = smem + lay.B;
+  float* sC = smem + lay.C;
+  float* sCB = smem + lay.CB;
+  float* sM = smem + lay.M;
+  float* sX = smem + lay.X;
+  float* sY = smem + lay.Y;
+  float* s_dt = smem + lay.sc;
   float* s_dtg = s_dt + Q;
   float* s_csdt = s_dtg + Q;
   float* s_cs = s_csdt + Q;
   float* s_coef = s_cs + Q;
   float* s_ecs = s_coef + Q;
+  bfloat16* sHb = reinterpret_cast<bfloat16*>(smem + lay.Hb);
+  bfloat16* sCe = reinterpret_cast<bfloat16*>(smem + lay.Ce);
   for (int e = threadIdx.x; e < L * N; e += blockDim.x) {
     const int t = e / N, n = e % N;
-    const int64_t src = ((c.t0 + t) * p.ngroups + g) * N + n;
+    const int64_t src = ((t0 + t) * p.ngroups + g) * N + n;
     sB[t * ldN + n] = detail::ld(p.B, src);
     sC[t * ldN + n] = detail::ld(p.C, src);
   }
@@ -289,18 +467,13 @@ __global__ void __launch_bounds__(kThreads) fwd_out(Params<T> p) {
   const bool last = c.k == c.nk - 1;
   for (int64_t j = 0; j < p.hpg; ++j) {
     const int64_t h = g * p.hpg + j;
+    StateRef<T> hin;
+    hin.N = N;
+    if (c.k > 0) hin.f = p.ws_H + (boundary(c.start, c.k, Q) * H + h) * PN;
+    else if (p.init) hin.t = p.init + (c.b * H + h) * PN;
     __syncthreads();  // CB written; the previous head's readers are done
     for (int e = threadIdx.x; e < L * P; e += blockDim.x)
-      sX[(e / P) * ldP + e % P] = detail::ld(p.x, ((c.t0 + e / P) * p.nheads + h) * P + e % P);
-    if (has_H) {
-      if (c.k > 0) {
-        const float* src = p.ws_H + (boundary(c.start, c.k, Q) * p.nheads + h) * PN;
-        for (int e = threadIdx.x; e < P * N; e += blockDim.x) sH[(e / N) * ldN + e % N] = src[e];
-      } else {
-        const T* src = p.init + (c.b * p.nheads + h) * PN;
-        for (int e = threadIdx.x; e < P * N; e += blockDim.x) sH[(e / N) * ldN + e % N] = detail::ld(src, e);
-      }
-    }
+      sX[(e / P) * ldP + e % P] = detail::ld(p.x, ((t0 + e / P) * H + h) * P + e % P);
     chunk_scalars(p, c, h, s_dt, s_dtg, s_csdt, s_cs);
     for (int t = threadIdx.x; t < L; t += blockDim.x) {
       s_ecs[t] = expf(s_cs[t]);
@@ -310,32 +483,58 @@ __global__ void __launch_bounds__(kThreads) fwd_out(Params<T> p) {
       const int t = e / L, s = e % L;
       sM[t * ldQ + s] = s <= t ? sCB[t * ldQ + s] * expf(s_cs[t] - s_cs[s]) * s_dt[s] : 0.0f;
     }
+    if (p.mma && has_H) {  // bf16 operands: diag(exp(cs))·C (rows padded with zeros) and H_in
+      for (int e = threadIdx.x; e < Lp * N; e += blockDim.x) {
+        const int t = e / N, n = e % N;
+        sCe[e] = bfloat16(t < L ? expf(s_cs[t]) * sC[t * ldN + n] : 0.0f);
+      }
+      for (int e = threadIdx.x; e < P * N; e += blockDim.x) sHb[e] = bfloat16(hin(e / N, e % N));
+    }
     __syncthreads();
-    const float Dh = p.D ? detail::ld(p.D, h) : 0.0f;
-    T* y = p.y;
-    const int64_t H = p.nheads;
-    const int64_t t0 = c.t0;
+    // Y = M·X (the chunk's own tokens) ...
     block_gemm(
-        L, P, L + (has_H ? N : 0),
-        [&](int t, int k) { return k < L ? sM[t * ldQ + k] : s_ecs[t] * sC[t * ldN + (k - L)]; },
-        [&](int k, int q) { return k < L ? sX[k * ldP + q] : sH[q * ldN + (k - L)]; },
-        [&](int t, int q, float v) { detail::st(y, ((t0 + t) * H + h) * P + q, v + Dh * sX[t * ldP + q]); });
+        L, P, L, [&](int t, int s) { return sM[t * ldQ + s]; }, [&](int s, int q) { return sX[s * ldP + q]; },
+        [&](int t, int q, float v) { sY[t * ldY + q] = v; });
+    __syncthreads();
+    // ... + diag(exp(cs))·C·H_inᵀ.
+    if (has_H) {
+      bool done = false;
+      if constexpr (mma_type<T>()) {
+        if (p.mma) {
+          block_mma<true, true>(Lp, P, N, sCe, N, sHb, N, sY, ldY);
+          done = true;
+        }
+      }
+      if (!done)  // SIMT, transposed (rows q) so that H_in is read along its rows
+        block_gemm(
+            P, L, N, [&](int q, int n) { return hin(q, n); }, [&](int n, int t) { return sC[t * ldN + n]; },
+            [&](int q, int t, float v) { sY[t * ldY + q] += s_ecs[t] * v; });
+    }
     if (last && p.final_state) {
       const float elast = expf(s_cs[L - 1]);
       T* fin = p.final_state + (c.b * H + h) * PN;
       block_gemm(
           P, N, L, [&](int q, int s) { return sX[s * ldP + q] * s_coef[s]; },
           [&](int s, int n) { return sB[s * ldN + n]; },
-          [&](int q, int n, float v) { detail::st(fin, q * N + n, v + (has_H ? elast * sH[q * ldN + n] : 0.0f)); });
+          [&](int q, int n, float v) { detail::st(fin, q * N + n, v + (has_H ? elast * hin(q, n) : 0.0f)); });
+    }
+    __syncthreads();
+    const float Dh = p.D ? detail::ld(p.D, h) : 0.0f;
+    for (int e = threadIdx.x; e < L * P; e += blockDim.x) {
+      const int t = e / P, q = e % P;
+      detail::st(p.y, ((t0 + t) * H + h) * P + q, sY[t * ldY + q] + Dh * sX[t * ldP + q]);
     }
   }
 }
 
 // Backward of one chunk and one group (heads in turn): dx, ddt, dinitial_state (chunk 0), the
 // dA/dD/ddt_bias partials of (slot, head), and dB, dC summed over the group's heads in order.
-// Grid (slots, ngroups). With Gm = dY·Xᵀ, W = Gm∘exp(cs_t − cs_s) (s ≤ t), M = CB∘exp(..)·dt_s:
+// Grid (slots, ngroups). With Gm = dY·Xᵀ, W = Gm∘exp(cs_t − cs_s) (s ≤ t), M = CB∘exp(..)·dt_s,
+// w_s = exp(cs_last − cs_s), H the chunk-start state and G the adjoint of the chunk-end state:
 //   dx = Mᵀ·dY + D·dy + diag(w·dt)·B·Gᵀ,   dC = (W·diag(dt))·B + diag(exp(cs))·dY·H,
 //   dB = diag(dt)·(Wᵀ·C + diag(w)·X·G),    and ∂L/∂cs from these (see the per-token sums).
+// H and G are read from global memory (L1/L2); with bf16 storage (mma) the three products with
+// H or G run on tensor cores.
 template <class T>
 __global__ void __launch_bounds__(kThreads) bwd_main(Params<T> p) {
   const int64_t slot = blockIdx.x, g = blockIdx.y;
@@ -347,23 +546,25 @@ __global__ void __launch_bounds__(kThreads) bwd_main(Params<T> p) {
     return;
   }
   const int P = p.P, N = p.N, Q = p.Q, L = c.L;
-  const int ldN = N + 1, ldP = P + 1, ldQ = Q + 1;
+  const BwdLayout lay = bwd_layout(Q, N, P, p.mma);
+  const int ldN = lay.ldN, ldP = lay.ldP, ldQ = lay.ldQ, ldE = lay.ldE, ldT = lay.ldT;
+  const int Lp = (L + 15) / 16 * 16;
   const int64_t PN = static_cast<int64_t>(P) * N;
-  extern __shared__ float smem[];
-  float* sB = smem;
-  float* sC = sB + Q * ldN;
-  float* sE1 = sC + Q * ldN;
-  float* sE2 = sE1 + Q * ldN;
-  float* sCB = sE2 + Q * ldN;
-  float* sM = sCB + Q * ldQ;
-  float* sW = sM + Q * ldQ;
-  float* sX = sW + Q * ldQ;
-  float* sdY = sX + Q * ldP;
-  float* sH = sdY + Q * ldP;
-  float* sG = sH + P * ldN;
-  float* sdB = sG + P * ldN;
-  float* sdC = sdB + Q * N;
-  float* s_dt = sdC + Q * N;
+  extern __shared__ __align__(128) unsigned char ssd_smem[];
+  float* smem = reinterpret_cast<float*>(ssd_smem);
+  float* sB = smem + lay.B;
+  float* sC = smem + lay.C;
+  float* sE1 = smem + lay.E1;
+  float* sE2 = smem + lay.E2;
+  float* sCB = smem + lay.CB;
+  float* sM = smem + lay.M;
+  float* sW = smem + lay.W;
+  float* sX = smem + lay.X;
+  float* sdY = smem + lay.dY;
+  float* sT = smem + lay.T;  // dx staging
+  float* sdB = smem + lay.dB;
+  float* sdC = smem + lay.dC;
+  float* s_dt = smem + lay.sc;
   float* s_dtg = s_dt + Q;
   float* s_csdt = s_dtg + Q;
   float* s_cs = s_csdt + Q;
@@ -374,7 +575,12 @@ __global__ void __launch_bounds__(kThreads) bwd_main(Params<T> p) {
   float* s_v = s_u + Q;
   float* s_dD = s_v + Q;
   float* s_ddt = s_dD + Q;
-  float* s_red = s_ddt + 2 * Q;  // kThreads floats
+  float* s_red = smem + lay.red;  // kThreads / 32 floats
+  bfloat16* sHb = reinterpret_cast<bfloat16*>(smem + lay.Hb);
+  bfloat16* sGb = reinterpret_cast<bfloat16*>(smem + lay.Gb);
+  bfloat16* sXb = reinterpret_cast<bfloat16*>(smem + lay.Xb);
+  bfloat16* sdYe = reinterpret_cast<bfloat16*>(smem + lay.dYe);
+  bfloat16* sBw = reinterpret_cast<bfloat16*>(smem + lay.Bw);
   for (int e = threadIdx.x; e < L * N; e += blockDim.x) {
     const int t = e / N, n = e % N;
     const int64_t src = ((c.t0 + t) * p.ngroups + g) * N + n;
@@ -391,30 +597,18 @@ __global__ void __launch_bounds__(kThreads) bwd_main(Params<T> p) {
   const int64_t t0 = c.t0;
   for (int64_t j = 0; j < p.hpg; ++j) {
     const int64_t h = g * p.hpg + j;
+    StateRef<T> hin, gend;
+    hin.N = gend.N = N;
+    if (c.k > 0) hin.f = p.ws_H + (boundary(c.start, c.k, Q) * H + h) * PN;
+    else if (p.init) hin.t = p.init + (c.b * H + h) * PN;
+    if (!last) gend.f = p.ws_G + (boundary(c.start, c.k + 1, Q) * H + h) * PN;
+    else if (p.dfinal) gend.t = p.dfinal + (c.b * H + h) * PN;
     __syncthreads();  // CB written; the previous head's readers are done
     for (int e = threadIdx.x; e < L * P; e += blockDim.x) {
       const int t = e / P, q = e % P;
       const int64_t src = ((t0 + t) * H + h) * P + q;
       sX[t * ldP + q] = detail::ld(p.x, src);
       sdY[t * ldP + q] = detail::ld(p.dy, src);
-    }
-    if (has_H) {
-      if (c.k > 0) {
-        const float* src = p.ws_H + (boundary(c.start, c.k, Q) * H + h) * PN;
-        for (int e = threadIdx.x; e < P * N; e += blockDim.x) sH[(e / N) * ldN + e % N] = src[e];
-      } else {
-        const T* src = p.init + (c.b * H + h) * PN;
-        for (int e = threadIdx.x; e < P * N; e += blockDim.x) sH[(e / N) * ldN + e % N] = detail::ld(src, e);
-      }
-    }
-    if (has_G) {
-      if (!last) {
-        const float* src = p.ws_G + (boundary(c.start, c.k + 1, Q) * H + h) * PN;
-        for (int e = threadIdx.x; e < P * N; e += blockDim.x) sG[(e / N) * ldN + e % N] = src[e];
-      } else {
-        const T* src = p.dfinal + (c.b * H + h) * PN;
-        for (int e = threadIdx.x; e < P * N; e += blockDim.x) sG[(e / N) * ldN + e % N] = detail::ld(src, e);
-      }
     }
     chunk_scalars(p, c, h, s_dt, s_dtg, s_csdt, s_cs);
     for (int t = threadIdx.x; t < L; t += blockDim.x) {
@@ -425,41 +619,93 @@ __global__ void __launch_bounds__(kThreads) bwd_main(Params<T> p) {
       const int t = e / L, s = e % L;
       sM[t * ldQ + s] = s <= t ? sCB[t * ldQ + s] * expf(s_cs[t] - s_cs[s]) * s_dt[s] : 0.0f;
     }
+    if (p.mma) {  // bf16 operands, token rows padded with zeros to Lp
+      if (has_G) {
+        for (int e = threadIdx.x; e < P * N; e += blockDim.x) sGb[e] = bfloat16(gend(e / N, e % N));
+        for (int e = threadIdx.x; e < Lp * P; e += blockDim.x) {
+          const int t = e / P, q = e % P;
+          sXb[e] = bfloat16(t < L ? sX[t * ldP + q] : 0.0f);
+        }
+        for (int e = threadIdx.x; e < Lp * N; e += blockDim.x) {
+          const int t = e / N, n = e % N;
+          sBw[e] = bfloat16(t < L ? expf(s_cs[L - 1] - s_cs[t]) * s_dt[t] * sB[t * ldN + n] : 0.0f);
+        }
+      }
+      if (has_H) {
+        for (int e = threadIdx.x; e < P * N; e += blockDim.x) sHb[e] = bfloat16(hin(e / N, e % N));
+        for (int e = threadIdx.x; e < Lp * P; e += blockDim.x) {
+          const int t = e / P, q = e % P;
+          sdYe[e] = bfloat16(t < L ? expf(s_cs[t]) * sdY[t * ldP + q] : 0.0f);
+        }
+      }
+    }
     __syncthreads();
     // W = (dY·Xᵀ)∘exp(cs_t − cs_s), lower triangle.
     block_gemm(
         L, L, P, [&](int t, int q) { return sdY[t * ldP + q]; }, [&](int q, int s) { return sX[s * ldP + q]; },
         [&](int t, int s, float v) { sW[t * ldQ + s] = s <= t ? v * expf(s_cs[t] - s_cs[s]) : 0.0f; });
     // E2 = X·G.
-    if (has_G)
-      block_gemm(
-          L, N, P, [&](int s, int q) { return sX[s * ldP + q]; }, [&](int q, int n) { return sG[q * ldN + n]; },
-          [&](int s, int n, float v) { sE2[s * ldN + n] = v; });
-    // dx = Mᵀ·dY + diag(w·dt)·B·Gᵀ + D·dy.
+    if (has_G) {
+      bool done = false;
+      if constexpr (mma_type<T>()) {
+        if (p.mma) {
+          block_mma<false, false>(Lp, N, P, sXb, P, sGb, N, sE2, ldE);
+          done = true;
+        }
+      }
+      if (!done)
+        block_gemm(
+            L, N, P, [&](int s, int q) { return sX[s * ldP + q]; }, [&](int q, int n) { return gend(q, n); },
+            [&](int s, int n, float v) { sE2[s * ldE + n] = v; });
+    }
+    // dx staging: Mᵀ·dY.
+    block_gemm(
+        L, P, L, [&](int s, int t) { return sM[t * ldQ + s]; }, [&](int t, int q) { return sdY[t * ldP + q]; },
+        [&](int s, int q, float v) { sT[s * ldT + q] = v; });
+    __syncthreads();
+    // dx staging += diag(w·dt)·B·Gᵀ.
+    if (has_G) {
+      bool done = false;
+      if constexpr (mma_type<T>()) {
+        if (p.mma) {
+          block_mma<true, true>(Lp, P, N, sBw, N, sGb, N, sT, ldT);
+          done = true;
+        }
+      }
+      if (!done)  // SIMT, transposed (rows q) so that G is read along its rows
+        block_gemm(
+            P, L, N, [&](int q, int n) { return gend(q, n); }, [&](int n, int s) { return sB[s * ldN + n]; },
+            [&](int q, int s, float v) { sT[s * ldT + q] += s_w[s] * s_dt[s] * v; });
+    }
+    // E1 = this head's dC = (W·diag(dt))·B + diag(exp(cs))·dY·H (the second term below on
+    // tensor cores with mma).
+    const bool inter_simt = has_H && !p.mma;
+    block_gemm(
+        L, N, L + (inter_simt ? P : 0),
+        [&](int t, int k) { return k < L ? sW[t * ldQ + k] * s_dt[k] : s_ecs[t] * sdY[t * ldP + (k - L)]; },
+        [&](int k, int n) { return k < L ? sB[k * ldN + n] : hin(k - L, n); },
+        [&](int t, int n, float v) { sE1[t * ldE + n] = v; });
+    __syncthreads();
+    if constexpr (mma_type<T>()) {
+      if (p.mma && has_H) {
+        block_mma<false, true>(Lp, N, P, sdYe, P, sHb, N, sE1, ldE);
+        __syncthreads();
+      }
+    }
     {
       const float Dh = p.D ? detail::ld(p.D, h) : 0.0f;
-      T* dx = p.dx;
-      block_gemm(
-          L, P, L + (has_G ? N : 0),
-          [&](int s, int k) { return k < L ? sM[k * ldQ + s] : s_w[s] * s_dt[s] * sB[s * ldN + (k - L)]; },
-          [&](int k, int q) { return k < L ? sdY[k * ldP + q] : sG[q * ldN + (k - L)]; },
-          [&](int s, int q, float v) { detail::st(dx, ((t0 + s) * H + h) * P + q, v + Dh * sdY[s * ldP + q]); });
+      for (int e = threadIdx.x; e < L * P; e += blockDim.x) {
+        const int s = e / P, q = e % P;
+        detail::st(p.dx, ((t0 + s) * H + h) * P + q, sT[s * ldT + q] + Dh * sdY[s * ldP + q]);
+      }
     }
-    __syncthreads();
-    // E1 = this head's dC = (W·diag(dt))·B + diag(exp(cs))·dY·H.
-    block_gemm(
-        L, N, L + (has_H ? P : 0),
-        [&](int t, int k) { return k < L ? sW[t * ldQ + k] * s_dt[k] : s_ecs[t] * sdY[t * ldP + (k - L)]; },
-        [&](int k, int n) { return k < L ? sB[k * ldN + n] : sH[(k - L) * ldN + n]; },
-        [&](int t, int n, float v) { sE1[t * ldN + n] = v; });
-    __syncthreads();
     for (int e = threadIdx.x; e < L * N; e += blockDim.x) {
       const int t = e / N, n = e % N;
-      sdC[t * N + n] = (j == 0 ? 0.0f : sdC[t * N + n]) + sE1[t * ldN + n];
+      sdC[t * N + n] = (j == 0 ? 0.0f : sdC[t * N + n]) + sE1[t * ldE + n];
     }
     for (int t = threadIdx.x; t < L; t += blockDim.x) {
       float pos = 0.0f, dd = 0.0f;
-      for (int n = 0; n < N; ++n) pos += sC[t * ldN + n] * sE1[t * ldN + n];
+      for (int n = 0; n < N; ++n) pos += sC[t * ldN + n] * sE1[t * ldE + n];
       for (int q = 0; q < P; ++q) dd += sdY[t * ldP + q] * sX[t * ldP + q];
       s_pos[t] = pos;  // ∂L/∂cs_t through exp(cs_t − ·) and exp(cs_t)
       s_dD[t] = dd;
@@ -468,33 +714,35 @@ __global__ void __launch_bounds__(kThreads) bwd_main(Params<T> p) {
     // E1 = Wᵀ·C.
     block_gemm(
         L, N, L, [&](int s, int t) { return sW[t * ldQ + s]; }, [&](int t, int n) { return sC[t * ldN + n]; },
-        [&](int s, int n, float v) { sE1[s * ldN + n] = v; });
+        [&](int s, int n, float v) { sE1[s * ldE + n] = v; });
     __syncthreads();
     for (int e = threadIdx.x; e < L * N; e += blockDim.x) {
       const int s = e / N, n = e % N;
-      const float v = s_dt[s] * (sE1[s * ldN + n] + (has_G ? s_w[s] * sE2[s * ldN + n] : 0.0f));
+      const float v = s_dt[s] * (sE1[s * ldE + n] + (has_G ? s_w[s] * sE2[s * ldE + n] : 0.0f));
       sdB[s * N + n] = (j == 0 ? 0.0f : sdB[s * N + n]) + v;
     }
     for (int s = threadIdx.x; s < L; s += blockDim.x) {
       float u = 0.0f, vv = 0.0f;
       for (int n = 0; n < N; ++n) {
-        const float e2 = has_G ? sE2[s * ldN + n] : 0.0f;
-        u += sB[s * ldN + n] * (sE1[s * ldN + n] + s_w[s] * e2);
+        const float e2 = has_G ? sE2[s * ldE + n] : 0.0f;
+        u += sB[s * ldN + n] * (sE1[s * ldE + n] + s_w[s] * e2);
         vv += sB[s * ldN + n] * e2;
       }
       s_u[s] = u;   // ∂L/∂dt_s directly (not through cs)
       s_v[s] = vv;  // x_s·G·B_s
     }
-    {
+    {  // <G, H_in>: per-thread strided sums, then per-warp shuffles, then the warps in order
       float r = 0.0f;
       if (has_G && has_H)
-        for (int e = threadIdx.x; e < P * N; e += blockDim.x) r += sG[(e / N) * ldN + e % N] * sH[(e / N) * ldN + e % N];
-      s_red[threadIdx.x] = r;
+        for (int e = threadIdx.x; e < P * N; e += blockDim.x) r += gend(e / N, e % N) * hin(e / N, e % N);
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) r += __shfl_xor_sync(0xffffffffu, r, o);
+      if ((threadIdx.x & 31) == 0) s_red[threadIdx.x >> 5] = r;
     }
     __syncthreads();
     if (threadIdx.x == 0) {
       float gh = 0.0f;
-      for (int i = 0; i < static_cast<int>(blockDim.x); ++i) gh += s_red[i];
+      for (int i = 0; i < static_cast<int>(blockDim.x >> 5); ++i) gh += s_red[i];
       float end_term = expf(s_cs[L - 1]) * gh;  // ∂L/∂cs_last through exp(cs_last)·H_in and the w_s
       for (int s = 0; s < L; ++s) end_term += s_w[s] * s_dt[s] * s_v[s];
       const float a = detail::ld(p.A, h);
@@ -520,7 +768,7 @@ __global__ void __launch_bounds__(kThreads) bwd_main(Params<T> p) {
       block_gemm(
           P, N, L, [&](int q, int t) { return sdY[t * ldP + q] * s_ecs[t]; },
           [&](int t, int n) { return sC[t * ldN + n]; },
-          [&](int q, int n, float v) { detail::st(di, q * N + n, v + (has_G ? elast * sG[q * ldN + n] : 0.0f)); });
+          [&](int q, int n, float v) { detail::st(di, q * N + n, v + (has_G ? elast * gend(q, n) : 0.0f)); });
     }
   }
   __syncthreads();
@@ -547,10 +795,10 @@ inline std::size_t smem_limit() {
 
 // The chunk size actually run: the requested one (at most kMaxChunk), halved until the
 // kernels' shared memory fits. The results do not depend on it beyond rounding.
-inline int64_t pick_chunk(int64_t requested, int64_t N, int64_t P, bool backward, std::size_t limit) {
+inline int64_t pick_chunk(int64_t requested, int64_t N, int64_t P, bool backward, bool mma, std::size_t limit) {
   int64_t Q = requested < kMaxChunk ? requested : kMaxChunk;
   auto bytes = [&](int64_t q) {
-    const int64_t f = backward ? bwd_floats(q, N, P) : fwd_floats(q, N, P);
+    const int64_t f = backward ? bwd_floats(q, N, P, mma) : fwd_floats(q, N, P, mma);
     const int64_t o = outer_floats(q, N, P);
     return static_cast<std::size_t>(f > o ? f : o) * sizeof(float);
   };
@@ -586,7 +834,8 @@ Params<T> make_params(const SsdInputs<T, Cuda>& in, const SsdDims& d, int64_t ch
   p.batch = d.batch;
   p.P = static_cast<int>(d.headdim);
   p.N = static_cast<int>(d.d_state);
-  p.Q = static_cast<int>(pick_chunk(chunk, d.d_state, d.headdim, backward, smem_limit()));
+  p.mma = use_mma(mma_type<T>(), d.d_state, d.headdim);
+  p.Q = static_cast<int>(pick_chunk(chunk, d.d_state, d.headdim, backward, p.mma, smem_limit()));
   p.slots = d.batch + d.tokens / p.Q;
   p.nb = d.tokens / p.Q + 1;
   MAMBATRACK_CHECK(p.slots < (int64_t{1} << 31) && d.batch * d.nheads < (int64_t{1} << 31), ConfigError,
@@ -642,12 +891,9 @@ template <class T>
 void launch_states(const Params<T>& p, cudaStream_t stream) {
   const std::size_t ob = static_cast<std::size_t>(outer_floats(p.Q, p.N, p.P)) * sizeof(float);
   set_smem(chunk_outer<T>, ob);
-  chunk_outer<T><<<dim3(static_cast<unsigned>(p.slots), static_cast<unsigned>(p.nheads)), kThreads, ob, stream>>>(p, 0);
+  chunk_outer<T><<<outer_grid(p), kThreads, ob, stream>>>(p, 0);
   MAMBATRACK_CUDA_CHECK(cudaGetLastError());
-  const int64_t PN = static_cast<int64_t>(p.P) * p.N;
-  const dim3 pg(static_cast<unsigned>(p.batch * p.nheads),
-                static_cast<unsigned>((PN + kThreads * kPassElems - 1) / (kThreads * kPassElems)));
-  pass_states<T><<<pg, kThreads, 0, stream>>>(p, 0);
+  pass_states<T><<<pass_grid(p), kThreads, 0, stream>>>(p, 0);
   MAMBATRACK_CUDA_CHECK(cudaGetLastError());
 }
 
@@ -668,7 +914,7 @@ void ssd_fwd(const SsdFwdArgs<T, Cuda>& a, cudaStream_t stream = nullptr) {
   p.final_state = ssd_detail::given(a.final_state) ? a.final_state.data : nullptr;
   D::prepare(p, false, stream);
   D::launch_states(p, stream);
-  const std::size_t fb = static_cast<std::size_t>(D::fwd_floats(p.Q, p.N, p.P)) * sizeof(float);
+  const std::size_t fb = static_cast<std::size_t>(D::fwd_floats(p.Q, p.N, p.P, p.mma)) * sizeof(float);
   D::set_smem(D::fwd_out<T>, fb);
   D::fwd_out<T><<<dim3(static_cast<unsigned>(p.slots), static_cast<unsigned>(p.ngroups)), D::kThreads, fb, stream>>>(p);
   MAMBATRACK_CUDA_CHECK(cudaGetLastError());
@@ -694,15 +940,11 @@ void ssd_bwd(const SsdBwdArgs<T, Cuda>& a, cudaStream_t stream = nullptr) {
   float* tmp = D::prepare(p, true, stream);
   D::launch_states(p, stream);
   const std::size_t ob = static_cast<std::size_t>(D::outer_floats(p.Q, p.N, p.P)) * sizeof(float);
-  D::chunk_outer<T><<<dim3(static_cast<unsigned>(p.slots), static_cast<unsigned>(p.nheads)), D::kThreads, ob, stream>>>(
-      p, 1);
+  D::chunk_outer<T><<<D::outer_grid(p), D::kThreads, ob, stream>>>(p, 1);
   MAMBATRACK_CUDA_CHECK(cudaGetLastError());
-  const int64_t PN = static_cast<int64_t>(p.P) * p.N;
-  const dim3 pg(static_cast<unsigned>(p.batch * p.nheads),
-                static_cast<unsigned>((PN + D::kThreads * D::kPassElems - 1) / (D::kThreads * D::kPassElems)));
-  D::pass_states<T><<<pg, D::kThreads, 0, stream>>>(p, 1);
+  D::pass_states<T><<<D::pass_grid(p), D::kThreads, 0, stream>>>(p, 1);
   MAMBATRACK_CUDA_CHECK(cudaGetLastError());
-  const std::size_t bb = static_cast<std::size_t>(D::bwd_floats(p.Q, p.N, p.P)) * sizeof(float);
+  const std::size_t bb = static_cast<std::size_t>(D::bwd_floats(p.Q, p.N, p.P, p.mma)) * sizeof(float);
   D::set_smem(D::bwd_main<T>, bb);
   D::bwd_main<T><<<dim3(static_cast<unsigned>(p.slots), static_cast<unsigned>(p.ngroups)), D::kThreads, bb, stream>>>(p);
   MAMBATRACK_CUDA_CHECK(cudaGetLastError());
