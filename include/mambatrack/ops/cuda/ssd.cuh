@@ -574,7 +574,7 @@ __global__ void __launch_bounds__(kThreads) fwd_out(Params<T> p) {
 // H and G are read from global memory (L1/L2); with bf16 storage (mma) the three products with
 // H or G run on tensor cores.
 template <class T>
-__global__ void __launch_bounds__(kThreads) bwd_main(Params<T> p) {
+__global__ void __launch_bounds__(kThreads, 2) bwd_main(Params<T> p) {
   const int64_t slot = blockIdx.x, g = blockIdx.y;
   const int64_t H = p.nheads;
   ChunkPos c;
