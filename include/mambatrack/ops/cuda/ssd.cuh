@@ -5,8 +5,9 @@
 // chunk states passed along each (sequence, head); chunks never cross a sequence start. The
 // backward recomputes the states and runs the transposed products. Float or bfloat16 storage,
 // float math and state; with bfloat16 and headdim, d_state multiples of 16 the products with the
-// chunk states run on tensor cores (WMMA bf16 16x16x16, fp32 accumulate), the rest is shared-memory
-// tiled SIMT. d_state and headdim are run-time tile sizes (one instantiation per storage type),
+// chunk states and M·X, dY·Xᵀ, Mᵀ·dY run on tensor cores (WMMA bf16 16x16x16, fp32 accumulate);
+// C·Bᵀ and the products with W (they feed ∂L/∂cs, whose sums cancel) stay shared-memory tiled
+// fp32 SIMT, as does everything for float storage. d_state and headdim are run-time tile sizes (one instantiation per storage type),
 // restricted to the supported lists of core/supported.hpp. Deterministic: no atomics;
 // dA/dD/ddt_bias are per-(chunk, head) partials summed in a fixed order; dB/dC are summed over the
 // heads of a group in head order inside one block.
@@ -571,8 +572,8 @@ __global__ void __launch_bounds__(kThreads) fwd_out(Params<T> p) {
 // w_s = exp(cs_last − cs_s), H the chunk-start state and G the adjoint of the chunk-end state:
 //   dx = Mᵀ·dY + D·dy + diag(w·dt)·B·Gᵀ,   dC = (W·diag(dt))·B + diag(exp(cs))·dY·H,
 //   dB = diag(dt)·(Wᵀ·C + diag(w)·X·G),    and ∂L/∂cs from these (see the per-token sums).
-// H and G are read from global memory (L1/L2); with bf16 storage (mma) the three products with
-// H or G run on tensor cores.
+// H and G are read from global memory (L1/L2); with bf16 storage (mma) the products with H or G,
+// dY·Xᵀ and Mᵀ·dY run on tensor cores.
 template <class T>
 __global__ void __launch_bounds__(kThreads, 2) bwd_main(Params<T> p) {
   const int64_t slot = blockIdx.x, g = blockIdx.y;
