@@ -155,8 +155,8 @@ void breakdown(const Problem& pr) {
     const std::size_t fb = static_cast<std::size_t>(D::fwd_floats(p.Q, p.N, p.P, p.mma)) * sizeof(float);
     const std::size_t bb = static_cast<std::size_t>(D::bwd_floats(p.Q, p.N, p.P, p.mma)) * sizeof(float);
     D::set_smem(D::chunk_outer<T>, ob);
-    D::set_smem(D::fwd_out<T>, fb);
-    D::set_smem(D::bwd_main<T>, bb);
+    if (backward) D::set_smem(D::bwd_main<T>, bb);  // each at the chunk its own direction runs
+    else D::set_smem(D::fwd_out<T>, fb);
     const dim3 main_grid(static_cast<unsigned>(p.slots), static_cast<unsigned>(p.ngroups));
     std::printf("   %s (chunk %d, %s, shared memory: outer %zu, fwd_out %zu, bwd_main %zu bytes)\n",
                 backward ? "backward" : "forward", p.Q, p.mma ? "WMMA" : "SIMT", ob, fb, bb);
