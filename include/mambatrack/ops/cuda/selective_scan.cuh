@@ -194,11 +194,31 @@ __device__ __forceinline__ float dt_of(const Params<T>& p, float delta, float bi
   return p.softplus ? detail::softplus_f(raw) : raw;
 }
 
+// The state decay exp(Δ·a), as decay(scale_dt(Δ), a): by default ex2.approx.ftz((Δ·log2 e)·a),
+// with log2 e folded into Δ once per token, so one FMUL + one MUFU per state instead of __expf's
+// FMUL, FMUL, FSETP, MUFU and two predicated FMULs (its scaling for results below 2^-126, which
+// here only turns decays < 1.2e-38 into 0). Same MUFU approximation (2 ulp) as __expf; the
+// argument is rounded twice either way. Defining MAMBATRACK_SCAN_EXPF_DECAY restores __expf(Δ·a)
+// (bisection). Every kernel uses these two, so the paths' states still agree bit for bit.
+#ifdef MAMBATRACK_SCAN_EXPF_DECAY
+__device__ __forceinline__ float scale_dt(float dt) { return dt; }
+__device__ __forceinline__ float decay(float s, float a) { return __expf(s * a); }
+#else
+constexpr float kLog2e = 1.4426950408889634f;
+__device__ __forceinline__ float scale_dt(float dt) { return dt * kLog2e; }
+__device__ __forceinline__ float decay(float s, float a) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(s * a));
+  return y;
+}
+#endif
+
 // One forward step: h = exp(Δ·A)·h + B·(Δu). Shared by every kernel so states agree bit for bit.
 template <int N>
 __device__ __forceinline__ void fwd_step(float (&h)[N], const float (&A)[N], const float (&B)[N], float dt, float dtu) {
+  const float s = scale_dt(dt);
 #pragma unroll
-  for (int n = 0; n < N; ++n) h[n] = __expf(dt * A[n]) * h[n] + B[n] * dtu;
+  for (int n = 0; n < N; ++n) h[n] = decay(s, A[n]) * h[n] + B[n] * dtu;
 }
 
 // Forward pass 1 (chunks that are not their sequence's last): local end state from h = 0, and ΣΔ.
@@ -266,7 +286,7 @@ __global__ void fwd_combine(Params<T> p) {
     for (int j = 0; j < kPre; ++j) {
       const int64_t k = k0 + j;
       if (k < nk) p.ws_state[((s0 + k) * p.dim + d) * N + n] = h;  // start of chunk k (same slot as loaded)
-      if (k < nk - 1) h = __expf(a * sd[j]) * h + loc[j];
+      if (k < nk - 1) h = decay(scale_dt(sd[j]), a) * h + loc[j];
     }
   }
 }
@@ -407,8 +427,9 @@ __global__ void __launch_bounds__(kThreads) bwd_local(Params<T> p) {
     const float dt = dt_of(p, cur.delta, bias, raw);
     sd += dt;
     const float dy = p.z ? cur.dout * cur.z * detail::sigmoid_f(cur.z) : cur.dout;
+    const float s = scale_dt(dt);
 #pragma unroll
-    for (int n = 0; n < N; ++n) g[n] = (g[n] + dy * cur.C[n]) * __expf(dt * A[n]);
+    for (int n = 0; n < N; ++n) g[n] = (g[n] + dy * cur.C[n]) * decay(s, A[n]);
   }
 #pragma unroll
   for (int n = 0; n < N; ++n) p.ws_state[(slot * p.dim + l.d) * N + n] = g[n];
@@ -447,7 +468,7 @@ __global__ void bwd_combine(Params<T> p) {
       const int64_t k = k0 - j;
       if (k >= 0) {
         p.ws_state[((s0 + k) * p.dim + d) * N + n] = g;  // adjoint at the end of chunk k
-        if (k >= 1) g = __expf(a * sd[j]) * g + loc[j];
+        if (k >= 1) g = decay(scale_dt(sd[j]), a) * g + loc[j];
       }
     }
   }
@@ -528,6 +549,7 @@ __device__ __forceinline__ void bwd_tokens(const Params<T>& p, const ChunkPos& c
       const int i = static_cast<int>(t - ss);
       const float dt = l.active ? dt_of(p, cur.delta, bias, raw) : 0.0f;
       const float u = cur.u;
+      const float s = scale_dt(dt);
       float dy = cur.dout, sg = 0.0f;
       if (p.z) {
         sg = detail::sigmoid_f(cur.z);
@@ -550,15 +572,15 @@ __device__ __forceinline__ void bwd_tokens(const Params<T>& p, const ChunkPos& c
           const int n = n0 + j;
           const float Bn = cur.B[n], Cn = cur.C[n];
           const float hp = hs(i, n);
-          const float decay = __expf(dt * A[n]);
+          const float dec = decay(s, A[n]);
           const float gv = g[n] + dy * Cn;
-          const float x = gv * decay * hp;  // ∂L/∂(Δ·A) for this state
+          const float x = gv * dec * hp;  // ∂L/∂(Δ·A) for this state
           ddt += x * A[n] + gv * Bn * u;
           dA[n] += x * dt;
           du += gv * Bn * dt;
           v[j] = gv * dt * u;        // dB partial
           v[kTile + j] = dy * h[n];  // dC partial
-          g[n] = gv * decay;
+          g[n] = gv * dec;
           h[n] = hp;  // becomes the state after token t - 1
         }
         warp_transpose_sum<32>(v, lane);
@@ -867,6 +889,7 @@ __device__ __forceinline__ void bwd_tokens_split(const Params<T>& p, const Chunk
       const float dt = __shfl_sync(0xffffffffu, own_dt, src);
       const float u = __shfl_sync(0xffffffffu, own_u, src);
       const float dy = __shfl_sync(0xffffffffu, own_dy, src);
+      const float s = scale_dt(dt);
       get_rows_s<T, N, NS, true>(p, t, l.g, n0, c, staged, sB, sC, Bv, Cv);
       const int i = static_cast<int>(t - ss);
       if (p.z) {  // uniform
@@ -882,15 +905,15 @@ __device__ __forceinline__ void bwd_tokens_split(const Params<T>& p, const Chunk
 #pragma unroll
       for (int j = 0; j < NS; ++j) {
         const float hp = hs(i, j);
-        const float decay = __expf(dt * A[j]);
+        const float dec = decay(s, A[j]);
         const float gv = g[j] + dy * Cv[j];
-        const float x = gv * decay * hp;  // ∂L/∂(Δ·A) for this state
+        const float x = gv * dec * hp;  // ∂L/∂(Δ·A) for this state
         ddtp += x * A[j] + gv * Bv[j] * u;
         dA[j] += x * dt;
         dup += gv * Bv[j] * dt;
         v[j] = gv * dt * u;     // dB partial
         v[NS + j] = dy * h[j];  // dC partial
-        g[j] = gv * decay;
+        g[j] = gv * dec;
         h[j] = hp;  // becomes the state after token t - 1
       }
       transpose_sum_to<16, S, 2 * NS, 2 * NS>(v, lane);
