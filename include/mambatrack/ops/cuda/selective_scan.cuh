@@ -188,6 +188,22 @@ __device__ __forceinline__ void get_rows(const Params<T>& p, int64_t t, int64_t 
   }
 }
 
+// Stores a float as T. bfloat16: one cvt.rn.bf16.f32 (round to nearest even, the bits of
+// bfloat16(float) for every non-NaN value) instead of the ~8 integer instructions of the portable
+// conversion; NaN becomes the canonical 0x7fff. Defining MAMBATRACK_SCAN_PORTABLE_BF16_STORE
+// restores detail::st (bisection).
+template <class T>
+__device__ __forceinline__ void store(T* p, int64_t i, float v) {
+  detail::st(p, i, v);
+}
+#ifndef MAMBATRACK_SCAN_PORTABLE_BF16_STORE
+__device__ __forceinline__ void store(bfloat16* p, int64_t i, float v) {
+  unsigned short b;
+  asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(b) : "f"(v));
+  reinterpret_cast<unsigned short*>(p)[i] = b;
+}
+#endif
+
 template <class T>
 __device__ __forceinline__ float dt_of(const Params<T>& p, float delta, float bias, float& raw) {
   raw = delta + bias;
@@ -266,7 +282,7 @@ __global__ void fwd_combine(Params<T> p) {
   const int64_t start = p.cu[b], end = p.cu[b + 1];
   float h = p.init ? detail::ld(p.init, (b * p.dim + d) * N + n) : 0.0f;
   if (end <= start) {
-    if (p.final_state) detail::st(p.final_state, (b * p.dim + d) * N + n, h);
+    if (p.final_state) store(p.final_state, (b * p.dim + d) * N + n, h);
     return;
   }
   const float a = detail::ld(p.A, d * N + n);
@@ -311,7 +327,7 @@ __device__ __forceinline__ void fwd_tokens(const Params<T>& p, const ChunkPos& c
       if (t == next_save) {
         if (p.saved) {
 #pragma unroll
-          for (int n = 0; n < N; ++n) detail::st(p.saved, (save_slot * p.dim + d) * N + n, h[n]);
+          for (int n = 0; n < N; ++n) store(p.saved, (save_slot * p.dim + d) * N + n, h[n]);
         }
         next_save += p.chunk;
         ++save_slot;
@@ -326,7 +342,7 @@ __device__ __forceinline__ void fwd_tokens(const Params<T>& p, const ChunkPos& c
 #pragma unroll
     for (int n = 0; n < N; ++n) y += cur.C[n] * h[n];
     if (p.z) y *= cur.z * detail::sigmoid_f(cur.z);
-    detail::st(p.out, t * p.dim + d, y);
+    store(p.out, t * p.dim + d, y);
   }
 }
 
@@ -348,12 +364,12 @@ __global__ void __launch_bounds__(kThreads, fwd_min_blocks<N>()) fwd_chunk(Param
     A[n] = detail::ld(p.A, d * N + n);
     if (c.k == 0) h[n] = p.init ? detail::ld(p.init, (c.b * p.dim + d) * N + n) : 0.0f;
     else h[n] = p.ws_state[(slot * p.dim + d) * N + n];
-    if (p.saved) detail::st(p.saved, (slot * p.dim + d) * N + n, h[n]);
+    if (p.saved) store(p.saved, (slot * p.dim + d) * N + n, h[n]);
   }
   fwd_tokens<T, N, false>(p, c, l, staged, sB, sC, A, h, slot);
   if (c.k == c.nk - 1 && p.final_state) {
 #pragma unroll
-    for (int n = 0; n < N; ++n) detail::st(p.final_state, (c.b * p.dim + d) * N + n, h[n]);
+    for (int n = 0; n < N; ++n) store(p.final_state, (c.b * p.dim + d) * N + n, h[n]);
   }
 }
 
@@ -396,7 +412,7 @@ __global__ void __launch_bounds__(kThreads, fwd_min_blocks<N>()) fwd_seq(Params<
   fwd_tokens<T, N, true>(p, c, l, staged, sB, sC, A, h, selective_scan_slot_d(b, c.start, p.chunk));
   if (p.final_state) {  // empty sequences: the initial state (or zeros)
 #pragma unroll
-    for (int n = 0; n < N; ++n) detail::st(p.final_state, (b * p.dim + d) * N + n, h[n]);
+    for (int n = 0; n < N; ++n) store(p.final_state, (b * p.dim + d) * N + n, h[n]);
   }
 }
 
@@ -447,7 +463,7 @@ __global__ void bwd_combine(Params<T> p) {
   const int64_t start = p.cu[b], end = p.cu[b + 1];
   float g = p.dfinal ? detail::ld(p.dfinal, (b * p.dim + d) * N + n) : 0.0f;
   if (end <= start) {
-    if (p.dinit) detail::st(p.dinit, (b * p.dim + d) * N + n, g);
+    if (p.dinit) store(p.dinit, (b * p.dim + d) * N + n, g);
     return;
   }
   const float a = detail::ld(p.A, d * N + n);
@@ -557,7 +573,7 @@ __device__ __forceinline__ void bwd_tokens(const Params<T>& p, const ChunkPos& c
         float y = Dd * u;
 #pragma unroll
         for (int n = 0; n < N; ++n) y += cur.C[n] * h[n];
-        if (l.active) detail::st(p.dz, t * p.dim + d, cur.dout * y * sg * (1.0f + cur.z * (1.0f - sg)));
+        if (l.active) store(p.dz, t * p.dim + d, cur.dout * y * sg * (1.0f + cur.z * (1.0f - sg)));
       }
       float du = Dd * dy, ddt = 0.0f;
       dD += dy * u;
@@ -592,8 +608,8 @@ __device__ __forceinline__ void bwd_tokens(const Params<T>& p, const ChunkPos& c
       }
       if (p.softplus && raw <= 20.0f) ddt *= detail::sigmoid_f(raw);
       if (l.active) {
-        detail::st(p.du, t * p.dim + d, du);
-        detail::st(p.ddelta, t * p.dim + d, ddt);
+        store(p.du, t * p.dim + d, du);
+        store(p.ddelta, t * p.dim + d, ddt);
       }
       ddb += ddt;
     }
@@ -638,7 +654,7 @@ __global__ void __launch_bounds__(kThreads, bwd_min_blocks<N>()) bwd_chunk(Param
   if (!l.active) return;
   if (c.k == 0 && p.dinit) {
 #pragma unroll
-    for (int n = 0; n < N; ++n) detail::st(p.dinit, (c.b * p.dim + d) * N + n, g[n]);
+    for (int n = 0; n < N; ++n) store(p.dinit, (c.b * p.dim + d) * N + n, g[n]);
   }
 #pragma unroll
   for (int n = 0; n < N; ++n) p.ws_par[slot * W + d * N + n] = dA[n];
@@ -691,7 +707,7 @@ __global__ void __launch_bounds__(kThreads, bwd_min_blocks<N>()) bwd_seq(Params<
     }
     if (l.active && p.dinit) {  // the adjoint at the sequence start (dfinal for empty sequences)
 #pragma unroll
-      for (int n = 0; n < N; ++n) detail::st(p.dinit, (b * p.dim + d) * N + n, g[n]);
+      for (int n = 0; n < N; ++n) store(p.dinit, (b * p.dim + d) * N + n, g[n]);
     }
   }
   if (!l.active) return;
@@ -898,7 +914,7 @@ __device__ __forceinline__ void bwd_tokens_split(const Params<T>& p, const Chunk
 #pragma unroll
         for (int j = 0; j < NS; ++j) yp += Cv[j] * h[j];
         const float y = Dd * u + lanes_sum<S>(yp);
-        if (l.active && sub == 0) detail::st(p.dz, t * p.dim + d, y * fz);
+        if (l.active && sub == 0) store(p.dz, t * p.dim + d, y * fz);
       }
       float dup = 0.0f, ddtp = 0.0f;
       float v[2 * NS];
@@ -926,8 +942,8 @@ __device__ __forceinline__ void bwd_tokens_split(const Params<T>& p, const Chunk
       const float ddt = lanes_sum<S>(ddtp) * __shfl_sync(0xffffffffu, own_dsp, src);
       const float du = Dd * dy + lanes_sum<S>(dup);
       if (l.active && sub == 0) {
-        detail::st(p.du, t * p.dim + d, du);
-        detail::st(p.ddelta, t * p.dim + d, ddt);
+        store(p.du, t * p.dim + d, du);
+        store(p.ddelta, t * p.dim + d, ddt);
       }
       ddb += ddt;
       dD += dy * u;
@@ -986,7 +1002,7 @@ __global__ void __launch_bounds__(kThreads * S, bwd_split_min_blocks<N>()) bwd_c
   if (!l.active) return;
   if (c.k == 0 && p.dinit) {
 #pragma unroll
-    for (int j = 0; j < NS; ++j) detail::st(p.dinit, (c.b * p.dim + d) * N + n0 + j, g[j]);
+    for (int j = 0; j < NS; ++j) store(p.dinit, (c.b * p.dim + d) * N + n0 + j, g[j]);
   }
 #pragma unroll
   for (int j = 0; j < NS; ++j) p.ws_par[slot * W + d * N + n0 + j] = dA[j];
@@ -1040,7 +1056,7 @@ __global__ void __launch_bounds__(kThreads * S, bwd_split_min_blocks<N>()) bwd_s
     }
     if (l.active && p.dinit) {  // the adjoint at the sequence start (dfinal for empty sequences)
 #pragma unroll
-      for (int j = 0; j < NS; ++j) detail::st(p.dinit, (b * p.dim + d) * N + n0 + j, g[j]);
+      for (int j = 0; j < NS; ++j) store(p.dinit, (b * p.dim + d) * N + n0 + j, g[j]);
     }
   }
   if (!l.active) return;
