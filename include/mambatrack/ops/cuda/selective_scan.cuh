@@ -230,8 +230,8 @@ __device__ __forceinline__ float decay(float s, float a) {
 #endif
 
 // One forward step: h = exp(Δ·A)·h + B·(Δu). Shared by every kernel so states agree bit for bit.
-template <int N>
-__device__ __forceinline__ void fwd_step(float (&h)[N], const float (&A)[N], const float (&B)[N], float dt, float dtu) {
+template <int N, class Row>
+__device__ __forceinline__ void fwd_step(float (&h)[N], const float (&A)[N], const Row& B, float dt, float dtu) {
   const float s = scale_dt(dt);
 #pragma unroll
   for (int n = 0; n < N; ++n) h[n] = decay(s, A[n]) * h[n] + B[n] * dtu;
@@ -307,42 +307,90 @@ __global__ void fwd_combine(Params<T> p) {
   }
 }
 
-// Tokens [c.t0, c.t1) from the state h (updated in place): writes out. kSaveChunks (the
-// sequential path, where the range is a whole sequence): also saves h at every chunk start of
-// the sequence, in slot `slot0 + k`, as fwd_chunk does for one chunk.
+// B and C rows of tokens [t0, t0 + L) (L <= stage_tokens<N>()) of group g into sB, sC as floats,
+// every thread of the block loading: 16-byte loads where the rows allow (vec_bc and N·sizeof(T) a
+// multiple of 16), several in flight per thread. The caller synchronises before and after.
+template <class T, int N>
+__device__ __forceinline__ void stage_tile(const Params<T>& p, int64_t t0, int L, int64_t g, float* sB, float* sC) {
+  constexpr int kPer = 16 / static_cast<int>(sizeof(T));  // elements per 16-byte piece
+  if constexpr (N % kPer == 0) {
+    if (p.vec_bc) {
+      constexpr int kPieces = N / kPer;
+      const int total = L * kPieces;
+#pragma unroll 2
+      for (int e = threadIdx.x; e < total; e += blockDim.x) {
+        const int tok = e / kPieces, pc = e % kPieces;
+        const int64_t row = ((t0 + tok) * p.ngroups + g) * N + pc * kPer;
+        float fb[kPer], fc[kPer];
+        detail::load_row<T, kPer>(p.B + row, true, fb);
+        detail::load_row<T, kPer>(p.C + row, true, fc);
+#pragma unroll
+        for (int i = 0; i < kPer; ++i) {
+          sB[tok * N + pc * kPer + i] = fb[i];
+          sC[tok * N + pc * kPer + i] = fc[i];
+        }
+      }
+      return;
+    }
+  }
+#pragma unroll 2
+  for (int e = threadIdx.x; e < L * N; e += blockDim.x) {
+    const int64_t src = ((t0 + e / N) * p.ngroups + g) * N + e % N;
+    sB[e] = detail::ldg(p.B + src);
+    sC[e] = detail::ldg(p.C + src);
+  }
+}
+
+// Tokens [c.t0, c.t1) from the state h (updated in place): writes out. Block-uniform: every
+// thread of the block calls it (inactive lanes compute on zeros and store nothing); the B and C
+// rows are staged in shared memory tile by tile (stage_tokens<N>() tokens), so a long range reads
+// them with a few block-wide 16-byte loads per tile instead of one dependent load (and unpacking)
+// per token and thread. kSaveChunks (the sequential path, where the range is a whole sequence):
+// also saves h at every chunk start of the sequence, in slot `slot0 + k`, as fwd_chunk does for
+// one chunk.
 template <class T, int N, bool kSaveChunks>
-__device__ __forceinline__ void fwd_tokens(const Params<T>& p, const ChunkPos& c, const Lane& l, bool staged,
-                                           const float* sB, const float* sC, const float (&A)[N], float (&h)[N],
-                                           int64_t slot0) {
+__device__ __forceinline__ void fwd_tokens(const Params<T>& p, const ChunkPos& c, const Lane& l, float* sB, float* sC,
+                                           const float (&A)[N], float (&h)[N], int64_t slot0) {
+  constexpr int kTile = stage_tokens<N>();
   const int64_t d = l.d;
-  const float bias = p.delta_bias ? detail::ld(p.delta_bias, d) : 0.0f;
-  const float Dd = p.D ? detail::ld(p.D, d) : 0.0f;
+  const bool active = l.active;
+  const float bias = (active && p.delta_bias) ? detail::ld(p.delta_bias, d) : 0.0f;
+  const float Dd = (active && p.D) ? detail::ld(p.D, d) : 0.0f;
   float raw;
   int64_t next_save = c.t0, save_slot = slot0;
   Tok<N> cur, nxt;
-  if (c.t0 < c.t1) load_tok<T, N, false, true, true>(p, c.t0, d, l.g, true, nxt);
+  if (c.t0 < c.t1) load_tok<T, N, false, true, true>(p, c.t0, d, l.g, active, nxt);
   #pragma unroll 1
-  for (int64_t t = c.t0; t < c.t1; ++t) {
-    if constexpr (kSaveChunks) {
-      if (t == next_save) {
-        if (p.saved) {
+  for (int64_t tt = c.t0; tt < c.t1; tt += kTile) {  // block-uniform
+    const int L = static_cast<int>(c.t1 - tt < kTile ? c.t1 - tt : kTile);
+    __syncthreads();  // the previous tile's reads of sB / sC are done
+    stage_tile<T, N>(p, tt, L, l.g, sB, sC);
+    __syncthreads();
+    #pragma unroll 1
+    for (int i = 0; i < L; ++i) {
+      const int64_t t = tt + i;
+      if constexpr (kSaveChunks) {
+        if (t == next_save) {
+          if (p.saved && active) {
 #pragma unroll
-          for (int n = 0; n < N; ++n) store(p.saved, (save_slot * p.dim + d) * N + n, h[n]);
+            for (int n = 0; n < N; ++n) store(p.saved, (save_slot * p.dim + d) * N + n, h[n]);
+          }
+          next_save += p.chunk;
+          ++save_slot;
         }
-        next_save += p.chunk;
-        ++save_slot;
       }
-    }
-    cur = nxt;
-    get_rows<T, N, true>(p, t, l.g, c, staged, sB, sC, cur);
-    if (t + 1 < c.t1) load_tok<T, N, false, true, true>(p, t + 1, d, l.g, true, nxt);
-    const float dt = dt_of(p, cur.delta, bias, raw);
-    fwd_step<N>(h, A, cur.B, dt, dt * cur.u);
-    float y = Dd * cur.u;
+      cur = nxt;
+      if (t + 1 < c.t1) load_tok<T, N, false, true, true>(p, t + 1, d, l.g, active, nxt);
+      const float* rowB = sB + i * N;  // read in the state loops: no B/C copies live in registers
+      const float* rowC = sC + i * N;
+      const float dt = dt_of(p, cur.delta, bias, raw);
+      fwd_step<N>(h, A, rowB, dt, dt * cur.u);
+      float y = Dd * cur.u;
 #pragma unroll
-    for (int n = 0; n < N; ++n) y += cur.C[n] * h[n];
-    if (p.z) y *= cur.z * detail::sigmoid_f(cur.z);
-    store(p.out, t * p.dim + d, y);
+      for (int n = 0; n < N; ++n) y += rowC[n] * h[n];
+      if (p.z) y *= cur.z * detail::sigmoid_f(cur.z);
+      if (active) store(p.out, t * p.dim + d, y);
+    }
   }
 }
 
@@ -351,23 +399,22 @@ template <class T, int N>
 __global__ void __launch_bounds__(kThreads, fwd_min_blocks<N>()) fwd_chunk(Params<T> p) {
   const int64_t slot = blockIdx.x;
   ChunkPos c;
-  if (!chunk_pos(p, slot, c)) return;
+  if (!chunk_pos(p, slot, c)) return;  // block-uniform
   const Lane l = lane_of(p);
-  __shared__ float sB[stage_tokens<N>() * N];
-  __shared__ float sC[stage_tokens<N>() * N];
-  const bool staged = stage_rows<T, N>(p, c, l.g, sB, sC);
-  if (!l.active) return;
+  __shared__ __align__(16) float sB[stage_tokens<N>() * N];
+  __shared__ __align__(16) float sC[stage_tokens<N>() * N];
   const int64_t d = l.d;
   float A[N], h[N];
 #pragma unroll
   for (int n = 0; n < N; ++n) {
-    A[n] = detail::ld(p.A, d * N + n);
-    if (c.k == 0) h[n] = p.init ? detail::ld(p.init, (c.b * p.dim + d) * N + n) : 0.0f;
+    A[n] = l.active ? detail::ld(p.A, d * N + n) : 0.0f;
+    if (!l.active) h[n] = 0.0f;
+    else if (c.k == 0) h[n] = p.init ? detail::ld(p.init, (c.b * p.dim + d) * N + n) : 0.0f;
     else h[n] = p.ws_state[(slot * p.dim + d) * N + n];
-    if (p.saved) store(p.saved, (slot * p.dim + d) * N + n, h[n]);
+    if (p.saved && l.active) store(p.saved, (slot * p.dim + d) * N + n, h[n]);
   }
-  fwd_tokens<T, N, false>(p, c, l, staged, sB, sC, A, h, slot);
-  if (c.k == c.nk - 1 && p.final_state) {
+  fwd_tokens<T, N, false>(p, c, l, sB, sC, A, h, slot);
+  if (l.active && c.k == c.nk - 1 && p.final_state) {
 #pragma unroll
     for (int n = 0; n < N; ++n) store(p.final_state, (c.b * p.dim + d) * N + n, h[n]);
   }
@@ -398,19 +445,17 @@ __global__ void __launch_bounds__(kThreads, fwd_min_blocks<N>()) fwd_seq(Params<
   ChunkPos c;
   if (!seq_pos(p, b, c)) return;
   const Lane l = lane_of(p);
-  __shared__ float sB[stage_tokens<N>() * N];
-  __shared__ float sC[stage_tokens<N>() * N];
-  const bool staged = stage_rows<T, N>(p, c, l.g, sB, sC);
-  if (!l.active) return;
+  __shared__ __align__(16) float sB[stage_tokens<N>() * N];
+  __shared__ __align__(16) float sC[stage_tokens<N>() * N];
   const int64_t d = l.d;
   float A[N], h[N];
 #pragma unroll
   for (int n = 0; n < N; ++n) {
-    A[n] = detail::ld(p.A, d * N + n);
-    h[n] = p.init ? detail::ld(p.init, (b * p.dim + d) * N + n) : 0.0f;
+    A[n] = l.active ? detail::ld(p.A, d * N + n) : 0.0f;
+    h[n] = (l.active && p.init) ? detail::ld(p.init, (b * p.dim + d) * N + n) : 0.0f;
   }
-  fwd_tokens<T, N, true>(p, c, l, staged, sB, sC, A, h, selective_scan_slot_d(b, c.start, p.chunk));
-  if (p.final_state) {  // empty sequences: the initial state (or zeros)
+  fwd_tokens<T, N, true>(p, c, l, sB, sC, A, h, selective_scan_slot_d(b, c.start, p.chunk));
+  if (l.active && p.final_state) {  // empty sequences: the initial state (or zeros)
 #pragma unroll
     for (int n = 0; n < N; ++n) store(p.final_state, (b * p.dim + d) * N + n, h[n]);
   }
