@@ -260,11 +260,15 @@ __global__ void __launch_bounds__(kThreads, fwd_min_blocks<N>()) fwd_local(Param
   #pragma unroll 1
   for (int64_t t = c.t0; t < c.t1; ++t) {
     cur = nxt;
-    get_rows<T, N, false>(p, t, l.g, c, staged, sB, nullptr, cur);
     if (t + 1 < c.t1) load_tok<T, N, false, false, false>(p, t + 1, l.d, l.g, true, nxt);
     const float dt = dt_of(p, cur.delta, bias, raw);
     sd += dt;
-    fwd_step<N>(h, A, cur.B, dt, dt * cur.u);
+    if (staged) {  // block-uniform; the row read in the state loop (no register copy)
+      fwd_step<N>(h, A, sB + (t - c.t0) * N, dt, dt * cur.u);
+    } else {
+      load_rows<T, N, false>(p, t, l.g, cur);
+      fwd_step<N>(h, A, cur.B, dt, dt * cur.u);
+    }
   }
 #pragma unroll
   for (int n = 0; n < N; ++n) p.ws_state[(slot * p.dim + l.d) * N + n] = h[n];
@@ -462,13 +466,16 @@ __global__ void __launch_bounds__(kThreads, fwd_min_blocks<N>()) fwd_seq(Params<
 }
 
 // Backward pass 1 (chunks k >= 1): the adjoint at the chunk start from a zero adjoint at its end,
-// g = (g + dy·C)·exp(Δ·A) in reverse, and ΣΔ.
+// g = (g + dy·C)·exp(Δ·A) in reverse, and ΣΔ. B/C rows staged in shared memory as in fwd_local.
 template <class T, int N>
 __global__ void __launch_bounds__(kThreads) bwd_local(Params<T> p) {
   const int64_t slot = blockIdx.x;
   ChunkPos c;
   if (!chunk_pos(p, slot, c) || c.k == 0) return;
   const Lane l = lane_of(p);
+  __shared__ float sB[stage_tokens<N>() * N];
+  __shared__ float sC[stage_tokens<N>() * N];
+  const bool staged = stage_rows<T, N>(p, c, l.g, sB, sC);
   if (!l.active) return;
   float A[N], g[N];
 #pragma unroll
@@ -483,7 +490,7 @@ __global__ void __launch_bounds__(kThreads) bwd_local(Params<T> p) {
   #pragma unroll 1
   for (int64_t t = c.t1 - 1; t >= c.t0; --t) {
     cur = nxt;
-    load_rows<T, N, true>(p, t, l.g, cur);
+    get_rows<T, N, true>(p, t, l.g, c, staged, sB, sC, cur);
     if (t - 1 >= c.t0) load_tok<T, N, true, true, true>(p, t - 1, l.d, l.g, true, nxt);
     const float dt = dt_of(p, cur.delta, bias, raw);
     sd += dt;
