@@ -637,6 +637,7 @@ __device__ __forceinline__ void bwd_tokens(const Params<T>& p, const ChunkPos& c
       const float dt = l.active ? dt_of(p, cur.delta, bias, raw) : 0.0f;
       const float u = cur.u;
       const float s = scale_dt(dt);
+      const int64_t o = t * p.dim + d;  // this channel's element of token t (one index for 3 stores)
       float dy = cur.dout, sg = 0.0f;
       if (p.z) {
         sg = detail::sigmoid_f(cur.z);
@@ -644,7 +645,7 @@ __device__ __forceinline__ void bwd_tokens(const Params<T>& p, const ChunkPos& c
         float y = Dd * u;
 #pragma unroll
         for (int n = 0; n < N; ++n) y += cur.C[n] * h[n];
-        if (l.active) store(p.dz, t * p.dim + d, cur.dout * y * sg * (1.0f + cur.z * (1.0f - sg)));
+        if (l.active) store(p.dz, o, cur.dout * y * sg * (1.0f + cur.z * (1.0f - sg)));
       }
       float du = Dd * dy, ddt = 0.0f;
       dD += dy * u;
@@ -679,8 +680,8 @@ __device__ __forceinline__ void bwd_tokens(const Params<T>& p, const ChunkPos& c
       }
       if (p.softplus && raw <= 20.0f) ddt *= detail::sigmoid_f(raw);
       if (l.active) {
-        store(p.du, t * p.dim + d, du);
-        store(p.ddelta, t * p.dim + d, ddt);
+        store(p.du, o, du);
+        store(p.ddelta, o, ddt);
       }
       ddb += ddt;
     }
@@ -978,6 +979,7 @@ __device__ __forceinline__ void bwd_tokens_split(const Params<T>& p, const Chunk
       const float u = __shfl_sync(0xffffffffu, own_u, src);
       const float dy = __shfl_sync(0xffffffffu, own_dy, src);
       const float s = scale_dt(dt);
+      const int64_t o = t * p.dim + d;  // this channel's element of token t (one index for 3 stores)
       get_rows_s<T, N, NS, true>(p, t, l.g, n0, c, staged, sB, sC, Bv, Cv);
       const int i = static_cast<int>(t - ss);
       if (p.z) {  // uniform
@@ -986,7 +988,7 @@ __device__ __forceinline__ void bwd_tokens_split(const Params<T>& p, const Chunk
 #pragma unroll
         for (int j = 0; j < NS; ++j) yp += Cv[j] * h[j];
         const float y = Dd * u + lanes_sum<S>(yp);
-        if (l.active && sub == 0) store(p.dz, t * p.dim + d, y * fz);
+        if (l.active && sub == 0) store(p.dz, o, y * fz);
       }
       float dup = 0.0f, ddtp = 0.0f;
       float v[2 * NS];
@@ -1014,8 +1016,8 @@ __device__ __forceinline__ void bwd_tokens_split(const Params<T>& p, const Chunk
       const float ddt = lanes_sum<S>(ddtp) * __shfl_sync(0xffffffffu, own_dsp, src);
       const float du = Dd * dy + lanes_sum<S>(dup);
       if (l.active && sub == 0) {
-        store(p.du, t * p.dim + d, du);
-        store(p.ddelta, t * p.dim + d, ddt);
+        store(p.du, o, du);
+        store(p.ddelta, o, ddt);
       }
       ddb += ddt;
       dD += dy * u;
