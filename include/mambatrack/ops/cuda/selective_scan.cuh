@@ -900,8 +900,37 @@ __device__ __forceinline__ void bwd_tokens_split(const Params<T>& p, const Chunk
   const int64_t d = l.d;
   const int n0 = sub * NS;
   const int64_t block_in_group = blockIdx.y % static_cast<uint32_t>(p.bpg);
-  float* hist = smem + threadIdx.x;  // hist[(i·NS + j)·kBlock]: state after segment token i - 1
-  auto hs = [&](int i, int j) -> float& { return hist[(i * NS + j) * kBlock]; };
+  // hist[(i·kBlock + thread)·NS + j]: state j after segment token i - 1, each thread's NS states
+  // contiguous so that they move with 16-byte shared-memory accesses (4 wavefronts per warp, as
+  // the NS scalar accesses of the strided layout, in a quarter of the instructions).
+  float* hist = smem + threadIdx.x * NS;
+  auto save_h = [&](int i, const float(&hv)[NS]) {
+    float* r = hist + i * kBlock * NS;
+    if constexpr (NS % 4 == 0) {
+#pragma unroll
+      for (int q = 0; q < NS / 4; ++q)
+        reinterpret_cast<float4*>(r)[q] = make_float4(hv[4 * q], hv[4 * q + 1], hv[4 * q + 2], hv[4 * q + 3]);
+    } else {
+#pragma unroll
+      for (int j = 0; j < NS; ++j) r[j] = hv[j];
+    }
+  };
+  auto load_h = [&](int i, float(&hv)[NS]) {
+    const float* r = hist + i * kBlock * NS;
+    if constexpr (NS % 4 == 0) {
+#pragma unroll
+      for (int q = 0; q < NS / 4; ++q) {
+        const float4 w = reinterpret_cast<const float4*>(r)[q];
+        hv[4 * q] = w.x;
+        hv[4 * q + 1] = w.y;
+        hv[4 * q + 2] = w.z;
+        hv[4 * q + 3] = w.w;
+      }
+    } else {
+#pragma unroll
+      for (int j = 0; j < NS; ++j) hv[j] = r[j];
+    }
+  };
   const int64_t L = c.t1 - c.t0, nseg = (L + kSeg - 1) / kSeg;
   for (int64_t seg = nseg - 1; seg >= 0; --seg) {
     int64_t ss, se;
@@ -935,15 +964,9 @@ __device__ __forceinline__ void bwd_tokens_split(const Params<T>& p, const Chunk
         const float dt = __shfl_sync(0xffffffffu, own_dt, base_lane + q);
         const float u = __shfl_sync(0xffffffffu, own_u, base_lane + q);
         get_rows_s<T, N, NS, false>(p, t, l.g, n0, c, staged, sB, sC, Bv, Cv);
-        if (t == ss) {
-#pragma unroll
-          for (int j = 0; j < NS; ++j) hs(0, j) = h[j];
-        }
+        if (t == ss) save_h(0, h);
         fwd_step<NS>(h, A, Bv, dt, dt * u);
-        if (t >= ss) {
-#pragma unroll
-          for (int j = 0; j < NS; ++j) hs(static_cast<int>(t - ss) + 1, j) = h[j];
-        }
+        if (t >= ss) save_h(static_cast<int>(t - ss) + 1, h);
       }
     }
     // h holds this lane's states after token se - 1.
@@ -991,10 +1014,11 @@ __device__ __forceinline__ void bwd_tokens_split(const Params<T>& p, const Chunk
         if (l.active && sub == 0) store(p.dz, o, y * fz);
       }
       float dup = 0.0f, ddtp = 0.0f;
-      float v[2 * NS];
+      float v[2 * NS], hpv[NS];
+      load_h(i, hpv);
 #pragma unroll
       for (int j = 0; j < NS; ++j) {
-        const float hp = hs(i, j);
+        const float hp = hpv[j];
         const float dec = decay(s, A[j]);
         const float gv = g[j] + dy * Cv[j];
         const float x = gv * dec * hp;  // ∂L/∂(Δ·A) for this state
@@ -1039,7 +1063,7 @@ __device__ __forceinline__ void bwd_tokens_split(const Params<T>& p, const Chunk
 // bwd_chunk with d_state split over S lanes (ws_bc: one partial row per block).
 template <class T, int N, int S>
 __global__ void __launch_bounds__(kThreads * S, bwd_split_min_blocks<N>()) bwd_chunk_split(Params<T> p) {
-  extern __shared__ float smem[];
+  extern __shared__ __align__(16) float smem[];
   constexpr int kSeg = seg_len<N>(), NS = N / S;
   const int64_t slot = blockIdx.x;
   const Lane l = lane_of_split<S>(p);
@@ -1089,7 +1113,7 @@ __global__ void __launch_bounds__(kThreads * S, bwd_split_min_blocks<N>()) bwd_c
 // bwd_seq with d_state split over S lanes.
 template <class T, int N, int S>
 __global__ void __launch_bounds__(kThreads * S, bwd_split_min_blocks<N>()) bwd_seq_split(Params<T> p) {
-  extern __shared__ float smem[];
+  extern __shared__ __align__(16) float smem[];
   constexpr int kSeg = seg_len<N>(), NS = N / S;
   const Lane l = lane_of_split<S>(p);
   const int sub = threadIdx.x % S, n0 = sub * NS;
