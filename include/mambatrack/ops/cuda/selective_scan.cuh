@@ -311,6 +311,12 @@ __global__ void fwd_combine(Params<T> p) {
   }
 }
 
+// prefetch.global.L2: brings the line holding q into L2, no register, no wait.
+template <class T>
+__device__ __forceinline__ void prefetch_l2(const T* q) {
+  asm volatile("prefetch.global.L2 [%0];" ::"l"(q));
+}
+
 // B and C rows of tokens [t0, t0 + L) (L <= stage_tokens<N>()) of group g into sB, sC as floats,
 // every thread of the block loading: 16-byte loads where the rows allow (vec_bc and N·sizeof(T) a
 // multiple of 16), several in flight per thread. The caller synchronises before and after.
@@ -349,7 +355,9 @@ __device__ __forceinline__ void stage_tile(const Params<T>& p, int64_t t0, int L
 // thread of the block calls it (inactive lanes compute on zeros and store nothing); the B and C
 // rows are staged in shared memory tile by tile (stage_tokens<N>() tokens), so a long range reads
 // them with a few block-wide 16-byte loads per tile instead of one dependent load (and unpacking)
-// per token and thread. kSaveChunks (the sequential path, where the range is a whole sequence):
+// per token and thread (and the next tile's Δ, u, z are prefetched into L2; defining
+// MAMBATRACK_SCAN_NO_L2_PREFETCH turns that off). kSaveChunks (the sequential path, where the
+// range is a whole sequence):
 // also saves h at every chunk start of the sequence, in slot `slot0 + k`, as fwd_chunk does for
 // one chunk.
 template <class T, int N, bool kSaveChunks>
@@ -370,6 +378,25 @@ __device__ __forceinline__ void fwd_tokens(const Params<T>& p, const ChunkPos& c
     __syncthreads();  // the previous tile's reads of sB / sC are done
     stage_tile<T, N>(p, tt, L, l.g, sB, sC);
     __syncthreads();
+#ifndef MAMBATRACK_SCAN_NO_L2_PREFETCH
+    if (tt + kTile < c.t1) {
+      // Long range: the next tile's Δ, u, z rows of this warp's channels (one 64- or 128-byte
+      // piece per token: lane k takes tokens k, k + 32, ...) are fetched into L2 while this tile
+      // runs, so the per-token loads (issued one token ahead) wait for L2, not DRAM.
+      const int lane = static_cast<int>(threadIdx.x % 32);
+      if (__shfl_sync(0xffffffffu, active ? 1 : 0, 0)) {  // the warp's first channel exists
+        const int64_t d0 = d - lane;
+        for (int k = lane; k < kTile; k += 32) {
+          const int64_t t = tt + kTile + k;
+          if (t < c.t1) {
+            prefetch_l2(p.delta + t * p.dim + d0);
+            prefetch_l2(p.u + t * p.dim + d0);
+            if (p.z) prefetch_l2(p.z + t * p.dim + d0);
+          }
+        }
+      }
+    }
+#endif
     #pragma unroll 1
     for (int i = 0; i < L; ++i) {
       const int64_t t = tt + i;
