@@ -6,6 +6,9 @@
 // channel block) walks whole sequences, one kernel per direction, when the host knows that is
 // enough parallelism (max_seqlen_hint). The d_state 16/32 backward splits the states of a
 // channel over 4 lanes. Deterministic: every cross-thread sum is a fixed-order reduction.
+// Bisection switches (define to restore the earlier code): MAMBATRACK_SCAN_EXPF_DECAY,
+// MAMBATRACK_SCAN_PORTABLE_BF16_STORE, MAMBATRACK_SCAN_PARTIAL_SEGMENT_LAST,
+// MAMBATRACK_SCAN_NO_L2_PREFETCH, MAMBATRACK_SCAN_PRECISE_GATE.
 #pragma once
 
 #include <cuda_runtime.h>
