@@ -945,8 +945,9 @@ __device__ __forceinline__ void bwd_tokens_split(const Params<T>& p, const Chunk
   const int n0 = sub * NS;
   const int64_t block_in_group = blockIdx.y % static_cast<uint32_t>(p.bpg);
   // hist[(i·kBlock + thread)·NS + j]: state j after segment token i - 1, each thread's NS states
-  // contiguous so that they move with 16-byte shared-memory accesses (4 wavefronts per warp, as
-  // the NS scalar accesses of the strided layout, in a quarter of the instructions).
+  // contiguous so that they move with 16-byte shared-memory accesses: a quarter of the
+  // instructions; at NS = 4 also the same 4 wavefronts per warp as the NS scalar accesses of a
+  // strided layout (at NS = 8, 16 instead of 8: far below the issue time of a token).
   float* hist = smem + threadIdx.x * NS;
   auto save_h = [&](int i, const float(&hv)[NS]) {
     float* r = hist + i * kBlock * NS;
