@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <string>
 #include <vector>
@@ -437,6 +438,58 @@ TEST_CASE("cuda selective_scan bf16: split backward, d_state 32, chunk of severa
   sc.chunk = 32;
   sc.bwd = cuda::scan_detail::BwdKernel::kSplit;
   run_case<bfloat16>(sc, test::test_seed(703), kTolBF16);
+}
+
+// The scan's bfloat16 store (one cvt.rn.bf16.f32) must give the bits of bfloat16(float), the
+// portable round-to-nearest-even conversion, for every non-NaN float: exact comparison.
+__global__ void scan_store_kernel(const float* in, int64_t n, bfloat16* out) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i < n) cuda::scan_detail::store(out, i, in[i]);
+}
+
+TEST_CASE("cuda selective_scan: bfloat16 store rounds like bfloat16(float)", "[cuda]") {
+  const uint64_t seed = test::test_seed(801);
+  INFO("seed " << seed);
+  Philox rng(seed);
+  std::vector<float> v = {0.0f, -0.0f, 1.0f, -1.0f, 3.0e38f, -3.0e38f, 3.4028235e38f, 1.0e-40f, -1.0e-40f,
+                          1.1754944e-38f, std::numeric_limits<float>::infinity(),
+                          -std::numeric_limits<float>::infinity()};
+  // Exact ties (low 16 bits 0x8000) with even and odd kept bits, and their neighbours.
+  for (uint32_t hi : {0x3f80u, 0x3f81u, 0xbf80u, 0xbf81u, 0x7f7fu, 0x0001u, 0x0002u}) {
+    for (uint32_t lo : {0x7fffu, 0x8000u, 0x8001u}) {
+      const uint32_t bits = (hi << 16) | lo;
+      float f;
+      std::memcpy(&f, &bits, sizeof f);
+      v.push_back(f);
+    }
+  }
+  for (int i = 0; i < 4000; ++i) {  // random magnitudes over the whole exponent range
+    const double m = rng.uniform(-1.0, 1.0), e = rng.uniform(-140.0, 127.0);
+    v.push_back(static_cast<float>(std::ldexp(m, static_cast<int>(e))));
+  }
+  const int64_t n = static_cast<int64_t>(v.size());
+  float* din = nullptr;
+  bfloat16* dout = nullptr;
+  MAMBATRACK_CUDA_CHECK(cudaMalloc(&din, v.size() * sizeof(float)));
+  MAMBATRACK_CUDA_CHECK(cudaMalloc(&dout, v.size() * sizeof(bfloat16)));
+  MAMBATRACK_CUDA_CHECK(cudaMemcpy(din, v.data(), v.size() * sizeof(float), cudaMemcpyHostToDevice));
+  scan_store_kernel<<<static_cast<unsigned>((n + 255) / 256), 256>>>(din, n, dout);
+  MAMBATRACK_CUDA_CHECK(cudaGetLastError());
+  std::vector<bfloat16> got(v.size());
+  MAMBATRACK_CUDA_CHECK(cudaMemcpy(got.data(), dout, v.size() * sizeof(bfloat16), cudaMemcpyDeviceToHost));
+  MAMBATRACK_CUDA_CHECK(cudaFree(din));
+  MAMBATRACK_CUDA_CHECK(cudaFree(dout));
+  int64_t bad = 0, first = -1;
+  for (int64_t i = 0; i < n; ++i) {
+    if (got[static_cast<std::size_t>(i)].bits != bfloat16(v[static_cast<std::size_t>(i)]).bits) {
+      ++bad;
+      if (first < 0) first = i;
+    }
+  }
+  INFO("values whose stored bits differ from bfloat16(float): " << bad << ", first at " << first << " ("
+                                                                << (first >= 0 ? v[static_cast<std::size_t>(first)] : 0.0f)
+                                                                << ")");
+  CHECK(bad == 0);
 }
 
 TEST_CASE("cuda selective_scan: bad shapes and unsupported d_state throw", "[cuda]") {

@@ -6,6 +6,9 @@
 // channel block) walks whole sequences, one kernel per direction, when the host knows that is
 // enough parallelism (max_seqlen_hint). The d_state 16/32 backward splits the states of a
 // channel over 4 lanes. Deterministic: every cross-thread sum is a fixed-order reduction.
+// Bisection switches (define to restore the earlier code): MAMBATRACK_SCAN_EXPF_DECAY,
+// MAMBATRACK_SCAN_PORTABLE_BF16_STORE, MAMBATRACK_SCAN_PARTIAL_SEGMENT_LAST,
+// MAMBATRACK_SCAN_NO_L2_PREFETCH, MAMBATRACK_SCAN_PRECISE_GATE.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -188,17 +191,53 @@ __device__ __forceinline__ void get_rows(const Params<T>& p, int64_t t, int64_t 
   }
 }
 
+// Stores a float as T. bfloat16: one cvt.rn.bf16.f32 (round to nearest even, the bits of
+// bfloat16(float) for every non-NaN value) instead of the ~8 integer instructions of the portable
+// conversion; NaN becomes the canonical 0x7fff. Defining MAMBATRACK_SCAN_PORTABLE_BF16_STORE
+// restores detail::st (bisection).
+template <class T>
+__device__ __forceinline__ void store(T* p, int64_t i, float v) {
+  detail::st(p, i, v);
+}
+#ifndef MAMBATRACK_SCAN_PORTABLE_BF16_STORE
+__device__ __forceinline__ void store(bfloat16* p, int64_t i, float v) {
+  unsigned short b;
+  asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(b) : "f"(v));
+  reinterpret_cast<unsigned short*>(p)[i] = b;
+}
+#endif
+
 template <class T>
 __device__ __forceinline__ float dt_of(const Params<T>& p, float delta, float bias, float& raw) {
   raw = delta + bias;
   return p.softplus ? detail::softplus_f(raw) : raw;
 }
 
+// The state decay exp(Δ·a), as decay(scale_dt(Δ), a): by default ex2.approx.ftz((Δ·log2 e)·a),
+// with log2 e folded into Δ once per token, so one FMUL + one MUFU per state instead of __expf's
+// FMUL, FMUL, FSETP, MUFU and two predicated FMULs (its scaling for results below 2^-126, which
+// here only turns decays < 1.2e-38 into 0). Same MUFU approximation (2 ulp) as __expf; the
+// argument is rounded twice either way. Defining MAMBATRACK_SCAN_EXPF_DECAY restores __expf(Δ·a)
+// (bisection). Every kernel uses these two, so the paths' states still agree bit for bit.
+#ifdef MAMBATRACK_SCAN_EXPF_DECAY
+__device__ __forceinline__ float scale_dt(float dt) { return dt; }
+__device__ __forceinline__ float decay(float s, float a) { return __expf(s * a); }
+#else
+constexpr float kLog2e = 1.4426950408889634f;
+__device__ __forceinline__ float scale_dt(float dt) { return dt * kLog2e; }
+__device__ __forceinline__ float decay(float s, float a) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(s * a));
+  return y;
+}
+#endif
+
 // One forward step: h = exp(Δ·A)·h + B·(Δu). Shared by every kernel so states agree bit for bit.
-template <int N>
-__device__ __forceinline__ void fwd_step(float (&h)[N], const float (&A)[N], const float (&B)[N], float dt, float dtu) {
+template <int N, class Row>
+__device__ __forceinline__ void fwd_step(float (&h)[N], const float (&A)[N], const Row& B, float dt, float dtu) {
+  const float s = scale_dt(dt);
 #pragma unroll
-  for (int n = 0; n < N; ++n) h[n] = __expf(dt * A[n]) * h[n] + B[n] * dtu;
+  for (int n = 0; n < N; ++n) h[n] = decay(s, A[n]) * h[n] + B[n] * dtu;
 }
 
 // Forward pass 1 (chunks that are not their sequence's last): local end state from h = 0, and ΣΔ.
@@ -224,11 +263,15 @@ __global__ void __launch_bounds__(kThreads, fwd_min_blocks<N>()) fwd_local(Param
   #pragma unroll 1
   for (int64_t t = c.t0; t < c.t1; ++t) {
     cur = nxt;
-    get_rows<T, N, false>(p, t, l.g, c, staged, sB, nullptr, cur);
     if (t + 1 < c.t1) load_tok<T, N, false, false, false>(p, t + 1, l.d, l.g, true, nxt);
     const float dt = dt_of(p, cur.delta, bias, raw);
     sd += dt;
-    fwd_step<N>(h, A, cur.B, dt, dt * cur.u);
+    if (staged) {  // block-uniform; the row read in the state loop (no register copy)
+      fwd_step<N>(h, A, sB + (t - c.t0) * N, dt, dt * cur.u);
+    } else {
+      load_rows<T, N, false>(p, t, l.g, cur);
+      fwd_step<N>(h, A, cur.B, dt, dt * cur.u);
+    }
   }
 #pragma unroll
   for (int n = 0; n < N; ++n) p.ws_state[(slot * p.dim + l.d) * N + n] = h[n];
@@ -246,7 +289,7 @@ __global__ void fwd_combine(Params<T> p) {
   const int64_t start = p.cu[b], end = p.cu[b + 1];
   float h = p.init ? detail::ld(p.init, (b * p.dim + d) * N + n) : 0.0f;
   if (end <= start) {
-    if (p.final_state) detail::st(p.final_state, (b * p.dim + d) * N + n, h);
+    if (p.final_state) store(p.final_state, (b * p.dim + d) * N + n, h);
     return;
   }
   const float a = detail::ld(p.A, d * N + n);
@@ -266,47 +309,136 @@ __global__ void fwd_combine(Params<T> p) {
     for (int j = 0; j < kPre; ++j) {
       const int64_t k = k0 + j;
       if (k < nk) p.ws_state[((s0 + k) * p.dim + d) * N + n] = h;  // start of chunk k (same slot as loaded)
-      if (k < nk - 1) h = __expf(a * sd[j]) * h + loc[j];
+      if (k < nk - 1) h = decay(scale_dt(sd[j]), a) * h + loc[j];
     }
   }
 }
 
-// Tokens [c.t0, c.t1) from the state h (updated in place): writes out. kSaveChunks (the
-// sequential path, where the range is a whole sequence): also saves h at every chunk start of
-// the sequence, in slot `slot0 + k`, as fwd_chunk does for one chunk.
+// The forward's output gate σ(z) = 1 / (1 + e^-z) with the MUFU approximations (ex2.approx of
+// -z·log2 e, rcp.approx; ~3e-7 relative, z -> ±inf give 0 and 1) in 4 instructions instead of the
+// ~20 of detail::sigmoid_f (IEEE expf and division). Defining MAMBATRACK_SCAN_PRECISE_GATE
+// restores detail::sigmoid_f. The backward keeps detail::sigmoid_f.
+__device__ __forceinline__ float gate_sigmoid(float z) {
+#ifdef MAMBATRACK_SCAN_PRECISE_GATE
+  return detail::sigmoid_f(z);
+#else
+  float e;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(e) : "f"(z * -1.4426950408889634f));
+  return __fdividef(1.0f, 1.0f + e);
+#endif
+}
+
+// prefetch.global.L2: brings the line holding q into L2, no register, no wait.
+template <class T>
+__device__ __forceinline__ void prefetch_l2(const T* q) {
+  asm volatile("prefetch.global.L2 [%0];" ::"l"(q));
+}
+
+// B and C rows of tokens [t0, t0 + L) (L <= stage_tokens<N>()) of group g into sB, sC as floats,
+// every thread of the block loading: 16-byte loads where the rows allow (vec_bc and N·sizeof(T) a
+// multiple of 16), several in flight per thread. The caller synchronises before and after.
+template <class T, int N>
+__device__ __forceinline__ void stage_tile(const Params<T>& p, int64_t t0, int L, int64_t g, float* sB, float* sC) {
+  constexpr int kPer = 16 / static_cast<int>(sizeof(T));  // elements per 16-byte piece
+  if constexpr (N % kPer == 0) {
+    if (p.vec_bc) {
+      constexpr int kPieces = N / kPer;
+      const int total = L * kPieces;
+#pragma unroll 2
+      for (int e = threadIdx.x; e < total; e += blockDim.x) {
+        const int tok = e / kPieces, pc = e % kPieces;
+        const int64_t row = ((t0 + tok) * p.ngroups + g) * N + pc * kPer;
+        float fb[kPer], fc[kPer];
+        detail::load_row<T, kPer>(p.B + row, true, fb);
+        detail::load_row<T, kPer>(p.C + row, true, fc);
+#pragma unroll
+        for (int i = 0; i < kPer; ++i) {
+          sB[tok * N + pc * kPer + i] = fb[i];
+          sC[tok * N + pc * kPer + i] = fc[i];
+        }
+      }
+      return;
+    }
+  }
+#pragma unroll 2
+  for (int e = threadIdx.x; e < L * N; e += blockDim.x) {
+    const int64_t src = ((t0 + e / N) * p.ngroups + g) * N + e % N;
+    sB[e] = detail::ldg(p.B + src);
+    sC[e] = detail::ldg(p.C + src);
+  }
+}
+
+// Tokens [c.t0, c.t1) from the state h (updated in place): writes out. Block-uniform: every
+// thread of the block calls it (inactive lanes compute on zeros and store nothing); the B and C
+// rows are staged in shared memory tile by tile (stage_tokens<N>() tokens), so a long range reads
+// them with a few block-wide 16-byte loads per tile instead of one dependent load (and unpacking)
+// per token and thread (and the next tile's Δ, u, z are prefetched into L2; defining
+// MAMBATRACK_SCAN_NO_L2_PREFETCH turns that off). kSaveChunks (the sequential path, where the
+// range is a whole sequence):
+// also saves h at every chunk start of the sequence, in slot `slot0 + k`, as fwd_chunk does for
+// one chunk.
 template <class T, int N, bool kSaveChunks>
-__device__ __forceinline__ void fwd_tokens(const Params<T>& p, const ChunkPos& c, const Lane& l, bool staged,
-                                           const float* sB, const float* sC, const float (&A)[N], float (&h)[N],
-                                           int64_t slot0) {
+__device__ __forceinline__ void fwd_tokens(const Params<T>& p, const ChunkPos& c, const Lane& l, float* sB, float* sC,
+                                           const float (&A)[N], float (&h)[N], int64_t slot0) {
+  constexpr int kTile = stage_tokens<N>();
   const int64_t d = l.d;
-  const float bias = p.delta_bias ? detail::ld(p.delta_bias, d) : 0.0f;
-  const float Dd = p.D ? detail::ld(p.D, d) : 0.0f;
+  const bool active = l.active;
+  const float bias = (active && p.delta_bias) ? detail::ld(p.delta_bias, d) : 0.0f;
+  const float Dd = (active && p.D) ? detail::ld(p.D, d) : 0.0f;
   float raw;
   int64_t next_save = c.t0, save_slot = slot0;
   Tok<N> cur, nxt;
-  if (c.t0 < c.t1) load_tok<T, N, false, true, true>(p, c.t0, d, l.g, true, nxt);
+  if (c.t0 < c.t1) load_tok<T, N, false, true, true>(p, c.t0, d, l.g, active, nxt);
   #pragma unroll 1
-  for (int64_t t = c.t0; t < c.t1; ++t) {
-    if constexpr (kSaveChunks) {
-      if (t == next_save) {
-        if (p.saved) {
-#pragma unroll
-          for (int n = 0; n < N; ++n) detail::st(p.saved, (save_slot * p.dim + d) * N + n, h[n]);
+  for (int64_t tt = c.t0; tt < c.t1; tt += kTile) {  // block-uniform
+    const int L = static_cast<int>(c.t1 - tt < kTile ? c.t1 - tt : kTile);
+    __syncthreads();  // the previous tile's reads of sB / sC are done
+    stage_tile<T, N>(p, tt, L, l.g, sB, sC);
+    __syncthreads();
+#ifndef MAMBATRACK_SCAN_NO_L2_PREFETCH
+    if (tt + kTile < c.t1) {
+      // Long range: the next tile's Δ, u, z rows of this warp's channels (one 64- or 128-byte
+      // piece per token: lane k takes tokens k, k + 32, ...) are fetched into L2 while this tile
+      // runs, so the per-token loads (issued one token ahead) wait for L2, not DRAM.
+      const int lane = static_cast<int>(threadIdx.x % 32);
+      if (__shfl_sync(0xffffffffu, active ? 1 : 0, 0)) {  // the warp's first channel exists
+        const int64_t d0 = d - lane;
+        for (int k = lane; k < kTile; k += 32) {
+          const int64_t t = tt + kTile + k;
+          if (t < c.t1) {
+            prefetch_l2(p.delta + t * p.dim + d0);
+            prefetch_l2(p.u + t * p.dim + d0);
+            if (p.z) prefetch_l2(p.z + t * p.dim + d0);
+          }
         }
-        next_save += p.chunk;
-        ++save_slot;
       }
     }
-    cur = nxt;
-    get_rows<T, N, true>(p, t, l.g, c, staged, sB, sC, cur);
-    if (t + 1 < c.t1) load_tok<T, N, false, true, true>(p, t + 1, d, l.g, true, nxt);
-    const float dt = dt_of(p, cur.delta, bias, raw);
-    fwd_step<N>(h, A, cur.B, dt, dt * cur.u);
-    float y = Dd * cur.u;
+#endif
+    #pragma unroll 1
+    for (int i = 0; i < L; ++i) {
+      const int64_t t = tt + i;
+      if constexpr (kSaveChunks) {
+        if (t == next_save) {
+          if (p.saved && active) {
 #pragma unroll
-    for (int n = 0; n < N; ++n) y += cur.C[n] * h[n];
-    if (p.z) y *= cur.z * detail::sigmoid_f(cur.z);
-    detail::st(p.out, t * p.dim + d, y);
+            for (int n = 0; n < N; ++n) store(p.saved, (save_slot * p.dim + d) * N + n, h[n]);
+          }
+          next_save += p.chunk;
+          ++save_slot;
+        }
+      }
+      cur = nxt;
+      if (t + 1 < c.t1) load_tok<T, N, false, true, true>(p, t + 1, d, l.g, active, nxt);
+      const float* rowB = sB + i * N;  // read in the state loops: no B/C copies live in registers
+      const float* rowC = sC + i * N;
+      const float dt = dt_of(p, cur.delta, bias, raw);
+      fwd_step<N>(h, A, rowB, dt, dt * cur.u);
+      float y = Dd * cur.u;
+#pragma unroll
+      for (int n = 0; n < N; ++n) y += rowC[n] * h[n];
+      if (p.z) y *= cur.z * gate_sigmoid(cur.z);
+      if (active) store(p.out, t * p.dim + d, y);
+    }
   }
 }
 
@@ -315,25 +447,24 @@ template <class T, int N>
 __global__ void __launch_bounds__(kThreads, fwd_min_blocks<N>()) fwd_chunk(Params<T> p) {
   const int64_t slot = blockIdx.x;
   ChunkPos c;
-  if (!chunk_pos(p, slot, c)) return;
+  if (!chunk_pos(p, slot, c)) return;  // block-uniform
   const Lane l = lane_of(p);
-  __shared__ float sB[stage_tokens<N>() * N];
-  __shared__ float sC[stage_tokens<N>() * N];
-  const bool staged = stage_rows<T, N>(p, c, l.g, sB, sC);
-  if (!l.active) return;
+  __shared__ __align__(16) float sB[stage_tokens<N>() * N];
+  __shared__ __align__(16) float sC[stage_tokens<N>() * N];
   const int64_t d = l.d;
   float A[N], h[N];
 #pragma unroll
   for (int n = 0; n < N; ++n) {
-    A[n] = detail::ld(p.A, d * N + n);
-    if (c.k == 0) h[n] = p.init ? detail::ld(p.init, (c.b * p.dim + d) * N + n) : 0.0f;
+    A[n] = l.active ? detail::ld(p.A, d * N + n) : 0.0f;
+    if (!l.active) h[n] = 0.0f;
+    else if (c.k == 0) h[n] = p.init ? detail::ld(p.init, (c.b * p.dim + d) * N + n) : 0.0f;
     else h[n] = p.ws_state[(slot * p.dim + d) * N + n];
-    if (p.saved) detail::st(p.saved, (slot * p.dim + d) * N + n, h[n]);
+    if (p.saved && l.active) store(p.saved, (slot * p.dim + d) * N + n, h[n]);
   }
-  fwd_tokens<T, N, false>(p, c, l, staged, sB, sC, A, h, slot);
-  if (c.k == c.nk - 1 && p.final_state) {
+  fwd_tokens<T, N, false>(p, c, l, sB, sC, A, h, slot);
+  if (l.active && c.k == c.nk - 1 && p.final_state) {
 #pragma unroll
-    for (int n = 0; n < N; ++n) detail::st(p.final_state, (c.b * p.dim + d) * N + n, h[n]);
+    for (int n = 0; n < N; ++n) store(p.final_state, (c.b * p.dim + d) * N + n, h[n]);
   }
 }
 
@@ -362,32 +493,33 @@ __global__ void __launch_bounds__(kThreads, fwd_min_blocks<N>()) fwd_seq(Params<
   ChunkPos c;
   if (!seq_pos(p, b, c)) return;
   const Lane l = lane_of(p);
-  __shared__ float sB[stage_tokens<N>() * N];
-  __shared__ float sC[stage_tokens<N>() * N];
-  const bool staged = stage_rows<T, N>(p, c, l.g, sB, sC);
-  if (!l.active) return;
+  __shared__ __align__(16) float sB[stage_tokens<N>() * N];
+  __shared__ __align__(16) float sC[stage_tokens<N>() * N];
   const int64_t d = l.d;
   float A[N], h[N];
 #pragma unroll
   for (int n = 0; n < N; ++n) {
-    A[n] = detail::ld(p.A, d * N + n);
-    h[n] = p.init ? detail::ld(p.init, (b * p.dim + d) * N + n) : 0.0f;
+    A[n] = l.active ? detail::ld(p.A, d * N + n) : 0.0f;
+    h[n] = (l.active && p.init) ? detail::ld(p.init, (b * p.dim + d) * N + n) : 0.0f;
   }
-  fwd_tokens<T, N, true>(p, c, l, staged, sB, sC, A, h, selective_scan_slot_d(b, c.start, p.chunk));
-  if (p.final_state) {  // empty sequences: the initial state (or zeros)
+  fwd_tokens<T, N, true>(p, c, l, sB, sC, A, h, selective_scan_slot_d(b, c.start, p.chunk));
+  if (l.active && p.final_state) {  // empty sequences: the initial state (or zeros)
 #pragma unroll
-    for (int n = 0; n < N; ++n) detail::st(p.final_state, (b * p.dim + d) * N + n, h[n]);
+    for (int n = 0; n < N; ++n) store(p.final_state, (b * p.dim + d) * N + n, h[n]);
   }
 }
 
 // Backward pass 1 (chunks k >= 1): the adjoint at the chunk start from a zero adjoint at its end,
-// g = (g + dy·C)·exp(Δ·A) in reverse, and ΣΔ.
+// g = (g + dy·C)·exp(Δ·A) in reverse, and ΣΔ. B/C rows staged in shared memory as in fwd_local.
 template <class T, int N>
 __global__ void __launch_bounds__(kThreads) bwd_local(Params<T> p) {
   const int64_t slot = blockIdx.x;
   ChunkPos c;
   if (!chunk_pos(p, slot, c) || c.k == 0) return;
   const Lane l = lane_of(p);
+  __shared__ float sB[stage_tokens<N>() * N];
+  __shared__ float sC[stage_tokens<N>() * N];
+  const bool staged = stage_rows<T, N>(p, c, l.g, sB, sC);
   if (!l.active) return;
   float A[N], g[N];
 #pragma unroll
@@ -402,13 +534,14 @@ __global__ void __launch_bounds__(kThreads) bwd_local(Params<T> p) {
   #pragma unroll 1
   for (int64_t t = c.t1 - 1; t >= c.t0; --t) {
     cur = nxt;
-    load_rows<T, N, true>(p, t, l.g, cur);
+    get_rows<T, N, true>(p, t, l.g, c, staged, sB, sC, cur);
     if (t - 1 >= c.t0) load_tok<T, N, true, true, true>(p, t - 1, l.d, l.g, true, nxt);
     const float dt = dt_of(p, cur.delta, bias, raw);
     sd += dt;
     const float dy = p.z ? cur.dout * cur.z * detail::sigmoid_f(cur.z) : cur.dout;
+    const float s = scale_dt(dt);
 #pragma unroll
-    for (int n = 0; n < N; ++n) g[n] = (g[n] + dy * cur.C[n]) * __expf(dt * A[n]);
+    for (int n = 0; n < N; ++n) g[n] = (g[n] + dy * cur.C[n]) * decay(s, A[n]);
   }
 #pragma unroll
   for (int n = 0; n < N; ++n) p.ws_state[(slot * p.dim + l.d) * N + n] = g[n];
@@ -426,7 +559,7 @@ __global__ void bwd_combine(Params<T> p) {
   const int64_t start = p.cu[b], end = p.cu[b + 1];
   float g = p.dfinal ? detail::ld(p.dfinal, (b * p.dim + d) * N + n) : 0.0f;
   if (end <= start) {
-    if (p.dinit) detail::st(p.dinit, (b * p.dim + d) * N + n, g);
+    if (p.dinit) store(p.dinit, (b * p.dim + d) * N + n, g);
     return;
   }
   const float a = detail::ld(p.A, d * N + n);
@@ -447,7 +580,7 @@ __global__ void bwd_combine(Params<T> p) {
       const int64_t k = k0 - j;
       if (k >= 0) {
         p.ws_state[((s0 + k) * p.dim + d) * N + n] = g;  // adjoint at the end of chunk k
-        if (k >= 1) g = __expf(a * sd[j]) * g + loc[j];
+        if (k >= 1) g = decay(scale_dt(sd[j]), a) * g + loc[j];
       }
     }
   }
@@ -472,6 +605,24 @@ __device__ __forceinline__ void warp_transpose_sum(float (&v)[V], int lane) {
   transpose_sum_step<16, V, V>(v, lane);
 }
 
+// Segment seg of nseg (kSeg tokens each) of chunk c: [ss, se). The partial segment (when the
+// chunk length is not a multiple of kSeg) comes first, so the recomputation from the chunk start
+// (se - c.t0 forward steps per segment) is as short as it can be: 12 tokens in segments of 8 cost
+// 4 + 12 forward steps instead of 8 + 12. MAMBATRACK_SCAN_PARTIAL_SEGMENT_LAST restores the old
+// order (bisection). Only the grouping of tokens changes, not any value.
+template <int kSeg>
+__device__ __forceinline__ void segment_bounds(const ChunkPos& c, int64_t nseg, int64_t seg, int64_t& ss, int64_t& se) {
+#ifdef MAMBATRACK_SCAN_PARTIAL_SEGMENT_LAST
+  (void)nseg;
+  ss = c.t0 + seg * kSeg;
+  se = ss + kSeg < c.t1 ? ss + kSeg : c.t1;
+#else
+  const int64_t first = (c.t1 - c.t0) - (nseg - 1) * kSeg;  // 1 .. kSeg tokens
+  ss = seg == 0 ? c.t0 : c.t0 + first + (seg - 1) * kSeg;
+  se = c.t0 + first + seg * kSeg;
+#endif
+}
+
 // The reverse pass over one chunk c (block-uniform; every thread of the block calls it, inactive
 // lanes with zeros): recompute the states from the chunk-start state h0 (a segment of kSeg tokens
 // at a time kept in shared memory, walking the segments in reverse), then the reverse recurrence
@@ -493,7 +644,8 @@ __device__ __forceinline__ void bwd_tokens(const Params<T>& p, const ChunkPos& c
   const int64_t wpg = 2 * p.bpg;
   const int64_t L = c.t1 - c.t0, nseg = (L + kSeg - 1) / kSeg;
   for (int64_t seg = nseg - 1; seg >= 0; --seg) {
-    const int64_t ss = c.t0 + seg * kSeg, se = ss + kSeg < c.t1 ? ss + kSeg : c.t1;
+    int64_t ss, se;
+    segment_bounds<kSeg>(c, nseg, seg, ss, se);
     float h[N];
 #pragma unroll
     for (int n = 0; n < N; ++n) h[n] = h0[n];
@@ -528,6 +680,8 @@ __device__ __forceinline__ void bwd_tokens(const Params<T>& p, const ChunkPos& c
       const int i = static_cast<int>(t - ss);
       const float dt = l.active ? dt_of(p, cur.delta, bias, raw) : 0.0f;
       const float u = cur.u;
+      const float s = scale_dt(dt);
+      const int64_t o = t * p.dim + d;  // this channel's element of token t (one index for 3 stores)
       float dy = cur.dout, sg = 0.0f;
       if (p.z) {
         sg = detail::sigmoid_f(cur.z);
@@ -535,7 +689,7 @@ __device__ __forceinline__ void bwd_tokens(const Params<T>& p, const ChunkPos& c
         float y = Dd * u;
 #pragma unroll
         for (int n = 0; n < N; ++n) y += cur.C[n] * h[n];
-        if (l.active) detail::st(p.dz, t * p.dim + d, cur.dout * y * sg * (1.0f + cur.z * (1.0f - sg)));
+        if (l.active) store(p.dz, o, cur.dout * y * sg * (1.0f + cur.z * (1.0f - sg)));
       }
       float du = Dd * dy, ddt = 0.0f;
       dD += dy * u;
@@ -550,15 +704,15 @@ __device__ __forceinline__ void bwd_tokens(const Params<T>& p, const ChunkPos& c
           const int n = n0 + j;
           const float Bn = cur.B[n], Cn = cur.C[n];
           const float hp = hs(i, n);
-          const float decay = __expf(dt * A[n]);
+          const float dec = decay(s, A[n]);
           const float gv = g[n] + dy * Cn;
-          const float x = gv * decay * hp;  // ∂L/∂(Δ·A) for this state
+          const float x = gv * dec * hp;  // ∂L/∂(Δ·A) for this state
           ddt += x * A[n] + gv * Bn * u;
           dA[n] += x * dt;
           du += gv * Bn * dt;
           v[j] = gv * dt * u;        // dB partial
           v[kTile + j] = dy * h[n];  // dC partial
-          g[n] = gv * decay;
+          g[n] = gv * dec;
           h[n] = hp;  // becomes the state after token t - 1
         }
         warp_transpose_sum<32>(v, lane);
@@ -570,8 +724,8 @@ __device__ __forceinline__ void bwd_tokens(const Params<T>& p, const ChunkPos& c
       }
       if (p.softplus && raw <= 20.0f) ddt *= detail::sigmoid_f(raw);
       if (l.active) {
-        detail::st(p.du, t * p.dim + d, du);
-        detail::st(p.ddelta, t * p.dim + d, ddt);
+        store(p.du, o, du);
+        store(p.ddelta, o, ddt);
       }
       ddb += ddt;
     }
@@ -616,7 +770,7 @@ __global__ void __launch_bounds__(kThreads, bwd_min_blocks<N>()) bwd_chunk(Param
   if (!l.active) return;
   if (c.k == 0 && p.dinit) {
 #pragma unroll
-    for (int n = 0; n < N; ++n) detail::st(p.dinit, (c.b * p.dim + d) * N + n, g[n]);
+    for (int n = 0; n < N; ++n) store(p.dinit, (c.b * p.dim + d) * N + n, g[n]);
   }
 #pragma unroll
   for (int n = 0; n < N; ++n) p.ws_par[slot * W + d * N + n] = dA[n];
@@ -669,7 +823,7 @@ __global__ void __launch_bounds__(kThreads, bwd_min_blocks<N>()) bwd_seq(Params<
     }
     if (l.active && p.dinit) {  // the adjoint at the sequence start (dfinal for empty sequences)
 #pragma unroll
-      for (int n = 0; n < N; ++n) detail::st(p.dinit, (b * p.dim + d) * N + n, g[n]);
+      for (int n = 0; n < N; ++n) store(p.dinit, (b * p.dim + d) * N + n, g[n]);
     }
   }
   if (!l.active) return;
@@ -790,11 +944,42 @@ __device__ __forceinline__ void bwd_tokens_split(const Params<T>& p, const Chunk
   const int64_t d = l.d;
   const int n0 = sub * NS;
   const int64_t block_in_group = blockIdx.y % static_cast<uint32_t>(p.bpg);
-  float* hist = smem + threadIdx.x;  // hist[(i·NS + j)·kBlock]: state after segment token i - 1
-  auto hs = [&](int i, int j) -> float& { return hist[(i * NS + j) * kBlock]; };
+  // hist[(i·kBlock + thread)·NS + j]: state j after segment token i - 1, each thread's NS states
+  // contiguous so that they move with 16-byte shared-memory accesses: a quarter of the
+  // instructions; at NS = 4 also the same 4 wavefronts per warp as the NS scalar accesses of a
+  // strided layout (at NS = 8, 16 instead of 8: far below the issue time of a token).
+  float* hist = smem + threadIdx.x * NS;
+  auto save_h = [&](int i, const float(&hv)[NS]) {
+    float* r = hist + i * kBlock * NS;
+    if constexpr (NS % 4 == 0) {
+#pragma unroll
+      for (int q = 0; q < NS / 4; ++q)
+        reinterpret_cast<float4*>(r)[q] = make_float4(hv[4 * q], hv[4 * q + 1], hv[4 * q + 2], hv[4 * q + 3]);
+    } else {
+#pragma unroll
+      for (int j = 0; j < NS; ++j) r[j] = hv[j];
+    }
+  };
+  auto load_h = [&](int i, float(&hv)[NS]) {
+    const float* r = hist + i * kBlock * NS;
+    if constexpr (NS % 4 == 0) {
+#pragma unroll
+      for (int q = 0; q < NS / 4; ++q) {
+        const float4 w = reinterpret_cast<const float4*>(r)[q];
+        hv[4 * q] = w.x;
+        hv[4 * q + 1] = w.y;
+        hv[4 * q + 2] = w.z;
+        hv[4 * q + 3] = w.w;
+      }
+    } else {
+#pragma unroll
+      for (int j = 0; j < NS; ++j) hv[j] = r[j];
+    }
+  };
   const int64_t L = c.t1 - c.t0, nseg = (L + kSeg - 1) / kSeg;
   for (int64_t seg = nseg - 1; seg >= 0; --seg) {
-    const int64_t ss = c.t0 + seg * kSeg, se = ss + kSeg < c.t1 ? ss + kSeg : c.t1;
+    int64_t ss, se;
+    segment_bounds<kSeg>(c, nseg, seg, ss, se);
     float h[NS], Bv[NS], Cv[NS];
 #pragma unroll
     for (int j = 0; j < NS; ++j) h[j] = h0[j];
@@ -824,15 +1009,9 @@ __device__ __forceinline__ void bwd_tokens_split(const Params<T>& p, const Chunk
         const float dt = __shfl_sync(0xffffffffu, own_dt, base_lane + q);
         const float u = __shfl_sync(0xffffffffu, own_u, base_lane + q);
         get_rows_s<T, N, NS, false>(p, t, l.g, n0, c, staged, sB, sC, Bv, Cv);
-        if (t == ss) {
-#pragma unroll
-          for (int j = 0; j < NS; ++j) hs(0, j) = h[j];
-        }
+        if (t == ss) save_h(0, h);
         fwd_step<NS>(h, A, Bv, dt, dt * u);
-        if (t >= ss) {
-#pragma unroll
-          for (int j = 0; j < NS; ++j) hs(static_cast<int>(t - ss) + 1, j) = h[j];
-        }
+        if (t >= ss) save_h(static_cast<int>(t - ss) + 1, h);
       }
     }
     // h holds this lane's states after token se - 1.
@@ -867,6 +1046,8 @@ __device__ __forceinline__ void bwd_tokens_split(const Params<T>& p, const Chunk
       const float dt = __shfl_sync(0xffffffffu, own_dt, src);
       const float u = __shfl_sync(0xffffffffu, own_u, src);
       const float dy = __shfl_sync(0xffffffffu, own_dy, src);
+      const float s = scale_dt(dt);
+      const int64_t o = t * p.dim + d;  // this channel's element of token t (one index for 3 stores)
       get_rows_s<T, N, NS, true>(p, t, l.g, n0, c, staged, sB, sC, Bv, Cv);
       const int i = static_cast<int>(t - ss);
       if (p.z) {  // uniform
@@ -875,22 +1056,23 @@ __device__ __forceinline__ void bwd_tokens_split(const Params<T>& p, const Chunk
 #pragma unroll
         for (int j = 0; j < NS; ++j) yp += Cv[j] * h[j];
         const float y = Dd * u + lanes_sum<S>(yp);
-        if (l.active && sub == 0) detail::st(p.dz, t * p.dim + d, y * fz);
+        if (l.active && sub == 0) store(p.dz, o, y * fz);
       }
       float dup = 0.0f, ddtp = 0.0f;
-      float v[2 * NS];
+      float v[2 * NS], hpv[NS];
+      load_h(i, hpv);
 #pragma unroll
       for (int j = 0; j < NS; ++j) {
-        const float hp = hs(i, j);
-        const float decay = __expf(dt * A[j]);
+        const float hp = hpv[j];
+        const float dec = decay(s, A[j]);
         const float gv = g[j] + dy * Cv[j];
-        const float x = gv * decay * hp;  // ∂L/∂(Δ·A) for this state
+        const float x = gv * dec * hp;  // ∂L/∂(Δ·A) for this state
         ddtp += x * A[j] + gv * Bv[j] * u;
         dA[j] += x * dt;
         dup += gv * Bv[j] * dt;
         v[j] = gv * dt * u;     // dB partial
         v[NS + j] = dy * h[j];  // dC partial
-        g[j] = gv * decay;
+        g[j] = gv * dec;
         h[j] = hp;  // becomes the state after token t - 1
       }
       transpose_sum_to<16, S, 2 * NS, 2 * NS>(v, lane);
@@ -903,8 +1085,8 @@ __device__ __forceinline__ void bwd_tokens_split(const Params<T>& p, const Chunk
       const float ddt = lanes_sum<S>(ddtp) * __shfl_sync(0xffffffffu, own_dsp, src);
       const float du = Dd * dy + lanes_sum<S>(dup);
       if (l.active && sub == 0) {
-        detail::st(p.du, t * p.dim + d, du);
-        detail::st(p.ddelta, t * p.dim + d, ddt);
+        store(p.du, o, du);
+        store(p.ddelta, o, ddt);
       }
       ddb += ddt;
       dD += dy * u;
@@ -926,7 +1108,7 @@ __device__ __forceinline__ void bwd_tokens_split(const Params<T>& p, const Chunk
 // bwd_chunk with d_state split over S lanes (ws_bc: one partial row per block).
 template <class T, int N, int S>
 __global__ void __launch_bounds__(kThreads * S, bwd_split_min_blocks<N>()) bwd_chunk_split(Params<T> p) {
-  extern __shared__ float smem[];
+  extern __shared__ __align__(16) float smem[];
   constexpr int kSeg = seg_len<N>(), NS = N / S;
   const int64_t slot = blockIdx.x;
   const Lane l = lane_of_split<S>(p);
@@ -963,7 +1145,7 @@ __global__ void __launch_bounds__(kThreads * S, bwd_split_min_blocks<N>()) bwd_c
   if (!l.active) return;
   if (c.k == 0 && p.dinit) {
 #pragma unroll
-    for (int j = 0; j < NS; ++j) detail::st(p.dinit, (c.b * p.dim + d) * N + n0 + j, g[j]);
+    for (int j = 0; j < NS; ++j) store(p.dinit, (c.b * p.dim + d) * N + n0 + j, g[j]);
   }
 #pragma unroll
   for (int j = 0; j < NS; ++j) p.ws_par[slot * W + d * N + n0 + j] = dA[j];
@@ -976,7 +1158,7 @@ __global__ void __launch_bounds__(kThreads * S, bwd_split_min_blocks<N>()) bwd_c
 // bwd_seq with d_state split over S lanes.
 template <class T, int N, int S>
 __global__ void __launch_bounds__(kThreads * S, bwd_split_min_blocks<N>()) bwd_seq_split(Params<T> p) {
-  extern __shared__ float smem[];
+  extern __shared__ __align__(16) float smem[];
   constexpr int kSeg = seg_len<N>(), NS = N / S;
   const Lane l = lane_of_split<S>(p);
   const int sub = threadIdx.x % S, n0 = sub * NS;
@@ -1017,7 +1199,7 @@ __global__ void __launch_bounds__(kThreads * S, bwd_split_min_blocks<N>()) bwd_s
     }
     if (l.active && p.dinit) {  // the adjoint at the sequence start (dfinal for empty sequences)
 #pragma unroll
-      for (int j = 0; j < NS; ++j) detail::st(p.dinit, (b * p.dim + d) * N + n0 + j, g[j]);
+      for (int j = 0; j < NS; ++j) store(p.dinit, (b * p.dim + d) * N + n0 + j, g[j]);
     }
   }
   if (!l.active) return;
