@@ -178,6 +178,9 @@ class Backbone {
     ctx.cu_seqlens = cu;
     ctx.input = h;
     ctx.blocks.resize(c_.n_layer);
+    // One backward workspace for every mixer (checkpointed blocks share all internals anyway).
+    if (!c_.checkpointing)
+      for (auto& b : ctx.blocks) BlockT::share_backward_workspace(b.own, ctx.blocks[0].own);
     View<const T, Device> hidden = h, residual;
     for (int i = 0; i < c_.n_layer; ++i) {
       auto& bc = ctx.blocks[i];

@@ -32,6 +32,10 @@ template <class M, class = void>
 struct HasSeqlenHint : std::false_type {};
 template <class M>
 struct HasSeqlenHint<M, std::void_t<decltype(std::declval<M&>().set_max_seqlen_hint(int64_t{}))>> : std::true_type {};
+template <class C, class = void>
+struct HasBackwardWorkspace : std::false_type {};
+template <class C>
+struct HasBackwardWorkspace<C, std::void_t<decltype(std::declval<C&>().backward_workspace)>> : std::true_type {};
 }  // namespace block_detail
 
 // Compile-time check of the Mixer interface above, with a message naming the missing piece.
@@ -109,6 +113,14 @@ class Block {
     if (bidirectional_) mixer_rev_.init(s, seed, n_layer);
   }
   void set_mode(bool training, uint64_t seed, uint64_t step) { dropout_.set_mode(training, seed, step); }
+  // Points the mixer contexts of `in` at the backward workspace of `from` (mixers that have one):
+  // mixer backward calls run one at a time, and nothing in that workspace outlives a call.
+  static void share_backward_workspace(Internals& in, const Internals& from) {
+    if constexpr (block_detail::HasBackwardWorkspace<typename Mixer::Context>::value) {
+      in.mixer.backward_workspace = from.mixer.backward_workspace;
+      in.mixer_rev.backward_workspace = from.mixer.backward_workspace;
+    }
+  }
   // The longest sequence of the next batches, for mixers whose kernels pick a path by it (the
   // CUDA selective scan: one kernel per direction when every sequence fits one chunk). Only a
   // speed hint; mixers without set_max_seqlen_hint ignore it.

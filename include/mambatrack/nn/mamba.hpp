@@ -8,6 +8,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <type_traits>
 
@@ -50,17 +51,29 @@ class MambaMixer {
   using Device = typename Backend::Device;
   using Store = typename Backend::Store;
 
-  // Saved activations of one forward (all (tokens, ·)) plus the backward's workspaces; reused.
+  // The backward's internal workspaces: nothing in them outlives one backward call, so all the
+  // mixers of a backbone may use one set (nn::share_backward_workspace): a deep model then holds
+  // one layer's worth instead of one per layer.
+  struct BackwardWorkspace {
+    Tensor<T, Device> dy, du, ddt_low, dB, dC, ddelta, dz, dxin, dA, tmp_inner, tmp_model;
+    std::size_t bytes() const {
+      std::size_t n = 0;
+      for (const auto* t : {&dy, &du, &ddt_low, &dB, &dC, &ddelta, &dz, &dxin, &dA, &tmp_inner, &tmp_model})
+        n += t->bytes();
+      return n;
+    }
+  };
+  // Saved activations of one forward (all (tokens, ·)), the returned input gradient and the
+  // backward workspace (own, or shared); reused.
   struct Context {
     View<const T, Device> x;  // the forward input, owned by the caller
     SelectiveScanInputs<T, Device> scan;
     Tensor<T, Device> xin, z, u, dt_low, B, C, delta, A, y, out, saved_states;
-    Tensor<T, Device> dy, du, ddt_low, dB, dC, ddelta, dz, dxin, dA, dx, tmp_inner, tmp_model;
+    Tensor<T, Device> dx;
+    std::shared_ptr<BackwardWorkspace> backward_workspace = std::make_shared<BackwardWorkspace>();
     std::size_t bytes() const {
-      std::size_t n = 0;
-      for (const auto* t : {&xin, &z, &u, &dt_low, &B, &C, &delta, &A, &y, &out, &saved_states, &dy, &du, &ddt_low,
-                            &dB, &dC, &ddelta, &dz, &dxin, &dA, &dx, &tmp_inner, &tmp_model})
-        n += t->bytes();
+      std::size_t n = backward_workspace->bytes();
+      for (const auto* t : {&xin, &z, &u, &dt_low, &B, &C, &delta, &A, &y, &out, &saved_states, &dx}) n += t->bytes();
       return n;
     }
   };
@@ -167,48 +180,49 @@ class MambaMixer {
                            dout.shape);
     View<const T, Device> w_in = P(in_proj_), w_x = P(x_proj_);
     View<T, Device> g_in = G(in_proj_), g_x = G(x_proj_);
+    BackwardWorkspace& w = *c.backward_workspace;
 
-    Backend::linear_bwd({c.y.view(), P(out_proj_), dout, ensure(c.dy, Shape{tok, Di}), G(out_proj_), {}});
+    Backend::linear_bwd({c.y.view(), P(out_proj_), dout, ensure(w.dy, Shape{tok, Di}), G(out_proj_), {}});
 
-    View<T, Device> dA = ensure(c.dA, Shape{Di, N});
+    View<T, Device> dA = ensure(w.dA, Shape{Di, N});
     Backend::fill(dA, T(0));
     SelectiveScanBwdArgs<T, Device> b;
     b.in = c.scan;
     b.saved_states = c.saved_states.view();
-    b.dout = c.dy.view();
-    b.du = ensure(c.du, Shape{tok, Di});
-    b.ddelta = ensure(c.ddelta, Shape{tok, Di});
-    b.dB = ensure(c.dB, Shape{tok, N}).reshape(Shape{tok, 1, N});
-    b.dC = ensure(c.dC, Shape{tok, N}).reshape(Shape{tok, 1, N});
-    b.dz = ensure(c.dz, Shape{tok, Di});
+    b.dout = w.dy.view();
+    b.du = ensure(w.du, Shape{tok, Di});
+    b.ddelta = ensure(w.ddelta, Shape{tok, Di});
+    b.dB = ensure(w.dB, Shape{tok, N}).reshape(Shape{tok, 1, N});
+    b.dC = ensure(w.dC, Shape{tok, N}).reshape(Shape{tok, 1, N});
+    b.dz = ensure(w.dz, Shape{tok, Di});
     b.dA = dA;
     b.dD = G(d_);
     b.ddelta_bias = G(dt_b_);
     Backend::selective_scan_bwd(b);
-    Backend::mul_accumulate(c.dA.view(), c.A.view(), G(a_log_));  // A = −exp(A_log): ∂A/∂A_log = A
+    Backend::mul_accumulate(w.dA.view(), c.A.view(), G(a_log_));  // A = −exp(A_log): ∂A/∂A_log = A
 
-    Backend::linear_bwd({c.dt_low.view(), P(dt_w_), c.ddelta.view(), ensure(c.ddt_low, Shape{tok, R}), G(dt_w_), {}});
+    Backend::linear_bwd({c.dt_low.view(), P(dt_w_), w.ddelta.view(), ensure(w.ddt_low, Shape{tok, R}), G(dt_w_), {}});
     // u feeds x_proj's three row blocks and the scan: du += Σ_blocks d(block)·W_block.
-    View<T, Device> tmp = ensure(c.tmp_inner, Shape{tok, Di});
-    Backend::linear_bwd({c.u.view(), w_x.rows(0, R), c.ddt_low.view(), tmp, g_x.rows(0, R), {}});
-    Backend::accumulate(View<const T, Device>(tmp), c.du.view());
-    Backend::linear_bwd({c.u.view(), w_x.rows(R, R + N), c.dB.view(), tmp, g_x.rows(R, R + N), {}});
-    Backend::accumulate(View<const T, Device>(tmp), c.du.view());
-    Backend::linear_bwd({c.u.view(), w_x.rows(R + N, R + 2 * N), c.dC.view(), tmp, g_x.rows(R + N, R + 2 * N), {}});
-    Backend::accumulate(View<const T, Device>(tmp), c.du.view());
+    View<T, Device> tmp = ensure(w.tmp_inner, Shape{tok, Di});
+    Backend::linear_bwd({c.u.view(), w_x.rows(0, R), w.ddt_low.view(), tmp, g_x.rows(0, R), {}});
+    Backend::accumulate(View<const T, Device>(tmp), w.du.view());
+    Backend::linear_bwd({c.u.view(), w_x.rows(R, R + N), w.dB.view(), tmp, g_x.rows(R, R + N), {}});
+    Backend::accumulate(View<const T, Device>(tmp), w.du.view());
+    Backend::linear_bwd({c.u.view(), w_x.rows(R + N, R + 2 * N), w.dC.view(), tmp, g_x.rows(R + N, R + 2 * N), {}});
+    Backend::accumulate(View<const T, Device>(tmp), w.du.view());
 
     CausalConv1dBwdArgs<T, Device> cb;
     cb.in = {c.xin.view(), P(conv_w_), P(conv_b_), c.scan.cu_seqlens, true};
-    cb.dout = c.du.view();
-    cb.dx = ensure(c.dxin, Shape{tok, Di});
+    cb.dout = w.du.view();
+    cb.dx = ensure(w.dxin, Shape{tok, Di});
     cb.dweight = G(conv_w_);
     cb.dbias = G(conv_b_);
     Backend::causal_conv1d_bwd(cb);
 
     View<T, Device> dx = ensure(c.dx, Shape{tok, d_model_});
-    View<T, Device> tmp_m = ensure(c.tmp_model, Shape{tok, d_model_});
-    Backend::linear_bwd({c.x, w_in.rows(0, Di), c.dxin.view(), dx, g_in.rows(0, Di), {}});
-    Backend::linear_bwd({c.x, w_in.rows(Di, 2 * Di), c.dz.view(), tmp_m, g_in.rows(Di, 2 * Di), {}});
+    View<T, Device> tmp_m = ensure(w.tmp_model, Shape{tok, d_model_});
+    Backend::linear_bwd({c.x, w_in.rows(0, Di), w.dxin.view(), dx, g_in.rows(0, Di), {}});
+    Backend::linear_bwd({c.x, w_in.rows(Di, 2 * Di), w.dz.view(), tmp_m, g_in.rows(Di, 2 * Di), {}});
     Backend::accumulate(View<const T, Device>(tmp_m), dx);
     return dx;
   }

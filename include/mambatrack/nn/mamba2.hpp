@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <memory>
 #include <limits>
 #include <string>
 #include <type_traits>
@@ -82,16 +83,28 @@ class Mamba2Mixer {
   using Args = typename mamba2_detail::ArgsOn<A, T, Device>::type;
 
 
-  // Saved activations (forward) and workspaces (backward), reused while the shapes stay the same.
+  // The backward's internal workspaces: nothing in them outlives one backward call, so all the
+  // mixers of a backbone may use one set (nn::share_backward_workspace).
+  struct BackwardWorkspace {
+    Tensor<T, Device> dnormed, dy, dz, dxs, ddt, dB, dC, dA, dxbc, dxbc_in, dzx;
+    std::size_t bytes() const {
+      std::size_t n = 0;
+      for (const Tensor<T, Device>* t : {&dnormed, &dy, &dz, &dxs, &ddt, &dB, &dC, &dA, &dxbc, &dxbc_in, &dzx})
+        n += t->bytes();
+      return n;
+    }
+  };
+  // Saved activations (forward), the returned input gradient and the backward workspace (own, or
+  // shared), reused while the shapes stay the same.
   struct Context {
     View<const T, Device> x;
     View<const int64_t, Device> cu_seqlens;
-    Tensor<T, Device> zx, xbc_in, xbc, xs, B, C, z, dt, A, y, normed, out;        // forward
-    Tensor<T, Device> dnormed, dy, dz, dxs, ddt, dB, dC, dA, dxbc, dxbc_in, dzx, dx;  // backward
+    Tensor<T, Device> zx, xbc_in, xbc, xs, B, C, z, dt, A, y, normed, out;  // forward
+    Tensor<T, Device> dx;
+    std::shared_ptr<BackwardWorkspace> backward_workspace = std::make_shared<BackwardWorkspace>();
     std::size_t bytes() const {
-      std::size_t n = 0;
-      for (const Tensor<T, Device>* t : {&zx, &xbc_in, &xbc, &xs, &B, &C, &z, &dt, &A, &y, &normed, &out, &dnormed, &dy,
-                                 &dz, &dxs, &ddt, &dB, &dC, &dA, &dxbc, &dxbc_in, &dzx, &dx})
+      std::size_t n = backward_workspace->bytes();
+      for (const Tensor<T, Device>* t : {&zx, &xbc_in, &xbc, &xs, &B, &C, &z, &dt, &A, &y, &normed, &out, &dx})
         n += t->bytes();
       return n;
     }
@@ -174,11 +187,12 @@ class Mamba2Mixer {
                            ", the forward output ", ctx.out.shape());
     const int64_t n = ctx.x.dim(0), di = s_.d_inner(), H = s_.nheads(), P = s_.headdim, G = s_.ngroups,
                   N = s_.d_state, gn = s_.gn(), cd = s_.conv_dim();
+    BackwardWorkspace& w = *ctx.backward_workspace;
     // out_proj
-    View<T, Device> dnormed = ws(ctx.dnormed, Shape{n, di});
+    View<T, Device> dnormed = ws(w.dnormed, Shape{n, di});
     Backend::linear_bwd({ctx.normed.view(), param(out_proj_), dy, dnormed, store_->grad(out_proj_), View<T, Device>()});
     // gated RMSNorm
-    View<T, Device> dyv = ws(ctx.dy, Shape{n, di}), dz = ws(ctx.dz, Shape{n, di});
+    View<T, Device> dyv = ws(w.dy, Shape{n, di}), dz = ws(w.dz, Shape{n, di});
     Args<GatedRmsNormBwdArgs> nb;
     nb.y = ctx.y.view().reshape(Shape{n, di});
     nb.z = ctx.z.view();
@@ -191,15 +205,15 @@ class Mamba2Mixer {
     nb.dweight = store_->grad(norm_w_);
     Backend::gated_rmsnorm_bwd(nb);
     // SSD
-    View<T, Device> dA = ws(ctx.dA, Shape{H});
+    View<T, Device> dA = ws(w.dA, Shape{H});
     Backend::fill(dA, T(0));
     Args<SsdBwdArgs> sb;
     sb.in = ssd_inputs(ctx);
     sb.dy = View<const T, Device>(dyv.data, Shape{n, H, P});
-    sb.dx = ws(ctx.dxs, Shape{n, H, P});
-    sb.ddt = ws(ctx.ddt, Shape{n, H});
-    sb.dB = ws(ctx.dB, Shape{n, G, N});
-    sb.dC = ws(ctx.dC, Shape{n, G, N});
+    sb.dx = ws(w.dxs, Shape{n, H, P});
+    sb.ddt = ws(w.ddt, Shape{n, H});
+    sb.dB = ws(w.dB, Shape{n, G, N});
+    sb.dC = ws(w.dC, Shape{n, G, N});
     sb.dA = dA;
     sb.dD = store_->grad(D_);
     sb.ddt_bias = store_->grad(dt_bias_);
@@ -207,11 +221,11 @@ class Mamba2Mixer {
     Backend::ssd_bwd(sb);
     Backend::mamba2_a_log_grad(dA, ctx.A.view(), store_->grad(A_log_));
     // conv + SiLU over [x, B, C]
-    View<T, Device> dxbc = ws(ctx.dxbc, Shape{n, cd});
-    Backend::copy_columns(ctx.dxs.view().reshape(Shape{n, di}), dxbc, 0);
-    Backend::copy_columns(ctx.dB.view().reshape(Shape{n, gn}), dxbc, di);
-    Backend::copy_columns(ctx.dC.view().reshape(Shape{n, gn}), dxbc, di + gn);
-    View<T, Device> dxbc_in = ws(ctx.dxbc_in, Shape{n, cd});
+    View<T, Device> dxbc = ws(w.dxbc, Shape{n, cd});
+    Backend::copy_columns(w.dxs.view().reshape(Shape{n, di}), dxbc, 0);
+    Backend::copy_columns(w.dB.view().reshape(Shape{n, gn}), dxbc, di);
+    Backend::copy_columns(w.dC.view().reshape(Shape{n, gn}), dxbc, di + gn);
+    View<T, Device> dxbc_in = ws(w.dxbc_in, Shape{n, cd});
     CausalConv1dBwdArgs<T, Device> cb;
     cb.in = conv_inputs(ctx.xbc_in.view(), ctx.cu_seqlens);
     cb.dout = dxbc;
@@ -220,10 +234,10 @@ class Mamba2Mixer {
     cb.dbias = store_->grad(conv_b_);
     Backend::causal_conv1d_bwd(cb);
     // in_proj: d[z, xBC, dt]
-    View<T, Device> dzx = ws(ctx.dzx, Shape{n, s_.d_in_proj()});
+    View<T, Device> dzx = ws(w.dzx, Shape{n, s_.d_in_proj()});
     Backend::copy_columns(View<const T, Device>(dz), dzx, 0);
     Backend::copy_columns(View<const T, Device>(dxbc_in), dzx, di);
-    Backend::copy_columns(View<const T, Device>(ctx.ddt.view()), dzx, di + cd);
+    Backend::copy_columns(View<const T, Device>(w.ddt.view()), dzx, di + cd);
     View<T, Device> dx = ws(ctx.dx, ctx.x.shape);
     Backend::linear_bwd({ctx.x, param(in_proj_), View<const T, Device>(dzx), dx, store_->grad(in_proj_), View<T, Device>()});
     return dx;
