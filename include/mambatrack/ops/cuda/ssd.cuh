@@ -454,7 +454,62 @@ struct StateRef {
   __device__ __forceinline__ float operator()(int q, int n) const {
     return f ? f[q * N + n] : detail::ld(t, static_cast<int64_t>(q) * N + n);
   }
+  // Elements e .. e + 3 (e a multiple of 4; P·N always is): one 16-byte load from the workspace.
+  __device__ __forceinline__ float4 four(int e) const {
+    if (f) return *reinterpret_cast<const float4*>(f + e);
+    float4 v;
+    v.x = detail::ld(t, e);
+    v.y = detail::ld(t, e + 1);
+    v.z = detail::ld(t, e + 2);
+    v.w = detail::ld(t, e + 3);
+    return v;
+  }
 };
+
+// Stages the chunk-start state H into sH and the chunk-end adjoint G into sG (bf16, row-major
+// P × N; a null destination skips it) and returns this thread's part of <G, H> when `dot`
+// (0 otherwise). kStageBatch groups of 4 elements per thread are loaded before any is used, so
+// one global-memory latency covers them instead of one per element. H is read only when sH or
+// dot, G only when sG or dot.
+constexpr int kStageBatch = 2;
+template <class T>
+__device__ __noinline__ float stage_states(const StateRef<T>& hs, bfloat16* sH, const StateRef<T>& gs,
+                                              bfloat16* sG, bool dot, int PN) {
+  const int n4 = PN / 4, nt = static_cast<int>(blockDim.x);
+  const bool rh = sH || dot, rg = sG || dot;
+  float r = 0.0f;
+  for (int i0 = static_cast<int>(threadIdx.x); i0 < n4; i0 += kStageBatch * nt) {
+    float4 hv[kStageBatch], gv[kStageBatch];
+#pragma unroll
+    for (int u = 0; u < kStageBatch; ++u) {
+      const int i = i0 + u * nt;
+      if (i < n4) {
+        if (rh) hv[u] = hs.four(4 * i);
+        if (rg) gv[u] = gs.four(4 * i);
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kStageBatch; ++u) {
+      const int i = i0 + u * nt;
+      if (i < n4) {
+        if (sH) {
+          sH[4 * i] = bfloat16(hv[u].x);
+          sH[4 * i + 1] = bfloat16(hv[u].y);
+          sH[4 * i + 2] = bfloat16(hv[u].z);
+          sH[4 * i + 3] = bfloat16(hv[u].w);
+        }
+        if (sG) {
+          sG[4 * i] = bfloat16(gv[u].x);
+          sG[4 * i + 1] = bfloat16(gv[u].y);
+          sG[4 * i + 2] = bfloat16(gv[u].z);
+          sG[4 * i + 3] = bfloat16(gv[u].w);
+        }
+        if (dot) r += gv[u].x * hv[u].x + gv[u].y * hv[u].y + gv[u].z * hv[u].z + gv[u].w * hv[u].w;
+      }
+    }
+  }
+  return r;
+}
 
 // Forward output of one chunk and one group (heads of the group in turn): y, and final_state in
 // the sequence's last chunk. Grid (slots, ngroups). The chunk-start state is read from global
@@ -536,7 +591,8 @@ __global__ void __launch_bounds__(kThreads) fwd_out(Params<T> p) {
         const int t = e / N, n = e % N;
         sCe[e] = bfloat16(t < L ? expf(s_cs[t]) * sC[t * ldN + n] : 0.0f);
       }
-      for (int e = threadIdx.x; e < P * N; e += blockDim.x) sHb[e] = bfloat16(hin(e / N, e % N));
+      if constexpr (mma_type<T>()) stage_states(hin, sHb, hin, nullptr, false, P * N);
+      else for (int e = threadIdx.x; e < P * N; e += blockDim.x) sHb[e] = bfloat16(hin(e / N, e % N));
     }
     __syncthreads();
     // Y = M·X (the chunk's own tokens) ...
@@ -683,6 +739,17 @@ __global__ void __launch_bounds__(kThreads, 2) bwd_main(Params<T> p) {
         sM[t * ldQ + s] = s <= t ? sCB[t * ldQ + s] * expf(s_cs[t] - s_cs[s]) * s_dt[s] : 0.0f;
       }
     }
+    {  // H and G to bf16 (mma) and <G, H> (per-thread sums, per-warp shuffles; the warps are
+       // summed in order by thread 0 below), in one batched pass over global memory
+      float r;
+      if constexpr (mma_type<T>())
+        r = stage_states(hin, p.mma && has_H ? sHb : nullptr, gend, p.mma && has_G ? sGb : nullptr,
+                         has_G && has_H, P * N);
+      else
+        r = stage_states(hin, nullptr, gend, nullptr, has_G && has_H, P * N);
+      r = warp_sum(r);
+      if ((threadIdx.x & 31) == 0) s_red[threadIdx.x >> 5] = r;
+    }
     if (p.mma) {  // bf16 operands, token rows padded with zeros to Lp
       for (int e = threadIdx.x; e < Lp * Lp; e += blockDim.x) {  // Mᵀ: row s, column t
         const int s = e / Lp, t = e % Lp;
@@ -695,14 +762,12 @@ __global__ void __launch_bounds__(kThreads, 2) bwd_main(Params<T> p) {
         sdYb[e] = bfloat16(t < L ? sdY[t * ldP + q] : 0.0f);
       }
       if (has_G) {
-        for (int e = threadIdx.x; e < P * N; e += blockDim.x) sGb[e] = bfloat16(gend(e / N, e % N));
         for (int e = threadIdx.x; e < Lp * N; e += blockDim.x) {
           const int t = e / N, n = e % N;
           sBw[e] = bfloat16(t < L ? expf(s_cs[L - 1] - s_cs[t]) * s_dt[t] * sB[t * ldN + n] : 0.0f);
         }
       }
       if (has_H) {
-        for (int e = threadIdx.x; e < P * N; e += blockDim.x) sHb[e] = bfloat16(hin(e / N, e % N));
         for (int e = threadIdx.x; e < Lp * P; e += blockDim.x) {
           const int t = e / P, q = e % P;
           sdYe[e] = bfloat16(t < L ? expf(s_cs[t]) * sdY[t * ldP + q] : 0.0f);
@@ -840,13 +905,6 @@ __global__ void __launch_bounds__(kThreads, 2) bwd_main(Params<T> p) {
         s_u[s] = u;   // ∂L/∂dt_s directly (not through cs)
         s_v[s] = vv;  // x_s·G·B_s
       }
-    }
-    {  // <G, H_in>: per-thread strided sums, then per-warp shuffles, then the warps in order
-      float r = 0.0f;
-      if (has_G && has_H)
-        for (int e = threadIdx.x; e < P * N; e += blockDim.x) r += gend(e / N, e % N) * hin(e / N, e % N);
-      r = warp_sum(r);
-      if ((threadIdx.x & 31) == 0) s_red[threadIdx.x >> 5] = r;
     }
     __syncthreads();
     if (threadIdx.x == 0) {
