@@ -136,6 +136,28 @@ __device__ __forceinline__ void block_gemm(int M, int Nc, int K, FA&& a, FB&& b,
   }
 }
 
+// dst[r·ld + c] = src[r·stride + c] (r < rows, c < cols) as float, for a tile of global memory:
+// kLoadBatch elements per thread are loaded before any is stored, so one global-memory latency
+// covers them (a plain loop waits for each load in turn). Every thread of the block calls it.
+constexpr int kLoadBatch = 4;
+template <class T>
+__device__ __forceinline__ void load_tile(const T* src, int64_t stride, int rows, int cols, float* dst, int ld) {
+  const int n = rows * cols, nt = static_cast<int>(blockDim.x);
+  for (int e0 = static_cast<int>(threadIdx.x); e0 < n; e0 += kLoadBatch * nt) {
+    float v[kLoadBatch];
+#pragma unroll
+    for (int u = 0; u < kLoadBatch; ++u) {
+      const int e = e0 + u * nt;
+      if (e < n) v[u] = detail::ld(src, (e / cols) * stride + e % cols);
+    }
+#pragma unroll
+    for (int u = 0; u < kLoadBatch; ++u) {
+      const int e = e0 + u * nt;
+      if (e < n) dst[(e / cols) * ld + e % cols] = v[u];
+    }
+  }
+}
+
 // dt (bias, softplus with threshold 20, clamp), its derivative w.r.t. the raw dt (0 where
 // clamped), csdt_t = Σ_{k≤t} dt_k and cs_t = A·csdt_t for the chunk's L tokens of head h.
 // Every thread of the block must call it (it synchronises before and after the prefix sum).
@@ -544,12 +566,8 @@ __global__ void __launch_bounds__(kThreads) fwd_out(Params<T> p) {
   bfloat16* sMb = reinterpret_cast<bfloat16*>(smem + lay.Mb);  // M (bf16, Qp × Qp)
   bfloat16* sXbf = reinterpret_cast<bfloat16*>(smem + lay.Xb);
   const int Qp = lay.Qp;
-  for (int e = threadIdx.x; e < L * N; e += blockDim.x) {
-    const int t = e / N, n = e % N;
-    const int64_t src = ((t0 + t) * p.ngroups + g) * N + n;
-    sB[t * ldN + n] = detail::ld(p.B, src);
-    sC[t * ldN + n] = detail::ld(p.C, src);
-  }
+  load_tile(p.B + (t0 * p.ngroups + g) * N, p.ngroups * N, L, N, sB, ldN);
+  load_tile(p.C + (t0 * p.ngroups + g) * N, p.ngroups * N, L, N, sC, ldN);
   __syncthreads();
   block_gemm(
       L, L, N, [&](int t, int n) { return sC[t * ldN + n]; }, [&](int n, int s) { return sB[s * ldN + n]; },
@@ -563,8 +581,7 @@ __global__ void __launch_bounds__(kThreads) fwd_out(Params<T> p) {
     if (c.k > 0) hin.f = p.ws_H + (boundary(c.start, c.k, Q) * H + h) * PN;
     else if (p.init) hin.t = p.init + (c.b * H + h) * PN;
     __syncthreads();  // CB written; the previous head's readers are done
-    for (int e = threadIdx.x; e < L * P; e += blockDim.x)
-      sX[(e / P) * ldP + e % P] = detail::ld(p.x, ((t0 + e / P) * H + h) * P + e % P);
+    load_tile(p.x + (t0 * H + h) * P, H * P, L, P, sX, ldP);
     chunk_scalars(p, c, h, s_dt, s_dtg, s_csdt, s_cs);
     for (int t = threadIdx.x; t < L; t += blockDim.x) {
       s_ecs[t] = expf(s_cs[t]);
@@ -699,12 +716,8 @@ __global__ void __launch_bounds__(kThreads, 2) bwd_main(Params<T> p) {
   bfloat16* sMtb = reinterpret_cast<bfloat16*>(smem + lay.Mtb);  // Mᵀ (bf16, Qp × Qp)
   float* sGm = smem + lay.Gm;                                    // dY·Xᵀ (fp32, Qp × ldG)
   const int Qp = lay.Qp, ldG = lay.ldG;
-  for (int e = threadIdx.x; e < L * N; e += blockDim.x) {
-    const int t = e / N, n = e % N;
-    const int64_t src = ((c.t0 + t) * p.ngroups + g) * N + n;
-    sB[t * ldN + n] = detail::ld(p.B, src);
-    sC[t * ldN + n] = detail::ld(p.C, src);
-  }
+  load_tile(p.B + (c.t0 * p.ngroups + g) * N, p.ngroups * N, L, N, sB, ldN);
+  load_tile(p.C + (c.t0 * p.ngroups + g) * N, p.ngroups * N, L, N, sC, ldN);
   __syncthreads();
   block_gemm(
       L, L, N, [&](int t, int n) { return sC[t * ldN + n]; }, [&](int n, int s) { return sB[s * ldN + n]; },
@@ -722,12 +735,8 @@ __global__ void __launch_bounds__(kThreads, 2) bwd_main(Params<T> p) {
     if (!last) gend.f = p.ws_G + (boundary(c.start, c.k + 1, Q) * H + h) * PN;
     else if (p.dfinal) gend.t = p.dfinal + (c.b * H + h) * PN;
     __syncthreads();  // CB written; the previous head's readers are done
-    for (int e = threadIdx.x; e < L * P; e += blockDim.x) {
-      const int t = e / P, q = e % P;
-      const int64_t src = ((t0 + t) * H + h) * P + q;
-      sX[t * ldP + q] = detail::ld(p.x, src);
-      sdY[t * ldP + q] = detail::ld(p.dy, src);
-    }
+    load_tile(p.x + (t0 * H + h) * P, H * P, L, P, sX, ldP);
+    load_tile(p.dy + (t0 * H + h) * P, H * P, L, P, sdY, ldP);
     chunk_scalars(p, c, h, s_dt, s_dtg, s_csdt, s_cs);
     for (int t = threadIdx.x; t < L; t += blockDim.x) {
       s_ecs[t] = expf(s_cs[t]);
