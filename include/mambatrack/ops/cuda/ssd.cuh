@@ -5,9 +5,10 @@
 // chunk states passed along each (sequence, head); chunks never cross a sequence start. The
 // backward recomputes the states and runs the transposed products. Float or bfloat16 storage,
 // float math and state; with bfloat16 and headdim, d_state multiples of 16 the products with the
-// chunk states and M·X, dY·Xᵀ, Mᵀ·dY run on tensor cores (WMMA bf16 16x16x16, fp32 accumulate);
-// C·Bᵀ and the products with W (they feed ∂L/∂cs, whose sums cancel) stay shared-memory tiled
-// fp32 SIMT, as does everything for float storage. d_state and headdim are run-time tile sizes (one instantiation per storage type),
+// chunk states and M·X, dY·Xᵀ, Mᵀ·dY (and in the forward C·Bᵀ, whose bf16 operands are exact) run
+// on tensor cores (WMMA bf16 16x16x16, fp32 accumulate); the backward C·Bᵀ and the products with W
+// (they feed ∂L/∂cs, whose sums cancel) stay shared-memory tiled fp32 SIMT, as does everything for
+// float storage. d_state and headdim are run-time tile sizes (one instantiation per storage type),
 // restricted to the supported lists of core/supported.hpp. Deterministic: no atomics;
 // dA/dD/ddt_bias are per-(chunk, head) partials summed in a fixed order; dB/dC are summed over the
 // heads of a group in head order inside one block.
@@ -154,6 +155,27 @@ __device__ __forceinline__ void load_tile(const T* src, int64_t stride, int rows
     for (int u = 0; u < kLoadBatch; ++u) {
       const int e = e0 + u * nt;
       if (e < n) dst[(e / cols) * ld + e % cols] = v[u];
+    }
+  }
+}
+
+// dst[r·cols + c] = src[r·stride + c] as bf16 for r < rows, 0 for rows <= r < rows_p (the
+// zero padding of a tensor-core operand); batched like load_tile.
+template <class T>
+__device__ __forceinline__ void load_tile_bf16(const T* src, int64_t stride, int rows, int rows_p, int cols,
+                                               bfloat16* dst) {
+  const int n = rows_p * cols, nt = static_cast<int>(blockDim.x);
+  for (int e0 = static_cast<int>(threadIdx.x); e0 < n; e0 += kLoadBatch * nt) {
+    float v[kLoadBatch];
+#pragma unroll
+    for (int u = 0; u < kLoadBatch; ++u) {
+      const int e = e0 + u * nt;
+      v[u] = e < rows * cols ? detail::ld(src, (e / cols) * stride + e % cols) : 0.0f;
+    }
+#pragma unroll
+    for (int u = 0; u < kLoadBatch; ++u) {
+      const int e = e0 + u * nt;
+      if (e < n) dst[e] = bfloat16(v[u]);
     }
   }
 }
@@ -390,23 +412,29 @@ dim3 pass_grid(const Params<T>& p) {
 // headdim and d_state multiples of 16) adds the bf16 operand buffers.
 __host__ __device__ inline int64_t round8(int64_t n) { return (n + 7) / 8 * 8; }
 struct FwdLayout {
-  int64_t B, C, CB, M, X, Y, sc, Hb, Ce, Mb, Xb, total;
+  int64_t B, C, CB, M, X, Y, sc, Hb, Bb, Cb, Mb, Xb, total;
   int ldN, ldQ, ldP, ldY, Qp;
 };
+// With mma, B, C and x (bf16 storage: exact in bf16) live only as bf16 operands, C·Bᵀ runs on
+// tensor cores into CB (Qp × ldQ, ldQ = Qp + 4) and there is no fp32 M, X, B or C: the chunk 64
+// layout of headdim 64 / d_state 128 is then 102 KB (two blocks per SM) instead of 184 KB.
 __host__ __device__ inline FwdLayout fwd_layout(int64_t Q, int64_t N, int64_t P, bool mma) {
   FwdLayout l;
-  l.ldN = static_cast<int>(N + 1), l.ldQ = static_cast<int>(Q + 1), l.ldP = static_cast<int>(P + 1);
-  l.ldY = static_cast<int>(P + 4), l.Qp = static_cast<int>((Q + 15) / 16 * 16);
+  l.Qp = static_cast<int>((Q + 15) / 16 * 16);
+  l.ldN = static_cast<int>(N + 1), l.ldQ = static_cast<int>(mma ? l.Qp + 4 : Q + 1), l.ldP = static_cast<int>(P + 1);
+  l.ldY = static_cast<int>(P + 4);
+  const int64_t rows = mma ? l.Qp : Q;
   int64_t o = 0;
-  l.B = o, o += round8(Q * l.ldN);
-  l.C = o, o += round8(Q * l.ldN);
-  l.CB = o, o += round8(Q * l.ldQ);
-  l.M = o, o += round8(Q * l.ldQ);
-  l.X = o, o += round8(Q * l.ldP);
+  l.B = o, o += mma ? 0 : round8(Q * l.ldN);
+  l.C = o, o += mma ? 0 : round8(Q * l.ldN);
+  l.CB = o, o += round8(rows * l.ldQ);
+  l.M = o, o += mma ? 0 : round8(Q * l.ldQ);
+  l.X = o, o += mma ? 0 : round8(Q * l.ldP);
   l.Y = o, o += round8(l.Qp * l.ldY);
   l.sc = o, o += round8(6 * Q);
   l.Hb = o, o += mma ? round8(P * N / 2) : 0;
-  l.Ce = o, o += mma ? round8(l.Qp * N / 2) : 0;
+  l.Bb = o, o += mma ? round8(l.Qp * N / 2) : 0;
+  l.Cb = o, o += mma ? round8(l.Qp * N / 2) : 0;
   l.Mb = o, o += mma ? round8(l.Qp * l.Qp / 2) : 0;
   l.Xb = o, o += mma ? round8(l.Qp * P / 2) : 0;
   l.total = o;
@@ -560,18 +588,19 @@ __global__ void __launch_bounds__(kThreads) fwd_out(Params<T> p) {
   if (!chunk_pos(p, blockIdx.x, c)) return;
   const int64_t g = blockIdx.y;
   const int P = p.P, N = p.N, Q = p.Q, L = c.L;
-  const FwdLayout lay = fwd_layout(Q, N, P, p.mma);
+  const bool mma = mma_type<T>() && p.mma;  // constant false for float storage
+  const FwdLayout lay = fwd_layout(Q, N, P, mma);
   const int ldN = lay.ldN, ldP = lay.ldP, ldQ = lay.ldQ, ldY = lay.ldY;
   const int Lp = (L + 15) / 16 * 16;
   const int64_t PN = static_cast<int64_t>(P) * N;
   const int64_t H = p.nheads, t0 = c.t0;
   extern __shared__ __align__(128) unsigned char ssd_smem[];
   float* smem = reinterpret_cast<float*>(ssd_smem);
-  float* sB = smem + lay.B;
-  float* sC = smem + lay.C;
+  float* sB = smem + lay.B;    // SIMT only
+  float* sC = smem + lay.C;    // SIMT only
   float* sCB = smem + lay.CB;
-  float* sM = smem + lay.M;
-  float* sX = smem + lay.X;
+  float* sM = smem + lay.M;    // SIMT only
+  float* sX = smem + lay.X;    // SIMT only
   float* sY = smem + lay.Y;
   float* s_dt = smem + lay.sc;
   float* s_dtg = s_dt + Q;
@@ -580,16 +609,37 @@ __global__ void __launch_bounds__(kThreads) fwd_out(Params<T> p) {
   float* s_coef = s_cs + Q;
   float* s_ecs = s_coef + Q;
   bfloat16* sHb = reinterpret_cast<bfloat16*>(smem + lay.Hb);
-  bfloat16* sCe = reinterpret_cast<bfloat16*>(smem + lay.Ce);
+  bfloat16* sBb = reinterpret_cast<bfloat16*>(smem + lay.Bb);  // B (bf16, Lp × N, rows padded with 0)
+  bfloat16* sCb = reinterpret_cast<bfloat16*>(smem + lay.Cb);  // C (bf16, Lp × N)
   bfloat16* sMb = reinterpret_cast<bfloat16*>(smem + lay.Mb);  // M (bf16, Qp × Qp)
-  bfloat16* sXbf = reinterpret_cast<bfloat16*>(smem + lay.Xb);
+  bfloat16* sXbf = reinterpret_cast<bfloat16*>(smem + lay.Xb); // x (bf16, Lp × P)
   const int Qp = lay.Qp;
-  load_tile(p.B + (t0 * p.ngroups + g) * N, p.ngroups * N, L, N, sB, ldN);
-  load_tile(p.C + (t0 * p.ngroups + g) * N, p.ngroups * N, L, N, sC, ldN);
+  // x and B of the chunk, whichever buffers hold them.
+  auto xv = [&](int t, int q) { return mma ? static_cast<float>(sXbf[t * P + q]) : sX[t * ldP + q]; };
+  auto bv = [&](int t, int n) { return mma ? static_cast<float>(sBb[t * N + n]) : sB[t * ldN + n]; };
+  const T* gB = p.B + (t0 * p.ngroups + g) * N;
+  const T* gC = p.C + (t0 * p.ngroups + g) * N;
+  if (mma) {
+    load_tile_bf16(gB, p.ngroups * N, L, Lp, N, sBb);
+    load_tile_bf16(gC, p.ngroups * N, L, Lp, N, sCb);
+  } else {
+    load_tile(gB, p.ngroups * N, L, N, sB, ldN);
+    load_tile(gC, p.ngroups * N, L, N, sC, ldN);
+  }
   __syncthreads();
-  block_gemm(
-      L, L, N, [&](int t, int n) { return sC[t * ldN + n]; }, [&](int n, int s) { return sB[s * ldN + n]; },
-      [&](int t, int s, float v) { sCB[t * ldQ + s] = v; });
+  {  // CB = C·Bᵀ (bf16 B and C are exact: the tensor cores only reorder the fp32 sums)
+    bool done = false;
+    if constexpr (mma_type<T>()) {
+      if (mma) {
+        block_mma<true, false>(Lp, Lp, N, sCb, N, sBb, N, sCB, ldQ);
+        done = true;
+      }
+    }
+    if (!done)
+      block_gemm(
+          L, L, N, [&](int t, int n) { return sC[t * ldN + n]; }, [&](int n, int s) { return sB[s * ldN + n]; },
+          [&](int t, int s, float v) { sCB[t * ldQ + s] = v; });
+  }
   const bool has_H = c.k > 0 || p.init != nullptr;
   const bool last = c.k == c.nk - 1;
   for (int64_t j = 0; j < p.hpg; ++j) {
@@ -599,62 +649,51 @@ __global__ void __launch_bounds__(kThreads) fwd_out(Params<T> p) {
     if (c.k > 0) hin.f = p.ws_H + (boundary(c.start, c.k, Q) * H + h) * PN;
     else if (p.init) hin.t = p.init + (c.b * H + h) * PN;
     __syncthreads();  // CB written; the previous head's readers are done
-    load_tile(p.x + (t0 * H + h) * P, H * P, L, P, sX, ldP);
+    if (mma) load_tile_bf16(p.x + (t0 * H + h) * P, H * P, L, Lp, P, sXbf);
+    else load_tile(p.x + (t0 * H + h) * P, H * P, L, P, sX, ldP);
     chunk_scalars(p, c, h, s_dt, s_dtg, s_csdt, s_cs);
     for (int t = threadIdx.x; t < L; t += blockDim.x) {
       s_ecs[t] = expf(s_cs[t]);
       s_coef[t] = expf(s_cs[L - 1] - s_cs[t]) * s_dt[t];
     }
-    if (!p.mma) {
+    if (!mma) {
       for (int e = threadIdx.x; e < L * L; e += blockDim.x) {
         const int t = e / L, s = e % L;
         sM[t * ldQ + s] = s <= t ? sCB[t * ldQ + s] * expf(s_cs[t] - s_cs[s]) * s_dt[s] : 0.0f;
       }
-    } else {  // bf16 M and X, padded with zeros to Lp
+    } else {  // bf16 M, padded with zeros to Lp
       for (int e = threadIdx.x; e < Lp * Lp; e += blockDim.x) {
         const int t = e / Lp, s = e % Lp;
         sMb[t * Qp + s] =
             bfloat16(t < L && s <= t ? sCB[t * ldQ + s] * expf(s_cs[t] - s_cs[s]) * s_dt[s] : 0.0f);
       }
-      for (int e = threadIdx.x; e < Lp * P; e += blockDim.x) {
-        const int t = e / P, q = e % P;
-        sXbf[e] = bfloat16(t < L ? sX[t * ldP + q] : 0.0f);
-      }
-    }
-    if (p.mma && has_H) {  // bf16 operands: diag(exp(cs))·C (rows padded with zeros) and H_in
-      for (int e = threadIdx.x; e < Lp * N; e += blockDim.x) {
-        const int t = e / N, n = e % N;
-        sCe[e] = bfloat16(t < L ? expf(s_cs[t]) * sC[t * ldN + n] : 0.0f);
-      }
-      if constexpr (mma_type<T>()) stage_states(hin, sHb, hin, nullptr, false, P * N);
-      else for (int e = threadIdx.x; e < P * N; e += blockDim.x) sHb[e] = bfloat16(hin(e / N, e % N));
+      if constexpr (mma_type<T>())
+        if (has_H) stage_states(hin, sHb, hin, nullptr, false, P * N);
     }
     __syncthreads();
-    // Y = M·X (the chunk's own tokens) ...
-    {
-      bool done = false;
-      if constexpr (mma_type<T>()) {
-        if (p.mma) {
+    bool done = false;
+    if constexpr (mma_type<T>()) {
+      if (mma) {  // Y = diag(exp(cs))·(C·H_inᵀ) + M·X on tensor cores
+        if (has_H) {
+          block_mma<true, false>(Lp, P, N, sCb, N, sHb, N, sY, ldY);
+          __syncthreads();
+          for (int e = threadIdx.x; e < L * P; e += blockDim.x) sY[(e / P) * ldY + e % P] *= s_ecs[e / P];
+          __syncthreads();
+          block_mma<false, true>(Lp, P, Lp, sMb, Qp, sXbf, P, sY, ldY);
+        } else {
           block_mma<false, false>(Lp, P, Lp, sMb, Qp, sXbf, P, sY, ldY);
-          done = true;
         }
+        done = true;
       }
-      if (!done)
-        block_gemm(
-            L, P, L, [&](int t, int s) { return sM[t * ldQ + s]; }, [&](int s, int q) { return sX[s * ldP + q]; },
-            [&](int t, int q, float v) { sY[t * ldY + q] = v; });
     }
-    __syncthreads();
-    // ... + diag(exp(cs))·C·H_inᵀ.
-    if (has_H) {
-      bool done = false;
-      if constexpr (mma_type<T>()) {
-        if (p.mma) {
-          block_mma<true, true>(Lp, P, N, sCe, N, sHb, N, sY, ldY);
-          done = true;
-        }
-      }
-      if (!done)  // SIMT, transposed (rows q) so that H_in is read along its rows
+    if (!done) {
+      // Y = M·X (the chunk's own tokens) ...
+      block_gemm(
+          L, P, L, [&](int t, int s) { return sM[t * ldQ + s]; }, [&](int s, int q) { return sX[s * ldP + q]; },
+          [&](int t, int q, float v) { sY[t * ldY + q] = v; });
+      __syncthreads();
+      // ... + diag(exp(cs))·C·H_inᵀ (SIMT, transposed (rows q) so that H_in is read along its rows).
+      if (has_H)
         block_gemm(
             P, L, N, [&](int q, int n) { return hin(q, n); }, [&](int n, int t) { return sC[t * ldN + n]; },
             [&](int q, int t, float v) { sY[t * ldY + q] += s_ecs[t] * v; });
@@ -663,15 +702,14 @@ __global__ void __launch_bounds__(kThreads) fwd_out(Params<T> p) {
       const float elast = expf(s_cs[L - 1]);
       T* fin = p.final_state + (c.b * H + h) * PN;
       block_gemm(
-          P, N, L, [&](int q, int s) { return sX[s * ldP + q] * s_coef[s]; },
-          [&](int s, int n) { return sB[s * ldN + n]; },
+          P, N, L, [&](int q, int s) { return xv(s, q) * s_coef[s]; }, [&](int s, int n) { return bv(s, n); },
           [&](int q, int n, float v) { detail::st(fin, q * N + n, v + (has_H ? elast * hin(q, n) : 0.0f)); });
     }
     __syncthreads();
     const float Dh = p.D ? detail::ld(p.D, h) : 0.0f;
     for (int e = threadIdx.x; e < L * P; e += blockDim.x) {
       const int t = e / P, q = e % P;
-      detail::st(p.y, ((t0 + t) * H + h) * P + q, sY[t * ldY + q] + Dh * sX[t * ldP + q]);
+      detail::st(p.y, ((t0 + t) * H + h) * P + q, sY[t * ldY + q] + Dh * xv(t, q));
     }
   }
 }
