@@ -159,11 +159,11 @@ __device__ __forceinline__ void load_tile(const T* src, int64_t stride, int rows
   }
 }
 
-// dst[r·cols + c] = src[r·stride + c] as bf16 for r < rows, 0 for rows <= r < rows_p (the
-// zero padding of a tensor-core operand); batched like load_tile.
+// dst[r·cols + c] = src[r·stride + c]·scale[r] (scale null: 1) as bf16 for r < rows, 0 for
+// rows <= r < rows_p (the zero padding of a tensor-core operand); batched like load_tile.
 template <class T>
 __device__ __forceinline__ void load_tile_bf16(const T* src, int64_t stride, int rows, int rows_p, int cols,
-                                               bfloat16* dst) {
+                                               bfloat16* dst, const float* scale = nullptr) {
   const int n = rows_p * cols, nt = static_cast<int>(blockDim.x);
   for (int e0 = static_cast<int>(threadIdx.x); e0 < n; e0 += kLoadBatch * nt) {
     float v[kLoadBatch];
@@ -175,7 +175,7 @@ __device__ __forceinline__ void load_tile_bf16(const T* src, int64_t stride, int
 #pragma unroll
     for (int u = 0; u < kLoadBatch; ++u) {
       const int e = e0 + u * nt;
-      if (e < n) dst[e] = bfloat16(v[u]);
+      if (e < n) dst[e] = bfloat16(scale && e < rows * cols ? v[u] * scale[e / cols] : v[u]);
     }
   }
 }
@@ -253,14 +253,8 @@ __device__ __forceinline__ void chunk_outer_one(const Params<T>& p, int mode, in
       bfloat16* sA = reinterpret_cast<bfloat16*>(smem);
       bfloat16* sBm = sA + Qp * P;
       const int Lp = (L + 15) / 16 * 16;
-      for (int e = threadIdx.x; e < Lp * P; e += blockDim.x) {
-        const int s = e / P, q = e % P;
-        sA[e] = bfloat16(s < L ? detail::ld(U, ((c.t0 + s) * p.nheads + h) * P + q) * s_coef[s] : 0.0f);
-      }
-      for (int e = threadIdx.x; e < Lp * N; e += blockDim.x) {
-        const int s = e / N, n = e % N;
-        sBm[e] = s < L ? V[((c.t0 + s) * p.ngroups + g) * N + n] : bfloat16(0.0f);
-      }
+      load_tile_bf16(U + (c.t0 * p.nheads + h) * P, p.nheads * P, L, Lp, P, sA, s_coef);
+      load_tile_bf16(V + (c.t0 * p.ngroups + g) * N, p.ngroups * N, L, Lp, N, sBm);
       __syncthreads();
       const int warp = static_cast<int>(threadIdx.x) >> 5, nw = static_cast<int>(blockDim.x) >> 5;
       const int tn = N / 16;
@@ -282,10 +276,8 @@ __device__ __forceinline__ void chunk_outer_one(const Params<T>& p, int mode, in
   }
   float* sU = smem;
   float* sV = sU + Qp * P;
-  for (int e = threadIdx.x; e < L * P; e += blockDim.x)
-    sU[e] = detail::ld(U, ((c.t0 + e / P) * p.nheads + h) * P + e % P);
-  for (int e = threadIdx.x; e < L * N; e += blockDim.x)
-    sV[e] = detail::ld(V, ((c.t0 + e / N) * p.ngroups + g) * N + e % N);
+  load_tile(U + (c.t0 * p.nheads + h) * P, p.nheads * P, L, P, sU, P);
+  load_tile(V + (c.t0 * p.ngroups + g) * N, p.ngroups * N, L, N, sV, N);
   __syncthreads();
   block_gemm(
       P, N, L, [&](int q, int s) { return sU[s * P + q] * s_coef[s]; }, [&](int s, int n) { return sV[s * N + n]; },
