@@ -1017,10 +1017,24 @@ inline std::size_t smem_limit() {
   return static_cast<std::size_t>(v);
 }
 
-// The chunk size actually run: the requested one (at most kMaxChunk), halved until the
-// kernels' shared memory fits. The results do not depend on it beyond rounding.
-inline int64_t pick_chunk(int64_t requested, int64_t N, int64_t P, bool backward, bool mma, std::size_t limit) {
+// The chunk size actually run (the results do not depend on it beyond rounding), from the
+// requested one (at most kMaxChunk):
+//  - at most the mean sequence length `mean_len` rounded up to a power of two (at least 16; 0:
+//    unknown): a chunk longer than the sequences only costs shared memory, i.e. occupancy;
+//  - halved until the kernels' shared memory fits the per-block limit;
+//  - halved while the kernels would run one block per SM and the half chunk (at least
+//    kOccupancyChunk) runs two: the kernels are latency bound, and a second block per SM hides
+//    more latency than the longer chunk saves (the per-SM shared memory is the per-block opt-in
+//    limit + 1 KB, the per-block reservation, on sm_80/sm_90).
+constexpr int64_t kOccupancyChunk = 32;
+inline int64_t pick_chunk(int64_t requested, int64_t N, int64_t P, bool backward, bool mma, std::size_t limit,
+                          int64_t mean_len = 0) {
   int64_t Q = requested < kMaxChunk ? requested : kMaxChunk;
+  if (mean_len > 0) {
+    int64_t cap = 16;
+    while (cap < mean_len) cap *= 2;
+    if (cap < Q) Q = cap;
+  }
   auto bytes = [&](int64_t q) {
     const int64_t f = backward ? bwd_floats(q, N, P, mma) : fwd_floats(q, N, P, mma);
     const int64_t o = outer_floats(q, N, P);
@@ -1029,6 +1043,8 @@ inline int64_t pick_chunk(int64_t requested, int64_t N, int64_t P, bool backward
   while (Q > 1 && bytes(Q) > limit) Q = (Q + 1) / 2;
   MAMBATRACK_CHECK(bytes(Q) <= limit, ConfigError, "cuda ssd: d_state ", N, " and headdim ", P,
                    " need more shared memory than the device has (", limit, " bytes per block)");
+  auto per_sm = [&](int64_t q) { return (limit + 1024) / (bytes(q) + 1024); };
+  while ((Q + 1) / 2 >= kOccupancyChunk && per_sm(Q) < 2 && per_sm((Q + 1) / 2) >= 2) Q = (Q + 1) / 2;
   return Q;
 }
 
@@ -1059,7 +1075,8 @@ Params<T> make_params(const SsdInputs<T, Cuda>& in, const SsdDims& d, int64_t ch
   p.P = static_cast<int>(d.headdim);
   p.N = static_cast<int>(d.d_state);
   p.mma = use_mma(mma_type<T>(), d.d_state, d.headdim);
-  p.Q = static_cast<int>(pick_chunk(chunk, d.d_state, d.headdim, backward, p.mma, smem_limit()));
+  p.Q = static_cast<int>(pick_chunk(chunk, d.d_state, d.headdim, backward, p.mma, smem_limit(),
+                                    d.batch > 0 ? (d.tokens + d.batch - 1) / d.batch : 0));
   p.slots = d.batch + d.tokens / p.Q;
   p.nb = d.tokens / p.Q + 1;
   MAMBATRACK_CHECK(p.slots < (int64_t{1} << 31) && d.batch * d.nheads < (int64_t{1} << 31), ConfigError,
