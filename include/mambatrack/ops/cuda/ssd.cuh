@@ -102,6 +102,12 @@ __device__ __forceinline__ float warp_sum(float v) {
   return v;
 }
 
+__device__ __forceinline__ double warp_sum_d(double v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
 // C(m, n) = Σ_k a(m, k)·b(k, n) for m < M, n < Nc over k in order; epi(m, n, value) once per
 // element. A warp owns TM rows × 32·TN columns (lane + 32·j), so a() is a broadcast and b() is
 // read along consecutive columns. Every thread of the block must call it (no sync inside).
@@ -991,25 +997,47 @@ __global__ void __launch_bounds__(kThreads, 2) bwd_main(Params<T> p) {
       }
     }
     __syncthreads();
-    if (threadIdx.x == 0) {
-      float gh = 0.0f;
+    // The chunk's scalars, by warp 0 in double: ∂L/∂cs_t, its suffix sums (a shuffle scan, 32
+    // tokens at a time from the chunk's end), ddt, and the dA / dD / ddt_bias partials (lane sums
+    // reduced by warp_sum_d: a fixed order).
+    if (threadIdx.x < 32) {
+      const int lane = static_cast<int>(threadIdx.x);
+      double gh = 0.0, et = 0.0;
       for (int i = 0; i < static_cast<int>(blockDim.x >> 5); ++i) gh += s_red[i];
-      float end_term = expf(s_cs[L - 1]) * gh;  // ∂L/∂cs_last through exp(cs_last)·H_in and the w_s
-      for (int s = 0; s < L; ++s) end_term += s_w[s] * s_dt[s] * s_v[s];
-      const float a = detail::ld(p.A, h);
-      float rev = 0.0f, dA = 0.0f, ddb = 0.0f, dD = 0.0f;
-      for (int t = L - 1; t >= 0; --t) {
-        const float dcs = s_pos[t] - s_dt[t] * s_u[t] + (t == L - 1 ? end_term : 0.0f);
-        rev += dcs;
-        dA += dcs * s_csdt[t];
-        const float d_raw = (s_u[t] + a * rev) * s_dtg[t];
-        s_ddt[t] = d_raw;
-        ddb += d_raw;
-        dD += s_dD[t];
+      for (int s = lane; s < L; s += 32) et += static_cast<double>(s_w[s]) * s_dt[s] * s_v[s];
+      // ∂L/∂cs_last through exp(cs_last)·H_in and the w_s
+      const double end_term = static_cast<double>(expf(s_cs[L - 1])) * gh + warp_sum_d(et);
+      const double a = detail::ld(p.A, h);
+      double carry = 0.0, dA = 0.0, ddb = 0.0, dD = 0.0;
+      for (int r0 = 0; r0 < L; r0 += 32) {
+        const int t = L - 1 - (r0 + lane);
+        double dcs = 0.0;
+        if (t >= 0)
+          dcs = static_cast<double>(s_pos[t]) - static_cast<double>(s_dt[t]) * s_u[t] + (t == L - 1 ? end_term : 0.0);
+        double rev = dcs;
+#pragma unroll
+        for (int o = 1; o < 32; o <<= 1) {
+          const double u = __shfl_up_sync(0xffffffffu, rev, o);
+          if (lane >= o) rev += u;
+        }
+        rev += carry;  // Σ_{t' >= t} ∂L/∂cs_t'
+        if (t >= 0) {
+          dA += dcs * s_csdt[t];
+          const float d_raw = static_cast<float>((s_u[t] + a * rev) * s_dtg[t]);
+          s_ddt[t] = d_raw;
+          ddb += d_raw;
+          dD += s_dD[t];
+        }
+        carry = __shfl_sync(0xffffffffu, rev, 31);
       }
-      p.ws_par[slot * 3 * H + h] = dA;
-      p.ws_par[slot * 3 * H + H + h] = dD;
-      p.ws_par[slot * 3 * H + 2 * H + h] = ddb;
+      dA = warp_sum_d(dA);
+      ddb = warp_sum_d(ddb);
+      dD = warp_sum_d(dD);
+      if (lane == 0) {
+        p.ws_par[slot * 3 * H + h] = static_cast<float>(dA);
+        p.ws_par[slot * 3 * H + H + h] = static_cast<float>(dD);
+        p.ws_par[slot * 3 * H + 2 * H + h] = static_cast<float>(ddb);
+      }
     }
     __syncthreads();
     for (int t = threadIdx.x; t < L; t += blockDim.x) detail::st(p.ddt, (t0 + t) * H + h, s_ddt[t]);
