@@ -249,8 +249,19 @@ TEST_CASE("cuda ssd fp32: the target shape (headdim 64, d_state 128), chunk redu
   sc.P = 64;
   sc.N = 128;
   sc.G = 1;
-  sc.chunks = {64};  // the backward runs chunks of 32 (shared memory), the forward 64
+  sc.chunks = {64};  // the backward runs chunks of 32 (shared memory), the forward 32 (occupancy)
   run_case<float>(sc, test::test_seed(614), kTolF32);
+}
+
+TEST_CASE("cuda ssd bf16: the target shape (headdim 64, d_state 128), WMMA, forward chunk 64", "[cuda]") {
+  SsdCase sc;
+  sc.lens = {100, 3, 64};
+  sc.H = 2;
+  sc.P = 64;
+  sc.N = 128;
+  sc.G = 1;
+  sc.chunks = {64};  // the forward runs chunks of 64 (102 KB, two blocks per SM), the backward 32
+  run_case<bfloat16>(sc, test::test_seed(618), kTolBF16);
 }
 
 // bf16 with headdim and d_state multiples of 16 runs the tensor-core (WMMA) products, other

@@ -17,10 +17,15 @@
 #define __device__
 #define __host__
 #define __forceinline__ inline
+#define __noinline__
+#define __shared__ static  // blocks run one after the other: a static is per block
 #define __launch_bounds__(...)
 struct dim3 {
   unsigned x = 1, y = 1, z = 1;
   dim3(unsigned a = 1, unsigned b = 1, unsigned c = 1) : x(a), y(b), z(c) {}
+};
+struct alignas(16) float4 {
+  float x, y, z, w;
 };
 inline thread_local dim3 threadIdx, blockIdx;
 inline dim3 blockDim, gridDim;
@@ -30,6 +35,7 @@ inline float* g_smem = nullptr;
 inline std::barrier<>* g_bar = nullptr;
 inline std::vector<std::unique_ptr<std::barrier<>>> g_warp_bars;
 inline std::vector<float> g_xch;
+inline std::vector<double> g_xchd;
 }  // namespace emu
 inline void __syncthreads() { emu::g_bar->arrive_and_wait(); }
 inline float __shfl_xor_sync(unsigned, float v, int o) {
@@ -37,6 +43,30 @@ inline float __shfl_xor_sync(unsigned, float v, int o) {
   emu::g_xch[t] = v;
   emu::g_warp_bars[w]->arrive_and_wait();
   const float r = emu::g_xch[t ^ static_cast<unsigned>(o)];
+  emu::g_warp_bars[w]->arrive_and_wait();
+  return r;
+}
+inline double __shfl_xor_sync(unsigned, double v, int o) {
+  const unsigned t = threadIdx.x, w = t / 32;
+  emu::g_xchd[t] = v;
+  emu::g_warp_bars[w]->arrive_and_wait();
+  const double r = emu::g_xchd[t ^ static_cast<unsigned>(o)];
+  emu::g_warp_bars[w]->arrive_and_wait();
+  return r;
+}
+inline double __shfl_up_sync(unsigned, double v, unsigned o) {
+  const unsigned t = threadIdx.x, w = t / 32;
+  emu::g_xchd[t] = v;
+  emu::g_warp_bars[w]->arrive_and_wait();
+  const double r = t % 32 >= o ? emu::g_xchd[t - o] : v;
+  emu::g_warp_bars[w]->arrive_and_wait();
+  return r;
+}
+inline double __shfl_sync(unsigned, double v, int src) {
+  const unsigned t = threadIdx.x, w = t / 32;
+  emu::g_xchd[t] = v;
+  emu::g_warp_bars[w]->arrive_and_wait();
+  const double r = emu::g_xchd[w * 32 + static_cast<unsigned>(src)];
   emu::g_warp_bars[w]->arrive_and_wait();
   return r;
 }
@@ -59,6 +89,7 @@ void launch(dim3 grid, dim3 block, std::size_t smem_bytes, F body) {
       g_warp_bars.clear();
       for (unsigned w = 0; w < (block.x + 31) / 32; ++w) g_warp_bars.emplace_back(new std::barrier<>(32));
       g_xch.assign(block.x, 0.0f);
+      g_xchd.assign(block.x, 0.0);
       std::vector<std::thread> th;
       th.reserve(block.x);
       for (unsigned t = 0; t < block.x; ++t)

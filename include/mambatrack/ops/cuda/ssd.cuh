@@ -5,9 +5,10 @@
 // chunk states passed along each (sequence, head); chunks never cross a sequence start. The
 // backward recomputes the states and runs the transposed products. Float or bfloat16 storage,
 // float math and state; with bfloat16 and headdim, d_state multiples of 16 the products with the
-// chunk states and M·X, dY·Xᵀ, Mᵀ·dY run on tensor cores (WMMA bf16 16x16x16, fp32 accumulate);
-// C·Bᵀ and the products with W (they feed ∂L/∂cs, whose sums cancel) stay shared-memory tiled
-// fp32 SIMT, as does everything for float storage. d_state and headdim are run-time tile sizes (one instantiation per storage type),
+// chunk states and M·X, dY·Xᵀ, Mᵀ·dY (and in the forward C·Bᵀ, whose bf16 operands are exact) run
+// on tensor cores (WMMA bf16 16x16x16, fp32 accumulate); the backward C·Bᵀ and the products with W
+// (they feed ∂L/∂cs, whose sums cancel) stay shared-memory tiled fp32 SIMT, as does everything for
+// float storage. d_state and headdim are run-time tile sizes (one instantiation per storage type),
 // restricted to the supported lists of core/supported.hpp. Deterministic: no atomics;
 // dA/dD/ddt_bias are per-(chunk, head) partials summed in a fixed order; dB/dC are summed over the
 // heads of a group in head order inside one block.
@@ -101,6 +102,12 @@ __device__ __forceinline__ float warp_sum(float v) {
   return v;
 }
 
+__device__ __forceinline__ double warp_sum_d(double v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
 // C(m, n) = Σ_k a(m, k)·b(k, n) for m < M, n < Nc over k in order; epi(m, n, value) once per
 // element. A warp owns TM rows × 32·TN columns (lane + 32·j), so a() is a broadcast and b() is
 // read along consecutive columns. Every thread of the block must call it (no sync inside).
@@ -136,6 +143,49 @@ __device__ __forceinline__ void block_gemm(int M, int Nc, int K, FA&& a, FB&& b,
   }
 }
 
+// dst[r·ld + c] = src[r·stride + c] (r < rows, c < cols) as float, for a tile of global memory:
+// kLoadBatch elements per thread are loaded before any is stored, so one global-memory latency
+// covers them (a plain loop waits for each load in turn). Every thread of the block calls it.
+constexpr int kLoadBatch = 4;
+template <class T>
+__device__ __forceinline__ void load_tile(const T* src, int64_t stride, int rows, int cols, float* dst, int ld) {
+  const int n = rows * cols, nt = static_cast<int>(blockDim.x);
+  for (int e0 = static_cast<int>(threadIdx.x); e0 < n; e0 += kLoadBatch * nt) {
+    float v[kLoadBatch];
+#pragma unroll
+    for (int u = 0; u < kLoadBatch; ++u) {
+      const int e = e0 + u * nt;
+      if (e < n) v[u] = detail::ld(src, (e / cols) * stride + e % cols);
+    }
+#pragma unroll
+    for (int u = 0; u < kLoadBatch; ++u) {
+      const int e = e0 + u * nt;
+      if (e < n) dst[(e / cols) * ld + e % cols] = v[u];
+    }
+  }
+}
+
+// dst[r·cols + c] = src[r·stride + c]·scale[r] (scale null: 1) as bf16 for r < rows, 0 for
+// rows <= r < rows_p (the zero padding of a tensor-core operand); batched like load_tile.
+template <class T>
+__device__ __forceinline__ void load_tile_bf16(const T* src, int64_t stride, int rows, int rows_p, int cols,
+                                               bfloat16* dst, const float* scale = nullptr) {
+  const int n = rows_p * cols, nt = static_cast<int>(blockDim.x);
+  for (int e0 = static_cast<int>(threadIdx.x); e0 < n; e0 += kLoadBatch * nt) {
+    float v[kLoadBatch];
+#pragma unroll
+    for (int u = 0; u < kLoadBatch; ++u) {
+      const int e = e0 + u * nt;
+      v[u] = e < rows * cols ? detail::ld(src, (e / cols) * stride + e % cols) : 0.0f;
+    }
+#pragma unroll
+    for (int u = 0; u < kLoadBatch; ++u) {
+      const int e = e0 + u * nt;
+      if (e < n) dst[e] = bfloat16(scale && e < rows * cols ? v[u] * scale[e / cols] : v[u]);
+    }
+  }
+}
+
 // dt (bias, softplus with threshold 20, clamp), its derivative w.r.t. the raw dt (0 where
 // clamped), csdt_t = Σ_{k≤t} dt_k and cs_t = A·csdt_t for the chunk's L tokens of head h.
 // Every thread of the block must call it (it synchronises before and after the prefix sum).
@@ -161,13 +211,26 @@ __device__ __forceinline__ void chunk_scalars(const Params<T>& p, const ChunkPos
     s_dtg[t] = grad;
   }
   __syncthreads();
-  if (threadIdx.x == 0) {  // in double: cs_t − cs_s then only carries the rounding of cs to float
+  // Inclusive prefix sum in double (cs_t − cs_s then only carries the rounding of cs to float),
+  // by warp 0, 32 tokens at a time (shuffle scan: 5 steps instead of 32 dependent adds).
+  if (threadIdx.x < 32) {
+    const int lane = static_cast<int>(threadIdx.x);
     const double a = detail::ld(p.A, h);
-    double acc = 0.0;
-    for (int t = 0; t < c.L; ++t) {
-      acc += s_dt[t];
-      s_csdt[t] = static_cast<float>(acc);
-      s_cs[t] = static_cast<float>(a * acc);
+    double carry = 0.0;
+    for (int b0 = 0; b0 < c.L; b0 += 32) {
+      const int t = b0 + lane;
+      double v = t < c.L ? static_cast<double>(s_dt[t]) : 0.0;
+#pragma unroll
+      for (int o = 1; o < 32; o <<= 1) {
+        const double u = __shfl_up_sync(0xffffffffu, v, o);
+        if (lane >= o) v += u;
+      }
+      v += carry;
+      if (t < c.L) {
+        s_csdt[t] = static_cast<float>(v);
+        s_cs[t] = static_cast<float>(a * v);
+      }
+      carry = __shfl_sync(0xffffffffu, v, 31);
     }
   }
   __syncthreads();
@@ -209,14 +272,8 @@ __device__ __forceinline__ void chunk_outer_one(const Params<T>& p, int mode, in
       bfloat16* sA = reinterpret_cast<bfloat16*>(smem);
       bfloat16* sBm = sA + Qp * P;
       const int Lp = (L + 15) / 16 * 16;
-      for (int e = threadIdx.x; e < Lp * P; e += blockDim.x) {
-        const int s = e / P, q = e % P;
-        sA[e] = bfloat16(s < L ? detail::ld(U, ((c.t0 + s) * p.nheads + h) * P + q) * s_coef[s] : 0.0f);
-      }
-      for (int e = threadIdx.x; e < Lp * N; e += blockDim.x) {
-        const int s = e / N, n = e % N;
-        sBm[e] = s < L ? V[((c.t0 + s) * p.ngroups + g) * N + n] : bfloat16(0.0f);
-      }
+      load_tile_bf16(U + (c.t0 * p.nheads + h) * P, p.nheads * P, L, Lp, P, sA, s_coef);
+      load_tile_bf16(V + (c.t0 * p.ngroups + g) * N, p.ngroups * N, L, Lp, N, sBm);
       __syncthreads();
       const int warp = static_cast<int>(threadIdx.x) >> 5, nw = static_cast<int>(blockDim.x) >> 5;
       const int tn = N / 16;
@@ -238,10 +295,8 @@ __device__ __forceinline__ void chunk_outer_one(const Params<T>& p, int mode, in
   }
   float* sU = smem;
   float* sV = sU + Qp * P;
-  for (int e = threadIdx.x; e < L * P; e += blockDim.x)
-    sU[e] = detail::ld(U, ((c.t0 + e / P) * p.nheads + h) * P + e % P);
-  for (int e = threadIdx.x; e < L * N; e += blockDim.x)
-    sV[e] = detail::ld(V, ((c.t0 + e / N) * p.ngroups + g) * N + e % N);
+  load_tile(U + (c.t0 * p.nheads + h) * P, p.nheads * P, L, P, sU, P);
+  load_tile(V + (c.t0 * p.ngroups + g) * N, p.ngroups * N, L, N, sV, N);
   __syncthreads();
   block_gemm(
       P, N, L, [&](int q, int s) { return sU[s * P + q] * s_coef[s]; }, [&](int s, int n) { return sV[s * N + n]; },
@@ -249,13 +304,27 @@ __device__ __forceinline__ void chunk_outer_one(const Params<T>& p, int mode, in
 }
 // Grid (outer_grid_x, nheads); each block takes slots blockIdx.x, + gridDim.x, ... (most slots
 // need no work when sequences are a single chunk: few blocks then skip them cheaply).
+// The block's threads first test kThreads of its slots at once (one latency for all the loads of
+// the slot map) and the block then runs only those that have work.
 template <class T>
 __global__ void __launch_bounds__(kThreads) chunk_outer(Params<T> p, int mode) {
   extern __shared__ __align__(128) unsigned char ssd_smem[];  // 32-byte aligned for wmma
   float* smem = reinterpret_cast<float*>(ssd_smem);
-  for (int64_t slot = blockIdx.x; slot < p.slots; slot += gridDim.x) {
-    __syncthreads();  // the previous slot's readers of shared memory are done
-    chunk_outer_one(p, mode, slot, smem);
+  __shared__ int s_need[kThreads];
+  const int64_t stride = gridDim.x;
+  for (int64_t base = blockIdx.x; base < p.slots; base += stride * kThreads) {
+    const int64_t slot = base + static_cast<int64_t>(threadIdx.x) * stride;
+    int need = 0;
+    ChunkPos c;
+    if (slot < p.slots && chunk_pos(p, slot, c)) need = mode == 0 ? c.k < c.nk - 1 : c.k > 0;
+    __syncthreads();  // the previous round's readers of s_need are done
+    s_need[threadIdx.x] = need;
+    __syncthreads();
+    for (int i = 0; i < kThreads; ++i) {
+      if (!s_need[i]) continue;
+      __syncthreads();  // the previous slot's readers of shared memory are done
+      chunk_outer_one(p, mode, base + static_cast<int64_t>(i) * stride, smem);
+    }
   }
 }
 
@@ -326,9 +395,27 @@ __device__ __forceinline__ void pass_one(const Params<T>& p, int mode, int64_t b
     }
   }
 }
+// The block's threads first test kThreads (sequence, head) pairs at once (one latency for all the
+// loads of cu) and the block then passes only those that need it: sequences of one chunk (the
+// common case for short tracks) cost nothing beyond the test.
 template <class T>
 __global__ void __launch_bounds__(kThreads) pass_states(Params<T> p, int mode) {
-  for (int64_t bh = blockIdx.x; bh < p.batch * p.nheads; bh += gridDim.x) pass_one(p, mode, bh);
+  __shared__ int s_need[kThreads];
+  const int64_t BH = p.batch * p.nheads, stride = gridDim.x;
+  for (int64_t base = blockIdx.x; base < BH; base += stride * kThreads) {
+    const int64_t bh = base + static_cast<int64_t>(threadIdx.x) * stride;
+    int need = 0;
+    if (bh < BH) {
+      const int64_t b = bh / p.nheads, start = p.cu[b], end = p.cu[b + 1];
+      const bool valid = start >= 0 && end <= p.tokens && end >= start;
+      need = valid && (end == start || end - start > p.Q);  // empty, or more than one chunk
+    }
+    __syncthreads();  // the previous round's readers of s_need are done
+    s_need[threadIdx.x] = need;
+    __syncthreads();
+    for (int i = 0; i < kThreads; ++i)
+      if (s_need[i]) pass_one(p, mode, base + static_cast<int64_t>(i) * stride);
+  }
 }
 
 // Launch grids of chunk_outer and pass_states (blocks stride over slots / (sequence, head)).
@@ -350,23 +437,29 @@ dim3 pass_grid(const Params<T>& p) {
 // headdim and d_state multiples of 16) adds the bf16 operand buffers.
 __host__ __device__ inline int64_t round8(int64_t n) { return (n + 7) / 8 * 8; }
 struct FwdLayout {
-  int64_t B, C, CB, M, X, Y, sc, Hb, Ce, Mb, Xb, total;
+  int64_t B, C, CB, M, X, Y, sc, Hb, Bb, Cb, Mb, Xb, total;
   int ldN, ldQ, ldP, ldY, Qp;
 };
+// With mma, B, C and x (bf16 storage: exact in bf16) live only as bf16 operands, C·Bᵀ runs on
+// tensor cores into CB (Qp × ldQ, ldQ = Qp + 4) and there is no fp32 M, X, B or C: the chunk 64
+// layout of headdim 64 / d_state 128 is then 102 KB (two blocks per SM) instead of 184 KB.
 __host__ __device__ inline FwdLayout fwd_layout(int64_t Q, int64_t N, int64_t P, bool mma) {
   FwdLayout l;
-  l.ldN = static_cast<int>(N + 1), l.ldQ = static_cast<int>(Q + 1), l.ldP = static_cast<int>(P + 1);
-  l.ldY = static_cast<int>(P + 4), l.Qp = static_cast<int>((Q + 15) / 16 * 16);
+  l.Qp = static_cast<int>((Q + 15) / 16 * 16);
+  l.ldN = static_cast<int>(N + 1), l.ldQ = static_cast<int>(mma ? l.Qp + 4 : Q + 1), l.ldP = static_cast<int>(P + 1);
+  l.ldY = static_cast<int>(P + 4);
+  const int64_t rows = mma ? l.Qp : Q;
   int64_t o = 0;
-  l.B = o, o += round8(Q * l.ldN);
-  l.C = o, o += round8(Q * l.ldN);
-  l.CB = o, o += round8(Q * l.ldQ);
-  l.M = o, o += round8(Q * l.ldQ);
-  l.X = o, o += round8(Q * l.ldP);
+  l.B = o, o += mma ? 0 : round8(Q * l.ldN);
+  l.C = o, o += mma ? 0 : round8(Q * l.ldN);
+  l.CB = o, o += round8(rows * l.ldQ);
+  l.M = o, o += mma ? 0 : round8(Q * l.ldQ);
+  l.X = o, o += mma ? 0 : round8(Q * l.ldP);
   l.Y = o, o += round8(l.Qp * l.ldY);
   l.sc = o, o += round8(6 * Q);
   l.Hb = o, o += mma ? round8(P * N / 2) : 0;
-  l.Ce = o, o += mma ? round8(l.Qp * N / 2) : 0;
+  l.Bb = o, o += mma ? round8(l.Qp * N / 2) : 0;
+  l.Cb = o, o += mma ? round8(l.Qp * N / 2) : 0;
   l.Mb = o, o += mma ? round8(l.Qp * l.Qp / 2) : 0;
   l.Xb = o, o += mma ? round8(l.Qp * P / 2) : 0;
   l.total = o;
@@ -454,7 +547,62 @@ struct StateRef {
   __device__ __forceinline__ float operator()(int q, int n) const {
     return f ? f[q * N + n] : detail::ld(t, static_cast<int64_t>(q) * N + n);
   }
+  // Elements e .. e + 3 (e a multiple of 4; P·N always is): one 16-byte load from the workspace.
+  __device__ __forceinline__ float4 four(int e) const {
+    if (f) return *reinterpret_cast<const float4*>(f + e);
+    float4 v;
+    v.x = detail::ld(t, e);
+    v.y = detail::ld(t, e + 1);
+    v.z = detail::ld(t, e + 2);
+    v.w = detail::ld(t, e + 3);
+    return v;
+  }
 };
+
+// Stages the chunk-start state H into sH and the chunk-end adjoint G into sG (bf16, row-major
+// P × N; a null destination skips it) and returns this thread's part of <G, H> when `dot`
+// (0 otherwise). kStageBatch groups of 4 elements per thread are loaded before any is used, so
+// one global-memory latency covers them instead of one per element. H is read only when sH or
+// dot, G only when sG or dot.
+constexpr int kStageBatch = 2;
+template <class T>
+__device__ __noinline__ float stage_states(const StateRef<T>& hs, bfloat16* sH, const StateRef<T>& gs,
+                                              bfloat16* sG, bool dot, int PN) {
+  const int n4 = PN / 4, nt = static_cast<int>(blockDim.x);
+  const bool rh = sH || dot, rg = sG || dot;
+  float r = 0.0f;
+  for (int i0 = static_cast<int>(threadIdx.x); i0 < n4; i0 += kStageBatch * nt) {
+    float4 hv[kStageBatch], gv[kStageBatch];
+#pragma unroll
+    for (int u = 0; u < kStageBatch; ++u) {
+      const int i = i0 + u * nt;
+      if (i < n4) {
+        if (rh) hv[u] = hs.four(4 * i);
+        if (rg) gv[u] = gs.four(4 * i);
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kStageBatch; ++u) {
+      const int i = i0 + u * nt;
+      if (i < n4) {
+        if (sH) {
+          sH[4 * i] = bfloat16(hv[u].x);
+          sH[4 * i + 1] = bfloat16(hv[u].y);
+          sH[4 * i + 2] = bfloat16(hv[u].z);
+          sH[4 * i + 3] = bfloat16(hv[u].w);
+        }
+        if (sG) {
+          sG[4 * i] = bfloat16(gv[u].x);
+          sG[4 * i + 1] = bfloat16(gv[u].y);
+          sG[4 * i + 2] = bfloat16(gv[u].z);
+          sG[4 * i + 3] = bfloat16(gv[u].w);
+        }
+        if (dot) r += gv[u].x * hv[u].x + gv[u].y * hv[u].y + gv[u].z * hv[u].z + gv[u].w * hv[u].w;
+      }
+    }
+  }
+  return r;
+}
 
 // Forward output of one chunk and one group (heads of the group in turn): y, and final_state in
 // the sequence's last chunk. Grid (slots, ngroups). The chunk-start state is read from global
@@ -465,18 +613,19 @@ __global__ void __launch_bounds__(kThreads) fwd_out(Params<T> p) {
   if (!chunk_pos(p, blockIdx.x, c)) return;
   const int64_t g = blockIdx.y;
   const int P = p.P, N = p.N, Q = p.Q, L = c.L;
-  const FwdLayout lay = fwd_layout(Q, N, P, p.mma);
+  const bool mma = mma_type<T>() && p.mma;  // constant false for float storage
+  const FwdLayout lay = fwd_layout(Q, N, P, mma);
   const int ldN = lay.ldN, ldP = lay.ldP, ldQ = lay.ldQ, ldY = lay.ldY;
   const int Lp = (L + 15) / 16 * 16;
   const int64_t PN = static_cast<int64_t>(P) * N;
   const int64_t H = p.nheads, t0 = c.t0;
   extern __shared__ __align__(128) unsigned char ssd_smem[];
   float* smem = reinterpret_cast<float*>(ssd_smem);
-  float* sB = smem + lay.B;
-  float* sC = smem + lay.C;
+  float* sB = smem + lay.B;    // SIMT only
+  float* sC = smem + lay.C;    // SIMT only
   float* sCB = smem + lay.CB;
-  float* sM = smem + lay.M;
-  float* sX = smem + lay.X;
+  float* sM = smem + lay.M;    // SIMT only
+  float* sX = smem + lay.X;    // SIMT only
   float* sY = smem + lay.Y;
   float* s_dt = smem + lay.sc;
   float* s_dtg = s_dt + Q;
@@ -485,20 +634,37 @@ __global__ void __launch_bounds__(kThreads) fwd_out(Params<T> p) {
   float* s_coef = s_cs + Q;
   float* s_ecs = s_coef + Q;
   bfloat16* sHb = reinterpret_cast<bfloat16*>(smem + lay.Hb);
-  bfloat16* sCe = reinterpret_cast<bfloat16*>(smem + lay.Ce);
+  bfloat16* sBb = reinterpret_cast<bfloat16*>(smem + lay.Bb);  // B (bf16, Lp × N, rows padded with 0)
+  bfloat16* sCb = reinterpret_cast<bfloat16*>(smem + lay.Cb);  // C (bf16, Lp × N)
   bfloat16* sMb = reinterpret_cast<bfloat16*>(smem + lay.Mb);  // M (bf16, Qp × Qp)
-  bfloat16* sXbf = reinterpret_cast<bfloat16*>(smem + lay.Xb);
+  bfloat16* sXbf = reinterpret_cast<bfloat16*>(smem + lay.Xb); // x (bf16, Lp × P)
   const int Qp = lay.Qp;
-  for (int e = threadIdx.x; e < L * N; e += blockDim.x) {
-    const int t = e / N, n = e % N;
-    const int64_t src = ((t0 + t) * p.ngroups + g) * N + n;
-    sB[t * ldN + n] = detail::ld(p.B, src);
-    sC[t * ldN + n] = detail::ld(p.C, src);
+  // x and B of the chunk, whichever buffers hold them.
+  auto xv = [&](int t, int q) { return mma ? static_cast<float>(sXbf[t * P + q]) : sX[t * ldP + q]; };
+  auto bv = [&](int t, int n) { return mma ? static_cast<float>(sBb[t * N + n]) : sB[t * ldN + n]; };
+  const T* gB = p.B + (t0 * p.ngroups + g) * N;
+  const T* gC = p.C + (t0 * p.ngroups + g) * N;
+  if (mma) {
+    load_tile_bf16(gB, p.ngroups * N, L, Lp, N, sBb);
+    load_tile_bf16(gC, p.ngroups * N, L, Lp, N, sCb);
+  } else {
+    load_tile(gB, p.ngroups * N, L, N, sB, ldN);
+    load_tile(gC, p.ngroups * N, L, N, sC, ldN);
   }
   __syncthreads();
-  block_gemm(
-      L, L, N, [&](int t, int n) { return sC[t * ldN + n]; }, [&](int n, int s) { return sB[s * ldN + n]; },
-      [&](int t, int s, float v) { sCB[t * ldQ + s] = v; });
+  {  // CB = C·Bᵀ (bf16 B and C are exact: the tensor cores only reorder the fp32 sums)
+    bool done = false;
+    if constexpr (mma_type<T>()) {
+      if (mma) {
+        block_mma<true, false>(Lp, Lp, N, sCb, N, sBb, N, sCB, ldQ);
+        done = true;
+      }
+    }
+    if (!done)
+      block_gemm(
+          L, L, N, [&](int t, int n) { return sC[t * ldN + n]; }, [&](int n, int s) { return sB[s * ldN + n]; },
+          [&](int t, int s, float v) { sCB[t * ldQ + s] = v; });
+  }
   const bool has_H = c.k > 0 || p.init != nullptr;
   const bool last = c.k == c.nk - 1;
   for (int64_t j = 0; j < p.hpg; ++j) {
@@ -508,62 +674,51 @@ __global__ void __launch_bounds__(kThreads) fwd_out(Params<T> p) {
     if (c.k > 0) hin.f = p.ws_H + (boundary(c.start, c.k, Q) * H + h) * PN;
     else if (p.init) hin.t = p.init + (c.b * H + h) * PN;
     __syncthreads();  // CB written; the previous head's readers are done
-    for (int e = threadIdx.x; e < L * P; e += blockDim.x)
-      sX[(e / P) * ldP + e % P] = detail::ld(p.x, ((t0 + e / P) * H + h) * P + e % P);
+    if (mma) load_tile_bf16(p.x + (t0 * H + h) * P, H * P, L, Lp, P, sXbf);
+    else load_tile(p.x + (t0 * H + h) * P, H * P, L, P, sX, ldP);
     chunk_scalars(p, c, h, s_dt, s_dtg, s_csdt, s_cs);
     for (int t = threadIdx.x; t < L; t += blockDim.x) {
       s_ecs[t] = expf(s_cs[t]);
       s_coef[t] = expf(s_cs[L - 1] - s_cs[t]) * s_dt[t];
     }
-    if (!p.mma) {
+    if (!mma) {
       for (int e = threadIdx.x; e < L * L; e += blockDim.x) {
         const int t = e / L, s = e % L;
         sM[t * ldQ + s] = s <= t ? sCB[t * ldQ + s] * expf(s_cs[t] - s_cs[s]) * s_dt[s] : 0.0f;
       }
-    } else {  // bf16 M and X, padded with zeros to Lp
+    } else {  // bf16 M, padded with zeros to Lp
       for (int e = threadIdx.x; e < Lp * Lp; e += blockDim.x) {
         const int t = e / Lp, s = e % Lp;
         sMb[t * Qp + s] =
             bfloat16(t < L && s <= t ? sCB[t * ldQ + s] * expf(s_cs[t] - s_cs[s]) * s_dt[s] : 0.0f);
       }
-      for (int e = threadIdx.x; e < Lp * P; e += blockDim.x) {
-        const int t = e / P, q = e % P;
-        sXbf[e] = bfloat16(t < L ? sX[t * ldP + q] : 0.0f);
-      }
-    }
-    if (p.mma && has_H) {  // bf16 operands: diag(exp(cs))·C (rows padded with zeros) and H_in
-      for (int e = threadIdx.x; e < Lp * N; e += blockDim.x) {
-        const int t = e / N, n = e % N;
-        sCe[e] = bfloat16(t < L ? expf(s_cs[t]) * sC[t * ldN + n] : 0.0f);
-      }
-      for (int e = threadIdx.x; e < P * N; e += blockDim.x) sHb[e] = bfloat16(hin(e / N, e % N));
+      if constexpr (mma_type<T>())
+        if (has_H) stage_states(hin, sHb, hin, nullptr, false, P * N);
     }
     __syncthreads();
-    // Y = M·X (the chunk's own tokens) ...
-    {
-      bool done = false;
-      if constexpr (mma_type<T>()) {
-        if (p.mma) {
+    bool done = false;
+    if constexpr (mma_type<T>()) {
+      if (mma) {  // Y = diag(exp(cs))·(C·H_inᵀ) + M·X on tensor cores
+        if (has_H) {
+          block_mma<true, false>(Lp, P, N, sCb, N, sHb, N, sY, ldY);
+          __syncthreads();
+          for (int e = threadIdx.x; e < L * P; e += blockDim.x) sY[(e / P) * ldY + e % P] *= s_ecs[e / P];
+          __syncthreads();
+          block_mma<false, true>(Lp, P, Lp, sMb, Qp, sXbf, P, sY, ldY);
+        } else {
           block_mma<false, false>(Lp, P, Lp, sMb, Qp, sXbf, P, sY, ldY);
-          done = true;
         }
+        done = true;
       }
-      if (!done)
-        block_gemm(
-            L, P, L, [&](int t, int s) { return sM[t * ldQ + s]; }, [&](int s, int q) { return sX[s * ldP + q]; },
-            [&](int t, int q, float v) { sY[t * ldY + q] = v; });
     }
-    __syncthreads();
-    // ... + diag(exp(cs))·C·H_inᵀ.
-    if (has_H) {
-      bool done = false;
-      if constexpr (mma_type<T>()) {
-        if (p.mma) {
-          block_mma<true, true>(Lp, P, N, sCe, N, sHb, N, sY, ldY);
-          done = true;
-        }
-      }
-      if (!done)  // SIMT, transposed (rows q) so that H_in is read along its rows
+    if (!done) {
+      // Y = M·X (the chunk's own tokens) ...
+      block_gemm(
+          L, P, L, [&](int t, int s) { return sM[t * ldQ + s]; }, [&](int s, int q) { return sX[s * ldP + q]; },
+          [&](int t, int q, float v) { sY[t * ldY + q] = v; });
+      __syncthreads();
+      // ... + diag(exp(cs))·C·H_inᵀ (SIMT, transposed (rows q) so that H_in is read along its rows).
+      if (has_H)
         block_gemm(
             P, L, N, [&](int q, int n) { return hin(q, n); }, [&](int n, int t) { return sC[t * ldN + n]; },
             [&](int q, int t, float v) { sY[t * ldY + q] += s_ecs[t] * v; });
@@ -572,15 +727,14 @@ __global__ void __launch_bounds__(kThreads) fwd_out(Params<T> p) {
       const float elast = expf(s_cs[L - 1]);
       T* fin = p.final_state + (c.b * H + h) * PN;
       block_gemm(
-          P, N, L, [&](int q, int s) { return sX[s * ldP + q] * s_coef[s]; },
-          [&](int s, int n) { return sB[s * ldN + n]; },
+          P, N, L, [&](int q, int s) { return xv(s, q) * s_coef[s]; }, [&](int s, int n) { return bv(s, n); },
           [&](int q, int n, float v) { detail::st(fin, q * N + n, v + (has_H ? elast * hin(q, n) : 0.0f)); });
     }
     __syncthreads();
     const float Dh = p.D ? detail::ld(p.D, h) : 0.0f;
     for (int e = threadIdx.x; e < L * P; e += blockDim.x) {
       const int t = e / P, q = e % P;
-      detail::st(p.y, ((t0 + t) * H + h) * P + q, sY[t * ldY + q] + Dh * sX[t * ldP + q]);
+      detail::st(p.y, ((t0 + t) * H + h) * P + q, sY[t * ldY + q] + Dh * xv(t, q));
     }
   }
 }
@@ -643,12 +797,8 @@ __global__ void __launch_bounds__(kThreads, 2) bwd_main(Params<T> p) {
   bfloat16* sMtb = reinterpret_cast<bfloat16*>(smem + lay.Mtb);  // Mᵀ (bf16, Qp × Qp)
   float* sGm = smem + lay.Gm;                                    // dY·Xᵀ (fp32, Qp × ldG)
   const int Qp = lay.Qp, ldG = lay.ldG;
-  for (int e = threadIdx.x; e < L * N; e += blockDim.x) {
-    const int t = e / N, n = e % N;
-    const int64_t src = ((c.t0 + t) * p.ngroups + g) * N + n;
-    sB[t * ldN + n] = detail::ld(p.B, src);
-    sC[t * ldN + n] = detail::ld(p.C, src);
-  }
+  load_tile(p.B + (c.t0 * p.ngroups + g) * N, p.ngroups * N, L, N, sB, ldN);
+  load_tile(p.C + (c.t0 * p.ngroups + g) * N, p.ngroups * N, L, N, sC, ldN);
   __syncthreads();
   block_gemm(
       L, L, N, [&](int t, int n) { return sC[t * ldN + n]; }, [&](int n, int s) { return sB[s * ldN + n]; },
@@ -666,12 +816,8 @@ __global__ void __launch_bounds__(kThreads, 2) bwd_main(Params<T> p) {
     if (!last) gend.f = p.ws_G + (boundary(c.start, c.k + 1, Q) * H + h) * PN;
     else if (p.dfinal) gend.t = p.dfinal + (c.b * H + h) * PN;
     __syncthreads();  // CB written; the previous head's readers are done
-    for (int e = threadIdx.x; e < L * P; e += blockDim.x) {
-      const int t = e / P, q = e % P;
-      const int64_t src = ((t0 + t) * H + h) * P + q;
-      sX[t * ldP + q] = detail::ld(p.x, src);
-      sdY[t * ldP + q] = detail::ld(p.dy, src);
-    }
+    load_tile(p.x + (t0 * H + h) * P, H * P, L, P, sX, ldP);
+    load_tile(p.dy + (t0 * H + h) * P, H * P, L, P, sdY, ldP);
     chunk_scalars(p, c, h, s_dt, s_dtg, s_csdt, s_cs);
     for (int t = threadIdx.x; t < L; t += blockDim.x) {
       s_ecs[t] = expf(s_cs[t]);
@@ -682,6 +828,17 @@ __global__ void __launch_bounds__(kThreads, 2) bwd_main(Params<T> p) {
         const int t = e / L, s = e % L;
         sM[t * ldQ + s] = s <= t ? sCB[t * ldQ + s] * expf(s_cs[t] - s_cs[s]) * s_dt[s] : 0.0f;
       }
+    }
+    {  // H and G to bf16 (mma) and <G, H> (per-thread sums, per-warp shuffles; the warps are
+       // summed in order by thread 0 below), in one batched pass over global memory
+      float r;
+      if constexpr (mma_type<T>())
+        r = stage_states(hin, p.mma && has_H ? sHb : nullptr, gend, p.mma && has_G ? sGb : nullptr,
+                         has_G && has_H, P * N);
+      else
+        r = stage_states(hin, nullptr, gend, nullptr, has_G && has_H, P * N);
+      r = warp_sum(r);
+      if ((threadIdx.x & 31) == 0) s_red[threadIdx.x >> 5] = r;
     }
     if (p.mma) {  // bf16 operands, token rows padded with zeros to Lp
       for (int e = threadIdx.x; e < Lp * Lp; e += blockDim.x) {  // Mᵀ: row s, column t
@@ -695,14 +852,12 @@ __global__ void __launch_bounds__(kThreads, 2) bwd_main(Params<T> p) {
         sdYb[e] = bfloat16(t < L ? sdY[t * ldP + q] : 0.0f);
       }
       if (has_G) {
-        for (int e = threadIdx.x; e < P * N; e += blockDim.x) sGb[e] = bfloat16(gend(e / N, e % N));
         for (int e = threadIdx.x; e < Lp * N; e += blockDim.x) {
           const int t = e / N, n = e % N;
           sBw[e] = bfloat16(t < L ? expf(s_cs[L - 1] - s_cs[t]) * s_dt[t] * sB[t * ldN + n] : 0.0f);
         }
       }
       if (has_H) {
-        for (int e = threadIdx.x; e < P * N; e += blockDim.x) sHb[e] = bfloat16(hin(e / N, e % N));
         for (int e = threadIdx.x; e < Lp * P; e += blockDim.x) {
           const int t = e / P, q = e % P;
           sdYe[e] = bfloat16(t < L ? expf(s_cs[t]) * sdY[t * ldP + q] : 0.0f);
@@ -841,33 +996,48 @@ __global__ void __launch_bounds__(kThreads, 2) bwd_main(Params<T> p) {
         s_v[s] = vv;  // x_s·G·B_s
       }
     }
-    {  // <G, H_in>: per-thread strided sums, then per-warp shuffles, then the warps in order
-      float r = 0.0f;
-      if (has_G && has_H)
-        for (int e = threadIdx.x; e < P * N; e += blockDim.x) r += gend(e / N, e % N) * hin(e / N, e % N);
-      r = warp_sum(r);
-      if ((threadIdx.x & 31) == 0) s_red[threadIdx.x >> 5] = r;
-    }
     __syncthreads();
-    if (threadIdx.x == 0) {
-      float gh = 0.0f;
+    // The chunk's scalars, by warp 0 in double: ∂L/∂cs_t, its suffix sums (a shuffle scan, 32
+    // tokens at a time from the chunk's end), ddt, and the dA / dD / ddt_bias partials (lane sums
+    // reduced by warp_sum_d: a fixed order).
+    if (threadIdx.x < 32) {
+      const int lane = static_cast<int>(threadIdx.x);
+      double gh = 0.0, et = 0.0;
       for (int i = 0; i < static_cast<int>(blockDim.x >> 5); ++i) gh += s_red[i];
-      float end_term = expf(s_cs[L - 1]) * gh;  // ∂L/∂cs_last through exp(cs_last)·H_in and the w_s
-      for (int s = 0; s < L; ++s) end_term += s_w[s] * s_dt[s] * s_v[s];
-      const float a = detail::ld(p.A, h);
-      float rev = 0.0f, dA = 0.0f, ddb = 0.0f, dD = 0.0f;
-      for (int t = L - 1; t >= 0; --t) {
-        const float dcs = s_pos[t] - s_dt[t] * s_u[t] + (t == L - 1 ? end_term : 0.0f);
-        rev += dcs;
-        dA += dcs * s_csdt[t];
-        const float d_raw = (s_u[t] + a * rev) * s_dtg[t];
-        s_ddt[t] = d_raw;
-        ddb += d_raw;
-        dD += s_dD[t];
+      for (int s = lane; s < L; s += 32) et += static_cast<double>(s_w[s]) * s_dt[s] * s_v[s];
+      // ∂L/∂cs_last through exp(cs_last)·H_in and the w_s
+      const double end_term = static_cast<double>(expf(s_cs[L - 1])) * gh + warp_sum_d(et);
+      const double a = detail::ld(p.A, h);
+      double carry = 0.0, dA = 0.0, ddb = 0.0, dD = 0.0;
+      for (int r0 = 0; r0 < L; r0 += 32) {
+        const int t = L - 1 - (r0 + lane);
+        double dcs = 0.0;
+        if (t >= 0)
+          dcs = static_cast<double>(s_pos[t]) - static_cast<double>(s_dt[t]) * s_u[t] + (t == L - 1 ? end_term : 0.0);
+        double rev = dcs;
+#pragma unroll
+        for (int o = 1; o < 32; o <<= 1) {
+          const double u = __shfl_up_sync(0xffffffffu, rev, o);
+          if (lane >= o) rev += u;
+        }
+        rev += carry;  // Σ_{t' >= t} ∂L/∂cs_t'
+        if (t >= 0) {
+          dA += dcs * s_csdt[t];
+          const float d_raw = static_cast<float>((s_u[t] + a * rev) * s_dtg[t]);
+          s_ddt[t] = d_raw;
+          ddb += d_raw;
+          dD += s_dD[t];
+        }
+        carry = __shfl_sync(0xffffffffu, rev, 31);
       }
-      p.ws_par[slot * 3 * H + h] = dA;
-      p.ws_par[slot * 3 * H + H + h] = dD;
-      p.ws_par[slot * 3 * H + 2 * H + h] = ddb;
+      dA = warp_sum_d(dA);
+      ddb = warp_sum_d(ddb);
+      dD = warp_sum_d(dD);
+      if (lane == 0) {
+        p.ws_par[slot * 3 * H + h] = static_cast<float>(dA);
+        p.ws_par[slot * 3 * H + H + h] = static_cast<float>(dD);
+        p.ws_par[slot * 3 * H + 2 * H + h] = static_cast<float>(ddb);
+      }
     }
     __syncthreads();
     for (int t = threadIdx.x; t < L; t += blockDim.x) detail::st(p.ddt, (t0 + t) * H + h, s_ddt[t]);
@@ -902,10 +1072,24 @@ inline std::size_t smem_limit() {
   return static_cast<std::size_t>(v);
 }
 
-// The chunk size actually run: the requested one (at most kMaxChunk), halved until the
-// kernels' shared memory fits. The results do not depend on it beyond rounding.
-inline int64_t pick_chunk(int64_t requested, int64_t N, int64_t P, bool backward, bool mma, std::size_t limit) {
+// The chunk size actually run (the results do not depend on it beyond rounding), from the
+// requested one (at most kMaxChunk):
+//  - at most the mean sequence length `mean_len` rounded up to a power of two (at least 16; 0:
+//    unknown): a chunk longer than the sequences only costs shared memory, i.e. occupancy;
+//  - halved until the kernels' shared memory fits the per-block limit;
+//  - halved while the kernels would run one block per SM and the half chunk (at least
+//    kOccupancyChunk) runs two: the kernels are latency bound, and a second block per SM hides
+//    more latency than the longer chunk saves (the per-SM shared memory is the per-block opt-in
+//    limit + 1 KB, the per-block reservation, on sm_80/sm_90).
+constexpr int64_t kOccupancyChunk = 32;
+inline int64_t pick_chunk(int64_t requested, int64_t N, int64_t P, bool backward, bool mma, std::size_t limit,
+                          int64_t mean_len = 0) {
   int64_t Q = requested < kMaxChunk ? requested : kMaxChunk;
+  if (mean_len > 0) {
+    int64_t cap = 16;
+    while (cap < mean_len) cap *= 2;
+    if (cap < Q) Q = cap;
+  }
   auto bytes = [&](int64_t q) {
     const int64_t f = backward ? bwd_floats(q, N, P, mma) : fwd_floats(q, N, P, mma);
     const int64_t o = outer_floats(q, N, P);
@@ -914,6 +1098,8 @@ inline int64_t pick_chunk(int64_t requested, int64_t N, int64_t P, bool backward
   while (Q > 1 && bytes(Q) > limit) Q = (Q + 1) / 2;
   MAMBATRACK_CHECK(bytes(Q) <= limit, ConfigError, "cuda ssd: d_state ", N, " and headdim ", P,
                    " need more shared memory than the device has (", limit, " bytes per block)");
+  auto per_sm = [&](int64_t q) { return (limit + 1024) / (bytes(q) + 1024); };
+  while ((Q + 1) / 2 >= kOccupancyChunk && per_sm(Q) < 2 && per_sm((Q + 1) / 2) >= 2) Q = (Q + 1) / 2;
   return Q;
 }
 
@@ -944,7 +1130,8 @@ Params<T> make_params(const SsdInputs<T, Cuda>& in, const SsdDims& d, int64_t ch
   p.P = static_cast<int>(d.headdim);
   p.N = static_cast<int>(d.d_state);
   p.mma = use_mma(mma_type<T>(), d.d_state, d.headdim);
-  p.Q = static_cast<int>(pick_chunk(chunk, d.d_state, d.headdim, backward, p.mma, smem_limit()));
+  p.Q = static_cast<int>(pick_chunk(chunk, d.d_state, d.headdim, backward, p.mma, smem_limit(),
+                                    d.batch > 0 ? (d.tokens + d.batch - 1) / d.batch : 0));
   p.slots = d.batch + d.tokens / p.Q;
   p.nb = d.tokens / p.Q + 1;
   MAMBATRACK_CHECK(p.slots < (int64_t{1} << 31) && d.batch * d.nheads < (int64_t{1} << 31), ConfigError,
