@@ -39,6 +39,9 @@ std::unique_ptr<train::MdmTaskBase> make_cuda_mdm_task(train::MdmTaskOptions o, 
                                                        nn::MambaOptions mo, data::TrackSequences train,
                                                        data::TrackSequences val) {
   const GpuMixer mixer = nn::make_mamba<nn::CudaBackend>(d_state, d_conv, expand, o.backbone.d_model, mo);
+  // MdmTask checks every token and track length on the host once, so the embedding kernels skip
+  // their per-batch id check (a device sync each).
+  nn::CudaBackend::set_check_ids(false);
   return std::make_unique<train::MdmTask<nn::CudaBackend, GpuMixer>>(std::move(o), mixer, std::move(train),
                                                                      std::move(val));
 }

@@ -74,6 +74,8 @@ class MdmTask final : public MdmTaskBase {
         sampler_(train_.size(), sampler_options(o_)) {
     MAMBATRACK_CHECK(train_.size() > 0, ConfigError, "pretrain-mdm: no training tracks (check the volumes, ",
                      "track_length_range and the data directory)");
+    check_sequences(train_, "training");
+    check_sequences(val_, "validation");
     backbone_.register_params(store_);
     mdm_head_.register_params(store_);
     ntp_head_.register_params(store_);
@@ -385,6 +387,21 @@ class MdmTask final : public MdmTaskBase {
   }
 
   // Host vector -> device tensor (resized when its length changes); returns the device view.
+  // Every token inside the vocabulary and every track within the position table, checked once on
+  // the host (a device backend may then skip its per-batch id check: nn::CudaBackend::set_check_ids).
+  void check_sequences(const data::TrackSequences& src, const char* what) const {
+    const int64_t vocab = o_.backbone.vocab, max_len = o_.backbone.max_positions;
+    for (int64_t i = 0; i < src.size(); ++i) {
+      MAMBATRACK_CHECK(max_len <= 0 || src.length(i) <= max_len, ConfigError, "pretrain-mdm: ", what, " track ", i,
+                       " has ", src.length(i), " tokens but the position embedding holds ", max_len,
+                       " (raise model.max_length or lower data.track_length_range)");
+      for (int64_t t = src.offsets[i]; t < src.offsets[i + 1]; ++t)
+        MAMBATRACK_CHECK(src.tokens[t] >= 0 && src.tokens[t] < vocab, DataError, "pretrain-mdm: ", what, " track ", i,
+                         " has token ", src.tokens[t], ", outside the model's vocabulary of ", vocab,
+                         " (the tokenizer and the model disagree)");
+    }
+  }
+
   // Tells the backbone the longest sequence of the coming forward (a speed hint for the CUDA scan).
   void hint_max_seqlen(const std::vector<int64_t>& cu, const std::vector<int64_t>& more = {}) {
     int64_t n = 0;
