@@ -304,27 +304,13 @@ __device__ __forceinline__ void chunk_outer_one(const Params<T>& p, int mode, in
 }
 // Grid (outer_grid_x, nheads); each block takes slots blockIdx.x, + gridDim.x, ... (most slots
 // need no work when sequences are a single chunk: few blocks then skip them cheaply).
-// The block's threads first test kThreads of its slots at once (one latency for all the loads of
-// the slot map) and the block then runs only those that have work.
 template <class T>
 __global__ void __launch_bounds__(kThreads) chunk_outer(Params<T> p, int mode) {
   extern __shared__ __align__(128) unsigned char ssd_smem[];  // 32-byte aligned for wmma
   float* smem = reinterpret_cast<float*>(ssd_smem);
-  __shared__ int s_need[kThreads];
-  const int64_t stride = gridDim.x;
-  for (int64_t base = blockIdx.x; base < p.slots; base += stride * kThreads) {
-    const int64_t slot = base + static_cast<int64_t>(threadIdx.x) * stride;
-    int need = 0;
-    ChunkPos c;
-    if (slot < p.slots && chunk_pos(p, slot, c)) need = mode == 0 ? c.k < c.nk - 1 : c.k > 0;
-    __syncthreads();  // the previous round's readers of s_need are done
-    s_need[threadIdx.x] = need;
-    __syncthreads();
-    for (int i = 0; i < kThreads; ++i) {
-      if (!s_need[i]) continue;
-      __syncthreads();  // the previous slot's readers of shared memory are done
-      chunk_outer_one(p, mode, base + static_cast<int64_t>(i) * stride, smem);
-    }
+  for (int64_t slot = blockIdx.x; slot < p.slots; slot += gridDim.x) {
+    __syncthreads();  // the previous slot's readers of shared memory are done
+    chunk_outer_one(p, mode, slot, smem);
   }
 }
 
