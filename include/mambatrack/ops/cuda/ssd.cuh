@@ -381,27 +381,9 @@ __device__ __forceinline__ void pass_one(const Params<T>& p, int mode, int64_t b
     }
   }
 }
-// The block's threads first test kThreads (sequence, head) pairs at once (one latency for all the
-// loads of cu) and the block then passes only those that need it: sequences of one chunk (the
-// common case for short tracks) cost nothing beyond the test.
 template <class T>
 __global__ void __launch_bounds__(kThreads) pass_states(Params<T> p, int mode) {
-  __shared__ int s_need[kThreads];
-  const int64_t BH = p.batch * p.nheads, stride = gridDim.x;
-  for (int64_t base = blockIdx.x; base < BH; base += stride * kThreads) {
-    const int64_t bh = base + static_cast<int64_t>(threadIdx.x) * stride;
-    int need = 0;
-    if (bh < BH) {
-      const int64_t b = bh / p.nheads, start = p.cu[b], end = p.cu[b + 1];
-      const bool valid = start >= 0 && end <= p.tokens && end >= start;
-      need = valid && (end == start || end - start > p.Q);  // empty, or more than one chunk
-    }
-    __syncthreads();  // the previous round's readers of s_need are done
-    s_need[threadIdx.x] = need;
-    __syncthreads();
-    for (int i = 0; i < kThreads; ++i)
-      if (s_need[i]) pass_one(p, mode, base + static_cast<int64_t>(i) * stride);
-  }
+  for (int64_t bh = blockIdx.x; bh < p.batch * p.nheads; bh += gridDim.x) pass_one(p, mode, bh);
 }
 
 // Launch grids of chunk_outer and pass_states (blocks stride over slots / (sequence, head)).
