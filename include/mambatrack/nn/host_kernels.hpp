@@ -137,7 +137,7 @@ void transpose(View<const T> a, View<T> at) {
 // Rows of a (rows, ...) tensor: the elements per row (1 for a vector).
 template <class V>
 int64_t row_width(const V& x) {
-  return x.rank() <= 1 ? 1 : x.numel() / x.dim(0);
+  return x.rank() <= 1 ? 1 : (x.dim(0) > 0 ? x.numel() / x.dim(0) : 0);
 }
 
 // out[i] = x[idx[i]] (whole rows); idx in [0, rows of x).
@@ -151,7 +151,8 @@ void gather_rows(View<const T> x, View<const int64_t> idx, View<T> out) {
   }
 }
 
-// out[idx[i]] += src[i] (whole rows); the idx must be distinct (checked here).
+// out[idx[i]] += src[i] (whole rows); the idx must be in range (checked here) and distinct (the
+// CUDA version relies on it; not checked).
 template <class T>
 void scatter_add_rows(View<const T> src, View<const int64_t> idx, View<T> out) {
   const int64_t n = out.rank() == 0 ? 0 : out.dim(0), w = row_width(out), m = idx.numel();

@@ -295,7 +295,8 @@ class MambaMixer {
   int expand() const { return expand_; }
   const MambaOptions& options() const { return opt_; }
   // Longest sequence of the next forwards (0: unknown): lets the CUDA scan take its one-kernel
-  // path for short tracks. A speed hint only; results do not depend on it.
+  // path for short tracks. A speed hint only: correct for any value (the two paths may round
+  // differently on sequences longer than a chunk).
   void set_max_seqlen_hint(int64_t n) { max_seqlen_hint_ = n; }
 
  private:

@@ -195,6 +195,7 @@ class MdmTask final : public MdmTaskBase {
       r.hits.push_back(src.length(id) - 2);
     }
     if (ids.empty()) return r;
+    check_sequences(src, "evaluated");
     const data::PackedBatch batch = data::pack_batch(src, ids);
     const MdmOut m = mdm_step(batch, mask_rate, mask_epoch, 0.0, false, &r);
     r.loss_sum = m.loss * static_cast<double>(m.count);
@@ -213,6 +214,7 @@ class MdmTask final : public MdmTaskBase {
     NtpPredictions r;
     const auto b = static_cast<int64_t>(first.size());
     if (b == 0) return r;
+    check_sequences(src, "evaluated");
     backbone_.set_mode(false);
     ntp_head_.set_mode(false, 0, 0);
     const int64_t d = o_.backbone.d_model;
@@ -228,7 +230,7 @@ class MdmTask final : public MdmTaskBase {
     for (int64_t k = 0; k < b; ++k) ntp_labels_[k] = src.p[first[k]] > src.p[second[k]] ? 1 : 0;
     CrossEntropyArgs<T, Device> ce;
     ce.logits = logits;
-    ce.labels = upload(ntp_labels_, labels_d_);
+    ce.labels = upload(ntp_labels_, ntp_labels_d_);
     ce.grad_scale = 0.0;
     const LossResult lr = Backend::cross_entropy(ce);
     r.loss_sum = lr.loss * static_cast<double>(lr.count);
@@ -360,7 +362,7 @@ class MdmTask final : public MdmTaskBase {
     ntp_labels_.assign(pairs.label.begin(), pairs.label.end());
     CrossEntropyArgs<T, Device> ce;
     ce.logits = logits;
-    ce.labels = upload(ntp_labels_, labels_d_);
+    ce.labels = upload(ntp_labels_, ntp_labels_d_);
     ce.dlogits = nn::ensure(ntp_dlogits_d_, Shape{b, 2});
     ce.grad_scale = grad_scale;
     const LossResult lr = Backend::cross_entropy(ce);
@@ -386,7 +388,6 @@ class MdmTask final : public MdmTaskBase {
     return out;
   }
 
-  // Host vector -> device tensor (resized when its length changes); returns the device view.
   // Every token inside the vocabulary and every track within the position table, checked once on
   // the host (a device backend may then skip its per-batch id check: nn::CudaBackend::set_check_ids).
   void check_sequences(const data::TrackSequences& src, const char* what) const {
@@ -410,6 +411,7 @@ class MdmTask final : public MdmTaskBase {
     backbone_.set_max_seqlen_hint(n);
   }
 
+  // Host vector -> device tensor (resized when its length changes); returns the device view.
   // Integer lists (tokens are int32 in the data pipeline) are widened to int64 on the host.
   template <class I>
   View<const int64_t, Device> upload(const std::vector<I>& h, Tensor<int64_t, Device>& d) {
@@ -446,7 +448,7 @@ class MdmTask final : public MdmTaskBase {
   typename nn::NtpHead<Backend>::Context nctx_;
   std::vector<int64_t> positions_, labels_, predicted_, rows_, cu2_, ntp_labels_, staging_;
   std::vector<T> logits_h_;
-  Tensor<int64_t, Device> ids_d_, cu_d_, cu2_d_, positions_d_, labels_d_, predicted_d_, rows_d_;
+  Tensor<int64_t, Device> ids_d_, cu_d_, cu2_d_, positions_d_, labels_d_, ntp_labels_d_, predicted_d_, rows_d_;
   Tensor<T, Device> gathered_d_, dlogits_d_, dy_d_, permuted_d_, ntp_dlogits_d_;
 };
 
