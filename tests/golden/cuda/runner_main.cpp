@@ -3,8 +3,15 @@
 // register the same ops. Without a CUDA device it prints why and returns 77, so CTest reports the
 // test skipped rather than failed; the usage message is unchanged.
 #include <cuda_runtime_api.h>
+#include <dirent.h>
+#include <sys/stat.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
+#include <cstring>
+
+#include "golden/golden.hpp"  // every header golden_runner.cpp includes, before `main` is renamed
 
 #define main golden_runner_main
 #include "golden/golden_runner.cpp"
