@@ -13,6 +13,7 @@
 
 #include "mambatrack/nn/activation.hpp"
 #include "mambatrack/nn/linear.hpp"
+#include "mambatrack/nn/cpu_backend.hpp"
 #include "mambatrack/nn/reference_backend.hpp"
 #include "support/test_support.hpp"
 

@@ -13,20 +13,21 @@ template <class Backend, ActivationKind Kind>
 class Activation {
  public:
   using T = typename Backend::Scalar;
+  using Device = typename Backend::Device;
   struct Context {
-    View<const T> x;
-    Tensor<T> y, dx;
+    View<const T, Device> x;
+    Tensor<T, Device> y, dx;
     std::size_t bytes() const { return y.bytes() + dx.bytes(); }
   };
-  View<const T> forward(Context& ctx, View<const T> x) {
+  View<const T, Device> forward(Context& ctx, View<const T, Device> x) {
     ctx.x = x;
-    View<T> y = ensure(ctx.y, x.shape);
+    View<T, Device> y = ensure(ctx.y, x.shape);
     if constexpr (Kind == ActivationKind::kGelu) Backend::gelu_fwd({x, y});
     else Backend::silu_fwd({x, y});
     return y;
   }
-  View<const T> backward(Context& ctx, View<const T> dy) {
-    View<T> dx = ensure(ctx.dx, ctx.x.shape);
+  View<const T, Device> backward(Context& ctx, View<const T, Device> dy) {
+    View<T, Device> dx = ensure(ctx.dx, ctx.x.shape);
     if constexpr (Kind == ActivationKind::kGelu) Backend::gelu_bwd({ctx.x, dy, dx});
     else Backend::silu_bwd({ctx.x, dy, dx});
     return dx;

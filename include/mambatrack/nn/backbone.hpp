@@ -8,6 +8,7 @@
 #pragma once
 
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "mambatrack/nn/block.hpp"
@@ -44,18 +45,19 @@ template <class Backend, class Mixer>
 class Backbone {
  public:
   using T = typename Backend::Scalar;
+  using Device = typename Backend::Device;
   using Store = typename Backend::Store;
   using BlockT = Block<Backend, Mixer>;
 
   struct Context {
-    View<const int64_t> cu_seqlens;
+    View<const int64_t, Device> cu_seqlens;
     typename Embedding<Backend>::Context embedding;
     typename PositionEmbedding<Backend>::Context position;
     typename Linear<Backend>::Context input_proj;
-    Tensor<T> h0, residual_f, y, dsum_f;
+    Tensor<T, Device> h0, residual_f, y, dsum_f;
     std::vector<typename BlockT::Context> blocks;
     typename BlockT::Internals scratch;  // shared by checkpointed blocks
-    View<const T> input;                 // the block-0 input
+    View<const T, Device> input;                 // the block-0 input
     std::size_t bytes() const {
       std::size_t n = embedding.bytes() + position.bytes() + input_proj.bytes() + h0.bytes() + residual_f.bytes() +
                       y.bytes() + dsum_f.bytes() + scratch.bytes();
@@ -107,37 +109,37 @@ class Backbone {
   }
   void set_checkpointing(bool on) { c_.checkpointing = on; }
 
-  View<const T> forward_tokens(Context& ctx, View<const int64_t> ids, View<const int64_t> cu_seqlens) {
+  View<const T, Device> forward_tokens(Context& ctx, View<const int64_t, Device> ids, View<const int64_t, Device> cu_seqlens) {
     MAMBATRACK_CHECK(c_.input == BackboneInput::kTokens, ConfigError, "backbone: built for feature input, given token ids");
-    host::check_cu_seqlens(cu_seqlens, ids.numel(), "backbone");
-    View<const T> h = embedding_.forward(ctx.embedding, ids);
+    check_cu(cu_seqlens, ids.numel());
+    View<const T, Device> h = embedding_.forward(ctx.embedding, ids);
     if (c_.max_positions > 0) {
-      View<const T> p = position_.forward(ctx.position, cu_seqlens);
-      View<T> sum = ensure(ctx.h0, h.shape);
+      View<const T, Device> p = position_forward(ctx, cu_seqlens, ids.numel());
+      View<T, Device> sum = ensure(ctx.h0, h.shape);
       Backend::add(h, p, sum);
       h = sum;
     }
     return run_blocks(ctx, h, cu_seqlens);
   }
-  View<const T> forward_features(Context& ctx, View<const T> x, View<const int64_t> cu_seqlens) {
+  View<const T, Device> forward_features(Context& ctx, View<const T, Device> x, View<const int64_t, Device> cu_seqlens) {
     MAMBATRACK_CHECK(c_.input == BackboneInput::kFeatures, ConfigError, "backbone: not built for feature input");
-    host::check_cu_seqlens(cu_seqlens, x.dim(0), "backbone");
+    check_cu(cu_seqlens, x.dim(0));
     return run_blocks(ctx, input_proj_.forward(ctx.input_proj, x), cu_seqlens);
   }
-  View<const T> forward_embedded(Context& ctx, View<const T> h0, View<const int64_t> cu_seqlens) {
+  View<const T, Device> forward_embedded(Context& ctx, View<const T, Device> h0, View<const int64_t, Device> cu_seqlens) {
     MAMBATRACK_CHECK_SHAPE(h0.rank() == 2 && h0.dim(1) == c_.d_model, "backbone: embedded input ", h0.shape,
                            ", expected (tokens, ", c_.d_model, ")");
-    host::check_cu_seqlens(cu_seqlens, h0.dim(0), "backbone");
+    check_cu(cu_seqlens, h0.dim(0));
     return run_blocks(ctx, h0, cu_seqlens);
   }
 
   // dy: gradient of the final normalised output. Accumulates every parameter gradient; returns
   // the gradient of the block-0 input (the embeddings), valid until the next backward.
-  View<const T> backward(Context& ctx, View<const T> dy) {
+  View<const T, Device> backward(Context& ctx, View<const T, Device> dy) {
     const int n = c_.n_layer;
-    View<T> dsum = ensure(ctx.dsum_f, dy.shape);
-    norm_f_.add_backward(ctx.residual_f.view(), dy, View<const T>(), dsum);
-    View<const T> d = dsum;
+    View<T, Device> dsum = ensure(ctx.dsum_f, dy.shape);
+    norm_f_.add_backward(ctx.residual_f.view(), dy, View<const T, Device>(), dsum);
+    View<const T, Device> d = dsum;
     for (int i = n - 1; i >= 0; --i) d = blocks_[i].backward(ctx.blocks[i], d, d);
     if (c_.input == BackboneInput::kTokens) {
       embedding_.backward(ctx.embedding, d);
@@ -149,19 +151,30 @@ class Backbone {
   }
 
   // Every layer's outputs after forward: the mixer branch (FM4NPP's z) and the residual stream.
-  View<const T> layer_output(const Context& ctx, int i) const { return ctx.blocks.at(i).hidden.view(); }
-  View<const T> layer_residual(const Context& ctx, int i) const { return ctx.blocks.at(i).residual.view(); }
+  View<const T, Device> layer_output(const Context& ctx, int i) const { return ctx.blocks.at(i).hidden.view(); }
+  View<const T, Device> layer_residual(const Context& ctx, int i) const { return ctx.blocks.at(i).residual.view(); }
 
   const BackboneConfig& config() const { return c_; }
   const Embedding<Backend>& embedding() const { return embedding_; }
   BlockT& block(int i) { return blocks_.at(i); }
 
  private:
-  View<const T> run_blocks(Context& ctx, View<const T> h, View<const int64_t> cu) {
+  // cu_seqlens is validated on the host backends; a device backend cannot read it without a sync
+  // (the caller validates it on the host before uploading, as the CUDA ops require).
+  static void check_cu(View<const int64_t, Device> cu, int64_t tokens) {
+    if constexpr (std::is_same_v<Device, Host>) host::check_cu_seqlens(cu, tokens, "backbone");
+    (void)cu;
+    (void)tokens;
+  }
+  View<const T, Device> position_forward(Context& ctx, View<const int64_t, Device> cu, int64_t tokens) {
+    if constexpr (std::is_same_v<Device, Host>) return position_.forward(ctx.position, cu);
+    else return position_.forward(ctx.position, cu, tokens);
+  }
+  View<const T, Device> run_blocks(Context& ctx, View<const T, Device> h, View<const int64_t, Device> cu) {
     ctx.cu_seqlens = cu;
     ctx.input = h;
     ctx.blocks.resize(c_.n_layer);
-    View<const T> hidden = h, residual;
+    View<const T, Device> hidden = h, residual;
     for (int i = 0; i < c_.n_layer; ++i) {
       auto& bc = ctx.blocks[i];
       bc.scratch = c_.checkpointing ? &ctx.scratch : nullptr;
@@ -169,8 +182,8 @@ class Backbone {
       hidden = blocks_[i].forward(bc, hidden, residual, cu);
       residual = bc.residual.view();
     }
-    View<T> rf = ensure(ctx.residual_f, h.shape);
-    View<T> y = ensure(ctx.y, h.shape);
+    View<T, Device> rf = ensure(ctx.residual_f, h.shape);
+    View<T, Device> y = ensure(ctx.y, h.shape);
     norm_f_.add_forward(hidden, residual, rf, y);
     return y;
   }

@@ -9,8 +9,8 @@
 //   using Backend = ...;  struct Context { std::size_t bytes() const; };   // saved activations + workspace
 //   void register_params(typename Backend::Store&, const std::string& prefix); // prefix ends in "mixer."
 //   void init(ParameterStore&, uint64_t seed, int n_layer) const;            // nn/init.hpp recipes
-//   View<const T> forward(Context&, View<const T> x, View<const int64_t> cu_seqlens);  // -> (tokens, d_model)
-//   View<const T> backward(Context&, View<const T> dy);  // -> dx (overwritten); param grads accumulated
+//   View<const T, Device> forward(Context&, View<const T, Device> x, View<const int64_t, Device> cu_seqlens);  // -> (tokens, d_model)
+//   View<const T, Device> backward(Context&, View<const T, Device> dy);  // -> dx (overwritten); param grads accumulated
 // forward may keep the view x (and cu_seqlens) until backward; the returned views stay valid
 // until the next forward/backward on the same Context. A Mixer is copyable before registration.
 #pragma once
@@ -30,6 +30,7 @@ namespace mambatrack::nn {
 template <class Backend, class Mixer>
 struct MixerInterfaceCheck {
   using T = typename Backend::Scalar;
+  using Device = typename Backend::Device;
   using Ctx = typename Mixer::Context;
   static_assert(std::is_copy_constructible_v<Mixer>, "Mixer: must be copyable (a block copies its prototype)");
   static_assert(std::is_default_constructible_v<Ctx> && std::is_move_constructible_v<Ctx> && std::is_move_assignable_v<Ctx>,
@@ -40,13 +41,13 @@ struct MixerInterfaceCheck {
                                    std::declval<typename Backend::Store&>(), std::declval<const std::string&>())),
                                void>,
                 "Mixer: needs void register_params(Backend::Store&, const std::string& prefix)");
-  static_assert(std::is_same_v<decltype(std::declval<Mixer&>().forward(std::declval<Ctx&>(), std::declval<View<const T>>(),
-                                                                       std::declval<View<const int64_t>>())),
-                               View<const T>>,
-                "Mixer: needs View<const T> forward(Context&, View<const T> x, View<const int64_t> cu_seqlens)");
-  static_assert(std::is_same_v<decltype(std::declval<Mixer&>().backward(std::declval<Ctx&>(), std::declval<View<const T>>())),
-                               View<const T>>,
-                "Mixer: needs View<const T> backward(Context&, View<const T> dy)");
+  static_assert(std::is_same_v<decltype(std::declval<Mixer&>().forward(std::declval<Ctx&>(), std::declval<View<const T, Device>>(),
+                                                                       std::declval<View<const int64_t, Device>>())),
+                               View<const T, Device>>,
+                "Mixer: needs View<const T, Device> forward(Context&, View<const T, Device> x, View<const int64_t, Device> cu_seqlens)");
+  static_assert(std::is_same_v<decltype(std::declval<Mixer&>().backward(std::declval<Ctx&>(), std::declval<View<const T, Device>>())),
+                               View<const T, Device>>,
+                "Mixer: needs View<const T, Device> backward(Context&, View<const T, Device> dy)");
   static constexpr bool value = true;
 };
 
@@ -56,11 +57,12 @@ class Block {
 
  public:
   using T = typename Backend::Scalar;
+  using Device = typename Backend::Device;
   using Store = typename Backend::Store;
 
   // What backward needs besides the block's inputs and outputs; recomputable from them.
   struct Internals {
-    Tensor<T> normed, reversed_in, reversed_out, sum, dnormed, dmix_rev, dtmp;
+    Tensor<T, Device> normed, reversed_in, reversed_out, sum, dnormed, dmix_rev, dtmp;
     typename Mixer::Context mixer, mixer_rev;
     typename Dropout<Backend>::Context dropout;
     std::size_t bytes() const {
@@ -69,9 +71,9 @@ class Block {
     }
   };
   struct Context {
-    View<const T> hidden_in, residual_in;
-    View<const int64_t> cu_seqlens;
-    Tensor<T> residual, hidden, dsum;  // outputs and the input gradient
+    View<const T, Device> hidden_in, residual_in;
+    View<const int64_t, Device> cu_seqlens;
+    Tensor<T, Device> residual, hidden, dsum;  // outputs and the input gradient
     Internals own;
     Internals* scratch = nullptr;      // set: checkpointed, internals shared and recomputed
     Internals& internals() { return scratch ? *scratch : own; }
@@ -102,44 +104,44 @@ class Block {
 
   // residual_in absent (null data) at layer 0. Returns the mixer branch output; ctx.residual holds
   // the new residual stream.
-  View<const T> forward(Context& ctx, View<const T> hidden_in, View<const T> residual_in,
-                        View<const int64_t> cu_seqlens) {
+  View<const T, Device> forward(Context& ctx, View<const T, Device> hidden_in, View<const T, Device> residual_in,
+                        View<const int64_t, Device> cu_seqlens) {
     ctx.hidden_in = hidden_in;
     ctx.residual_in = residual_in;
     ctx.cu_seqlens = cu_seqlens;
-    View<T> residual = ensure(ctx.residual, hidden_in.shape);
+    View<T, Device> residual = ensure(ctx.residual, hidden_in.shape);
     Internals& in = ctx.internals();
-    View<T> normed = ensure(in.normed, hidden_in.shape);
+    View<T, Device> normed = ensure(in.normed, hidden_in.shape);
     norm_.add_forward(hidden_in, residual_in, residual, normed);
-    View<const T> out = mix(in, cu_seqlens);
-    View<T> hidden = ensure(ctx.hidden, hidden_in.shape);
+    View<const T, Device> out = mix(in, cu_seqlens);
+    View<T, Device> hidden = ensure(ctx.hidden, hidden_in.shape);
     Backend::copy(out, hidden);
     return hidden;
   }
 
   // dhidden: gradient on the block's mixer output; dresidual: on its residual output (absent when
   // unused). Returns the gradient of both hidden_in and residual_in (they enter as a sum).
-  View<const T> backward(Context& ctx, View<const T> dhidden, View<const T> dresidual) {
+  View<const T, Device> backward(Context& ctx, View<const T, Device> dhidden, View<const T, Device> dresidual) {
     Internals& in = ctx.internals();
     if (ctx.scratch) {  // recompute the internals from the saved residual
-      View<T> normed = ensure(in.normed, ctx.residual.shape());
+      View<T, Device> normed = ensure(in.normed, ctx.residual.shape());
       norm_.add_forward(ctx.hidden_in, ctx.residual_in, ensure(in.dtmp, ctx.residual.shape()), normed);
       mix(in, ctx.cu_seqlens);
     }
-    View<const T> dmix = dropout_.backward(in.dropout, dhidden);
-    View<const T> dnormed = mixer_.backward(in.mixer, dmix);
+    View<const T, Device> dmix = dropout_.backward(in.dropout, dhidden);
+    View<const T, Device> dnormed = mixer_.backward(in.mixer, dmix);
     if (bidirectional_) {
-      View<T> dsum_in = ensure(in.dnormed, dnormed.shape);
+      View<T, Device> dsum_in = ensure(in.dnormed, dnormed.shape);
       Backend::copy(dnormed, dsum_in);
-      View<T> drev = ensure(in.dmix_rev, dmix.shape);
+      View<T, Device> drev = ensure(in.dmix_rev, dmix.shape);
       Backend::reverse_within_sequences(dmix, ctx.cu_seqlens, drev);
-      View<const T> dx_rev = mixer_rev_.backward(in.mixer_rev, drev);
-      View<T> dtmp = ensure(in.dtmp, dmix.shape);
+      View<const T, Device> dx_rev = mixer_rev_.backward(in.mixer_rev, drev);
+      View<T, Device> dtmp = ensure(in.dtmp, dmix.shape);
       Backend::reverse_within_sequences(dx_rev, ctx.cu_seqlens, dtmp);
-      Backend::accumulate(View<const T>(dtmp), dsum_in);
+      Backend::accumulate(View<const T, Device>(dtmp), dsum_in);
       dnormed = dsum_in;
     }
-    View<T> dsum = ensure(ctx.dsum, ctx.residual.shape());
+    View<T, Device> dsum = ensure(ctx.dsum, ctx.residual.shape());
     norm_.add_backward(ctx.residual.view(), dnormed, dresidual, dsum);
     return dsum;
   }
@@ -148,17 +150,17 @@ class Block {
   const Mixer& mixer() const { return mixer_; }
 
  private:
-  View<const T> mix(Internals& in, View<const int64_t> cu) {
-    View<const T> normed = in.normed.view();
-    View<const T> out = mixer_.forward(in.mixer, normed, cu);
+  View<const T, Device> mix(Internals& in, View<const int64_t, Device> cu) {
+    View<const T, Device> normed = in.normed.view();
+    View<const T, Device> out = mixer_.forward(in.mixer, normed, cu);
     if (bidirectional_) {
-      View<T> rin = ensure(in.reversed_in, normed.shape);
+      View<T, Device> rin = ensure(in.reversed_in, normed.shape);
       Backend::reverse_within_sequences(normed, cu, rin);
-      View<const T> rout = mixer_rev_.forward(in.mixer_rev, View<const T>(rin), cu);
-      View<T> back = ensure(in.reversed_out, normed.shape);
+      View<const T, Device> rout = mixer_rev_.forward(in.mixer_rev, View<const T, Device>(rin), cu);
+      View<T, Device> back = ensure(in.reversed_out, normed.shape);
       Backend::reverse_within_sequences(rout, cu, back);
-      View<T> sum = ensure(in.sum, normed.shape);
-      Backend::add(out, View<const T>(back), sum);
+      View<T, Device> sum = ensure(in.sum, normed.shape);
+      Backend::add(out, View<const T, Device>(back), sum);
       out = sum;
     }
     return dropout_.forward(in.dropout, out);

@@ -8,7 +8,7 @@
 #include <cstdint>
 
 #include "mambatrack/core/tensor.hpp"
-#include "mambatrack/nn/host_kernels.hpp"
+#include "mambatrack/nn/host_backend_base.hpp"
 #include "mambatrack/nn/workspace.hpp"
 #include "mambatrack/nn/parameter_store.hpp"
 #include "mambatrack/ops/cpu/activations.hpp"
@@ -17,30 +17,6 @@
 #include "mambatrack/ops/cpu/norm.hpp"
 
 namespace mambatrack::nn {
-
-// The shared host parts of the CPU and reference backends, on scalar T.
-template <class T>
-struct HostBackendBase {
-  using Scalar = T;
-  using Device = Host;
-  static void add(View<const T> a, View<const T> b, View<T> out) { host::add(a, b, out); }
-  static void accumulate(View<const T> x, View<T> y) { host::accumulate(x, y); }
-  static void copy(View<const T> x, View<T> y) { mambatrack::copy(x, y); }
-  static void reverse_within_sequences(View<const T> x, View<const int64_t> cu, View<T> y) {
-    host::reverse_within_sequences(x, cu, y);
-  }
-  static void sequence_positions(View<const int64_t> cu, View<int64_t> pos) { host::sequence_positions(cu, pos); }
-  static void dropout_mask(uint64_t seed, uint64_t stream, uint64_t step, double p, View<T> mask) {
-    host::dropout_mask(seed, stream, step, p, mask);
-  }
-  static void multiply(View<const T> x, View<const T> m, View<T> y) { host::multiply(x, m, y); }
-  static void mean_pool(View<const T> x, View<const int64_t> cu, View<T> pooled) { host::mean_pool(x, cu, pooled); }
-  static void mean_pool_bwd(View<const T> dp, View<const int64_t> cu, View<T> dx) { host::mean_pool_bwd(dp, cu, dx); }
-  static void copy_columns(View<const T> x, View<T> out, int64_t offset) { host::copy_columns(x, out, offset); }
-  static void take_columns(View<const T> x, View<T> out, int64_t offset) { host::take_columns(x, out, offset); }
-  static void fill(View<T> x, T v) { mambatrack::fill(x, v); }
-  static void transpose(View<const T> a, View<T> at) { host::transpose(a, at); }
-};
 
 struct CpuBackend : HostBackendBase<float> {
   using Store = ParameterStore;

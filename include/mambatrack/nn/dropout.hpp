@@ -13,9 +13,10 @@ template <class Backend>
 class Dropout {
  public:
   using T = typename Backend::Scalar;
+  using Device = typename Backend::Device;
   struct Context {
     bool active = false;
-    Tensor<T> mask, y, dx;
+    Tensor<T, Device> mask, y, dx;
     std::size_t bytes() const { return mask.bytes() + y.bytes() + dx.bytes(); }
   };
 
@@ -31,18 +32,18 @@ class Dropout {
   }
   bool active() const { return training_ && p_ > 0; }
 
-  View<const T> forward(Context& ctx, View<const T> x) {
+  View<const T, Device> forward(Context& ctx, View<const T, Device> x) {
     ctx.active = active();
     if (!ctx.active) return x;
-    View<T> m = ensure(ctx.mask, x.shape);
+    View<T, Device> m = ensure(ctx.mask, x.shape);
     Backend::dropout_mask(seed_, layer_, step_, p_, m);
-    View<T> y = ensure(ctx.y, x.shape);
+    View<T, Device> y = ensure(ctx.y, x.shape);
     Backend::multiply(x, m, y);
     return y;
   }
-  View<const T> backward(Context& ctx, View<const T> dy) {
+  View<const T, Device> backward(Context& ctx, View<const T, Device> dy) {
     if (!ctx.active) return dy;
-    View<T> dx = ensure(ctx.dx, dy.shape);
+    View<T, Device> dx = ensure(ctx.dx, dy.shape);
     Backend::multiply(dy, ctx.mask.view(), dx);
     return dx;
   }

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <string>
+#include <type_traits>
 
 #include "mambatrack/nn/workspace.hpp"
 #include "mambatrack/nn/parameter_store.hpp"
@@ -16,10 +17,11 @@ template <class Backend>
 class Embedding {
  public:
   using T = typename Backend::Scalar;
+  using Device = typename Backend::Device;
   using Store = typename Backend::Store;
   struct Context {
-    View<const int64_t> ids;
-    Tensor<T> y;
+    View<const int64_t, Device> ids;
+    Tensor<T, Device> y;
     std::size_t bytes() const { return y.bytes(); }
   };
 
@@ -36,13 +38,13 @@ class Embedding {
     init_normal(s.param(w_), 0.0, std, rng);
   }
 
-  View<const T> forward(Context& ctx, View<const int64_t> ids) {
+  View<const T, Device> forward(Context& ctx, View<const int64_t, Device> ids) {
     ctx.ids = ids;
-    View<T> y = ensure(ctx.y, Shape{ids.numel(), dim_});
+    View<T, Device> y = ensure(ctx.y, Shape{ids.numel(), dim_});
     Backend::embedding_fwd({ids, store_->param(w_), y, padding_idx_});
     return y;
   }
-  void backward(Context& ctx, View<const T> dy) {
+  void backward(Context& ctx, View<const T, Device> dy) {
     Backend::embedding_bwd({ctx.ids, dy, store_->grad(w_), padding_idx_});
   }
 
@@ -63,9 +65,10 @@ template <class Backend>
 class PositionEmbedding {
  public:
   using T = typename Backend::Scalar;
+  using Device = typename Backend::Device;
   using Store = typename Backend::Store;
   struct Context {
-    Tensor<int64_t> pos;
+    Tensor<int64_t, Device> pos;
     typename Embedding<Backend>::Context table;
     std::size_t bytes() const { return pos.bytes() + table.bytes(); }
   };
@@ -76,16 +79,23 @@ class PositionEmbedding {
   void register_params(Store& s, const std::string& prefix) { table_.register_params(s, prefix); }
   void init(ParameterStore& s, uint64_t seed) const { table_.init(s, seed); }
 
-  View<const T> forward(Context& ctx, View<const int64_t> cu_seqlens) {
-    View<int64_t> pos = ensure(ctx.pos, Shape{cu_seqlens[cu_seqlens.numel() - 1]});
-    Backend::sequence_positions(cu_seqlens, pos);
+  // Host backends: the token count and the table size are checked from the host cu_seqlens.
+  View<const T, Device> forward(Context& ctx, View<const int64_t, Device> cu_seqlens) {
+    static_assert(std::is_same_v<Device, Host>, "PositionEmbedding: on a device, pass the token count");
     for (int64_t s = 0; s + 1 < cu_seqlens.numel(); ++s)
       MAMBATRACK_CHECK_SHAPE(cu_seqlens[s + 1] - cu_seqlens[s] <= table_.vocab(), "position embedding: sequence ", s,
                              " has ", cu_seqlens[s + 1] - cu_seqlens[s], " tokens, more than the ", table_.vocab(),
                              " positions of the table (max_positions)");
-    return table_.forward(ctx.table, View<const int64_t>(pos));
+    return forward(ctx, cu_seqlens, cu_seqlens[cu_seqlens.numel() - 1]);
   }
-  void backward(Context& ctx, View<const T> dy) { table_.backward(ctx.table, dy); }
+  // Any device: `tokens` = cu_seqlens[batch] (cu_seqlens is not read by the host). On a device a
+  // sequence longer than max_positions is caught by the embedding op's id check instead.
+  View<const T, Device> forward(Context& ctx, View<const int64_t, Device> cu_seqlens, int64_t tokens) {
+    View<int64_t, Device> pos = ensure(ctx.pos, Shape{tokens});
+    Backend::sequence_positions(cu_seqlens, pos);
+    return table_.forward(ctx.table, View<const int64_t, Device>(pos));
+  }
+  void backward(Context& ctx, View<const T, Device> dy) { table_.backward(ctx.table, dy); }
   ParamHandle weight() const { return table_.weight(); }
 
  private:

@@ -11,21 +11,22 @@ template <class Backend>
 class GatherRows {
  public:
   using T = typename Backend::Scalar;
+  using Device = typename Backend::Device;
   struct Context {
-    View<const int64_t> rows;
+    View<const int64_t, Device> rows;
     Shape x_shape;
-    Tensor<T> y, dx;
+    Tensor<T, Device> y, dx;
     std::size_t bytes() const { return y.bytes() + dx.bytes(); }
   };
-  View<const T> forward(Context& ctx, View<const T> x, View<const int64_t> rows) {
+  View<const T, Device> forward(Context& ctx, View<const T, Device> x, View<const int64_t, Device> rows) {
     ctx.rows = rows;
     ctx.x_shape = x.shape;
-    View<T> y = ensure(ctx.y, Shape{rows.numel(), x.dim(1)});
+    View<T, Device> y = ensure(ctx.y, Shape{rows.numel(), x.dim(1)});
     Backend::embedding_fwd({rows, x, y, kNoPadding});
     return y;
   }
-  View<const T> backward(Context& ctx, View<const T> dy) {
-    View<T> dx = ensure(ctx.dx, ctx.x_shape);
+  View<const T, Device> backward(Context& ctx, View<const T, Device> dy) {
+    View<T, Device> dx = ensure(ctx.dx, ctx.x_shape);
     Backend::fill(dx, T(0));
     Backend::embedding_bwd({ctx.rows, dy, dx, kNoPadding});
     return dx;

@@ -19,6 +19,7 @@ template <class Backend>
 class LmHead {
  public:
   using T = typename Backend::Scalar;
+  using Device = typename Backend::Device;
   using Store = typename Backend::Store;
   using Context = typename Linear<Backend>::Context;
 
@@ -36,15 +37,15 @@ class LmHead {
     Philox rng = param_rng(seed, s.info(w_).name);
     init_fan_in_uniform(s.param(w_), d_, rng);
   }
-  View<const T> forward(Context& ctx, View<const T> x) {
+  View<const T, Device> forward(Context& ctx, View<const T, Device> x) {
     ctx.x = x;
-    View<T> y = ensure(ctx.y, Shape{x.dim(0), vocab_});
-    Backend::linear_fwd({x, store_->param(w_), View<const T>(), y});
+    View<T, Device> y = ensure(ctx.y, Shape{x.dim(0), vocab_});
+    Backend::linear_fwd({x, store_->param(w_), View<const T, Device>(), y});
     return y;
   }
-  View<const T> backward(Context& ctx, View<const T> dy) {
-    View<T> dx = ensure(ctx.dx, ctx.x.shape);
-    Backend::linear_bwd({ctx.x, store_->param(w_), dy, dx, store_->grad(w_), View<T>()});
+  View<const T, Device> backward(Context& ctx, View<const T, Device> dy) {
+    View<T, Device> dx = ensure(ctx.dx, ctx.x.shape);
+    Backend::linear_bwd({ctx.x, store_->param(w_), dy, dx, store_->grad(w_), View<T, Device>()});
     return dx;
   }
   bool tied() const { return tied_; }
@@ -60,6 +61,7 @@ template <class Backend>
 class MdmHead {
  public:
   using T = typename Backend::Scalar;
+  using Device = typename Backend::Device;
   using Store = typename Backend::Store;
   struct Context {
     typename Linear<Backend>::Context dense, decoder;
@@ -82,10 +84,10 @@ class MdmHead {
     decoder_.init(s, seed);
   }
   // x: the rows to classify (e.g. the masked positions), (rows, d_model) -> (rows, vocab).
-  View<const T> forward(Context& ctx, View<const T> x) {
+  View<const T, Device> forward(Context& ctx, View<const T, Device> x) {
     return decoder_.forward(ctx.decoder, norm_.forward(ctx.norm, gelu_.forward(ctx.gelu, dense_.forward(ctx.dense, x))));
   }
-  View<const T> backward(Context& ctx, View<const T> dy) {
+  View<const T, Device> backward(Context& ctx, View<const T, Device> dy) {
     return dense_.backward(ctx.dense, gelu_.backward(ctx.gelu, norm_.backward(ctx.norm, decoder_.backward(ctx.decoder, dy))));
   }
 
@@ -100,10 +102,12 @@ template <class Backend>
 class NtpHead {
  public:
   using T = typename Backend::Scalar;
+  using Device = typename Backend::Device;
   using Store = typename Backend::Store;
   struct Context {
-    View<const int64_t> cu1, cu2;
-    Tensor<T> pooled1, pooled2, pair, dpooled1, dpooled2, dx1, dx2;
+    View<const int64_t, Device> cu1, cu2;
+    int64_t tokens1 = 0, tokens2 = 0;
+    Tensor<T, Device> pooled1, pooled2, pair, dpooled1, dpooled2, dx1, dx2;
     typename Linear<Backend>::Context fc1, fc2, fc3;
     typename Gelu<Backend>::Context g1, g2;
     typename Dropout<Backend>::Context drop;
@@ -131,33 +135,35 @@ class NtpHead {
 
   // x1, x2: backbone outputs of the two tracks of each pair, packed with cu1, cu2 (same batch).
   // Returns (batch, 2) logits.
-  View<const T> forward(Context& ctx, View<const T> x1, View<const int64_t> cu1, View<const T> x2,
-                        View<const int64_t> cu2) {
+  View<const T, Device> forward(Context& ctx, View<const T, Device> x1, View<const int64_t, Device> cu1, View<const T, Device> x2,
+                        View<const int64_t, Device> cu2) {
     const int64_t b = cu1.numel() - 1;
     MAMBATRACK_CHECK_SHAPE(cu2.numel() - 1 == b, "ntp head: ", b, " first tracks but ", cu2.numel() - 1, " second tracks");
     ctx.cu1 = cu1;
     ctx.cu2 = cu2;
-    View<T> p1 = ensure(ctx.pooled1, Shape{b, d_}), p2 = ensure(ctx.pooled2, Shape{b, d_});
+    ctx.tokens1 = x1.dim(0);
+    ctx.tokens2 = x2.dim(0);
+    View<T, Device> p1 = ensure(ctx.pooled1, Shape{b, d_}), p2 = ensure(ctx.pooled2, Shape{b, d_});
     Backend::mean_pool(x1, cu1, p1);
     Backend::mean_pool(x2, cu2, p2);
-    View<T> pair = ensure(ctx.pair, Shape{b, 2 * d_});
-    Backend::copy_columns(View<const T>(p1), pair, 0);
-    Backend::copy_columns(View<const T>(p2), pair, d_);
-    View<const T> h = g1_.forward(ctx.g1, fc1_.forward(ctx.fc1, pair));
+    View<T, Device> pair = ensure(ctx.pair, Shape{b, 2 * d_});
+    Backend::copy_columns(View<const T, Device>(p1), pair, 0);
+    Backend::copy_columns(View<const T, Device>(p2), pair, d_);
+    View<const T, Device> h = g1_.forward(ctx.g1, fc1_.forward(ctx.fc1, pair));
     h = g2_.forward(ctx.g2, fc2_.forward(ctx.fc2, drop_.forward(ctx.drop, h)));
     return fc3_.forward(ctx.fc3, h);
   }
   // Returns the gradients of x1 and x2.
-  std::pair<View<const T>, View<const T>> backward(Context& ctx, View<const T> dlogits) {
-    View<const T> d = fc2_.backward(ctx.fc2, g2_.backward(ctx.g2, fc3_.backward(ctx.fc3, dlogits)));
-    View<const T> dpair = fc1_.backward(ctx.fc1, g1_.backward(ctx.g1, drop_.backward(ctx.drop, d)));
+  std::pair<View<const T, Device>, View<const T, Device>> backward(Context& ctx, View<const T, Device> dlogits) {
+    View<const T, Device> d = fc2_.backward(ctx.fc2, g2_.backward(ctx.g2, fc3_.backward(ctx.fc3, dlogits)));
+    View<const T, Device> dpair = fc1_.backward(ctx.fc1, g1_.backward(ctx.g1, drop_.backward(ctx.drop, d)));
     const int64_t b = dpair.dim(0);
-    View<T> dp1 = ensure(ctx.dpooled1, Shape{b, d_}), dp2 = ensure(ctx.dpooled2, Shape{b, d_});
+    View<T, Device> dp1 = ensure(ctx.dpooled1, Shape{b, d_}), dp2 = ensure(ctx.dpooled2, Shape{b, d_});
     Backend::take_columns(dpair, dp1, 0);
     Backend::take_columns(dpair, dp2, d_);
-    View<T> dx1 = ensure(ctx.dx1, Shape{ctx.cu1[b], d_}), dx2 = ensure(ctx.dx2, Shape{ctx.cu2[b], d_});
-    Backend::mean_pool_bwd(View<const T>(dp1), ctx.cu1, dx1);
-    Backend::mean_pool_bwd(View<const T>(dp2), ctx.cu2, dx2);
+    View<T, Device> dx1 = ensure(ctx.dx1, Shape{ctx.tokens1, d_}), dx2 = ensure(ctx.dx2, Shape{ctx.tokens2, d_});
+    Backend::mean_pool_bwd(View<const T, Device>(dp1), ctx.cu1, dx1);
+    Backend::mean_pool_bwd(View<const T, Device>(dp2), ctx.cu2, dx2);
     return {dx1, dx2};
   }
 

@@ -134,4 +134,47 @@ void transpose(View<const T> a, View<T> at) {
     for (int64_t j = 0; j < c; ++j) at.data[j * r + i] = a.data[i * c + j];
 }
 
+// Rows of a (rows, ...) tensor: the elements per row (1 for a vector).
+template <class V>
+int64_t row_width(const V& x) {
+  return x.rank() <= 1 ? 1 : x.numel() / x.dim(0);
+}
+
+// out[i] = x[idx[i]] (whole rows); idx in [0, rows of x).
+template <class T>
+void gather_rows(View<const T> x, View<const int64_t> idx, View<T> out) {
+  const int64_t n = x.rank() == 0 ? 0 : x.dim(0), w = row_width(x), m = idx.numel();
+  MAMBATRACK_CHECK_SHAPE(out.numel() == m * w, "gather_rows: ", m, " indices of rows of ", x.shape, " into ", out.shape);
+  for (int64_t i = 0; i < m; ++i) {
+    MAMBATRACK_CHECK_SHAPE(idx[i] >= 0 && idx[i] < n, "gather_rows: index ", i, " is ", idx[i], ", outside [0, ", n, ")");
+    for (int64_t c = 0; c < w; ++c) out.data[i * w + c] = x.data[idx[i] * w + c];
+  }
+}
+
+// out[idx[i]] += src[i] (whole rows); the idx must be distinct (checked here).
+template <class T>
+void scatter_add_rows(View<const T> src, View<const int64_t> idx, View<T> out) {
+  const int64_t n = out.rank() == 0 ? 0 : out.dim(0), w = row_width(out), m = idx.numel();
+  MAMBATRACK_CHECK_SHAPE(src.numel() == m * w, "scatter_add_rows: ", src.shape, " with ", m, " indices into rows of ",
+                         out.shape);
+  for (int64_t i = 0; i < m; ++i)
+    MAMBATRACK_CHECK_SHAPE(idx[i] >= 0 && idx[i] < n, "scatter_add_rows: index ", i, " is ", idx[i], ", outside [0, ", n,
+                           ")");
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t c = 0; c < w; ++c) out.data[idx[i] * w + c] += src.data[i * w + c];
+}
+
+// out[r] = the first column of row r holding the row's maximum.
+template <class T>
+void argmax_rows(View<const T> x, View<int64_t> out) {
+  const int64_t n = x.rank() == 0 ? 0 : x.dim(0), w = row_width(x);
+  MAMBATRACK_CHECK_SHAPE(out.numel() == n && w >= 1, "argmax_rows: ", x.shape, " into ", out.shape);
+  for (int64_t r = 0; r < n; ++r) {
+    int64_t best = 0;
+    for (int64_t c = 1; c < w; ++c)
+      if (x.data[r * w + c] > x.data[r * w + best]) best = c;
+    out.data[r] = best;
+  }
+}
+
 }  // namespace mambatrack::nn::host

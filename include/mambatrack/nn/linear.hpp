@@ -16,10 +16,11 @@ template <class Backend>
 class Linear {
  public:
   using T = typename Backend::Scalar;
+  using Device = typename Backend::Device;
   using Store = typename Backend::Store;
   struct Context {
-    View<const T> x;  // the forward input (owned by the caller)
-    Tensor<T> y, dx;
+    View<const T, Device> x;  // the forward input (owned by the caller)
+    Tensor<T, Device> y, dx;
     std::size_t bytes() const { return y.bytes() + dx.bytes(); }
   };
 
@@ -38,17 +39,17 @@ class Linear {
     if (bias_) init_constant(s.param(b_), 0.0f);
   }
 
-  View<const T> forward(Context& ctx, View<const T> x) {
+  View<const T, Device> forward(Context& ctx, View<const T, Device> x) {
     ctx.x = x;
-    View<T> y = ensure(ctx.y, Shape{x.dim(0), out_});
-    Backend::linear_fwd({x, store_->param(w_), bias_ ? View<const T>(store_->param(b_)) : View<const T>(), y});
+    View<T, Device> y = ensure(ctx.y, Shape{x.dim(0), out_});
+    Backend::linear_fwd({x, store_->param(w_), bias_ ? View<const T, Device>(store_->param(b_)) : View<const T, Device>(), y});
     return y;
   }
   // need_dx = false skips dx (the layer sees data, not activations) and returns an empty view.
-  View<const T> backward(Context& ctx, View<const T> dy, bool need_dx = true) {
-    View<T> dx = need_dx ? ensure(ctx.dx, ctx.x.shape) : View<T>();
-    View<T> dw = frozen_ ? View<T>() : store_->grad(w_);
-    View<T> db = (bias_ && !frozen_) ? store_->grad(b_) : View<T>();
+  View<const T, Device> backward(Context& ctx, View<const T, Device> dy, bool need_dx = true) {
+    View<T, Device> dx = need_dx ? ensure(ctx.dx, ctx.x.shape) : View<T, Device>();
+    View<T, Device> dw = frozen_ ? View<T, Device>() : store_->grad(w_);
+    View<T, Device> db = (bias_ && !frozen_) ? store_->grad(b_) : View<T, Device>();
     Backend::linear_bwd({ctx.x, store_->param(w_), dy, dx, dw, db});
     return dx;
   }

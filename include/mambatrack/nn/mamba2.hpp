@@ -24,6 +24,17 @@
 
 namespace mambatrack::nn {
 
+namespace mamba2_detail {
+template <template <class...> class A, class T, class Device>
+struct ArgsOn {
+  using type = A<T, Device>;
+};
+template <template <class...> class A, class T>
+struct ArgsOn<A, T, Host> {
+  using type = A<T>;
+};
+}  // namespace mamba2_detail
+
 // The run-time options of a Mamba2 layer, with the reference's defaults.
 struct Mamba2Options {
   int64_t ngroups = 1;        // B and C groups; nheads must be a multiple
@@ -63,17 +74,23 @@ class Mamba2Mixer {
  public:
   using Backend = Backend_;
   using T = typename Backend::Scalar;
+  using Device = typename Backend::Device;
   using Store = typename Backend::Store;
+  // An ops/ argument struct on this backend's device: Args<T> on the host, Args<T, Device> on a
+  // device (the SSD and gated-RMSNorm structs gain their Device parameter with their CUDA ops).
+  template <template <class...> class A>
+  using Args = typename mamba2_detail::ArgsOn<A, T, Device>::type;
+
 
   // Saved activations (forward) and workspaces (backward), reused while the shapes stay the same.
   struct Context {
-    View<const T> x;
-    View<const int64_t> cu_seqlens;
-    Tensor<T> zx, xbc_in, xbc, xs, B, C, z, dt, A, y, normed, out;        // forward
-    Tensor<T> dnormed, dy, dz, dxs, ddt, dB, dC, dA, dxbc, dxbc_in, dzx, dx;  // backward
+    View<const T, Device> x;
+    View<const int64_t, Device> cu_seqlens;
+    Tensor<T, Device> zx, xbc_in, xbc, xs, B, C, z, dt, A, y, normed, out;        // forward
+    Tensor<T, Device> dnormed, dy, dz, dxs, ddt, dB, dC, dA, dxbc, dxbc_in, dzx, dx;  // backward
     std::size_t bytes() const {
       std::size_t n = 0;
-      for (const Tensor<T>* t : {&zx, &xbc_in, &xbc, &xs, &B, &C, &z, &dt, &A, &y, &normed, &out, &dnormed, &dy,
+      for (const Tensor<T, Device>* t : {&zx, &xbc_in, &xbc, &xs, &B, &C, &z, &dt, &A, &y, &normed, &out, &dnormed, &dy,
                                  &dz, &dxs, &ddt, &dB, &dC, &dA, &dxbc, &dxbc_in, &dzx, &dx})
         n += t->bytes();
       return n;
@@ -146,23 +163,23 @@ class Mamba2Mixer {
 
   // x: (tokens, d_model) packed as cu_seqlens says; returns (tokens, d_model). Keeps views of x
   // and cu_seqlens until backward.
-  View<const T> forward(Context& ctx, View<const T> x, View<const int64_t> cu_seqlens) {
-    return run_forward(ctx, x, cu_seqlens, View<T>());
+  View<const T, Device> forward(Context& ctx, View<const T, Device> x, View<const int64_t, Device> cu_seqlens) {
+    return run_forward(ctx, x, cu_seqlens, View<T, Device>());
   }
 
   // dy: (tokens, d_model). Returns dx (overwritten); parameter gradients are accumulated.
-  View<const T> backward(Context& ctx, View<const T> dy) {
+  View<const T, Device> backward(Context& ctx, View<const T, Device> dy) {
     MAMBATRACK_CHECK(store_ != nullptr, ConfigError, "mamba2: backward before register_params()");
     MAMBATRACK_CHECK_SHAPE(dy.shape == ctx.out.shape(), "mamba2 backward: dy has shape ", dy.shape,
                            ", the forward output ", ctx.out.shape());
     const int64_t n = ctx.x.dim(0), di = s_.d_inner(), H = s_.nheads(), P = s_.headdim, G = s_.ngroups,
                   N = s_.d_state, gn = s_.gn(), cd = s_.conv_dim();
     // out_proj
-    View<T> dnormed = ws(ctx.dnormed, Shape{n, di});
-    Backend::linear_bwd({ctx.normed.view(), param(out_proj_), dy, dnormed, store_->grad(out_proj_), View<T>()});
+    View<T, Device> dnormed = ws(ctx.dnormed, Shape{n, di});
+    Backend::linear_bwd({ctx.normed.view(), param(out_proj_), dy, dnormed, store_->grad(out_proj_), View<T, Device>()});
     // gated RMSNorm
-    View<T> dyv = ws(ctx.dy, Shape{n, di}), dz = ws(ctx.dz, Shape{n, di});
-    GatedRmsNormBwdArgs<T> nb;
+    View<T, Device> dyv = ws(ctx.dy, Shape{n, di}), dz = ws(ctx.dz, Shape{n, di});
+    Args<GatedRmsNormBwdArgs> nb;
     nb.y = ctx.y.view().reshape(Shape{n, di});
     nb.z = ctx.z.view();
     nb.weight = param(norm_w_);
@@ -174,11 +191,11 @@ class Mamba2Mixer {
     nb.dweight = store_->grad(norm_w_);
     Backend::gated_rmsnorm_bwd(nb);
     // SSD
-    View<T> dA = ws(ctx.dA, Shape{H});
+    View<T, Device> dA = ws(ctx.dA, Shape{H});
     Backend::fill(dA, T(0));
-    SsdBwdArgs<T> sb;
+    Args<SsdBwdArgs> sb;
     sb.in = ssd_inputs(ctx);
-    sb.dy = View<const T>(dyv.data, Shape{n, H, P});
+    sb.dy = View<const T, Device>(dyv.data, Shape{n, H, P});
     sb.dx = ws(ctx.dxs, Shape{n, H, P});
     sb.ddt = ws(ctx.ddt, Shape{n, H});
     sb.dB = ws(ctx.dB, Shape{n, G, N});
@@ -190,12 +207,12 @@ class Mamba2Mixer {
     Backend::ssd_bwd(sb);
     Backend::mamba2_a_log_grad(dA, ctx.A.view(), store_->grad(A_log_));
     // conv + SiLU over [x, B, C]
-    View<T> dxbc = ws(ctx.dxbc, Shape{n, cd});
+    View<T, Device> dxbc = ws(ctx.dxbc, Shape{n, cd});
     Backend::copy_columns(ctx.dxs.view().reshape(Shape{n, di}), dxbc, 0);
     Backend::copy_columns(ctx.dB.view().reshape(Shape{n, gn}), dxbc, di);
     Backend::copy_columns(ctx.dC.view().reshape(Shape{n, gn}), dxbc, di + gn);
-    View<T> dxbc_in = ws(ctx.dxbc_in, Shape{n, cd});
-    CausalConv1dBwdArgs<T> cb;
+    View<T, Device> dxbc_in = ws(ctx.dxbc_in, Shape{n, cd});
+    CausalConv1dBwdArgs<T, Device> cb;
     cb.in = conv_inputs(ctx.xbc_in.view(), ctx.cu_seqlens);
     cb.dout = dxbc;
     cb.dx = dxbc_in;
@@ -203,12 +220,12 @@ class Mamba2Mixer {
     cb.dbias = store_->grad(conv_b_);
     Backend::causal_conv1d_bwd(cb);
     // in_proj: d[z, xBC, dt]
-    View<T> dzx = ws(ctx.dzx, Shape{n, s_.d_in_proj()});
-    Backend::copy_columns(View<const T>(dz), dzx, 0);
-    Backend::copy_columns(View<const T>(dxbc_in), dzx, di);
-    Backend::copy_columns(View<const T>(ctx.ddt.view()), dzx, di + cd);
-    View<T> dx = ws(ctx.dx, ctx.x.shape);
-    Backend::linear_bwd({ctx.x, param(in_proj_), View<const T>(dzx), dx, store_->grad(in_proj_), View<T>()});
+    View<T, Device> dzx = ws(ctx.dzx, Shape{n, s_.d_in_proj()});
+    Backend::copy_columns(View<const T, Device>(dz), dzx, 0);
+    Backend::copy_columns(View<const T, Device>(dxbc_in), dzx, di);
+    Backend::copy_columns(View<const T, Device>(ctx.ddt.view()), dzx, di + cd);
+    View<T, Device> dx = ws(ctx.dx, ctx.x.shape);
+    Backend::linear_bwd({ctx.x, param(in_proj_), View<const T, Device>(dzx), dx, store_->grad(in_proj_), View<T, Device>()});
     return dx;
   }
 
@@ -227,11 +244,11 @@ class Mamba2Mixer {
 
   // Runs forward over packed sequences and leaves in `st` (resized to the batch) the state after
   // each sequence's last token, so step() continues them. Returns forward's output.
-  View<const T> prefill(Context& ctx, State& st, View<const T> x, View<const int64_t> cu_seqlens) {
+  View<const T, Device> prefill(Context& ctx, State& st, View<const T, Device> x, View<const int64_t, Device> cu_seqlens) {
     static_assert(std::is_same_v<typename Backend::Device, Host>, "prefill() runs on the host");
     const int64_t batch = cu_seqlens.numel() - 1, K = s_.d_conv, cd = s_.conv_dim();
     if (st.batch() != batch) st = new_state(batch);
-    View<const T> out = run_forward(ctx, x, cu_seqlens, st.ssm.view());
+    View<const T, Device> out = run_forward(ctx, x, cu_seqlens, st.ssm.view());
     // conv state: the last K raw conv inputs of each sequence, zeros before its start.
     for (int64_t b = 0; b < batch; ++b)
       for (int64_t j = 0; j < K; ++j) {
@@ -246,7 +263,7 @@ class Mamba2Mixer {
   // The same math as forward() at the next position of every sequence (reference §7):
   //   conv: roll left, append [x, B, C], silu(Σ state·w + b);  dA = exp(dt·A) per head;
   //   H = H·dA + dt·x⊗B;  y = H·C + D·x;  gated RMSNorm;  out_proj.
-  View<const T> step(State& st, View<const T> token) {
+  View<const T, Device> step(State& st, View<const T, Device> token) {
     static_assert(std::is_same_v<typename Backend::Device, Host>, "step() runs on the host");
     MAMBATRACK_CHECK(store_ != nullptr, ConfigError, "mamba2: step before register_params()");
     const int64_t batch = st.batch(), K = s_.d_conv, di = s_.d_inner(), H = s_.nheads(), P = s_.headdim,
@@ -254,10 +271,10 @@ class Mamba2Mixer {
     MAMBATRACK_CHECK_SHAPE(token.rank() == 2 && token.dim(0) == batch && token.dim(1) == s_.d_model,
                            "mamba2 step: token has shape ", token.shape, ", expected (", batch, ", ", s_.d_model,
                            ") for a state of ", batch, " sequences");
-    View<T> zx = ws(st.zx, Shape{batch, dp});
-    Backend::linear_fwd({token, param(in_proj_), View<const T>(), zx});
-    View<const T> w = param(conv_w_), bias = param(conv_b_), dt_bias = param(dt_bias_), Dv = param(D_);
-    View<T> xbc = ws(st.xbc, Shape{batch, cd}), y = ws(st.y, Shape{batch, di}),
+    View<T, Device> zx = ws(st.zx, Shape{batch, dp});
+    Backend::linear_fwd({token, param(in_proj_), View<const T, Device>(), zx});
+    View<const T, Device> w = param(conv_w_), bias = param(conv_b_), dt_bias = param(dt_bias_), Dv = param(D_);
+    View<T, Device> xbc = ws(st.xbc, Shape{batch, cd}), y = ws(st.y, Shape{batch, di}),
             z = ws(st.z, Shape{batch, di}), A = ws(st.A, Shape{H});
     Backend::mamba2_neg_exp(param(A_log_), A);
     const T dt_lo = static_cast<T>(opt_.dt_limit_min), dt_hi = static_cast<T>(opt_.dt_limit_max);
@@ -294,7 +311,7 @@ class Mamba2Mixer {
         }
       }
     }
-    GatedRmsNormFwdArgs<T> na;
+    Args<GatedRmsNormFwdArgs> na;
     na.y = y;
     na.z = z;
     na.weight = param(norm_w_);
@@ -302,8 +319,8 @@ class Mamba2Mixer {
     na.eps = static_cast<T>(opt_.norm_eps);
     na.out = ws(st.normed, Shape{batch, di});
     Backend::gated_rmsnorm_fwd(na);
-    View<T> out = ws(st.out, Shape{batch, s_.d_model});
-    Backend::linear_fwd({View<const T>(na.out), param(out_proj_), View<const T>(), out});
+    View<T, Device> out = ws(st.out, Shape{batch, s_.d_model});
+    Backend::linear_fwd({View<const T, Device>(na.out), param(out_proj_), View<const T, Device>(), out});
     return out;
   }
 
@@ -319,15 +336,15 @@ class Mamba2Mixer {
   int64_t ngroups() const { return s_.ngroups; }
 
  private:
-  View<const T> param(ParamHandle h) const { return store_->param(h); }
+  View<const T, Device> param(ParamHandle h) const { return store_->param(h); }
   // A workspace resized only when its shape changes (no allocation in the steady state).
-  static View<T> ws(Tensor<T>& t, const Shape& shape) {
-    if (!(t.shape() == shape)) t = Tensor<T>(shape);
+  static View<T, Device> ws(Tensor<T, Device>& t, const Shape& shape) {
+    if (!(t.shape() == shape)) t = Tensor<T, Device>(shape);
     return t.view();
   }
 
-  CausalConv1dInputs<T> conv_inputs(View<const T> x, View<const int64_t> cu) const {
-    CausalConv1dInputs<T> in;
+  CausalConv1dInputs<T, Device> conv_inputs(View<const T, Device> x, View<const int64_t, Device> cu) const {
+    CausalConv1dInputs<T, Device> in;
     in.x = x;
     in.weight = param(conv_w_);
     in.bias = param(conv_b_);
@@ -336,9 +353,9 @@ class Mamba2Mixer {
     return in;
   }
 
-  SsdInputs<T> ssd_inputs(const Context& ctx) const {
+  Args<SsdInputs> ssd_inputs(const Context& ctx) const {
     const int64_t n = ctx.x.dim(0), H = s_.nheads(), G = s_.ngroups, N = s_.d_state;
-    SsdInputs<T> in;
+    Args<SsdInputs> in;
     in.x = ctx.xs.view().reshape(Shape{n, H, s_.headdim});
     in.dt = ctx.dt.view();
     in.dt_bias = param(dt_bias_);
@@ -352,7 +369,7 @@ class Mamba2Mixer {
     return in;
   }
 
-  View<const T> run_forward(Context& ctx, View<const T> x, View<const int64_t> cu, View<T> final_state) {
+  View<const T, Device> run_forward(Context& ctx, View<const T, Device> x, View<const int64_t, Device> cu, View<T, Device> final_state) {
     MAMBATRACK_CHECK(store_ != nullptr, ConfigError, "mamba2: forward before register_params()");
     MAMBATRACK_CHECK_SHAPE(x.rank() == 2 && x.dim(1) == s_.d_model, "mamba2: input has shape ", x.shape,
                            ", expected (tokens, d_model = ", s_.d_model, ")");
@@ -360,28 +377,28 @@ class Mamba2Mixer {
     ctx.cu_seqlens = cu;
     const int64_t n = x.dim(0), di = s_.d_inner(), H = s_.nheads(), P = s_.headdim, gn = s_.gn(),
                   cd = s_.conv_dim();
-    View<T> zx = ws(ctx.zx, Shape{n, s_.d_in_proj()});
-    Backend::linear_fwd({x, param(in_proj_), View<const T>(), zx});
-    View<T> xbc_in = ws(ctx.xbc_in, Shape{n, cd});
-    Backend::take_columns(View<const T>(zx), xbc_in, di);
-    View<T> xbc = ws(ctx.xbc, Shape{n, cd});
-    CausalConv1dFwdArgs<T> cf;
-    cf.in = conv_inputs(View<const T>(xbc_in), cu);
+    View<T, Device> zx = ws(ctx.zx, Shape{n, s_.d_in_proj()});
+    Backend::linear_fwd({x, param(in_proj_), View<const T, Device>(), zx});
+    View<T, Device> xbc_in = ws(ctx.xbc_in, Shape{n, cd});
+    Backend::take_columns(View<const T, Device>(zx), xbc_in, di);
+    View<T, Device> xbc = ws(ctx.xbc, Shape{n, cd});
+    CausalConv1dFwdArgs<T, Device> cf;
+    cf.in = conv_inputs(View<const T, Device>(xbc_in), cu);
     cf.out = xbc;
     Backend::causal_conv1d_fwd(cf);
-    Backend::take_columns(View<const T>(xbc), ws(ctx.xs, Shape{n, di}), 0);
-    Backend::take_columns(View<const T>(xbc), ws(ctx.B, Shape{n, gn}), di);
-    Backend::take_columns(View<const T>(xbc), ws(ctx.C, Shape{n, gn}), di + gn);
-    Backend::take_columns(View<const T>(zx), ws(ctx.z, Shape{n, di}), 0);
-    Backend::take_columns(View<const T>(zx), ws(ctx.dt, Shape{n, H}), di + cd);
+    Backend::take_columns(View<const T, Device>(xbc), ws(ctx.xs, Shape{n, di}), 0);
+    Backend::take_columns(View<const T, Device>(xbc), ws(ctx.B, Shape{n, gn}), di);
+    Backend::take_columns(View<const T, Device>(xbc), ws(ctx.C, Shape{n, gn}), di + gn);
+    Backend::take_columns(View<const T, Device>(zx), ws(ctx.z, Shape{n, di}), 0);
+    Backend::take_columns(View<const T, Device>(zx), ws(ctx.dt, Shape{n, H}), di + cd);
     Backend::mamba2_neg_exp(param(A_log_), ws(ctx.A, Shape{H}));
-    SsdFwdArgs<T> sf;
+    Args<SsdFwdArgs> sf;
     sf.in = ssd_inputs(ctx);
     sf.y = ws(ctx.y, Shape{n, H, P});
     sf.final_state = final_state;
     sf.chunk_size = opt_.chunk_size;
     Backend::ssd_fwd(sf);
-    GatedRmsNormFwdArgs<T> na;
+    Args<GatedRmsNormFwdArgs> na;
     na.y = ctx.y.view().reshape(Shape{n, di});
     na.z = ctx.z.view();
     na.weight = param(norm_w_);
@@ -389,8 +406,8 @@ class Mamba2Mixer {
     na.eps = static_cast<T>(opt_.norm_eps);
     na.out = ws(ctx.normed, Shape{n, di});
     Backend::gated_rmsnorm_fwd(na);
-    View<T> out = ws(ctx.out, Shape{n, s_.d_model});
-    Backend::linear_fwd({View<const T>(na.out), param(out_proj_), View<const T>(), out});
+    View<T, Device> out = ws(ctx.out, Shape{n, s_.d_model});
+    Backend::linear_fwd({View<const T, Device>(na.out), param(out_proj_), View<const T, Device>(), out});
     return out;
   }
 

@@ -19,9 +19,10 @@ template <class Backend>
 class FrozenPointEmbedding {
  public:
   using T = typename Backend::Scalar;
+  using Device = typename Backend::Device;
   using Store = typename Backend::Store;
   struct Context {
-    Tensor<T> pt, qt, rt, e, pos, cat, y;
+    Tensor<T, Device> pt, qt, rt, e, pos, cat, y;
     std::size_t bytes() const {
       return pt.bytes() + qt.bytes() + rt.bytes() + e.bytes() + pos.bytes() + cat.bytes() + y.bytes();
     }
@@ -48,25 +49,25 @@ class FrozenPointEmbedding {
 
   // nerf (tokens, nerf_dim), energy (tokens, 1) -> (tokens, d_model). No backward: the inputs are
   // data and the projections frozen.
-  View<const T> forward(Context& ctx, View<const T> nerf, View<const T> energy) {
+  View<const T, Device> forward(Context& ctx, View<const T, Device> nerf, View<const T, Device> energy) {
     MAMBATRACK_CHECK_SHAPE(nerf.rank() == 2 && nerf.dim(1) == nerf_ && energy.numel() == nerf.dim(0),
                            "point embedding: nerf ", nerf.shape, " and energy ", energy.shape, ", expected (tokens, ",
                            nerf_, ") and (tokens, 1)");
     const int64_t n = nerf.dim(0);
     // linear_fwd wants W as (out, in); FM4NPP stores its projections (in, out) and multiplies x·P.
-    View<T> pt = transposed(store_->param(p_), ctx.pt), qt = transposed(store_->param(q_), ctx.qt);
-    View<T> e = ensure(ctx.e, Shape{n, e_dim_}), pos = ensure(ctx.pos, Shape{n, d_});
-    Backend::linear_fwd({energy.reshape(Shape{n, 1}), View<const T>(qt), View<const T>(), e});
-    Backend::linear_fwd({nerf, View<const T>(pt), View<const T>(), pos});
+    View<T, Device> pt = transposed(store_->param(p_), ctx.pt), qt = transposed(store_->param(q_), ctx.qt);
+    View<T, Device> e = ensure(ctx.e, Shape{n, e_dim_}), pos = ensure(ctx.pos, Shape{n, d_});
+    Backend::linear_fwd({energy.reshape(Shape{n, 1}), View<const T, Device>(qt), View<const T, Device>(), e});
+    Backend::linear_fwd({nerf, View<const T, Device>(pt), View<const T, Device>(), pos});
     if (method_ == PointEmbedMethod::kAdd) {
-      Backend::accumulate(View<const T>(e), pos);
+      Backend::accumulate(View<const T, Device>(e), pos);
       return pos;
     }
-    View<T> cat = ensure(ctx.cat, Shape{n, e_dim_ + d_});
-    Backend::copy_columns(View<const T>(e), cat, 0);
-    Backend::copy_columns(View<const T>(pos), cat, e_dim_);
-    View<T> y = ensure(ctx.y, Shape{n, d_});
-    Backend::linear_fwd({View<const T>(cat), View<const T>(transposed(store_->param(r_), ctx.rt)), View<const T>(), y});
+    View<T, Device> cat = ensure(ctx.cat, Shape{n, e_dim_ + d_});
+    Backend::copy_columns(View<const T, Device>(e), cat, 0);
+    Backend::copy_columns(View<const T, Device>(pos), cat, e_dim_);
+    View<T, Device> y = ensure(ctx.y, Shape{n, d_});
+    Backend::linear_fwd({View<const T, Device>(cat), View<const T, Device>(transposed(store_->param(r_), ctx.rt)), View<const T, Device>(), y});
     return y;
   }
   ParamHandle pos_proj() const { return p_; }
@@ -74,9 +75,9 @@ class FrozenPointEmbedding {
   ParamHandle concat_proj() const { return r_; }
 
  private:
-  static View<T> transposed(View<const T> a, Tensor<T>& buf) {
+  static View<T, Device> transposed(View<const T, Device> a, Tensor<T, Device>& buf) {
     const int64_t r = a.dim(0), c = a.dim(1);
-    View<T> at = ensure(buf, Shape{c, r});
+    View<T, Device> at = ensure(buf, Shape{c, r});
     Backend::transpose(a, at);
     return at;
   }

@@ -8,7 +8,8 @@
 #include <unordered_map>
 #include <vector>
 
-#include "mambatrack/nn/cpu_backend.hpp"
+#include "mambatrack/nn/host_backend_base.hpp"
+#include "mambatrack/nn/parameter_store.hpp"
 #include "mambatrack/ops/reference/activations.hpp"
 #include "mambatrack/ops/reference/embedding.hpp"
 #include "mambatrack/ops/reference/linear.hpp"

@@ -1,0 +1,271 @@
+// nn::CudaBackend: the Backend policy (DESIGN.md §4) that runs the nn/ layer templates on a CUDA
+// device in float32: Scalar float, Device Cuda, Store CudaParameterStore. Each static function
+// has the name of the host backends' (nn/cpu_backend.hpp, ssm_backend.hpp, mamba2_backend.hpp)
+// and forwards to mambatrack::cuda:: (cuBLASLt linear, norms, activations, embedding, losses,
+// causal_conv1d, selective_scan) or to nn/cuda_kernels.cuh, all on the one context()
+// (nn/cuda_backend_context.cuh). Ops do not synchronise or allocate in the steady state, except
+// embedding_fwd/bwd (id check: one sync), cross_entropy/masked_mse (loss read back) and to_host.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <type_traits>
+
+#include "mambatrack/core/cuda_context.cuh"
+#include "mambatrack/core/cuda_memory.cuh"
+#include "mambatrack/core/error.hpp"
+#include "mambatrack/core/tensor.hpp"
+#include "mambatrack/nn/cuda_backend_context.cuh"
+#include "mambatrack/nn/cuda_kernels.cuh"
+#include "mambatrack/nn/cuda_parameter_store.cuh"
+#include "mambatrack/ops/activations.hpp"
+#include "mambatrack/ops/causal_conv1d.hpp"
+#include "mambatrack/ops/cuda/activations.cuh"
+#include "mambatrack/ops/cuda/causal_conv1d.cuh"
+#include "mambatrack/ops/cuda/embedding.cuh"
+#include "mambatrack/ops/cuda/linear.cuh"
+#include "mambatrack/ops/cuda/losses.cuh"
+#include "mambatrack/ops/cuda/norm.cuh"
+#include "mambatrack/ops/cuda/selective_scan.cuh"
+#include "mambatrack/ops/embedding.hpp"
+#include "mambatrack/ops/linear.hpp"
+#include "mambatrack/ops/losses.hpp"
+#include "mambatrack/ops/norm.hpp"
+#include "mambatrack/ops/selective_scan.hpp"
+
+namespace mambatrack::nn {
+
+struct CudaBackend {
+  using Scalar = float;
+  using Device = Cuda;
+  using Store = CudaParameterStore;
+  static constexpr const char* kName = "cuda";
+  template <class U>
+  using DView = View<U, Cuda>;
+  using T = float;
+
+  static CudaContext& context() { return cuda_backend_context(); }
+  static cudaStream_t stream() { return context().stream(); }
+  // Waits for every op queued on the backend stream.
+  static void synchronize() { MAMBATRACK_CUDA_CHECK(cudaStreamSynchronize(stream())); }
+
+  // ---- ops/ forwards --------------------------------------------------------------------------
+  static void linear_fwd(const LinearFwdArgs<T, Cuda>& a) { mambatrack::cuda::linear_fwd(a, context()); }
+  static void linear_bwd(const LinearBwdArgs<T, Cuda>& a) { mambatrack::cuda::linear_bwd(a, context()); }
+  static void norm_fwd(const NormFwdArgs<T, Cuda>& a) { mambatrack::cuda::norm_fwd(a, stream()); }
+  static void norm_bwd(const NormBwdArgs<T, Cuda>& a) { mambatrack::cuda::norm_bwd(a, context()); }
+  static void add_norm_fwd(const AddNormFwdArgs<T, Cuda>& a) { mambatrack::cuda::add_norm_fwd(a, stream()); }
+  static void add_norm_bwd(const AddNormBwdArgs<T, Cuda>& a) { mambatrack::cuda::add_norm_bwd(a, context()); }
+  static void embedding_fwd(const EmbeddingFwdArgs<T, Cuda>& a) { mambatrack::cuda::embedding_fwd(a, context()); }
+  static void embedding_bwd(const EmbeddingBwdArgs<T, Cuda>& a) { mambatrack::cuda::embedding_bwd(a, context()); }
+  static void gelu_fwd(const ActivationFwdArgs<T, Cuda>& a) { mambatrack::cuda::gelu_fwd(a, stream()); }
+  static void gelu_bwd(const ActivationBwdArgs<T, Cuda>& a) { mambatrack::cuda::gelu_bwd(a, stream()); }
+  static void silu_fwd(const ActivationFwdArgs<T, Cuda>& a) { mambatrack::cuda::silu_fwd(a, stream()); }
+  static void silu_bwd(const ActivationBwdArgs<T, Cuda>& a) { mambatrack::cuda::silu_bwd(a, stream()); }
+  static void causal_conv1d_fwd(const CausalConv1dFwdArgs<T, Cuda>& a) {
+    mambatrack::cuda::causal_conv1d_fwd(a, stream());
+  }
+  static void causal_conv1d_bwd(const CausalConv1dBwdArgs<T, Cuda>& a) {
+    mambatrack::cuda::causal_conv1d_bwd(a, stream());
+  }
+  static void selective_scan_fwd(const SelectiveScanFwdArgs<T, Cuda>& a) {
+    mambatrack::cuda::selective_scan_fwd(a, stream());
+  }
+  static void selective_scan_bwd(const SelectiveScanBwdArgs<T, Cuda>& a) {
+    mambatrack::cuda::selective_scan_bwd(a, stream());
+  }
+
+  // ---- elementwise and sequence helpers (nn/host_kernels.hpp on the host) ---------------------
+  static void add(DView<const T> a, DView<const T> b, DView<T> out) {
+    MAMBATRACK_CHECK_SHAPE(a.numel() == b.numel() && a.numel() == out.numel(), "add: ", a.shape, " + ", b.shape, " -> ",
+                           out.shape);
+    launch_n(out.numel(), "add", [&](unsigned g) {
+      cuda_kernels::add_kernel<T><<<g, cuda_kernels::kThreads, 0, stream()>>>(a.data, b.data, out.data, out.numel());
+    });
+  }
+  static void accumulate(DView<const T> x, DView<T> y) {
+    MAMBATRACK_CHECK_SHAPE(x.numel() == y.numel(), "accumulate: ", x.shape, " into ", y.shape);
+    launch_n(y.numel(), "accumulate", [&](unsigned g) {
+      cuda_kernels::accumulate_kernel<T><<<g, cuda_kernels::kThreads, 0, stream()>>>(x.data, y.data, y.numel());
+    });
+  }
+  static void copy(DView<const T> x, DView<T> y) { mambatrack::copy<T>(x, y, stream()); }
+  static void fill(DView<T> x, T v) {
+    launch_n(x.numel(), "fill", [&](unsigned g) {
+      cuda_kernels::fill_kernel<T><<<g, cuda_kernels::kThreads, 0, stream()>>>(x.data, v, x.numel());
+    });
+  }
+  static void multiply(DView<const T> x, DView<const T> m, DView<T> y) {
+    MAMBATRACK_CHECK_SHAPE(x.numel() == m.numel() && x.numel() == y.numel(), "multiply: ", x.shape, " · ", m.shape,
+                           " -> ", y.shape);
+    launch_n(y.numel(), "multiply", [&](unsigned g) {
+      cuda_kernels::multiply_kernel<T><<<g, cuda_kernels::kThreads, 0, stream()>>>(x.data, m.data, y.data, y.numel());
+    });
+  }
+  // Rows of each packed sequence in reverse order (its own inverse). cu_seqlens must be valid.
+  static void reverse_within_sequences(DView<const T> x, DView<const int64_t> cu, DView<T> y) {
+    MAMBATRACK_CHECK_SHAPE(x.shape == y.shape && x.rank() == 2, "reverse_within_sequences: x ", x.shape, ", y ", y.shape);
+    MAMBATRACK_CHECK_SHAPE(x.data != y.data || x.numel() == 0, "reverse_within_sequences: x and y must not alias");
+    MAMBATRACK_CHECK_SHAPE(cu.numel() >= 1, "reverse_within_sequences: cu_seqlens is empty");
+    const int64_t n = x.dim(0), d = x.dim(1), batch = cu.numel() - 1;
+    if (batch < 1) return;
+    launch_n(n * d, "reverse_within_sequences", [&](unsigned g) {
+      cuda_kernels::reverse_kernel<T><<<g, cuda_kernels::kThreads, 0, stream()>>>(x.data, cu.data, y.data, batch, n, d);
+    });
+  }
+  static void sequence_positions(DView<const int64_t> cu, DView<int64_t> pos) {
+    MAMBATRACK_CHECK_SHAPE(cu.numel() >= 1, "sequence_positions: cu_seqlens is empty");
+    const int64_t batch = cu.numel() - 1, n = pos.numel();
+    if (batch < 1) return;
+    launch_n(n, "sequence_positions", [&](unsigned g) {
+      cuda_kernels::positions_kernel<><<<g, cuda_kernels::kThreads, 0, stream()>>>(cu.data, pos.data, batch, n);
+    });
+  }
+  // The same Philox (seed, stream, step·2^40 + i) draws as host::dropout_mask: identical masks.
+  static void dropout_mask(uint64_t seed, uint64_t stream_id, uint64_t step, double p, DView<T> mask) {
+    const T keep = static_cast<T>(1.0 / (1.0 - p));
+    launch_n(mask.numel(), "dropout_mask", [&](unsigned g) {
+      cuda_kernels::dropout_mask_kernel<T><<<g, cuda_kernels::kThreads, 0, stream()>>>(seed, stream_id, step << 40, p,
+                                                                                       keep, mask.data, mask.numel());
+    });
+  }
+  static void mean_pool(DView<const T> x, DView<const int64_t> cu, DView<T> pooled) {
+    const int64_t d = x.dim(1), b = cu.numel() - 1;
+    MAMBATRACK_CHECK_SHAPE(pooled.rank() == 2 && pooled.dim(0) == b && pooled.dim(1) == d, "mean_pool: pooled is ",
+                           pooled.shape, ", expected (", b, ", ", d, ")");
+    launch_n(b * d, "mean_pool", [&](unsigned g) {
+      cuda_kernels::mean_pool_kernel<T><<<g, cuda_kernels::kThreads, 0, stream()>>>(x.data, cu.data, pooled.data, b, d);
+    });
+  }
+  static void mean_pool_bwd(DView<const T> dp, DView<const int64_t> cu, DView<T> dx) {
+    const int64_t d = dx.dim(1), b = cu.numel() - 1, n = dx.dim(0);
+    MAMBATRACK_CHECK_SHAPE(dp.rank() == 2 && dp.dim(0) == b && dp.dim(1) == d, "mean_pool_bwd: dpooled is ", dp.shape,
+                           ", expected (", b, ", ", d, ")");
+    if (b < 1) return;
+    launch_n(n * d, "mean_pool_bwd", [&](unsigned g) {
+      cuda_kernels::mean_pool_bwd_kernel<T><<<g, cuda_kernels::kThreads, 0, stream()>>>(dp.data, cu.data, dx.data, b, n, d);
+    });
+  }
+  static void copy_columns(DView<const T> x, DView<T> out, int64_t offset) {
+    const int64_t n = x.dim(0), w = x.dim(1), W = out.dim(1);
+    MAMBATRACK_CHECK_SHAPE(out.dim(0) == n && offset >= 0 && offset + w <= W, "copy_columns: ", x.shape, " into ",
+                           out.shape, " at ", offset);
+    launch_n(n * w, "copy_columns", [&](unsigned g) {
+      cuda_kernels::copy_columns_kernel<T><<<g, cuda_kernels::kThreads, 0, stream()>>>(x.data, out.data, n, w, W, offset);
+    });
+  }
+  static void take_columns(DView<const T> x, DView<T> out, int64_t offset) {
+    const int64_t n = out.dim(0), w = out.dim(1), W = x.dim(1);
+    MAMBATRACK_CHECK_SHAPE(x.dim(0) == n && offset >= 0 && offset + w <= W, "take_columns: ", out.shape, " from ",
+                           x.shape, " at ", offset);
+    launch_n(n * w, "take_columns", [&](unsigned g) {
+      cuda_kernels::take_columns_kernel<T><<<g, cuda_kernels::kThreads, 0, stream()>>>(x.data, out.data, n, w, W, offset);
+    });
+  }
+  static void transpose(DView<const T> a, DView<T> at) {
+    const int64_t r = a.dim(0), c = a.dim(1);
+    MAMBATRACK_CHECK_SHAPE(at.rank() == 2 && at.dim(0) == c && at.dim(1) == r, "transpose: ", a.shape, " into ", at.shape);
+    launch_n(r * c, "transpose", [&](unsigned g) {
+      cuda_kernels::transpose_kernel<T><<<g, cuda_kernels::kThreads, 0, stream()>>>(a.data, at.data, r, c);
+    });
+  }
+
+  // ---- the A = −exp(A_log) parameterisation (Mamba and Mamba2) ---------------------------------
+  static void neg_exp(DView<const T> a_log, DView<T> a) {
+    MAMBATRACK_CHECK_SHAPE(a_log.numel() == a.numel(), "neg_exp: ", a_log.shape, " -> ", a.shape);
+    launch_n(a.numel(), "neg_exp", [&](unsigned g) {
+      cuda_kernels::neg_exp_kernel<T><<<g, cuda_kernels::kThreads, 0, stream()>>>(a_log.data, a.data, a.numel());
+    });
+  }
+  // y += x ⊙ m.
+  static void mul_accumulate(DView<const T> x, DView<const T> m, DView<T> y) {
+    MAMBATRACK_CHECK_SHAPE(x.numel() == m.numel() && x.numel() == y.numel(), "mul_accumulate: ", x.shape, " · ",
+                           m.shape, " into ", y.shape);
+    launch_n(y.numel(), "mul_accumulate", [&](unsigned g) {
+      cuda_kernels::mul_accumulate_kernel<T><<<g, cuda_kernels::kThreads, 0, stream()>>>(x.data, m.data, y.data,
+                                                                                         y.numel());
+    });
+  }
+  static void mamba2_neg_exp(DView<const T> a_log, DView<T> a) { neg_exp(a_log, a); }
+  // da_log += da ⊙ a.
+  static void mamba2_a_log_grad(DView<const T> da, DView<const T> a, DView<T> da_log) { mul_accumulate(da, a, da_log); }
+
+  // ---- task-level ops -------------------------------------------------------------------------
+  // out[i] = x[idx[i]] (whole rows). An index outside [0, rows) gives a zero row (not checked on
+  // the host: that would need a sync).
+  static void gather_rows(DView<const T> x, DView<const int64_t> idx, DView<T> out) { gather<T>(x, idx, out); }
+  static void gather_rows(DView<const int64_t> x, DView<const int64_t> idx, DView<int64_t> out) {
+    gather<int64_t>(x, idx, out);
+  }
+  // out[idx[i]] += src[i] (whole rows); the indices must be distinct (one writer per element).
+  static void scatter_add_rows(DView<const T> src, DView<const int64_t> idx, DView<T> out) {
+    const int64_t rows = out.rank() == 0 ? 0 : out.dim(0), w = width(out), m = idx.numel();
+    MAMBATRACK_CHECK_SHAPE(src.numel() == m * w, "scatter_add_rows: ", src.shape, " with ", m, " indices into rows of ",
+                           out.shape);
+    launch_n(m * w, "scatter_add_rows", [&](unsigned g) {
+      cuda_kernels::scatter_add_rows_kernel<T><<<g, cuda_kernels::kThreads, 0, stream()>>>(src.data, idx.data, out.data,
+                                                                                           m, w, rows);
+    });
+  }
+  // out[r] = the first column of row r holding its maximum.
+  static void argmax_rows(DView<const T> x, DView<int64_t> out) {
+    const int64_t n = x.rank() == 0 ? 0 : x.dim(0), w = width(x);
+    MAMBATRACK_CHECK_SHAPE(out.numel() == n && w >= 1, "argmax_rows: ", x.shape, " into ", out.shape);
+    launch_n(n, "argmax_rows", [&](unsigned g) {
+      cuda_kernels::argmax_rows_kernel<T><<<g, cuda_kernels::kThreads, 0, stream()>>>(x.data, out.data, n, w);
+    });
+  }
+  // The loss value is read back to the host: these synchronise the stream.
+  static LossResult cross_entropy(const CrossEntropyArgs<T, Cuda>& a) {
+    return mambatrack::cuda::cross_entropy(a, context());
+  }
+  static LossResult masked_mse(const MaskedMseArgs<T, Cuda>& a) { return mambatrack::cuda::masked_mse(a, context()); }
+
+  // Host -> device (queued on the backend stream; the host buffer must stay alive and unchanged
+  // until the stream reaches the copy — pageable memory is staged by the driver before return).
+  static void to_device(View<const float, Host> src, DView<float> dst) { h2d<float>(src, dst); }
+  static void to_device(View<const int64_t, Host> src, DView<int64_t> dst) { h2d<int64_t>(src, dst); }
+  static void to_device(View<const uint8_t, Host> src, DView<uint8_t> dst) { h2d<uint8_t>(src, dst); }
+  // Device -> host, after every op queued before it (synchronises).
+  static void to_host(DView<const float> src, View<float, Host> dst) { d2h<float>(src, dst); }
+  static void to_host(DView<const int64_t> src, View<int64_t, Host> dst) { d2h<int64_t>(src, dst); }
+  static void to_host(DView<const uint8_t> src, View<uint8_t, Host> dst) { d2h<uint8_t>(src, dst); }
+
+ private:
+  template <class F>
+  static void launch_n(int64_t n, const char* what, F&& f) {
+    if (n <= 0) return;
+    f(cuda_kernels::grid(n));
+    cuda_kernels::check(what);
+  }
+  template <class V>
+  static int64_t width(const V& x) {
+    return x.rank() <= 1 ? 1 : (x.dim(0) == 0 ? 0 : x.numel() / x.dim(0));
+  }
+  template <class U>
+  static void gather(DView<const U> x, DView<const int64_t> idx, DView<U> out) {
+    const int64_t rows = x.rank() == 0 ? 0 : x.dim(0), w = width(x), m = idx.numel();
+    MAMBATRACK_CHECK_SHAPE(out.numel() == m * w, "gather_rows: ", m, " indices of rows of ", x.shape, " into ",
+                           out.shape);
+    launch_n(m * w, "gather_rows", [&](unsigned g) {
+      cuda_kernels::gather_rows_kernel<U><<<g, cuda_kernels::kThreads, 0, stream()>>>(x.data, idx.data, out.data, m, w,
+                                                                                      rows);
+    });
+  }
+  template <class U>
+  static void h2d(View<const U, Host> src, DView<U> dst) {
+    MAMBATRACK_CHECK_SHAPE(src.numel() == dst.numel(), "to_device: ", src.shape, " into ", dst.shape);
+    if (src.numel() == 0) return;
+    MAMBATRACK_CUDA_CHECK(cudaMemcpyAsync(dst.data, src.data, src.bytes(), cudaMemcpyHostToDevice, stream()));
+  }
+  template <class U>
+  static void d2h(DView<const U> src, View<U, Host> dst) {
+    MAMBATRACK_CHECK_SHAPE(src.numel() == dst.numel(), "to_host: ", src.shape, " into ", dst.shape);
+    if (src.numel() == 0) return;
+    MAMBATRACK_CUDA_CHECK(cudaMemcpyAsync(dst.data, src.data, src.bytes(), cudaMemcpyDeviceToHost, stream()));
+    MAMBATRACK_CUDA_CHECK(cudaStreamSynchronize(stream()));
+  }
+};
+
+}  // namespace mambatrack::nn

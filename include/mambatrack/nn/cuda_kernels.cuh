@@ -1,0 +1,167 @@
+// The small CUDA kernels of nn::CudaBackend: the device twins of nn/host_kernels.hpp (residual
+// add/accumulate, per-sequence reversal y[cu[s] + i] = x[cu[s+1] − 1 − i], positions t − cu[s],
+// Philox dropout masks identical to the host's, multiply, mean pooling, column blocks, transpose,
+// the A = −exp(A_log) steps) and the task-level row ops (gather, scatter-add with distinct
+// indices, first argmax per row). One thread per output element (grid-stride), so every result is
+// written by one thread: deterministic, no atomics. Each launch is stream-ordered on `s`, checks
+// the launch without synchronising and allocates nothing.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <string>
+
+#include "mambatrack/core/cuda_memory.cuh"
+#include "mambatrack/core/error.hpp"
+#include "mambatrack/core/philox.hpp"
+#include "mambatrack/core/tensor.hpp"
+
+namespace mambatrack::nn::cuda_kernels {
+
+constexpr int kThreads = 256;
+
+inline unsigned grid(int64_t n) {
+  const int64_t blocks = (n + kThreads - 1) / kThreads;
+  return static_cast<unsigned>(blocks < 1 ? 1 : (blocks > 65535 * 8 ? 65535 * 8 : blocks));
+}
+inline void check(const char* what) {
+  const cudaError_t e = cudaGetLastError();
+  if (e != cudaSuccess)
+    throw DeviceError(std::string("CudaBackend ") + what + ": kernel launch failed: " + cudaGetErrorName(e) + " (" +
+                      cudaGetErrorString(e) + ")");
+}
+
+#define MAMBATRACK_NN_GRID_LOOP(i, n)                                                    \
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < (n); \
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+
+// The sequence s of token t: the largest s with cu[s] <= t (empty sequences skipped).
+__device__ __forceinline__ int64_t sequence_of(const int64_t* cu, int64_t batch, int64_t t) {
+  int64_t lo = 0, hi = batch;  // cu[lo] <= t < cu[hi] for valid cu
+  while (hi - lo > 1) {
+    const int64_t mid = (lo + hi) / 2;
+    if (cu[mid] <= t) lo = mid;
+    else hi = mid;
+  }
+  return lo;
+}
+
+template <class T>
+__global__ void add_kernel(const T* a, const T* b, T* out, int64_t n) {
+  MAMBATRACK_NN_GRID_LOOP(i, n) out[i] = a[i] + b[i];
+}
+template <class T>
+__global__ void accumulate_kernel(const T* x, T* y, int64_t n) {
+  MAMBATRACK_NN_GRID_LOOP(i, n) y[i] += x[i];
+}
+template <class T>
+__global__ void multiply_kernel(const T* x, const T* m, T* y, int64_t n) {
+  MAMBATRACK_NN_GRID_LOOP(i, n) y[i] = x[i] * m[i];
+}
+template <class T>
+__global__ void mul_accumulate_kernel(const T* x, const T* m, T* y, int64_t n) {
+  MAMBATRACK_NN_GRID_LOOP(i, n) y[i] += x[i] * m[i];
+}
+template <class T>
+__global__ void fill_kernel(T* x, T v, int64_t n) {
+  MAMBATRACK_NN_GRID_LOOP(i, n) x[i] = v;
+}
+template <class T>
+__global__ void neg_exp_kernel(const T* a_log, T* a, int64_t n) {
+  MAMBATRACK_NN_GRID_LOOP(i, n) a[i] = -exp(a_log[i]);
+}
+template <class T>
+__global__ void dropout_mask_kernel(uint64_t seed, uint64_t stream, uint64_t base, double p, T keep, T* mask, int64_t n) {
+  MAMBATRACK_NN_GRID_LOOP(i, n)
+  mask[i] = philox_uniform_double(seed, stream, base + static_cast<uint64_t>(i)) < p ? T(0) : keep;
+}
+template <class T>
+__global__ void reverse_kernel(const T* x, const int64_t* cu, T* y, int64_t batch, int64_t tokens, int64_t d) {
+  MAMBATRACK_NN_GRID_LOOP(i, tokens * d) {
+    const int64_t t = i / d, c = i - t * d;
+    const int64_t s = sequence_of(cu, batch, t);
+    const int64_t j = cu[s] + cu[s + 1] - 1 - t;
+    y[i] = x[j * d + c];
+  }
+}
+template <int kUnused = 0>
+__global__ void positions_kernel(const int64_t* cu, int64_t* pos, int64_t batch, int64_t tokens) {
+  MAMBATRACK_NN_GRID_LOOP(t, tokens) pos[t] = t - cu[sequence_of(cu, batch, t)];
+}
+// pooled[s, c] = Σ_t x[t, c] / n_s, the tokens summed in order as on the host.
+template <class T>
+__global__ void mean_pool_kernel(const T* x, const int64_t* cu, T* pooled, int64_t batch, int64_t d) {
+  MAMBATRACK_NN_GRID_LOOP(i, batch * d) {
+    const int64_t s = i / d, c = i - s * d, n = cu[s + 1] - cu[s];
+    T sum = 0;
+    for (int64_t t = cu[s]; t < cu[s + 1]; ++t) sum += x[t * d + c];
+    pooled[i] = n > 0 ? sum / static_cast<T>(n) : T(0);
+  }
+}
+template <class T>
+__global__ void mean_pool_bwd_kernel(const T* dp, const int64_t* cu, T* dx, int64_t batch, int64_t tokens, int64_t d) {
+  MAMBATRACK_NN_GRID_LOOP(i, tokens * d) {
+    const int64_t t = i / d, c = i - t * d;
+    const int64_t s = sequence_of(cu, batch, t);
+    dx[i] = dp[s * d + c] / static_cast<T>(cu[s + 1] - cu[s]);
+  }
+}
+// out[:, off:off+w] = x (copy) or out = x[:, off:off+w] (take); one thread per element of the block.
+template <class T>
+__global__ void copy_columns_kernel(const T* x, T* out, int64_t n, int64_t w, int64_t W, int64_t off) {
+  MAMBATRACK_NN_GRID_LOOP(i, n * w) {
+    const int64_t r = i / w, c = i - r * w;
+    out[r * W + off + c] = x[i];
+  }
+}
+template <class T>
+__global__ void take_columns_kernel(const T* x, T* out, int64_t n, int64_t w, int64_t W, int64_t off) {
+  MAMBATRACK_NN_GRID_LOOP(i, n * w) {
+    const int64_t r = i / w, c = i - r * w;
+    out[i] = x[r * W + off + c];
+  }
+}
+template <class T>
+__global__ void transpose_kernel(const T* a, T* at, int64_t r, int64_t c) {
+  MAMBATRACK_NN_GRID_LOOP(i, r * c) {
+    const int64_t row = i / c, col = i - row * c;
+    at[col * r + row] = a[i];
+  }
+}
+// out[i] = x[idx[i]] (rows of width w); an index outside [0, rows) gives a zero row.
+template <class U>
+__global__ void gather_rows_kernel(const U* x, const int64_t* idx, U* out, int64_t m, int64_t w, int64_t rows) {
+  MAMBATRACK_NN_GRID_LOOP(i, m * w) {
+    const int64_t r = i / w, c = i - r * w, k = idx[r];
+    out[i] = (k >= 0 && k < rows) ? x[k * w + c] : U(0);
+  }
+}
+// out[idx[i]] += src[i]: the indices are distinct, so each output element has one writer.
+// An index outside [0, rows) is skipped.
+template <class U>
+__global__ void scatter_add_rows_kernel(const U* src, const int64_t* idx, U* out, int64_t m, int64_t w, int64_t rows) {
+  MAMBATRACK_NN_GRID_LOOP(i, m * w) {
+    const int64_t r = i / w, c = i - r * w, k = idx[r];
+    if (k >= 0 && k < rows) out[k * w + c] += src[i];
+  }
+}
+// The first column holding the row's maximum (the host's strict '>' scan).
+template <class T>
+__global__ void argmax_rows_kernel(const T* x, int64_t* out, int64_t n, int64_t w) {
+  MAMBATRACK_NN_GRID_LOOP(r, n) {
+    const T* row = x + r * w;
+    int64_t best = 0;
+    T bv = row[0];
+    for (int64_t c = 1; c < w; ++c)
+      if (row[c] > bv) {
+        bv = row[c];
+        best = c;
+      }
+    out[r] = best;
+  }
+}
+
+#undef MAMBATRACK_NN_GRID_LOOP
+
+}  // namespace mambatrack::nn::cuda_kernels

@@ -1,0 +1,488 @@
+// [cuda] nn layers on CudaBackend against the same layer templates on the float64 reference
+// backend (nn/reference_backend.hpp + ssm_backend.hpp: plain loops, Eigen-free, so they compile in
+// this .cu unit): a Backbone of Mamba mixers (bidirectional with token + position embeddings, and
+// causal with checkpointing on the frozen point embedding), dropout in training mode, the MDM (on
+// gathered rows), NTP and k-NNN heads; forward outputs and EVERY parameter gradient compared on
+// two fresh random varlen batches in a row. Also CudaParameterStore and the task-level ops.
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "mambatrack/cuda.cuh"
+#include "mambatrack/nn/backbone.hpp"
+#include "mambatrack/nn/cuda_backend.cuh"
+#include "mambatrack/nn/gather_rows.hpp"
+#include "mambatrack/nn/heads.hpp"
+#include "mambatrack/nn/mamba.hpp"
+#include "mambatrack/nn/point_embedding.hpp"
+#include "mambatrack/nn/reference_backend.hpp"
+#include "mambatrack/nn/ssm_backend.hpp"
+#include "cuda_test_util.cuh"
+#include "support/test_support.hpp"
+
+using namespace mambatrack;
+
+namespace {
+
+using RefB = nn::WithSsmOps<nn::ReferenceBackend>;
+using GpuB = nn::CudaBackend;
+
+constexpr int64_t kDModel = 32, kVocab = 11, kNerf = 63, kMaxPos = 80, kKnn = 3, kMdmHidden = 24, kNtpHidden = 16;
+constexpr uint64_t kInitSeed = 1234;
+
+struct Config {
+  bool embedded = false;  // FrozenPointEmbedding (concat) -> forward_embedded; else tokens + positions
+  bool bidirectional = false;
+  bool checkpointing = false;
+};
+
+template <class B>
+struct Model {
+  using T = typename B::Scalar;
+  using Mixer = nn::MambaMixer<B>;
+  Config cfg;
+  nn::Backbone<B, Mixer> backbone;
+  nn::FrozenPointEmbedding<B> embed;
+  nn::GatherRows<B> gather;
+  nn::MdmHead<B> mdm;
+  nn::NtpHead<B> ntp;
+  nn::KnnHead<B> knn;
+
+  static nn::BackboneConfig backbone_config(const Config& c) {
+    nn::BackboneConfig bc;
+    bc.d_model = kDModel;
+    bc.n_layer = 2;
+    bc.input = c.embedded ? nn::BackboneInput::kEmbedded : nn::BackboneInput::kTokens;
+    bc.vocab = kVocab;
+    bc.max_positions = c.embedded ? 0 : kMaxPos;
+    bc.bidirectional = c.bidirectional;
+    bc.dropout = 0.1;
+    bc.checkpointing = c.checkpointing;
+    return bc;
+  }
+  explicit Model(const Config& c)
+      : cfg(c),
+        backbone(backbone_config(c), nn::Mamba<16, 4, 2, B>(kDModel)),
+        embed(kNerf, kDModel, nn::PointEmbedMethod::kConcat),
+        mdm(kDModel, kMdmHidden, kVocab),
+        ntp(kDModel, kNtpHidden, 0.2, 1000),
+        knn(kDModel, kKnn) {}
+  void register_params(typename B::Store& s) {
+    if (cfg.embedded) embed.register_params(s);
+    backbone.register_params(s);
+    mdm.register_params(s);
+    ntp.register_params(s);
+    knn.register_params(s);
+  }
+  void init(nn::ParameterStore& s) const {
+    if (cfg.embedded) embed.init(s, kInitSeed);
+    backbone.init(s, kInitSeed);
+    mdm.init(s, kInitSeed);
+    ntp.init(s, kInitSeed);
+    knn.init(s, kInitSeed);
+  }
+  void set_step(uint64_t seed, uint64_t step) {
+    backbone.set_mode(true, seed, step);
+    ntp.set_mode(true, seed, step);
+  }
+};
+
+// One batch on backend B's device: inputs and the upstream gradients of the three heads.
+template <class B>
+struct Batch {
+  using T = typename B::Scalar;
+  using D = typename B::Device;
+  Tensor<int64_t, D> ids, cu, rows;
+  Tensor<T, D> nerf, energy, dmdm, dntp, dknn;
+};
+
+// The same batch as float values (what both backends see).
+struct HostBatch {
+  std::vector<int64_t> lens, ids, cu, rows;
+  std::vector<float> nerf, energy, dmdm, dntp, dknn;
+  int64_t tokens = 0;
+};
+
+HostBatch make_batch(const std::vector<int64_t>& lens, uint64_t seed) {
+  Philox rng(seed, 5);
+  HostBatch h;
+  h.lens = lens;
+  h.cu.push_back(0);
+  for (int64_t l : lens) h.cu.push_back(h.cu.back() + l);
+  h.tokens = h.cu.back();
+  for (int64_t t = 0; t < h.tokens; ++t) h.ids.push_back(static_cast<int64_t>(rng.below(kVocab)));
+  for (int64_t t = 0; t < h.tokens; ++t)
+    if (rng.uniform(0.0, 1.0) < 0.3) h.rows.push_back(t);  // distinct, as MDM's masked positions
+  if (h.rows.empty()) h.rows.push_back(0);
+  auto fill = [&](std::vector<float>& v, int64_t n, double lo, double hi) {
+    v.resize(static_cast<std::size_t>(n));
+    for (auto& x : v) x = static_cast<float>(rng.uniform(lo, hi));
+  };
+  fill(h.nerf, h.tokens * kNerf, -1, 1);
+  fill(h.energy, h.tokens, 0, 2);
+  fill(h.dmdm, static_cast<int64_t>(h.rows.size()) * kVocab, -1, 1);
+  fill(h.dntp, static_cast<int64_t>(lens.size()) * 2, -1, 1);
+  fill(h.dknn, h.tokens * 3 * kKnn, -1, 1);
+  return h;
+}
+
+template <class T, class U>
+Tensor<T> host_tensor(const std::vector<U>& v, Shape s) {
+  Tensor<T> t(s);
+  for (int64_t i = 0; i < t.numel(); ++i) t[i] = static_cast<T>(v[static_cast<std::size_t>(i)]);
+  return t;
+}
+template <class T, class U>
+Tensor<T, Cuda> device_tensor(const std::vector<U>& v, Shape s) {
+  Tensor<T> h = host_tensor<T>(v, s);
+  return to_device<T>(h.view());
+}
+
+template <class B>
+Batch<B> on_backend(const HostBatch& h) {
+  using T = typename B::Scalar;
+  const int64_t n = h.tokens, m = static_cast<int64_t>(h.rows.size()), b = static_cast<int64_t>(h.lens.size());
+  Batch<B> out;
+  auto mk = [](auto tag, const auto& v, Shape s) {
+    using V = decltype(tag);
+    if constexpr (std::is_same_v<typename B::Device, Host>) return host_tensor<V>(v, s);
+    else return device_tensor<V>(v, s);
+  };
+  out.ids = mk(int64_t(), h.ids, Shape{n});
+  out.cu = mk(int64_t(), h.cu, Shape{b + 1});
+  out.rows = mk(int64_t(), h.rows, Shape{m});
+  out.nerf = mk(T(), h.nerf, Shape{n, kNerf});
+  out.energy = mk(T(), h.energy, Shape{n, 1});
+  out.dmdm = mk(T(), h.dmdm, Shape{m, kVocab});
+  out.dntp = mk(T(), h.dntp, Shape{b, 2});
+  out.dknn = mk(T(), h.dknn, Shape{n, 3 * kKnn});
+  return out;
+}
+
+template <class B>
+struct Contexts {
+  using T = typename B::Scalar;
+  using D = typename B::Device;
+  typename nn::Backbone<B, nn::MambaMixer<B>>::Context bb;
+  typename nn::FrozenPointEmbedding<B>::Context embed;
+  typename nn::GatherRows<B>::Context gather;
+  typename nn::MdmHead<B>::Context mdm;
+  typename nn::NtpHead<B>::Context ntp;
+  typename nn::Linear<B>::Context knn;
+  Tensor<T, D> dh;
+  View<const T, D> h, emb, logits, pair, knn_out, dinput;
+};
+
+// Forward through every part, then backward with the batch's upstream gradients.
+template <class B>
+void step(Model<B>& m, Contexts<B>& c, const Batch<B>& in) {
+  using T = typename B::Scalar;
+  using D = typename B::Device;
+  if (m.cfg.embedded) {
+    c.emb = m.embed.forward(c.embed, in.nerf.view(), in.energy.view());
+    c.h = m.backbone.forward_embedded(c.bb, c.emb, in.cu.view());
+  } else {
+    c.h = m.backbone.forward_tokens(c.bb, in.ids.view(), in.cu.view());
+  }
+  c.logits = m.mdm.forward(c.mdm, m.gather.forward(c.gather, c.h, in.rows.view()));
+  c.pair = m.ntp.forward(c.ntp, c.h, in.cu.view(), c.h, in.cu.view());
+  c.knn_out = m.knn.forward(c.knn, c.h);
+
+  View<const T, D> dh_mdm = m.gather.backward(c.gather, m.mdm.backward(c.mdm, in.dmdm.view()));
+  auto dpair = m.ntp.backward(c.ntp, in.dntp.view());
+  View<const T, D> dh_knn = m.knn.backward(c.knn, in.dknn.view());
+  View<T, D> dh = nn::ensure(c.dh, c.h.shape);
+  B::copy(dh_mdm, dh);
+  B::accumulate(dpair.first, dh);
+  B::accumulate(dpair.second, dh);
+  B::accumulate(dh_knn, dh);
+  c.dinput = m.backbone.backward(c.bb, View<const T, D>(dh));
+}
+
+std::vector<double> doubles(View<const double> v) { return std::vector<double>(v.data, v.data + v.numel()); }
+std::vector<double> doubles(View<const float, Cuda> v) { return test::to_doubles<float>(v); }
+
+#define CHECK_CLOSE(name, got, want, tol)                                                                  \
+  do {                                                                                                     \
+    const auto g_ = (got);                                                                                 \
+    const auto w_ = (want);                                                                                \
+    REQUIRE(g_.size() == w_.size());                                                                       \
+    const double e_ = test::rel_err(g_, w_);                                                               \
+    INFO(name << ": relative error " << e_ << " (tolerance " << (tol) << "), non-finite "                 \
+              << test::count_nonfinite(g_) << " of " << g_.size());                                        \
+    CHECK(test::count_nonfinite(g_) == 0);                                                                 \
+    CHECK(e_ <= (tol));                                                                                    \
+  } while (0)
+
+void compare_model(const Config& cfg, uint64_t seed) {
+  INFO("seed " << seed << ", embedded " << cfg.embedded << ", bidirectional " << cfg.bidirectional
+                << ", checkpointing " << cfg.checkpointing);
+  Model<GpuB> gm(cfg);
+  Model<RefB> rm(cfg);
+  nn::CudaParameterStore gs;
+  nn::ReferenceStore rs;
+  gm.register_params(gs);
+  rm.register_params(rs);
+  gs.finalize();
+  rs.finalize();
+  gm.init(gs.host());
+  gs.upload();
+  rs.copy_from(gs.host());
+
+  Contexts<GpuB> gc;
+  Contexts<RefB> rc;
+  // Two batches of different shapes (workspaces reallocate), a fresh dropout mask each step.
+  // Tolerance 1e-4 relative (L2 over each whole tensor): fp32 GEMMs, scans and reductions against
+  // float64 on the same float inputs and parameters give ≈1e-6; 1e-4 catches any indexing bug.
+  const double tol = 1e-4;
+  const std::vector<std::vector<int64_t>> batches = {{37, 5, 64, 1, 20}, {12, 70, 3, 33}};
+  for (std::size_t k = 0; k < batches.size(); ++k) {
+    INFO("batch " << k);
+    const HostBatch hb = make_batch(batches[k], seed + 17 * k);
+    Batch<GpuB> gb = on_backend<GpuB>(hb);
+    Batch<RefB> rb = on_backend<RefB>(hb);
+    gs.zero_grad();
+    rs.zero_grad();
+    gm.set_step(seed, k);
+    rm.set_step(seed, k);
+    step(gm, gc, gb);
+    step(rm, rc, rb);
+    MAMBATRACK_CUDA_CHECK(cudaDeviceSynchronize());
+
+    if (cfg.embedded) CHECK_CLOSE("point embedding", doubles(gc.emb), doubles(rc.emb), tol);
+    CHECK_CLOSE("backbone output", doubles(gc.h), doubles(rc.h), tol);
+    CHECK_CLOSE("mdm logits", doubles(gc.logits), doubles(rc.logits), tol);
+    CHECK_CLOSE("ntp logits", doubles(gc.pair), doubles(rc.pair), tol);
+    CHECK_CLOSE("knn output", doubles(gc.knn_out), doubles(rc.knn_out), tol);
+    CHECK_CLOSE("input gradient", doubles(gc.dinput), doubles(rc.dinput), tol);
+
+    // Every parameter gradient, one by one, and the whole vector.
+    Tensor<float> g_all = to_host<float>(View<const float, Cuda>(gs.grads()));
+    std::vector<double> all_g, all_r;
+    int compared = 0;
+    for (const nn::ParamInfo& p : gs.params()) {
+      INFO("parameter " << p.name);
+      std::vector<double> g(g_all.data() + p.offset, g_all.data() + p.offset + p.numel());
+      std::vector<double> r = doubles(View<const double>(rs.grad(rs.handle(p.name))));
+      REQUIRE(g.size() == r.size());
+      if (p.frozen) {
+        CHECK(test::rel_err(g, std::vector<double>(g.size(), 0.0)) == 0.0);
+        CHECK(test::rel_err(r, std::vector<double>(r.size(), 0.0)) == 0.0);
+        continue;
+      }
+      CHECK_CLOSE(p.name, g, r, tol);
+      all_g.insert(all_g.end(), g.begin(), g.end());
+      all_r.insert(all_r.end(), r.begin(), r.end());
+      ++compared;
+    }
+    CHECK(compared > 20);
+    CHECK_CLOSE("all parameter gradients", all_g, all_r, tol);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("cuda nn: bidirectional token backbone + MDM/NTP/k-NNN heads match the float64 reference", "[cuda][nn]") {
+  Config c;
+  c.bidirectional = true;
+  compare_model(c, test::test_seed(901));
+}
+
+TEST_CASE("cuda nn: causal checkpointed backbone on the frozen point embedding matches the float64 reference",
+          "[cuda][nn]") {
+  Config c;
+  c.embedded = true;
+  c.checkpointing = true;
+  compare_model(c, test::test_seed(902));
+}
+
+TEST_CASE("cuda nn: CudaParameterStore upload/download, views and zero_grad", "[cuda][nn]") {
+  const uint64_t seed = test::test_seed(903);
+  INFO("seed " << seed);
+  nn::CudaParameterStore s;
+  nn::ParamHandle a = s.add("a.weight", Shape{5, 7});
+  nn::ParamHandle b = s.add("b.bias", Shape{3}, true);
+  nn::ParamHandle f = s.add("f.proj", Shape{2, 2}, true, {}, true);
+  s.finalize();
+  CHECK(s.flat_size() == s.host().flat_size());
+  CHECK(s.num_total() == 35 + 3 + 4);
+  CHECK(s.num_trainable() == 35 + 3);
+  CHECK(s.find("b.bias").index == b.index);
+  CHECK(s.handle("f.proj").index == f.index);
+  CHECK(s.info(a).name == "a.weight");
+  CHECK(s.param(a).shape == Shape{5, 7});
+  CHECK(s.param(b).data == s.values().data + s.info(b).offset);
+  CHECK(s.grad(f).data == s.grads().data + s.info(f).offset);
+
+  std::vector<float> v = test::random_uniform<float>(static_cast<std::size_t>(s.flat_size()), seed);
+  std::copy(v.begin(), v.end(), s.host().values().data);
+  s.upload();
+  CHECK(test::to_doubles<float>(View<const float, Cuda>(s.param(a))) ==
+        std::vector<double>(v.begin() + s.info(a).offset, v.begin() + s.info(a).offset + 35));
+  std::fill(s.host().values().data, s.host().values().data + s.flat_size(), 0.0f);
+  s.download();
+  CHECK(std::equal(v.begin(), v.end(), s.host().values().data));
+
+  Tensor<float> ones(Shape{s.flat_size()});
+  fill(ones.view(), 1.5f);
+  MAMBATRACK_CUDA_CHECK(cudaMemcpy(s.grads().data, ones.data(), ones.bytes(), cudaMemcpyHostToDevice));
+  s.zero_grad();
+  std::vector<double> g = test::to_doubles<float>(View<const float, Cuda>(s.grads()));
+  CHECK(std::all_of(g.begin(), g.end(), [](double x) { return x == 0.0; }));
+}
+
+TEST_CASE("cuda nn: task-level ops (gather/scatter rows, argmax, losses, transfers) match the host", "[cuda][nn]") {
+  using HB = nn::HostBackendBase<float>;
+  const uint64_t seed = test::test_seed(904);
+  INFO("seed " << seed);
+  Philox rng(seed, 3);
+  const int64_t n = 300, w = 13, m = 97;
+  Tensor<float> x(Shape{n, w});
+  for (int64_t i = 0; i < x.numel(); ++i) x[i] = static_cast<float>(rng.uniform(-2.0, 2.0));
+  x.at(7, 3) = x.at(7, 9) = 5.0f;  // a tie: the first column wins
+  std::vector<int64_t> perm(static_cast<std::size_t>(n));
+  for (int64_t i = 0; i < n; ++i) perm[static_cast<std::size_t>(i)] = i;
+  for (int64_t i = n - 1; i > 0; --i) std::swap(perm[static_cast<std::size_t>(i)], perm[rng.below(i + 1)]);
+  Tensor<int64_t> idx = host_tensor<int64_t>(std::vector<int64_t>(perm.begin(), perm.begin() + m), Shape{m});
+
+  Tensor<float, Cuda> xd(x.shape());
+  Tensor<int64_t, Cuda> idxd(idx.shape());
+  GpuB::to_device(x.view(), xd.view());
+  GpuB::to_device(idx.view(), idxd.view());
+
+  // gather_rows (float and int64) and scatter_add_rows: pure copies / one add each: exact.
+  Tensor<float> g_h(Shape{m, w}), g_back(Shape{m, w});
+  HB::gather_rows(x.view(), idx.view(), g_h.view());
+  Tensor<float, Cuda> g_d(Shape{m, w});
+  GpuB::gather_rows(xd.view(), idxd.view(), g_d.view());
+  GpuB::to_host(g_d.view(), g_back.view());
+  CHECK(std::equal(g_h.data(), g_h.data() + g_h.numel(), g_back.data()));
+
+  Tensor<int64_t> labels(Shape{n}), lab_h(Shape{m}), lab_back(Shape{m});
+  for (int64_t i = 0; i < n; ++i) labels[i] = static_cast<int64_t>(rng.below(w));
+  Tensor<int64_t, Cuda> labels_d(labels.shape()), lab_d(Shape{m});
+  GpuB::to_device(labels.view(), labels_d.view());
+  HB::gather_rows(labels.view(), idx.view(), lab_h.view());
+  GpuB::gather_rows(labels_d.view(), idxd.view(), lab_d.view());
+  GpuB::to_host(lab_d.view(), lab_back.view());
+  CHECK(std::equal(lab_h.data(), lab_h.data() + m, lab_back.data()));
+
+  Tensor<float> s_h(Shape{n, w}), s_back(Shape{n, w});
+  copy(View<const float>(x.view()), s_h.view());
+  HB::scatter_add_rows(g_h.view(), idx.view(), s_h.view());
+  GpuB::scatter_add_rows(g_d.view(), idxd.view(), xd.view());
+  GpuB::to_host(xd.view(), s_back.view());
+  CHECK(std::equal(s_h.data(), s_h.data() + s_h.numel(), s_back.data()));
+  GpuB::to_device(x.view(), xd.view());
+
+  Tensor<int64_t> am_h(Shape{n}), am_back(Shape{n});
+  Tensor<int64_t, Cuda> am_d(Shape{n});
+  HB::argmax_rows(x.view(), am_h.view());
+  GpuB::argmax_rows(xd.view(), am_d.view());
+  GpuB::to_host(am_d.view(), am_back.view());
+  CHECK(am_h[7] == 3);
+  CHECK(std::equal(am_h.data(), am_h.data() + n, am_back.data()));
+
+  // cross_entropy with ignored labels and smoothing, against the CPU op (both fp32; the GPU sums
+  // in a different order: 1e-5 relative).
+  for (int64_t i = 0; i < n; i += 7) labels[i] = kIgnoreIndex;
+  GpuB::to_device(labels.view(), labels_d.view());
+  Tensor<float> dl_h(Shape{n, w}), dl_back(Shape{n, w});
+  Tensor<float, Cuda> dl_d(Shape{n, w});
+  CrossEntropyArgs<float> ce_h{x.view(), labels.view(), dl_h.view()};
+  ce_h.label_smoothing = 0.1;
+  ce_h.grad_scale = 0.5;
+  CrossEntropyArgs<float, Cuda> ce_d{xd.view(), labels_d.view(), dl_d.view()};
+  ce_d.label_smoothing = 0.1;
+  ce_d.grad_scale = 0.5;
+  const LossResult r_h = HB::cross_entropy(ce_h), r_d = GpuB::cross_entropy(ce_d);
+  GpuB::to_host(dl_d.view(), dl_back.view());
+  CHECK(r_h.count == r_d.count);
+  CHECK(std::abs(r_h.loss - r_d.loss) <= 1e-5 * std::abs(r_h.loss));
+  CHECK(test::rel_err(std::vector<float>(dl_back.data(), dl_back.data() + n * w),
+                      std::vector<float>(dl_h.data(), dl_h.data() + n * w)) <= 1e-5);
+
+  // masked_mse with a mask and −100 padded targets.
+  Tensor<float> tgt(Shape{n, w});
+  Tensor<uint8_t> mask(Shape{n, w});
+  for (int64_t i = 0; i < tgt.numel(); ++i) {
+    tgt[i] = rng.uniform(0.0, 1.0) < 0.1 ? static_cast<float>(kMsePadValue) : static_cast<float>(rng.uniform(-1.0, 1.0));
+    mask[i] = rng.uniform(0.0, 1.0) < 0.8 ? 1 : 0;
+  }
+  Tensor<float, Cuda> tgt_d(tgt.shape());
+  Tensor<uint8_t, Cuda> mask_d(mask.shape());
+  GpuB::to_device(tgt.view(), tgt_d.view());
+  GpuB::to_device(mask.view(), mask_d.view());
+  MaskedMseArgs<float> mse_h{x.view(), tgt.view(), mask.view(), dl_h.view()};
+  MaskedMseArgs<float, Cuda> mse_d{xd.view(), tgt_d.view(), mask_d.view(), dl_d.view()};
+  const LossResult m_h = HB::masked_mse(mse_h), m_d = GpuB::masked_mse(mse_d);
+  GpuB::to_host(dl_d.view(), dl_back.view());
+  CHECK(m_h.count == m_d.count);
+  CHECK(std::abs(m_h.loss - m_d.loss) <= 1e-5 * std::abs(m_h.loss));
+  CHECK(test::rel_err(std::vector<float>(dl_back.data(), dl_back.data() + n * w),
+                      std::vector<float>(dl_h.data(), dl_h.data() + n * w)) <= 1e-5);
+}
+
+TEST_CASE("cuda nn: sequence helpers and dropout masks equal the host ones", "[cuda][nn]") {
+  using HB = nn::HostBackendBase<float>;
+  const uint64_t seed = test::test_seed(905);
+  INFO("seed " << seed);
+  Philox rng(seed, 4);
+  const std::vector<int64_t> cu_v = {0, 9, 9, 40, 41, 77};  // an empty and a length-1 sequence
+  const int64_t n = cu_v.back(), d = 6, b = static_cast<int64_t>(cu_v.size()) - 1;
+  Tensor<int64_t> cu = host_tensor<int64_t>(cu_v, Shape{b + 1});
+  Tensor<int64_t, Cuda> cud = device_tensor<int64_t>(cu_v, Shape{b + 1});
+  Tensor<float> x(Shape{n, d});
+  for (int64_t i = 0; i < x.numel(); ++i) x[i] = static_cast<float>(rng.uniform(-1.0, 1.0));
+  Tensor<float, Cuda> xd = to_device<float>(x.view());
+  auto same = [](const Tensor<float>& h, const Tensor<float, Cuda>& dv) {
+    Tensor<float> back = to_host<float>(dv.view());
+    return std::equal(h.data(), h.data() + h.numel(), back.data());
+  };
+
+  Tensor<float> rev(Shape{n, d});
+  Tensor<float, Cuda> revd(Shape{n, d});
+  HB::reverse_within_sequences(x.view(), cu.view(), rev.view());
+  GpuB::reverse_within_sequences(xd.view(), cud.view(), revd.view());
+  CHECK(same(rev, revd));
+
+  Tensor<int64_t> pos(Shape{n});
+  Tensor<int64_t, Cuda> posd(Shape{n});
+  HB::sequence_positions(cu.view(), pos.view());
+  GpuB::sequence_positions(cud.view(), posd.view());
+  Tensor<int64_t> pos_back = to_host<int64_t>(posd.view());
+  CHECK(std::equal(pos.data(), pos.data() + n, pos_back.data()));
+
+  Tensor<float> mask(Shape{n, d});
+  Tensor<float, Cuda> maskd(Shape{n, d});
+  HB::dropout_mask(seed, 3, 5, 0.25, mask.view());
+  GpuB::dropout_mask(seed, 3, 5, 0.25, maskd.view());
+  CHECK(same(mask, maskd));
+
+  Tensor<float> pooled(Shape{b, d}), dx(Shape{n, d});
+  Tensor<float, Cuda> pooledd(Shape{b, d}), dxd(Shape{n, d});
+  HB::mean_pool(x.view(), cu.view(), pooled.view());
+  GpuB::mean_pool(xd.view(), cud.view(), pooledd.view());
+  CHECK(same(pooled, pooledd));
+  HB::mean_pool_bwd(pooled.view(), cu.view(), dx.view());
+  GpuB::mean_pool_bwd(pooledd.view(), cud.view(), dxd.view());
+  CHECK(same(dx, dxd));
+
+  Tensor<float> wide(Shape{n, 2 * d + 3}), part(Shape{n, d}), xt(Shape{d, n});
+  Tensor<float, Cuda> wided(Shape{n, 2 * d + 3}), partd(Shape{n, d}), xtd(Shape{d, n});
+  HB::fill(wide.view(), 0.5f);
+  GpuB::fill(wided.view(), 0.5f);
+  HB::copy_columns(x.view(), wide.view(), d + 1);
+  GpuB::copy_columns(xd.view(), wided.view(), d + 1);
+  CHECK(same(wide, wided));
+  HB::take_columns(wide.view(), part.view(), 2);
+  GpuB::take_columns(wided.view(), partd.view(), 2);
+  CHECK(same(part, partd));
+  HB::transpose(x.view(), xt.view());
+  GpuB::transpose(xd.view(), xtd.view());
+  CHECK(same(xt, xtd));
+}
