@@ -9,36 +9,52 @@
 #include <cstdint>
 #include <limits>
 #include <string>
+#include <type_traits>
 
 #include "mambatrack/core/error.hpp"
 #include "mambatrack/core/tensor.hpp"
 
 namespace mambatrack {
 
+namespace ssd_detail {
+// Scalars of a storage type as double (bfloat16 has no arithmetic or comparisons of its own).
+template <class T>
+double as_double(T v) {
+  if constexpr (std::is_arithmetic_v<T>) return static_cast<double>(v);
+  else return static_cast<double>(static_cast<float>(v));
+}
+template <class T>
+T infinity() {
+  if constexpr (std::numeric_limits<T>::has_infinity) return std::numeric_limits<T>::infinity();
+  else return T(std::numeric_limits<float>::infinity());
+}
+}  // namespace ssd_detail
+
 // The inputs of the scan, common to forward and backward. Layout is token-major; a batch is a
 // packed set of sequences given by cu_seqlens (batch + 1 offsets, cu[0] = 0, non-decreasing,
 // cu[batch] = tokens); the state restarts at every sequence start. A padded batch of length L is
-// cu = {0, L, 2L, ...}. Optional views are left unset ({}).
-template <class T>
+// cu = {0, L, 2L, ...}. Optional views are left unset ({}). Device = Cuda: every view (cu_seqlens
+// included) lives on the device; the host then checks shapes only, not cu_seqlens' values.
+template <class T, class Device = Host>
 struct SsdInputs {
-  View<const T> x;              // (tokens, nheads, headdim)
-  View<const T> dt;             // (tokens, nheads), before bias and softplus
-  View<const T> dt_bias;        // (nheads), optional (empty: no bias)
-  View<const T> A;              // (nheads), negative (the layer passes -exp(A_log))
-  View<const T> B;              // (tokens, ngroups, d_state)
-  View<const T> C;              // (tokens, ngroups, d_state)
-  View<const T> D;              // (nheads), optional skip
-  View<const T> initial_state;  // (batch, nheads, headdim, d_state), optional (empty: zeros)
-  View<const int64_t> cu_seqlens;  // (batch + 1)
+  View<const T, Device> x;              // (tokens, nheads, headdim)
+  View<const T, Device> dt;             // (tokens, nheads), before bias and softplus
+  View<const T, Device> dt_bias;        // (nheads), optional (empty: no bias)
+  View<const T, Device> A;              // (nheads), negative (the layer passes -exp(A_log))
+  View<const T, Device> B;              // (tokens, ngroups, d_state)
+  View<const T, Device> C;              // (tokens, ngroups, d_state)
+  View<const T, Device> D;              // (nheads), optional skip
+  View<const T, Device> initial_state;  // (batch, nheads, headdim, d_state), optional (empty: zeros)
+  View<const int64_t, Device> cu_seqlens;  // (batch + 1)
   T dt_min = T(0);              // dt clamp (Mamba2's dt_limit); the default (0, inf) is a no-op
-  T dt_max = std::numeric_limits<T>::infinity();
+  T dt_max = ssd_detail::infinity<T>();
 };
 
-template <class T>
+template <class T, class Device = Host>
 struct SsdFwdArgs {
-  SsdInputs<T> in;
-  View<T> y;                    // (tokens, nheads, headdim), overwritten
-  View<T> final_state;          // (batch, nheads, headdim, d_state), optional, overwritten
+  SsdInputs<T, Device> in;
+  View<T, Device> y;            // (tokens, nheads, headdim), overwritten
+  View<T, Device> final_state;  // (batch, nheads, headdim, d_state), optional, overwritten
   int64_t chunk_size = 64;      // chunked backends only; the result does not depend on it
 };
 
@@ -46,19 +62,19 @@ struct SsdFwdArgs {
 // gradients of parameters (dA, dD, ddt_bias) are ACCUMULATED (+=) into the given buffers, so
 // they can point into a flat gradient store. ddt is the gradient of the raw dt (before bias and
 // softplus); it is 0 where the dt clamp is active. Optional outputs may be left unset ({}).
-template <class T>
+template <class T, class Device = Host>
 struct SsdBwdArgs {
-  SsdInputs<T> in;
-  View<const T> dy;             // (tokens, nheads, headdim)
-  View<const T> dfinal_state;   // (batch, nheads, headdim, d_state), optional (empty: zeros)
-  View<T> dx;                   // like x
-  View<T> ddt;                  // like dt
-  View<T> dB;                   // like B
-  View<T> dC;                   // like C
-  View<T> dinitial_state;       // like initial_state, optional
-  View<T> dA;                   // (nheads), +=
-  View<T> dD;                   // (nheads), +=, optional (needed when D is given)
-  View<T> ddt_bias;             // (nheads), +=, optional (needed when dt_bias is given)
+  SsdInputs<T, Device> in;
+  View<const T, Device> dy;             // (tokens, nheads, headdim)
+  View<const T, Device> dfinal_state;   // (batch, nheads, headdim, d_state), optional (empty: zeros)
+  View<T, Device> dx;                   // like x
+  View<T, Device> ddt;                  // like dt
+  View<T, Device> dB;                   // like B
+  View<T, Device> dC;                   // like C
+  View<T, Device> dinitial_state;       // like initial_state, optional
+  View<T, Device> dA;                   // (nheads), +=
+  View<T, Device> dD;                   // (nheads), +=, optional (needed when D is given)
+  View<T, Device> ddt_bias;             // (nheads), +=, optional (needed when dt_bias is given)
   int64_t chunk_size = 64;
 };
 
@@ -70,8 +86,8 @@ struct SsdDims {
 namespace ssd_detail {
 
 // An optional view is "not given" when it is default-constructed (no data, rank 0).
-template <class U>
-bool given(const View<U>& v) {
+template <class U, class Device>
+bool given(const View<U, Device>& v) {
   return v.data != nullptr || v.rank() > 0;
 }
 
@@ -92,13 +108,26 @@ inline int64_t check_cu_seqlens(View<const int64_t> cu, int64_t tokens) {
   return batch;
 }
 
-template <class U>
-void check_optional_shape(const View<U>& v, const Shape& want, const char* name) {
+// The batch size from cu_seqlens' shape only (device cu_seqlens: values are not readable here).
+template <class Device>
+int64_t batch_of_cu_seqlens(View<const int64_t, Device> cu, int64_t tokens) {
+  if constexpr (std::is_same_v<Device, Host>) {
+    return check_cu_seqlens(cu, tokens);
+  } else {
+    MAMBATRACK_CHECK_SHAPE(cu.rank() == 1 && cu.dim(0) >= 1,
+                           "cu_seqlens must be a 1-d list of batch + 1 offsets, got shape ", cu.shape);
+    MAMBATRACK_CHECK_SHAPE(cu.data != nullptr, "cu_seqlens has no data");
+    return cu.dim(0) - 1;
+  }
+}
+
+template <class U, class Device>
+void check_optional_shape(const View<U, Device>& v, const Shape& want, const char* name) {
   MAMBATRACK_CHECK_SHAPE(!ssd_detail::given(v) || v.shape == want, name, " has shape ", v.shape,
                          ", expected ", want, " (or empty)");
 }
-template <class U>
-void check_shape(const View<U>& v, const Shape& want, const char* name) {
+template <class U, class Device>
+void check_shape(const View<U, Device>& v, const Shape& want, const char* name) {
   MAMBATRACK_CHECK_SHAPE(v.shape == want, name, " has shape ", v.shape, ", expected ", want);
 }
 
@@ -115,8 +144,9 @@ inline T softplus_thresholded_grad(T v) {
 }  // namespace ssd_detail
 
 // Validates the inputs and returns the sizes. ShapeError names the offending tensor and shapes.
-template <class T>
-SsdDims validate_ssd_inputs(const SsdInputs<T>& in) {
+// On the host cu_seqlens' values are checked too; device cu_seqlens must be valid already.
+template <class T, class Device>
+SsdDims validate_ssd_inputs(const SsdInputs<T, Device>& in) {
   SsdDims d;
   MAMBATRACK_CHECK_SHAPE(in.x.rank() == 3, "x must be (tokens, nheads, headdim), got ", in.x.shape);
   MAMBATRACK_CHECK_SHAPE(in.B.rank() == 3, "B must be (tokens, ngroups, d_state), got ", in.B.shape);
@@ -135,17 +165,17 @@ SsdDims validate_ssd_inputs(const SsdInputs<T>& in) {
   ssd_detail::check_shape(in.A, Shape{d.nheads}, "A");
   ssd_detail::check_optional_shape(in.dt_bias, Shape{d.nheads}, "dt_bias");
   ssd_detail::check_optional_shape(in.D, Shape{d.nheads}, "D");
-  d.batch = ssd_detail::check_cu_seqlens(in.cu_seqlens, d.tokens);
+  d.batch = ssd_detail::batch_of_cu_seqlens<Device>(in.cu_seqlens, d.tokens);
   ssd_detail::check_optional_shape(in.initial_state, Shape{d.batch, d.nheads, d.headdim, d.d_state},
                                "initial_state");
-  MAMBATRACK_CHECK(in.dt_min >= T(0) && in.dt_max >= in.dt_min, ConfigError,
-                   "dt limits must satisfy 0 <= dt_min <= dt_max, got (", in.dt_min, ", ",
-                   in.dt_max, ")");
+  const double dt_min = ssd_detail::as_double(in.dt_min), dt_max = ssd_detail::as_double(in.dt_max);
+  MAMBATRACK_CHECK(dt_min >= 0.0 && dt_max >= dt_min, ConfigError,
+                   "dt limits must satisfy 0 <= dt_min <= dt_max, got (", dt_min, ", ", dt_max, ")");
   return d;
 }
 
-template <class T>
-SsdDims validate_ssd_fwd(const SsdFwdArgs<T>& a) {
+template <class T, class Device>
+SsdDims validate_ssd_fwd(const SsdFwdArgs<T, Device>& a) {
   const SsdDims d = validate_ssd_inputs(a.in);
   ssd_detail::check_shape(a.y, Shape{d.tokens, d.nheads, d.headdim}, "y");
   ssd_detail::check_optional_shape(a.final_state, Shape{d.batch, d.nheads, d.headdim, d.d_state},
@@ -154,8 +184,8 @@ SsdDims validate_ssd_fwd(const SsdFwdArgs<T>& a) {
   return d;
 }
 
-template <class T>
-SsdDims validate_ssd_bwd(const SsdBwdArgs<T>& a) {
+template <class T, class Device>
+SsdDims validate_ssd_bwd(const SsdBwdArgs<T, Device>& a) {
   const SsdDims d = validate_ssd_inputs(a.in);
   const Shape state{d.batch, d.nheads, d.headdim, d.d_state};
   ssd_detail::check_shape(a.dy, Shape{d.tokens, d.nheads, d.headdim}, "dy");

@@ -1,0 +1,716 @@
+// CUDA Mamba2 SSD scan (math and argument structs: ops/ssd.hpp), chunked as in mamba_ssm's
+// ssd_combined: per chunk of Q tokens of one sequence, with cs_t = A·Σ_{k≤t} dt_k,
+//   y_t   = Σ_{s≤t} (C_t·B_s)·exp(cs_t − cs_s)·dt_s·x_s + exp(cs_t)·H_in·C_t + D·x_t
+//   H_out = exp(cs_last)·H_in + Σ_s exp(cs_last − cs_s)·dt_s·x_s ⊗ B_s,
+// chunk states passed along each (sequence, head); chunks never cross a sequence start. The
+// backward recomputes the states and runs the transposed products. Float or bfloat16 storage,
+// float math and state. Deterministic: no atomics; dA/dD/ddt_bias are per-(chunk, head) partials
+// summed in a fixed order; dB/dC are summed over the heads of a group in head order in a block.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <type_traits>
+
+#include "mambatrack/core/cuda_memory.cuh"
+#include "mambatrack/core/dtype.hpp"
+#include "mambatrack/core/supported.hpp"
+#include "mambatrack/ops/cuda/kernel_util.cuh"
+#include "mambatrack/ops/ssd.hpp"
+
+namespace mambatrack::cuda {
+
+namespace ssd_cuda_detail {
+
+constexpr int kThreads = 256;   // threads of every chunk kernel (8 warps)
+constexpr int kPassElems = 8;   // state elements per thread of the state-passing kernel
+constexpr int64_t kMaxChunk = 256;
+
+template <class T>
+struct Params {
+  const T *x = nullptr, *dt = nullptr, *dt_bias = nullptr, *A = nullptr, *B = nullptr, *C = nullptr;
+  const T *D = nullptr, *init = nullptr;
+  const int64_t* cu = nullptr;
+  T *y = nullptr, *final_state = nullptr;
+  const T *dy = nullptr, *dfinal = nullptr;
+  T *dx = nullptr, *ddt = nullptr, *dB = nullptr, *dC = nullptr, *dinit = nullptr;
+  int64_t tokens = 0, nheads = 0, ngroups = 1, hpg = 1, batch = 0, slots = 0, nb = 0;
+  int P = 0, N = 0, Q = 64;
+  float dt_min = 0.0f, dt_max = 0.0f;
+  int* slot_seq = nullptr;  // slot -> sequence (-1: unused)
+  int* slot_k = nullptr;    // slot -> chunk index in its sequence
+  float* ws_H = nullptr;    // (nb, nheads, P, N): chunk-local states, then chunk-start states
+  float* ws_dec = nullptr;  // (nb, nheads): cs_last of the chunk before the boundary
+  float* ws_G = nullptr;    // (nb, nheads, P, N): chunk-local adjoints, then chunk-end adjoints
+  float* ws_decb = nullptr; // (nb, nheads): cs_last of the chunk after the boundary
+  float* ws_par = nullptr;  // (slots, 3, nheads): dA, dD, ddt_bias partials
+};
+
+// Chunk k of sequence b (tokens [t0, t0 + L)) runs in slot b + start/Q + k (unique, see
+// selective_scan_slot). The state between chunks j−1 and j (j >= 1) lives at boundary
+// start/Q + j − 1: unique too, and below tokens/Q + 1.
+struct ChunkPos {
+  int64_t b, k, start, end, t0, nk;
+  int L;
+};
+template <class T>
+__device__ __forceinline__ bool chunk_pos(const Params<T>& p, int64_t slot, ChunkPos& c) {
+  const int b = p.slot_seq[slot];
+  if (b < 0) return false;
+  c.b = b;
+  c.k = p.slot_k[slot];
+  c.start = p.cu[b];
+  c.end = p.cu[b + 1];
+  c.t0 = c.start + c.k * p.Q;
+  c.L = static_cast<int>(c.end - c.t0 < p.Q ? c.end - c.t0 : p.Q);
+  c.nk = (c.end - c.start + p.Q - 1) / p.Q;
+  return true;
+}
+__host__ __device__ __forceinline__ int64_t boundary(int64_t start, int64_t j, int64_t Q) { return start / Q + j - 1; }
+
+template <int kUnused = 0>
+__global__ void map_slots(const int64_t* __restrict cu, int64_t batch, int64_t tokens, int64_t chunk, int64_t slots,
+                          int* __restrict slot_seq, int* __restrict slot_k) {
+  const int64_t b = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (b >= batch) return;
+  const int64_t start = cu[b], end = cu[b + 1];
+  if (start < 0 || end < start || end > tokens) return;  // invalid range: skipped
+  const int64_t nk = (end - start + chunk - 1) / chunk;
+  for (int64_t k = 0; k < nk; ++k) {
+    const int64_t s = b + start / chunk + k;
+    if (s >= slots) return;
+    slot_seq[s] = static_cast<int>(b);
+    slot_k[s] = static_cast<int>(k);
+  }
+}
+
+// C(m, n) = Σ_k a(m, k)·b(k, n) for m < M, n < Nc over k in order; epi(m, n, value) once per
+// element. A warp owns TM rows × 32·TN columns (lane + 32·j), so a() is a broadcast and b() is
+// read along consecutive columns. Every thread of the block must call it (no sync inside).
+template <int TM = 4, int TN = 2, class FA, class FB, class FE>
+__device__ __forceinline__ void block_gemm(int M, int Nc, int K, FA&& a, FB&& b, FE&& epi) {
+  const int warp = static_cast<int>(threadIdx.x) >> 5, lane = static_cast<int>(threadIdx.x) & 31;
+  const int nw = static_cast<int>(blockDim.x) >> 5;
+  const int nrt = (M + TM - 1) / TM, ncg = (Nc + 32 * TN - 1) / (32 * TN);
+  for (int w = warp; w < nrt * ncg; w += nw) {
+    const int m0 = (w / ncg) * TM, n0 = (w % ncg) * (32 * TN) + lane;
+    float acc[TM][TN];
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+      for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
+#pragma unroll 2
+    for (int k = 0; k < K; ++k) {
+      float av[TM], bv[TN];
+#pragma unroll
+      for (int i = 0; i < TM; ++i) av[i] = m0 + i < M ? a(m0 + i, k) : 0.0f;
+#pragma unroll
+      for (int j = 0; j < TN; ++j) bv[j] = n0 + 32 * j < Nc ? b(k, n0 + 32 * j) : 0.0f;
+#pragma unroll
+      for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) acc[i][j] = fmaf(av[i], bv[j], acc[i][j]);
+    }
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+      for (int j = 0; j < TN; ++j)
+        if (m0 + i < M && n0 + 32 * j < Nc) epi(m0 + i, n0 + 32 * j, acc[i][j]);
+  }
+}
+
+// dt (bias, softplus with threshold 20, clamp), its derivative w.r.t. the raw dt (0 where
+// clamped), csdt_t = Σ_{k≤t} dt_k and cs_t = A·csdt_t for the chunk's L tokens of head h.
+// Every thread of the block must call it (it synchronises before and after the prefix sum).
+template <class T>
+__device__ __forceinline__ void chunk_scalars(const Params<T>& p, const ChunkPos& c, int64_t h, float* s_dt,
+                                              float* s_dtg, float* s_csdt, float* s_cs) {
+  const float bias = p.dt_bias ? detail::ld(p.dt_bias, h) : 0.0f;
+  for (int t = threadIdx.x; t < c.L; t += blockDim.x) {
+    const float raw = detail::ld(p.dt, (c.t0 + t) * p.nheads + h) + bias;
+    const float sp = detail::softplus_f(raw);
+    float dt, grad;
+    if (sp < p.dt_min) {
+      dt = p.dt_min;
+      grad = 0.0f;
+    } else if (sp > p.dt_max) {
+      dt = p.dt_max;
+      grad = 0.0f;
+    } else {
+      dt = sp;
+      grad = raw > 20.0f ? 1.0f : detail::sigmoid_f(raw);
+    }
+    s_dt[t] = dt;
+    s_dtg[t] = grad;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {  // in double: cs_t − cs_s then only carries the rounding of cs to float
+    const double a = detail::ld(p.A, h);
+    double acc = 0.0;
+    for (int t = 0; t < c.L; ++t) {
+      acc += s_dt[t];
+      s_csdt[t] = static_cast<float>(acc);
+      s_cs[t] = static_cast<float>(a * acc);
+    }
+  }
+  __syncthreads();
+}
+
+// Dynamic shared memory (floats) of each kernel for chunk size Q.
+inline int64_t outer_floats(int64_t Q, int64_t N, int64_t P) { return Q * (P + N) + 5 * Q; }
+inline int64_t fwd_floats(int64_t Q, int64_t N, int64_t P) {
+  return 2 * Q * (N + 1) + 2 * Q * (Q + 1) + Q * (P + 1) + P * (N + 1) + 6 * Q;
+}
+inline int64_t bwd_floats(int64_t Q, int64_t N, int64_t P) {
+  return 4 * Q * (N + 1) + 3 * Q * (Q + 1) + 2 * Q * (P + 1) + 2 * P * (N + 1) + 2 * Q * N + 12 * Q + kThreads;
+}
+
+// mode 0 (forward, chunks k < nk − 1): S = Σ_s exp(cs_last − cs_s)·dt_s·x_s ⊗ B_s at boundary k + 1.
+// mode 1 (backward, chunks k >= 1): R = Σ_t exp(cs_t)·dy_t ⊗ C_t at boundary k.
+// Also the chunk's cs_last at that boundary (ws_dec / ws_decb). Grid (slots, nheads).
+template <class T>
+__global__ void __launch_bounds__(kThreads) chunk_outer(Params<T> p, int mode) {
+  ChunkPos c;
+  if (!chunk_pos(p, blockIdx.x, c)) return;
+  if (mode == 0 ? c.k >= c.nk - 1 : c.k == 0) return;
+  const int64_t h = blockIdx.y, g = h / p.hpg;
+  const int P = p.P, N = p.N, Q = p.Q, L = c.L;
+  extern __shared__ float smem[];
+  float* sU = smem;
+  float* sV = sU + Q * P;
+  float* s_dt = sV + Q * N;
+  float* s_dtg = s_dt + Q;
+  float* s_csdt = s_dtg + Q;
+  float* s_cs = s_csdt + Q;
+  float* s_coef = s_cs + Q;
+  const T* U = mode == 0 ? p.x : p.dy;
+  const T* V = mode == 0 ? p.B : p.C;
+  for (int e = threadIdx.x; e < L * P; e += blockDim.x)
+    sU[e] = detail::ld(U, ((c.t0 + e / P) * p.nheads + h) * P + e % P);
+  for (int e = threadIdx.x; e < L * N; e += blockDim.x)
+    sV[e] = detail::ld(V, ((c.t0 + e / N) * p.ngroups + g) * N + e % N);
+  chunk_scalars(p, c, h, s_dt, s_dtg, s_csdt, s_cs);
+  for (int t = threadIdx.x; t < L; t += blockDim.x)
+    s_coef[t] = mode == 0 ? expf(s_cs[L - 1] - s_cs[t]) * s_dt[t] : expf(s_cs[t]);
+  __syncthreads();
+  const int64_t i = mode == 0 ? boundary(c.start, c.k + 1, Q) : boundary(c.start, c.k, Q);
+  float* out = (mode == 0 ? p.ws_H : p.ws_G) + (i * p.nheads + h) * static_cast<int64_t>(P) * N;
+  block_gemm(
+      P, N, L, [&](int q, int s) { return sU[s * P + q] * s_coef[s]; }, [&](int s, int n) { return sV[s * N + n]; },
+      [&](int q, int n, float v) { out[q * N + n] = v; });
+  if (threadIdx.x == 0) (mode == 0 ? p.ws_dec : p.ws_decb)[i * p.nheads + h] = s_cs[L - 1];
+}
+
+// State passing along each (sequence, head), kPassElems state elements per thread, grid
+// (batch·nheads, ceil(P·N / (kThreads·kPassElems))).
+// mode 0: H_in(j) = exp(cs_last(j−1))·H_in(j−1) + S_{j−1} for j = 1 .. nk−1, over S in ws_H;
+//         an empty sequence's final_state is its initial state (or 0).
+// mode 1: G_end(j−1) = exp(cs_last(j))·G_end(j) + R_j for j = nk−1 .. 1, over R in ws_G, from
+//         G_end(nk−1) = dfinal (or 0); an empty sequence's dinitial_state is its dfinal (or 0).
+template <class T>
+__global__ void __launch_bounds__(kThreads) pass_states(Params<T> p, int mode) {
+  const int64_t b = blockIdx.x / p.nheads, h = blockIdx.x % p.nheads;
+  const int64_t PN = static_cast<int64_t>(p.P) * p.N;
+  const int64_t start = p.cu[b], end = p.cu[b + 1];
+  if (start < 0 || end > p.tokens || end < start) return;
+  const int64_t e0 = static_cast<int64_t>(blockIdx.y) * kThreads * kPassElems + threadIdx.x;
+  const int64_t sbase = (b * p.nheads + h) * PN;
+  const T* src = mode == 0 ? p.init : p.dfinal;
+  if (end == start) {
+    T* dst = mode == 0 ? p.final_state : p.dinit;
+    if (!dst) return;
+    for (int r = 0; r < kPassElems; ++r) {
+      const int64_t e = e0 + r * kThreads;
+      if (e < PN) detail::st(dst, sbase + e, src ? detail::ld(src, sbase + e) : 0.0f);
+    }
+    return;
+  }
+  const int64_t nk = (end - start + p.Q - 1) / p.Q;
+  if (nk <= 1) return;
+  float v[kPassElems];
+#pragma unroll
+  for (int r = 0; r < kPassElems; ++r) {
+    const int64_t e = e0 + r * kThreads;
+    v[r] = (src && e < PN) ? detail::ld(src, sbase + e) : 0.0f;
+  }
+  float* ws = mode == 0 ? p.ws_H : p.ws_G;
+  const float* dec = mode == 0 ? p.ws_dec : p.ws_decb;
+  for (int64_t jj = 1; jj < nk; ++jj) {
+    const int64_t j = mode == 0 ? jj : nk - jj;
+    const int64_t i = boundary(start, j, p.Q);
+    const float f = expf(dec[i * p.nheads + h]);
+    float* row = ws + (i * p.nheads + h) * PN;
+#pragma unroll
+    for (int r = 0; r < kPassElems; ++r) {
+      const int64_t e = e0 + r * kThreads;
+      if (e < PN) {
+        v[r] = f * v[r] + row[e];
+        row[e] = v[r];
+      }
+    }
+  }
+}
+
+// Forward output of one chunk and one group (heads of the group in turn): y, and final_state in
+// the sequence's last chunk. Grid (slots, ngroups).
+template <class T>
+__global__ void __launch_bounds__(kThreads) fwd_out(Params<T> p) {
+  ChunkPos c;
+  if (!chunk_pos(p, blockIdx.x, c)) return;
+  const int64_t g = blockIdx.y;
+  const int P = p.P, N = p.N, Q = p.Q, L = c.L;
+  const int ldN = N + 1, ldP = P + 1, ldQ = Q + 1;
+  const int64_t PN = static_cast<int64_t>(P) * N;
+  extern __shared__ float smem[];
+  float* sB = smem;
+  float* sC = sB + Q * ldN;
+  float* sCB = sC + Q * ldN;
+  float* sM = sCB + Q * ldQ;
+  float* sX = sM + Q * ldQ;
+  float* sH = sX + Q * ldP;
+  float* s_dt = sH + P * ldN;
+  float* s_dtg = s_dt + Q;
+  float* s_csdt = s_dtg + Q;
+  float* s_cs = s_csdt + Q;
+  float* s_coef = s_cs + Q;
+  float* s_ecs = s_coef + Q;
+  for (int e = threadIdx.x; e < L * N; e += blockDim.x) {
+    const int t = e / N, n = e % N;
+    const int64_t src = ((c.t0 + t) * p.ngroups + g) * N + n;
+    sB[t * ldN + n] = detail::ld(p.B, src);
+    sC[t * ldN + n] = detail::ld(p.C, src);
+  }
+  __syncthreads();
+  block_gemm(
+      L, L, N, [&](int t, int n) { return sC[t * ldN + n]; }, [&](int n, int s) { return sB[s * ldN + n]; },
+      [&](int t, int s, float v) { sCB[t * ldQ + s] = v; });
+  const bool has_H = c.k > 0 || p.init != nullptr;
+  const bool last = c.k == c.nk - 1;
+  for (int64_t j = 0; j < p.hpg; ++j) {
+    const int64_t h = g * p.hpg + j;
+    __syncthreads();  // CB written; the previous head's readers are done
+    for (int e = threadIdx.x; e < L * P; e += blockDim.x)
+      sX[(e / P) * ldP + e % P] = detail::ld(p.x, ((c.t0 + e / P) * p.nheads + h) * P + e % P);
+    if (has_H) {
+      if (c.k > 0) {
+        const float* src = p.ws_H + (boundary(c.start, c.k, Q) * p.nheads + h) * PN;
+        for (int e = threadIdx.x; e < P * N; e += blockDim.x) sH[(e / N) * ldN + e % N] = src[e];
+      } else {
+        const T* src = p.init + (c.b * p.nheads + h) * PN;
+        for (int e = threadIdx.x; e < P * N; e += blockDim.x) sH[(e / N) * ldN + e % N] = detail::ld(src, e);
+      }
+    }
+    chunk_scalars(p, c, h, s_dt, s_dtg, s_csdt, s_cs);
+    for (int t = threadIdx.x; t < L; t += blockDim.x) {
+      s_ecs[t] = expf(s_cs[t]);
+      s_coef[t] = expf(s_cs[L - 1] - s_cs[t]) * s_dt[t];
+    }
+    for (int e = threadIdx.x; e < L * L; e += blockDim.x) {
+      const int t = e / L, s = e % L;
+      sM[t * ldQ + s] = s <= t ? sCB[t * ldQ + s] * expf(s_cs[t] - s_cs[s]) * s_dt[s] : 0.0f;
+    }
+    __syncthreads();
+    const float Dh = p.D ? detail::ld(p.D, h) : 0.0f;
+    T* y = p.y;
+    const int64_t H = p.nheads;
+    const int64_t t0 = c.t0;
+    block_gemm(
+        L, P, L + (has_H ? N : 0),
+        [&](int t, int k) { return k < L ? sM[t * ldQ + k] : s_ecs[t] * sC[t * ldN + (k - L)]; },
+        [&](int k, int q) { return k < L ? sX[k * ldP + q] : sH[q * ldN + (k - L)]; },
+        [&](int t, int q, float v) { detail::st(y, ((t0 + t) * H + h) * P + q, v + Dh * sX[t * ldP + q]); });
+    if (last && p.final_state) {
+      const float elast = expf(s_cs[L - 1]);
+      T* fin = p.final_state + (c.b * H + h) * PN;
+      block_gemm(
+          P, N, L, [&](int q, int s) { return sX[s * ldP + q] * s_coef[s]; },
+          [&](int s, int n) { return sB[s * ldN + n]; },
+          [&](int q, int n, float v) { detail::st(fin, q * N + n, v + (has_H ? elast * sH[q * ldN + n] : 0.0f)); });
+    }
+  }
+}
+
+// Backward of one chunk and one group (heads in turn): dx, ddt, dinitial_state (chunk 0), the
+// dA/dD/ddt_bias partials of (slot, head), and dB, dC summed over the group's heads in order.
+// Grid (slots, ngroups). With Gm = dY·Xᵀ, W = Gm∘exp(cs_t − cs_s) (s ≤ t), M = CB∘exp(..)·dt_s:
+//   dx = Mᵀ·dY + D·dy + diag(w·dt)·B·Gᵀ,   dC = (W·diag(dt))·B + diag(exp(cs))·dY·H,
+//   dB = diag(dt)·(Wᵀ·C + diag(w)·X·G),    and ∂L/∂cs from these (see the per-token sums).
+template <class T>
+__global__ void __launch_bounds__(kThreads) bwd_main(Params<T> p) {
+  const int64_t slot = blockIdx.x, g = blockIdx.y;
+  const int64_t H = p.nheads;
+  ChunkPos c;
+  if (!chunk_pos(p, slot, c)) {  // unused slot: zero partials
+    for (int e = threadIdx.x; e < 3 * p.hpg; e += blockDim.x)
+      p.ws_par[slot * 3 * H + (e / p.hpg) * H + g * p.hpg + e % p.hpg] = 0.0f;
+    return;
+  }
+  const int P = p.P, N = p.N, Q = p.Q, L = c.L;
+  const int ldN = N + 1, ldP = P + 1, ldQ = Q + 1;
+  const int64_t PN = static_cast<int64_t>(P) * N;
+  extern __shared__ float smem[];
+  float* sB = smem;
+  float* sC = sB + Q * ldN;
+  float* sE1 = sC + Q * ldN;
+  float* sE2 = sE1 + Q * ldN;
+  float* sCB = sE2 + Q * ldN;
+  float* sM = sCB + Q * ldQ;
+  float* sW = sM + Q * ldQ;
+  float* sX = sW + Q * ldQ;
+  float* sdY = sX + Q * ldP;
+  float* sH = sdY + Q * ldP;
+  float* sG = sH + P * ldN;
+  float* sdB = sG + P * ldN;
+  float* sdC = sdB + Q * N;
+  float* s_dt = sdC + Q * N;
+  float* s_dtg = s_dt + Q;
+  float* s_csdt = s_dtg + Q;
+  float* s_cs = s_csdt + Q;
+  float* s_ecs = s_cs + Q;
+  float* s_w = s_ecs + Q;
+  float* s_pos = s_w + Q;
+  float* s_u = s_pos + Q;
+  float* s_v = s_u + Q;
+  float* s_dD = s_v + Q;
+  float* s_ddt = s_dD + Q;
+  float* s_red = s_ddt + 2 * Q;  // kThreads floats
+  for (int e = threadIdx.x; e < L * N; e += blockDim.x) {
+    const int t = e / N, n = e % N;
+    const int64_t src = ((c.t0 + t) * p.ngroups + g) * N + n;
+    sB[t * ldN + n] = detail::ld(p.B, src);
+    sC[t * ldN + n] = detail::ld(p.C, src);
+  }
+  __syncthreads();
+  block_gemm(
+      L, L, N, [&](int t, int n) { return sC[t * ldN + n]; }, [&](int n, int s) { return sB[s * ldN + n]; },
+      [&](int t, int s, float v) { sCB[t * ldQ + s] = v; });
+  const bool has_H = c.k > 0 || p.init != nullptr;
+  const bool last = c.k == c.nk - 1;
+  const bool has_G = !last || p.dfinal != nullptr;
+  const int64_t t0 = c.t0;
+  for (int64_t j = 0; j < p.hpg; ++j) {
+    const int64_t h = g * p.hpg + j;
+    __syncthreads();  // CB written; the previous head's readers are done
+    for (int e = threadIdx.x; e < L * P; e += blockDim.x) {
+      const int t = e / P, q = e % P;
+      const int64_t src = ((t0 + t) * H + h) * P + q;
+      sX[t * ldP + q] = detail::ld(p.x, src);
+      sdY[t * ldP + q] = detail::ld(p.dy, src);
+    }
+    if (has_H) {
+      if (c.k > 0) {
+        const float* src = p.ws_H + (boundary(c.start, c.k, Q) * H + h) * PN;
+        for (int e = threadIdx.x; e < P * N; e += blockDim.x) sH[(e / N) * ldN + e % N] = src[e];
+      } else {
+        const T* src = p.init + (c.b * H + h) * PN;
+        for (int e = threadIdx.x; e < P * N; e += blockDim.x) sH[(e / N) * ldN + e % N] = detail::ld(src, e);
+      }
+    }
+    if (has_G) {
+      if (!last) {
+        const float* src = p.ws_G + (boundary(c.start, c.k + 1, Q) * H + h) * PN;
+        for (int e = threadIdx.x; e < P * N; e += blockDim.x) sG[(e / N) * ldN + e % N] = src[e];
+      } else {
+        const T* src = p.dfinal + (c.b * H + h) * PN;
+        for (int e = threadIdx.x; e < P * N; e += blockDim.x) sG[(e / N) * ldN + e % N] = detail::ld(src, e);
+      }
+    }
+    chunk_scalars(p, c, h, s_dt, s_dtg, s_csdt, s_cs);
+    for (int t = threadIdx.x; t < L; t += blockDim.x) {
+      s_ecs[t] = expf(s_cs[t]);
+      s_w[t] = expf(s_cs[L - 1] - s_cs[t]);
+    }
+    for (int e = threadIdx.x; e < L * L; e += blockDim.x) {
+      const int t = e / L, s = e % L;
+      sM[t * ldQ + s] = s <= t ? sCB[t * ldQ + s] * expf(s_cs[t] - s_cs[s]) * s_dt[s] : 0.0f;
+    }
+    __syncthreads();
+    // W = (dY·Xᵀ)∘exp(cs_t − cs_s), lower triangle.
+    block_gemm(
+        L, L, P, [&](int t, int q) { return sdY[t * ldP + q]; }, [&](int q, int s) { return sX[s * ldP + q]; },
+        [&](int t, int s, float v) { sW[t * ldQ + s] = s <= t ? v * expf(s_cs[t] - s_cs[s]) : 0.0f; });
+    // E2 = X·G.
+    if (has_G)
+      block_gemm(
+          L, N, P, [&](int s, int q) { return sX[s * ldP + q]; }, [&](int q, int n) { return sG[q * ldN + n]; },
+          [&](int s, int n, float v) { sE2[s * ldN + n] = v; });
+    // dx = Mᵀ·dY + diag(w·dt)·B·Gᵀ + D·dy.
+    {
+      const float Dh = p.D ? detail::ld(p.D, h) : 0.0f;
+      T* dx = p.dx;
+      block_gemm(
+          L, P, L + (has_G ? N : 0),
+          [&](int s, int k) { return k < L ? sM[k * ldQ + s] : s_w[s] * s_dt[s] * sB[s * ldN + (k - L)]; },
+          [&](int k, int q) { return k < L ? sdY[k * ldP + q] : sG[q * ldN + (k - L)]; },
+          [&](int s, int q, float v) { detail::st(dx, ((t0 + s) * H + h) * P + q, v + Dh * sdY[s * ldP + q]); });
+    }
+    __syncthreads();
+    // E1 = this head's dC = (W·diag(dt))·B + diag(exp(cs))·dY·H.
+    block_gemm(
+        L, N, L + (has_H ? P : 0),
+        [&](int t, int k) { return k < L ? sW[t * ldQ + k] * s_dt[k] : s_ecs[t] * sdY[t * ldP + (k - L)]; },
+        [&](int k, int n) { return k < L ? sB[k * ldN + n] : sH[(k - L) * ldN + n]; },
+        [&](int t, int n, float v) { sE1[t * ldN + n] = v; });
+    __syncthreads();
+    for (int e = threadIdx.x; e < L * N; e += blockDim.x) {
+      const int t = e / N, n = e % N;
+      sdC[t * N + n] = (j == 0 ? 0.0f : sdC[t * N + n]) + sE1[t * ldN + n];
+    }
+    for (int t = threadIdx.x; t < L; t += blockDim.x) {
+      float pos = 0.0f, dd = 0.0f;
+      for (int n = 0; n < N; ++n) pos += sC[t * ldN + n] * sE1[t * ldN + n];
+      for (int q = 0; q < P; ++q) dd += sdY[t * ldP + q] * sX[t * ldP + q];
+      s_pos[t] = pos;  // ∂L/∂cs_t through exp(cs_t − ·) and exp(cs_t)
+      s_dD[t] = dd;
+    }
+    __syncthreads();
+    // E1 = Wᵀ·C.
+    block_gemm(
+        L, N, L, [&](int s, int t) { return sW[t * ldQ + s]; }, [&](int t, int n) { return sC[t * ldN + n]; },
+        [&](int s, int n, float v) { sE1[s * ldN + n] = v; });
+    __syncthreads();
+    for (int e = threadIdx.x; e < L * N; e += blockDim.x) {
+      const int s = e / N, n = e % N;
+      const float v = s_dt[s] * (sE1[s * ldN + n] + (has_G ? s_w[s] * sE2[s * ldN + n] : 0.0f));
+      sdB[s * N + n] = (j == 0 ? 0.0f : sdB[s * N + n]) + v;
+    }
+    for (int s = threadIdx.x; s < L; s += blockDim.x) {
+      float u = 0.0f, vv = 0.0f;
+      for (int n = 0; n < N; ++n) {
+        const float e2 = has_G ? sE2[s * ldN + n] : 0.0f;
+        u += sB[s * ldN + n] * (sE1[s * ldN + n] + s_w[s] * e2);
+        vv += sB[s * ldN + n] * e2;
+      }
+      s_u[s] = u;   // ∂L/∂dt_s directly (not through cs)
+      s_v[s] = vv;  // x_s·G·B_s
+    }
+    {
+      float r = 0.0f;
+      if (has_G && has_H)
+        for (int e = threadIdx.x; e < P * N; e += blockDim.x) r += sG[(e / N) * ldN + e % N] * sH[(e / N) * ldN + e % N];
+      s_red[threadIdx.x] = r;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      float gh = 0.0f;
+      for (int i = 0; i < static_cast<int>(blockDim.x); ++i) gh += s_red[i];
+      float end_term = expf(s_cs[L - 1]) * gh;  // ∂L/∂cs_last through exp(cs_last)·H_in and the w_s
+      for (int s = 0; s < L; ++s) end_term += s_w[s] * s_dt[s] * s_v[s];
+      const float a = detail::ld(p.A, h);
+      float rev = 0.0f, dA = 0.0f, ddb = 0.0f, dD = 0.0f;
+      for (int t = L - 1; t >= 0; --t) {
+        const float dcs = s_pos[t] - s_dt[t] * s_u[t] + (t == L - 1 ? end_term : 0.0f);
+        rev += dcs;
+        dA += dcs * s_csdt[t];
+        const float d_raw = (s_u[t] + a * rev) * s_dtg[t];
+        s_ddt[t] = d_raw;
+        ddb += d_raw;
+        dD += s_dD[t];
+      }
+      p.ws_par[slot * 3 * H + h] = dA;
+      p.ws_par[slot * 3 * H + H + h] = dD;
+      p.ws_par[slot * 3 * H + 2 * H + h] = ddb;
+    }
+    __syncthreads();
+    for (int t = threadIdx.x; t < L; t += blockDim.x) detail::st(p.ddt, (t0 + t) * H + h, s_ddt[t]);
+    if (c.k == 0 && p.dinit) {
+      const float elast = expf(s_cs[L - 1]);
+      T* di = p.dinit + (c.b * H + h) * PN;
+      block_gemm(
+          P, N, L, [&](int q, int t) { return sdY[t * ldP + q] * s_ecs[t]; },
+          [&](int t, int n) { return sC[t * ldN + n]; },
+          [&](int q, int n, float v) { detail::st(di, q * N + n, v + (has_G ? elast * sG[q * ldN + n] : 0.0f)); });
+    }
+  }
+  __syncthreads();
+  for (int e = threadIdx.x; e < L * N; e += blockDim.x) {
+    const int t = e / N, n = e % N;
+    const int64_t dst = ((t0 + t) * p.ngroups + g) * N + n;
+    detail::st(p.dB, dst, sdB[t * N + n]);
+    detail::st(p.dC, dst, sdC[t * N + n]);
+  }
+}
+
+template <class T>
+constexpr void check_type() {
+  static_assert(std::is_same_v<T, float> || std::is_same_v<T, bfloat16>,
+                "cuda::ssd supports float and bfloat16 storage");
+}
+
+inline std::size_t smem_limit() {
+  int dev = 0, v = 0;
+  MAMBATRACK_CUDA_CHECK(cudaGetDevice(&dev));
+  MAMBATRACK_CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+  return static_cast<std::size_t>(v);
+}
+
+// The chunk size actually run: the requested one (at most kMaxChunk), halved until the
+// kernels' shared memory fits. The results do not depend on it beyond rounding.
+inline int64_t pick_chunk(int64_t requested, int64_t N, int64_t P, bool backward, std::size_t limit) {
+  int64_t Q = requested < kMaxChunk ? requested : kMaxChunk;
+  auto bytes = [&](int64_t q) {
+    const int64_t f = backward ? bwd_floats(q, N, P) : fwd_floats(q, N, P);
+    const int64_t o = outer_floats(q, N, P);
+    return static_cast<std::size_t>(f > o ? f : o) * sizeof(float);
+  };
+  while (Q > 1 && bytes(Q) > limit) Q = (Q + 1) / 2;
+  MAMBATRACK_CHECK(bytes(Q) <= limit, ConfigError, "cuda ssd: d_state ", N, " and headdim ", P,
+                   " need more shared memory than the device has (", limit, " bytes per block)");
+  return Q;
+}
+
+inline std::size_t align_up(std::size_t n) { return (n + 255) / 256 * 256; }
+
+template <class T>
+Params<T> make_params(const SsdInputs<T, Cuda>& in, const SsdDims& d, int64_t chunk, bool backward) {
+  MAMBATRACK_CHECK(d.nheads <= 65535 && d.ngroups <= 65535, ConfigError, "cuda ssd: nheads ", d.nheads,
+                   " must be at most 65535");
+  // d_state and headdim are run-time sizes of the tiles; only the supported values are accepted.
+  dispatch_value(SupportedDState{}, static_cast<int>(d.d_state), "ssd d_state (CUDA)", [](auto) {});
+  dispatch_value(SupportedHeadDim{}, static_cast<int>(d.headdim), "ssd headdim (CUDA)", [](auto) {});
+  Params<T> p;
+  p.x = in.x.data;
+  p.dt = in.dt.data;
+  p.dt_bias = ssd_detail::given(in.dt_bias) ? in.dt_bias.data : nullptr;
+  p.A = in.A.data;
+  p.B = in.B.data;
+  p.C = in.C.data;
+  p.D = ssd_detail::given(in.D) ? in.D.data : nullptr;
+  p.init = ssd_detail::given(in.initial_state) ? in.initial_state.data : nullptr;
+  p.cu = in.cu_seqlens.data;
+  p.tokens = d.tokens;
+  p.nheads = d.nheads;
+  p.ngroups = d.ngroups;
+  p.hpg = d.heads_per_group();
+  p.batch = d.batch;
+  p.P = static_cast<int>(d.headdim);
+  p.N = static_cast<int>(d.d_state);
+  p.Q = static_cast<int>(pick_chunk(chunk, d.d_state, d.headdim, backward, smem_limit()));
+  p.slots = d.batch + d.tokens / p.Q;
+  p.nb = d.tokens / p.Q + 1;
+  MAMBATRACK_CHECK(p.slots < (int64_t{1} << 31) && d.batch * d.nheads < (int64_t{1} << 31), ConfigError,
+                   "cuda ssd: batch ", d.batch, " and ", d.tokens, " tokens are too many for one call; split the batch");
+  p.dt_min = static_cast<float>(in.dt_min);
+  p.dt_max = static_cast<float>(in.dt_max);
+  return p;
+}
+
+// Scratch (id 1): slot map, states, adjoints, partials. Builds the slot map on `stream`.
+template <class T>
+float* prepare(Params<T>& p, bool backward, cudaStream_t stream) {
+  const std::size_t PN = static_cast<std::size_t>(p.P) * p.N, H = static_cast<std::size_t>(p.nheads);
+  const std::size_t nb = static_cast<std::size_t>(p.nb), slots = static_cast<std::size_t>(p.slots);
+  const std::size_t map_b = align_up(2 * slots * sizeof(int));
+  const std::size_t st_b = align_up(nb * H * PN * sizeof(float));
+  const std::size_t dec_b = align_up(nb * H * sizeof(float));
+  const std::size_t par_b = backward ? align_up(slots * 3 * H * sizeof(float)) : 0;
+  const std::size_t tmp_b = backward ? align_up(((slots + 63) / 64 * H + 1) * sizeof(float)) : 0;
+  const std::size_t total = map_b + st_b + dec_b + (backward ? st_b + dec_b : 0) + par_b + tmp_b;
+  char* base = static_cast<char*>(detail::scratch(1, total));
+  p.slot_seq = reinterpret_cast<int*>(base);
+  p.slot_k = p.slot_seq + slots;
+  base += map_b;
+  p.ws_H = reinterpret_cast<float*>(base);
+  base += st_b;
+  p.ws_dec = reinterpret_cast<float*>(base);
+  base += dec_b;
+  float* tmp = nullptr;
+  if (backward) {
+    p.ws_G = reinterpret_cast<float*>(base);
+    base += st_b;
+    p.ws_decb = reinterpret_cast<float*>(base);
+    base += dec_b;
+    p.ws_par = reinterpret_cast<float*>(base);
+    base += par_b;
+    tmp = reinterpret_cast<float*>(base);
+  }
+  MAMBATRACK_CUDA_CHECK(cudaMemsetAsync(p.slot_seq, 0xff, slots * sizeof(int), stream));
+  map_slots<<<static_cast<unsigned>((p.batch + 127) / 128), 128, 0, stream>>>(p.cu, p.batch, p.tokens, p.Q, p.slots,
+                                                                              p.slot_seq, p.slot_k);
+  MAMBATRACK_CUDA_CHECK(cudaGetLastError());
+  return tmp;
+}
+
+template <class K>
+void set_smem(K kernel, std::size_t bytes) {
+  MAMBATRACK_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
+}
+
+// The forward chunk states and state passing (ws_H holds every chunk-start state after it).
+template <class T>
+void launch_states(const Params<T>& p, cudaStream_t stream) {
+  const std::size_t ob = static_cast<std::size_t>(outer_floats(p.Q, p.N, p.P)) * sizeof(float);
+  set_smem(chunk_outer<T>, ob);
+  chunk_outer<T><<<dim3(static_cast<unsigned>(p.slots), static_cast<unsigned>(p.nheads)), kThreads, ob, stream>>>(p, 0);
+  MAMBATRACK_CUDA_CHECK(cudaGetLastError());
+  const int64_t PN = static_cast<int64_t>(p.P) * p.N;
+  const dim3 pg(static_cast<unsigned>(p.batch * p.nheads),
+                static_cast<unsigned>((PN + kThreads * kPassElems - 1) / (kThreads * kPassElems)));
+  pass_states<T><<<pg, kThreads, 0, stream>>>(p, 0);
+  MAMBATRACK_CUDA_CHECK(cudaGetLastError());
+}
+
+}  // namespace ssd_cuda_detail
+
+// Forward on `stream`: y, and final_state when given. cu_seqlens lives on the device and is not
+// read by the host: it must be valid (validate it on the host before uploading); sequences with
+// impossible ranges are skipped. The chunk size run is a.chunk_size, reduced when the shared
+// memory of (d_state, headdim) requires it (at most 256). Scratch id 1.
+template <class T>
+void ssd_fwd(const SsdFwdArgs<T, Cuda>& a, cudaStream_t stream = nullptr) {
+  namespace D = ssd_cuda_detail;
+  D::check_type<T>();
+  const SsdDims d = validate_ssd_fwd(a);
+  D::Params<T> p = D::make_params<T>(a.in, d, a.chunk_size, /*backward=*/false);
+  if (d.batch == 0 || d.nheads == 0) return;
+  p.y = a.y.data;
+  p.final_state = ssd_detail::given(a.final_state) ? a.final_state.data : nullptr;
+  D::prepare(p, false, stream);
+  D::launch_states(p, stream);
+  const std::size_t fb = static_cast<std::size_t>(D::fwd_floats(p.Q, p.N, p.P)) * sizeof(float);
+  D::set_smem(D::fwd_out<T>, fb);
+  D::fwd_out<T><<<dim3(static_cast<unsigned>(p.slots), static_cast<unsigned>(p.ngroups)), D::kThreads, fb, stream>>>(p);
+  MAMBATRACK_CUDA_CHECK(cudaGetLastError());
+}
+
+// Backward on `stream` (recomputes the chunk states; no saved state needed): overwrites dx,
+// ddt, dB, dC, dinitial_state; accumulates into dA, dD, ddt_bias. No atomics: bit-identical
+// from run to run. Scratch id 1.
+template <class T>
+void ssd_bwd(const SsdBwdArgs<T, Cuda>& a, cudaStream_t stream = nullptr) {
+  namespace D = ssd_cuda_detail;
+  D::check_type<T>();
+  const SsdDims d = validate_ssd_bwd(a);
+  D::Params<T> p = D::make_params<T>(a.in, d, a.chunk_size, /*backward=*/true);
+  if (d.batch == 0 || d.nheads == 0) return;
+  p.dy = a.dy.data;
+  p.dfinal = ssd_detail::given(a.dfinal_state) ? a.dfinal_state.data : nullptr;
+  p.dx = a.dx.data;
+  p.ddt = a.ddt.data;
+  p.dB = a.dB.data;
+  p.dC = a.dC.data;
+  p.dinit = ssd_detail::given(a.dinitial_state) ? a.dinitial_state.data : nullptr;
+  float* tmp = D::prepare(p, true, stream);
+  D::launch_states(p, stream);
+  const std::size_t ob = static_cast<std::size_t>(D::outer_floats(p.Q, p.N, p.P)) * sizeof(float);
+  D::chunk_outer<T><<<dim3(static_cast<unsigned>(p.slots), static_cast<unsigned>(p.nheads)), D::kThreads, ob, stream>>>(
+      p, 1);
+  MAMBATRACK_CUDA_CHECK(cudaGetLastError());
+  const int64_t PN = static_cast<int64_t>(p.P) * p.N;
+  const dim3 pg(static_cast<unsigned>(p.batch * p.nheads),
+                static_cast<unsigned>((PN + D::kThreads * D::kPassElems - 1) / (D::kThreads * D::kPassElems)));
+  D::pass_states<T><<<pg, D::kThreads, 0, stream>>>(p, 1);
+  MAMBATRACK_CUDA_CHECK(cudaGetLastError());
+  const std::size_t bb = static_cast<std::size_t>(D::bwd_floats(p.Q, p.N, p.P)) * sizeof(float);
+  D::set_smem(D::bwd_main<T>, bb);
+  D::bwd_main<T><<<dim3(static_cast<unsigned>(p.slots), static_cast<unsigned>(p.ngroups)), D::kThreads, bb, stream>>>(p);
+  MAMBATRACK_CUDA_CHECK(cudaGetLastError());
+  const int64_t H = p.nheads;
+  MAMBATRACK_CHECK((p.slots + 63) / 64 < 65536, ConfigError, "cuda ssd: too many chunks (", p.slots, ") for one call");
+  detail::sum_rows_accumulate<T>(p.ws_par, p.slots, 3 * H, H, tmp, a.dA.data, stream);
+  if (p.D) detail::sum_rows_accumulate<T>(p.ws_par + H, p.slots, 3 * H, H, tmp, a.dD.data, stream);
+  if (p.dt_bias) detail::sum_rows_accumulate<T>(p.ws_par + 2 * H, p.slots, 3 * H, H, tmp, a.ddt_bias.data, stream);
+}
+
+}  // namespace mambatrack::cuda
