@@ -33,9 +33,9 @@ std::vector<Result> run_adamw_cuda(const Case& c) {
   }
   // CUDA float32: the same float operations in the same order as optim::adamw_step (CPU), whose
   // measured error is 8e-8 .. 1.1e-7 (inputs rounded to float, a few float operations per step
-  // over 5 steps); the device may contract a multiply-add into an FMA, a few ulp more. 1e-6 as on
-  // the CPU still catches a formula change (a missing bias correction or weight decay moves param
-  // by > 1e-3 here).
+  // over 5 steps); nvcc contracts multiply-adds into FMAs, which a host build with
+  // -mfma -ffp-contract=fast reproduces: 5e-8 .. 1.1e-7. 1e-6 as on the CPU still catches a
+  // formula change (a missing bias correction or weight decay moves param by > 1e-3 here).
   const double tol = 1e-6;
   return {{"cuda f32 param", "param", host_doubles(p), tol},
           {"cuda f32 exp_avg", "exp_avg", host_doubles(m), tol},
