@@ -1,0 +1,132 @@
+// CUDA Mamba2 SSD benchmark: the two target problems of the CUDA backend issue (8 heads × headdim
+// 64, d_state 128, ngroups 1, D and dt_bias on): 8 × 8192 tokens and 4096 tracks × 16 tokens,
+// forward and forward+backward, float and bfloat16. Prints the minimum bytes (inputs read once,
+// outputs written once), the FLOPs of the chunked algorithm at the chunk size run (its GEMMs,
+// causal blocks counted in full), the median time over CUDA events, GB/s and TFLOP/s, and the
+// fractions of the measured device-to-device copy bandwidth and cuBLASLt bf16 GEMM rate.
+#include <cuda_runtime.h>
+
+#include <cstdio>
+
+#include "cuda_bench_util.cuh"
+#include "mambatrack/cuda.cuh"
+#include "mambatrack/ops/cuda/ssd.cuh"
+
+using namespace mambatrack;
+
+namespace {
+
+struct Problem {
+  const char* name;
+  int64_t batch, len, chunk;
+  double target_ms;  // forward+backward bf16 target of the issue
+};
+
+constexpr int64_t kH = 8, kP = 64, kN = 128, kG = 1;
+
+// FLOPs of the chunked forward / backward at chunk sizes qf / qb (per token and head unless noted).
+double fwd_flops(int64_t L, double q) {
+  const double per_tok_head = 2 * q * kP + 2 * kP * kN /*state*/ + 2 * kP * kN /*C·H*/;
+  return static_cast<double>(L) * (kH * per_tok_head + kG * 2 * q * kN /*C·Bᵀ*/);
+}
+double bwd_flops(int64_t L, double q) {
+  const double recompute = 2 * kP * kN;                   // chunk states again
+  const double local_adj = 2 * kP * kN;                   // Σ exp(cs)·dy ⊗ C
+  const double gm = 2 * q * kP, xg = 2 * kP * kN;         // dY·Xᵀ, X·G
+  const double dx = 2 * q * kP + 2 * kP * kN;             // Mᵀ·dY + B·Gᵀ
+  const double dc = 2 * q * kN + 2 * kP * kN, db = 2 * q * kN;
+  return static_cast<double>(L) * (kH * (recompute + local_adj + gm + xg + dx + dc + db) + kG * 2 * q * kN);
+}
+
+template <class T>
+void run(const Problem& pr, double bw, double gemm) {
+  const int64_t L = pr.batch * pr.len;
+  Tensor<int64_t> cu_h(Shape{pr.batch + 1});
+  for (int64_t b = 0; b <= pr.batch; ++b) cu_h[b] = b * pr.len;
+  auto cu = to_device<int64_t>(cu_h.view());
+  Tensor<T, Cuda> x(Shape{L, kH, kP}), dt(Shape{L, kH}), bias(Shape{kH}), A(Shape{kH}), B(Shape{L, kG, kN}),
+      C(Shape{L, kG, kN}), D(Shape{kH}), dy(Shape{L, kH, kP});
+  bench::fill_uniform(x.data(), x.numel(), 1);
+  bench::fill_uniform(dt.data(), dt.numel(), 2, -1.5f, 1.0f);
+  bench::fill_uniform(bias.data(), bias.numel(), 3, -2.0f, 0.0f);
+  bench::fill_uniform(A.data(), A.numel(), 4, -2.0f, -0.3f);
+  bench::fill_uniform(B.data(), B.numel(), 5);
+  bench::fill_uniform(C.data(), C.numel(), 6);
+  bench::fill_uniform(D.data(), D.numel(), 7, 0.5f, 1.5f);
+  bench::fill_uniform(dy.data(), dy.numel(), 8);
+  Tensor<T, Cuda> y(Shape{L, kH, kP}), dx(Shape{L, kH, kP}), ddt(Shape{L, kH}), dB(Shape{L, kG, kN}),
+      dC(Shape{L, kG, kN}), dA(Shape{kH}), dD(Shape{kH}), ddb(Shape{kH});
+  bench::fill_uniform(dA.data(), kH, 9);
+  bench::fill_uniform(dD.data(), kH, 10);
+  bench::fill_uniform(ddb.data(), kH, 11);
+  SsdInputs<T, Cuda> in;
+  in.x = x.view();
+  in.dt = dt.view();
+  in.dt_bias = bias.view();
+  in.A = A.view();
+  in.B = B.view();
+  in.C = C.view();
+  in.D = D.view();
+  in.cu_seqlens = cu.view();
+  SsdFwdArgs<T, Cuda> fa{in, y.view(), {}};
+  fa.chunk_size = pr.chunk;
+  SsdBwdArgs<T, Cuda> ba;
+  ba.in = in;
+  ba.dy = dy.view();
+  ba.dx = dx.view();
+  ba.ddt = ddt.view();
+  ba.dB = dB.view();
+  ba.dC = dC.view();
+  ba.dA = dA.view();
+  ba.dD = dD.view();
+  ba.ddt_bias = ddb.view();
+  ba.chunk_size = pr.chunk;
+  const std::size_t smem = mambatrack::cuda::ssd_cuda_detail::smem_limit();
+  const double qf = static_cast<double>(mambatrack::cuda::ssd_cuda_detail::pick_chunk(pr.chunk, kN, kP, false, smem));
+  const double qb = static_cast<double>(mambatrack::cuda::ssd_cuda_detail::pick_chunk(pr.chunk, kN, kP, true, smem));
+  const double es = sizeof(T);
+  const double lhp = static_cast<double>(L * kH * kP), lh = static_cast<double>(L * kH),
+               lgn = static_cast<double>(L * kG * kN);
+  const double bytes_f = es * (2 * lhp + lh + 2 * lgn);                         // x, dt, B, C in; y out
+  const double bytes_b = es * (3 * lhp + 2 * lh + 4 * lgn);                     // x, dy, dt, B, C in; dx, ddt, dB, dC out
+  const double flops_f = fwd_flops(L, qf), flops_b = bwd_flops(L, qb);
+  const double tf = bench::cuda_median_seconds([&] { mambatrack::cuda::ssd_fwd<T>(fa); }, nullptr, 30, 5);
+  const double tfb = bench::cuda_median_seconds([&] {
+    mambatrack::cuda::ssd_fwd<T>(fa);
+    mambatrack::cuda::ssd_bwd<T>(ba);
+  }, nullptr, 30, 5);
+  const char* type = std::is_same_v<T, float> ? "fp32" : "bf16";
+  auto row = [&](const char* what, double bytes, double flops, double s, double target) {
+    std::printf("%-22s %-4s %-7s chunk %3.0f/%3.0f  %9.1f MB %8.1f GFLOP %9.3f ms %8.1f GB/s (%4.1f%% copy) "
+                "%7.2f TFLOP/s (%4.1f%% bf16 GEMM)",
+                pr.name, type, what, qf, qb, bytes * 1e-6, flops * 1e-9, s * 1e3, bytes / s * 1e-9,
+                100.0 * bytes / s / bw, flops / s * 1e-12, 100.0 * flops / s / gemm);
+    if (target > 0) std::printf("  target %.1f ms", target);
+    std::printf("\n");
+  };
+  row("fwd", bytes_f, flops_f, tf, 0);
+  row("fwd+bwd", bytes_f + bytes_b, flops_f + flops_b, tfb, std::is_same_v<T, float> ? 0 : pr.target_ms);
+}
+
+}  // namespace
+
+int main() {
+  int devices = 0;
+  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
+    std::printf("no CUDA device: benchmark skipped\n");
+    return 0;
+  }
+  cudaDeviceProp prop{};
+  MAMBATRACK_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+  const double bw = bench::cuda_copy_bandwidth();
+  const double gemm = bench::cuda_bf16_gemm_rate();
+  std::printf("device %s: copy %.0f GB/s (read + write), bf16 GEMM %.0f TFLOP/s\n", prop.name, bw * 1e-9,
+              gemm * 1e-12);
+  std::printf("SSD: 8 heads x headdim 64, d_state 128, ngroups 1, D and dt_bias; chunk = forward/backward chunk run\n");
+  const Problem problems[] = {{"8 x 8192 tokens", 8, 8192, 64, 3.0}, {"4096 tracks x 16", 4096, 16, 16, 1.0}};
+  for (const auto& pr : problems) {
+    run<bfloat16>(pr, bw, gemm);
+    run<float>(pr, bw, gemm);
+  }
+  return 0;
+}
