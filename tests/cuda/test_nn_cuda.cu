@@ -300,6 +300,16 @@ TEST_CASE("cuda nn: causal checkpointed backbone on the frozen point embedding m
   compare_model(c, test::test_seed(902));
 }
 
+TEST_CASE("cuda nn: causal token backbone with the embedding id check off (no sync) matches the float64 reference",
+          "[cuda][nn]") {
+  struct Restore {
+    ~Restore() { GpuB::set_check_ids(true); }
+  } restore;
+  GpuB::set_check_ids(false);
+  Config c;
+  compare_model(c, test::test_seed(906));
+}
+
 TEST_CASE("cuda nn: CudaParameterStore upload/download, views and zero_grad", "[cuda][nn]") {
   const uint64_t seed = test::test_seed(903);
   INFO("seed " << seed);

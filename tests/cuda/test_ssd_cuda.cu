@@ -192,12 +192,12 @@ void run_case(const SsdCase& sc, uint64_t seed, const Tol& tol) {
   }
 }
 
-// float32 against float64. The chunked form evaluates exp(cs_t − cs_s) from float chunk cumsums
-// (cs up to ~100 within a chunk of 64, rounded to float: ~1e-6 relative per decay factor) and
-// float sums over <= 64 tokens and d_state / headdim entries; the CPU half's measured errors for
-// the same arithmetic set its tolerances, used here too: activations 2e-5, ddt 5e-5 (a reverse
-// cumsum of ∂L/∂cs with cancellation), the parameter sums over all tokens 1e-4.
-constexpr Tol kTolF32{2e-5, 5e-5, 1e-4};
+// float32 against float64: float GEMM sums over <= 64 tokens and d_state / headdim entries, exps
+// of float chunk cumsums (summed in double, rounded once). A host emulation of these kernels
+// (tests/cuda/emulation) measured ~1-3e-7 on y, final_state, dx, dB, dC, ddt, dinitial_state and
+// up to 4e-6 on dA (a sum of ∂L/∂cs·cumsum(dt) over every token, with cancellation), the GPU's
+// expf (<= 2 ulp) adds little: 1e-5 allowed on activations and ddt, 3e-5 on dA, dD, ddt_bias.
+constexpr Tol kTolF32{1e-5, 1e-5, 3e-5};
 // bfloat16 storage: every stored input and output is rounded to 8 mantissa bits (2^-9
 // relative); the parameter gradients are long sums rounded once at the end.
 constexpr Tol kTolBF16{1e-2, 1e-2, 1e-2};

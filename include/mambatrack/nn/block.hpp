@@ -9,8 +9,9 @@
 //   using Backend = ...;  struct Context { std::size_t bytes() const; };   // saved activations + workspace
 //   void register_params(typename Backend::Store&, const std::string& prefix); // prefix ends in "mixer."
 //   void init(ParameterStore&, uint64_t seed, int n_layer) const;            // nn/init.hpp recipes
-//   View<const T, Device> forward(Context&, View<const T, Device> x, View<const int64_t, Device> cu_seqlens);  // -> (tokens, d_model)
-//   View<const T, Device> backward(Context&, View<const T, Device> dy);  // -> dx (overwritten); param grads accumulated
+//   (V<U> = View<U, Backend::Device>: host or device memory, as the backend's)
+//   V<const T> forward(Context&, V<const T> x, V<const int64_t> cu_seqlens);  // -> (tokens, d_model)
+//   V<const T> backward(Context&, V<const T> dy);  // -> dx (overwritten); param grads accumulated
 // forward may keep the view x (and cu_seqlens) until backward; the returned views stay valid
 // until the next forward/backward on the same Context. A Mixer is copyable before registration.
 #pragma once

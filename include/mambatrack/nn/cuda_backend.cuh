@@ -4,11 +4,13 @@
 // and forwards to mambatrack::cuda:: (cuBLASLt linear, norms, activations, embedding, losses,
 // causal_conv1d, selective_scan) or to nn/cuda_kernels.cuh, all on the one context()
 // (nn/cuda_backend_context.cuh). Ops do not synchronise or allocate in the steady state, except
-// embedding_fwd/bwd (id check: one sync), cross_entropy/masked_mse (loss read back) and to_host.
+// embedding_fwd/bwd (id check, one sync; off with set_check_ids(false)), cross_entropy/masked_mse
+// (loss read back) and to_host.
 #pragma once
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <type_traits>
 
@@ -57,8 +59,25 @@ struct CudaBackend {
   static void norm_bwd(const NormBwdArgs<T, Cuda>& a) { mambatrack::cuda::norm_bwd(a, context()); }
   static void add_norm_fwd(const AddNormFwdArgs<T, Cuda>& a) { mambatrack::cuda::add_norm_fwd(a, stream()); }
   static void add_norm_bwd(const AddNormBwdArgs<T, Cuda>& a) { mambatrack::cuda::add_norm_bwd(a, context()); }
-  static void embedding_fwd(const EmbeddingFwdArgs<T, Cuda>& a) { mambatrack::cuda::embedding_fwd(a, context()); }
-  static void embedding_bwd(const EmbeddingBwdArgs<T, Cuda>& a) { mambatrack::cuda::embedding_bwd(a, context()); }
+  // Embedding (and GatherRows, PositionEmbedding, which run on it). By default the ids are
+  // range-checked on the device, one stream sync per call (an id out of range is a ShapeError
+  // naming the token). set_check_ids(false) skips the check: no sync, CUDA-graph capturable, and
+  // an id outside [0, vocab) then reads/writes out of bounds — validate the ids on the host.
+  static void set_check_ids(bool on) { check_ids_flag() = on; }
+  static bool check_ids() { return check_ids_flag(); }
+  static void embedding_fwd(const EmbeddingFwdArgs<T, Cuda>& a) {
+    if (check_ids()) return mambatrack::cuda::embedding_fwd(a, context());
+    a.check();
+    const int64_t n = a.tokens(), d = a.dim();
+    if (n * d == 0) return;
+    mambatrack::cuda::detail::embedding_gather_kernel<T>
+        <<<cuda_kernels::grid(n * d), cuda_kernels::kThreads, 0, stream()>>>(a.ids.data, a.table.data, a.y.data, n, d);
+    cuda_kernels::check("embedding");
+  }
+  static void embedding_bwd(const EmbeddingBwdArgs<T, Cuda>& a) {
+    if (check_ids()) return mambatrack::cuda::embedding_bwd(a, context());
+    embedding_bwd_unchecked(a);
+  }
   static void gelu_fwd(const ActivationFwdArgs<T, Cuda>& a) { mambatrack::cuda::gelu_fwd(a, stream()); }
   static void gelu_bwd(const ActivationBwdArgs<T, Cuda>& a) { mambatrack::cuda::gelu_bwd(a, stream()); }
   static void silu_fwd(const ActivationFwdArgs<T, Cuda>& a) { mambatrack::cuda::silu_fwd(a, stream()); }
@@ -233,6 +252,37 @@ struct CudaBackend {
   static void to_host(DView<const uint8_t> src, View<uint8_t, Host> dst) { d2h<uint8_t>(src, dst); }
 
  private:
+  static bool& check_ids_flag() {
+    static bool on = true;
+    return on;
+  }
+  // cuda::embedding_bwd without its id check (same deterministic sort-and-own-the-run scheme).
+  static void embedding_bwd_unchecked(const EmbeddingBwdArgs<T, Cuda>& a) {
+    namespace cd = mambatrack::cuda::detail;
+    a.check();
+    const int64_t n = a.tokens(), d = a.dim(), vocab = a.vocab();
+    if (n == 0 || d == 0) return;
+    MAMBATRACK_CHECK_SHAPE(n < (int64_t(1) << 31), "embedding backward: ", n, " tokens exceed the 2^31 limit");
+    CudaContext& ctx = context();
+    cudaStream_t s = ctx.stream();
+    auto* base = ctx.scratch_as<int64_t>(static_cast<std::size_t>(2 * n), 0);
+    int64_t* sorted = base;
+    int32_t* tok_in = reinterpret_cast<int32_t*>(base + n);
+    int32_t* tok_out = tok_in + n;
+    cd::iota_kernel<><<<cd::grid_for(n, 256), 256, 0, s>>>(tok_in, n);
+    int end_bit = 1;
+    while (end_bit < 63 && (int64_t(1) << end_bit) < vocab) ++end_bit;
+    std::size_t temp_bytes = 0;
+    MAMBATRACK_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(nullptr, temp_bytes, a.ids.data, sorted, tok_in, tok_out,
+                                                          static_cast<int>(n), 0, end_bit, s));
+    void* temp = ctx.scratch(temp_bytes, 1);
+    MAMBATRACK_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(temp, temp_bytes, a.ids.data, sorted, tok_in, tok_out,
+                                                          static_cast<int>(n), 0, end_bit, s));
+    const int threads = static_cast<int>(std::min<int64_t>(256, ((d + 31) / 32) * 32));
+    cd::embedding_scatter_kernel<T><<<static_cast<unsigned>(n), threads, 0, s>>>(sorted, tok_out, a.dy.data,
+                                                                               a.dtable.data, n, d, a.padding_idx);
+    cuda_kernels::check("embedding backward");
+  }
   template <class F>
   static void launch_n(int64_t n, const char* what, F&& f) {
     if (n <= 0) return;

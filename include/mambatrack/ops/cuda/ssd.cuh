@@ -485,16 +485,18 @@ __global__ void __launch_bounds__(kThreads) bwd_main(Params<T> p) {
       s_u[s] = u;   // ∂L/∂dt_s directly (not through cs)
       s_v[s] = vv;  // x_s·G·B_s
     }
-    {
+    {  // <G, H_in>: per-thread strided sums, then per-warp shuffles, then the warps in order
       float r = 0.0f;
       if (has_G && has_H)
         for (int e = threadIdx.x; e < P * N; e += blockDim.x) r += sG[(e / N) * ldN + e % N] * sH[(e / N) * ldN + e % N];
-      s_red[threadIdx.x] = r;
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) r += __shfl_xor_sync(0xffffffffu, r, o);
+      if ((threadIdx.x & 31) == 0) s_red[threadIdx.x >> 5] = r;
     }
     __syncthreads();
     if (threadIdx.x == 0) {
       float gh = 0.0f;
-      for (int i = 0; i < static_cast<int>(blockDim.x); ++i) gh += s_red[i];
+      for (int i = 0; i < static_cast<int>(blockDim.x >> 5); ++i) gh += s_red[i];
       float end_term = expf(s_cs[L - 1]) * gh;  // ∂L/∂cs_last through exp(cs_last)·H_in and the w_s
       for (int s = 0; s < L; ++s) end_term += s_w[s] * s_dt[s] * s_v[s];
       const float a = detail::ld(p.A, h);
