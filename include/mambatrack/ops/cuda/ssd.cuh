@@ -160,10 +160,10 @@ __device__ __forceinline__ void chunk_scalars(const Params<T>& p, const ChunkPos
 // Dynamic shared memory (floats) of each kernel for chunk size Q.
 inline int64_t outer_floats(int64_t Q, int64_t N, int64_t P) { return Q * (P + N) + 5 * Q; }
 inline int64_t fwd_floats(int64_t Q, int64_t N, int64_t P) {
-  return 2 * Q * (N + 1) + 2 * Q * (Q + 1) + Q * (P + 1) + P * (N + 1) + 6 * Q;
+  return 2 * Q * (N + 1) + 2 * Q * (Q + 1) + 2 * Q * (P + 1) + 6 * Q;
 }
 inline int64_t bwd_floats(int64_t Q, int64_t N, int64_t P) {
-  return 4 * Q * (N + 1) + 3 * Q * (Q + 1) + 2 * Q * (P + 1) + 2 * P * (N + 1) + 2 * Q * N + 12 * Q + kThreads;
+  return 4 * Q * (N + 1) + 3 * Q * (Q + 1) + 3 * Q * (P + 1) + 2 * Q * N + 12 * Q + kThreads / 32;
 }
 
 // mode 0 (forward, chunks k < nk − 1): S = Σ_s exp(cs_last − cs_s)·dt_s·x_s ⊗ B_s at boundary k + 1.
@@ -252,8 +252,21 @@ __global__ void __launch_bounds__(kThreads) pass_states(Params<T> p, int mode) {
   }
 }
 
+// A chunk-start state (k > 0: float in the workspace) or a state given by the caller (type T),
+// read from global memory: value(q, n) of the (headdim × d_state) matrix.
+template <class T>
+struct StateRef {
+  const float* f = nullptr;
+  const T* t = nullptr;
+  int N = 0;
+  __device__ __forceinline__ float operator()(int q, int n) const {
+    return f ? f[q * N + n] : detail::ld(t, static_cast<int64_t>(q) * N + n);
+  }
+};
+
 // Forward output of one chunk and one group (heads of the group in turn): y, and final_state in
-// the sequence's last chunk. Grid (slots, ngroups).
+// the sequence's last chunk. Grid (slots, ngroups). The chunk-start state is read from global
+// memory (L1/L2), so shared memory stays small for short chunks.
 template <class T>
 __global__ void __launch_bounds__(kThreads) fwd_out(Params<T> p) {
   ChunkPos c;
@@ -262,14 +275,15 @@ __global__ void __launch_bounds__(kThreads) fwd_out(Params<T> p) {
   const int P = p.P, N = p.N, Q = p.Q, L = c.L;
   const int ldN = N + 1, ldP = P + 1, ldQ = Q + 1;
   const int64_t PN = static_cast<int64_t>(P) * N;
+  const int64_t H = p.nheads, t0 = c.t0;
   extern __shared__ float smem[];
   float* sB = smem;
   float* sC = sB + Q * ldN;
   float* sCB = sC + Q * ldN;
   float* sM = sCB + Q * ldQ;
   float* sX = sM + Q * ldQ;
-  float* sH = sX + Q * ldP;
-  float* s_dt = sH + P * ldN;
+  float* sY = sX + Q * ldP;
+  float* s_dt = sY + Q * ldP;
   float* s_dtg = s_dt + Q;
   float* s_csdt = s_dtg + Q;
   float* s_cs = s_csdt + Q;
@@ -277,7 +291,7 @@ __global__ void __launch_bounds__(kThreads) fwd_out(Params<T> p) {
   float* s_ecs = s_coef + Q;
   for (int e = threadIdx.x; e < L * N; e += blockDim.x) {
     const int t = e / N, n = e % N;
-    const int64_t src = ((c.t0 + t) * p.ngroups + g) * N + n;
+    const int64_t src = ((t0 + t) * p.ngroups + g) * N + n;
     sB[t * ldN + n] = detail::ld(p.B, src);
     sC[t * ldN + n] = detail::ld(p.C, src);
   }
@@ -289,18 +303,13 @@ __global__ void __launch_bounds__(kThreads) fwd_out(Params<T> p) {
   const bool last = c.k == c.nk - 1;
   for (int64_t j = 0; j < p.hpg; ++j) {
     const int64_t h = g * p.hpg + j;
+    StateRef<T> hin;
+    hin.N = N;
+    if (c.k > 0) hin.f = p.ws_H + (boundary(c.start, c.k, Q) * H + h) * PN;
+    else if (p.init) hin.t = p.init + (c.b * H + h) * PN;
     __syncthreads();  // CB written; the previous head's readers are done
     for (int e = threadIdx.x; e < L * P; e += blockDim.x)
-      sX[(e / P) * ldP + e % P] = detail::ld(p.x, ((c.t0 + e / P) * p.nheads + h) * P + e % P);
-    if (has_H) {
-      if (c.k > 0) {
-        const float* src = p.ws_H + (boundary(c.start, c.k, Q) * p.nheads + h) * PN;
-        for (int e = threadIdx.x; e < P * N; e += blockDim.x) sH[(e / N) * ldN + e % N] = src[e];
-      } else {
-        const T* src = p.init + (c.b * p.nheads + h) * PN;
-        for (int e = threadIdx.x; e < P * N; e += blockDim.x) sH[(e / N) * ldN + e % N] = detail::ld(src, e);
-      }
-    }
+      sX[(e / P) * ldP + e % P] = detail::ld(p.x, ((t0 + e / P) * H + h) * P + e % P);
     chunk_scalars(p, c, h, s_dt, s_dtg, s_csdt, s_cs);
     for (int t = threadIdx.x; t < L; t += blockDim.x) {
       s_ecs[t] = expf(s_cs[t]);
@@ -311,31 +320,40 @@ __global__ void __launch_bounds__(kThreads) fwd_out(Params<T> p) {
       sM[t * ldQ + s] = s <= t ? sCB[t * ldQ + s] * expf(s_cs[t] - s_cs[s]) * s_dt[s] : 0.0f;
     }
     __syncthreads();
-    const float Dh = p.D ? detail::ld(p.D, h) : 0.0f;
-    T* y = p.y;
-    const int64_t H = p.nheads;
-    const int64_t t0 = c.t0;
+    // Y = M·X (the chunk's own tokens) ...
     block_gemm(
-        L, P, L + (has_H ? N : 0),
-        [&](int t, int k) { return k < L ? sM[t * ldQ + k] : s_ecs[t] * sC[t * ldN + (k - L)]; },
-        [&](int k, int q) { return k < L ? sX[k * ldP + q] : sH[q * ldN + (k - L)]; },
-        [&](int t, int q, float v) { detail::st(y, ((t0 + t) * H + h) * P + q, v + Dh * sX[t * ldP + q]); });
+        L, P, L, [&](int t, int s) { return sM[t * ldQ + s]; }, [&](int s, int q) { return sX[s * ldP + q]; },
+        [&](int t, int q, float v) { sY[t * ldP + q] = v; });
+    __syncthreads();
+    // ... + diag(exp(cs))·C·H_inᵀ, computed transposed (rows q) so H_in is read along its rows.
+    if (has_H)
+      block_gemm(
+          P, L, N, [&](int q, int n) { return hin(q, n); }, [&](int n, int t) { return sC[t * ldN + n]; },
+          [&](int q, int t, float v) { sY[t * ldP + q] += s_ecs[t] * v; });
     if (last && p.final_state) {
       const float elast = expf(s_cs[L - 1]);
       T* fin = p.final_state + (c.b * H + h) * PN;
       block_gemm(
           P, N, L, [&](int q, int s) { return sX[s * ldP + q] * s_coef[s]; },
           [&](int s, int n) { return sB[s * ldN + n]; },
-          [&](int q, int n, float v) { detail::st(fin, q * N + n, v + (has_H ? elast * sH[q * ldN + n] : 0.0f)); });
+          [&](int q, int n, float v) { detail::st(fin, q * N + n, v + (has_H ? elast * hin(q, n) : 0.0f)); });
+    }
+    __syncthreads();
+    const float Dh = p.D ? detail::ld(p.D, h) : 0.0f;
+    for (int e = threadIdx.x; e < L * P; e += blockDim.x) {
+      const int t = e / P, q = e % P;
+      detail::st(p.y, ((t0 + t) * H + h) * P + q, sY[t * ldP + q] + Dh * sX[t * ldP + q]);
     }
   }
 }
 
 // Backward of one chunk and one group (heads in turn): dx, ddt, dinitial_state (chunk 0), the
 // dA/dD/ddt_bias partials of (slot, head), and dB, dC summed over the group's heads in order.
-// Grid (slots, ngroups). With Gm = dY·Xᵀ, W = Gm∘exp(cs_t − cs_s) (s ≤ t), M = CB∘exp(..)·dt_s:
+// Grid (slots, ngroups). With Gm = dY·Xᵀ, W = Gm∘exp(cs_t − cs_s) (s ≤ t), M = CB∘exp(..)·dt_s,
+// w_s = exp(cs_last − cs_s), H the chunk-start state and G the adjoint of the chunk-end state:
 //   dx = Mᵀ·dY + D·dy + diag(w·dt)·B·Gᵀ,   dC = (W·diag(dt))·B + diag(exp(cs))·dY·H,
 //   dB = diag(dt)·(Wᵀ·C + diag(w)·X·G),    and ∂L/∂cs from these (see the per-token sums).
+// H and G are read from global memory (L1/L2).
 template <class T>
 __global__ void __launch_bounds__(kThreads) bwd_main(Params<T> p) {
   const int64_t slot = blockIdx.x, g = blockIdx.y;
@@ -359,9 +377,8 @@ __global__ void __launch_bounds__(kThreads) bwd_main(Params<T> p) {
   float* sW = sM + Q * ldQ;
   float* sX = sW + Q * ldQ;
   float* sdY = sX + Q * ldP;
-  float* sH = sdY + Q * ldP;
-  float* sG = sH + P * ldN;
-  float* sdB = sG + P * ldN;
+  float* sT = sdY + Q * ldP;  // dx staging
+  float* sdB = sT + Q * ldP;
   float* sdC = sdB + Q * N;
   float* s_dt = sdC + Q * N;
   float* s_dtg = s_dt + Q;
@@ -374,7 +391,7 @@ __global__ void __launch_bounds__(kThreads) bwd_main(Params<T> p) {
   float* s_v = s_u + Q;
   float* s_dD = s_v + Q;
   float* s_ddt = s_dD + Q;
-  float* s_red = s_ddt + 2 * Q;  // kThreads floats
+  float* s_red = s_ddt + 2 * Q;  // kThreads / 32 floats used
   for (int e = threadIdx.x; e < L * N; e += blockDim.x) {
     const int t = e / N, n = e % N;
     const int64_t src = ((c.t0 + t) * p.ngroups + g) * N + n;
@@ -391,30 +408,18 @@ __global__ void __launch_bounds__(kThreads) bwd_main(Params<T> p) {
   const int64_t t0 = c.t0;
   for (int64_t j = 0; j < p.hpg; ++j) {
     const int64_t h = g * p.hpg + j;
+    StateRef<T> hin, gend;
+    hin.N = gend.N = N;
+    if (c.k > 0) hin.f = p.ws_H + (boundary(c.start, c.k, Q) * H + h) * PN;
+    else if (p.init) hin.t = p.init + (c.b * H + h) * PN;
+    if (!last) gend.f = p.ws_G + (boundary(c.start, c.k + 1, Q) * H + h) * PN;
+    else if (p.dfinal) gend.t = p.dfinal + (c.b * H + h) * PN;
     __syncthreads();  // CB written; the previous head's readers are done
     for (int e = threadIdx.x; e < L * P; e += blockDim.x) {
       const int t = e / P, q = e % P;
       const int64_t src = ((t0 + t) * H + h) * P + q;
       sX[t * ldP + q] = detail::ld(p.x, src);
       sdY[t * ldP + q] = detail::ld(p.dy, src);
-    }
-    if (has_H) {
-      if (c.k > 0) {
-        const float* src = p.ws_H + (boundary(c.start, c.k, Q) * H + h) * PN;
-        for (int e = threadIdx.x; e < P * N; e += blockDim.x) sH[(e / N) * ldN + e % N] = src[e];
-      } else {
-        const T* src = p.init + (c.b * H + h) * PN;
-        for (int e = threadIdx.x; e < P * N; e += blockDim.x) sH[(e / N) * ldN + e % N] = detail::ld(src, e);
-      }
-    }
-    if (has_G) {
-      if (!last) {
-        const float* src = p.ws_G + (boundary(c.start, c.k + 1, Q) * H + h) * PN;
-        for (int e = threadIdx.x; e < P * N; e += blockDim.x) sG[(e / N) * ldN + e % N] = src[e];
-      } else {
-        const T* src = p.dfinal + (c.b * H + h) * PN;
-        for (int e = threadIdx.x; e < P * N; e += blockDim.x) sG[(e / N) * ldN + e % N] = detail::ld(src, e);
-      }
     }
     chunk_scalars(p, c, h, s_dt, s_dtg, s_csdt, s_cs);
     for (int t = threadIdx.x; t < L; t += blockDim.x) {
@@ -433,26 +438,32 @@ __global__ void __launch_bounds__(kThreads) bwd_main(Params<T> p) {
     // E2 = X·G.
     if (has_G)
       block_gemm(
-          L, N, P, [&](int s, int q) { return sX[s * ldP + q]; }, [&](int q, int n) { return sG[q * ldN + n]; },
+          L, N, P, [&](int s, int q) { return sX[s * ldP + q]; }, [&](int q, int n) { return gend(q, n); },
           [&](int s, int n, float v) { sE2[s * ldN + n] = v; });
-    // dx = Mᵀ·dY + diag(w·dt)·B·Gᵀ + D·dy.
-    {
-      const float Dh = p.D ? detail::ld(p.D, h) : 0.0f;
-      T* dx = p.dx;
-      block_gemm(
-          L, P, L + (has_G ? N : 0),
-          [&](int s, int k) { return k < L ? sM[k * ldQ + s] : s_w[s] * s_dt[s] * sB[s * ldN + (k - L)]; },
-          [&](int k, int q) { return k < L ? sdY[k * ldP + q] : sG[q * ldN + (k - L)]; },
-          [&](int s, int q, float v) { detail::st(dx, ((t0 + s) * H + h) * P + q, v + Dh * sdY[s * ldP + q]); });
-    }
+    // dx staging: Mᵀ·dY.
+    block_gemm(
+        L, P, L, [&](int s, int t) { return sM[t * ldQ + s]; }, [&](int t, int q) { return sdY[t * ldP + q]; },
+        [&](int s, int q, float v) { sT[s * ldP + q] = v; });
     __syncthreads();
+    // dx staging += diag(w·dt)·B·Gᵀ, computed transposed (rows q) so G is read along its rows.
+    if (has_G)
+      block_gemm(
+          P, L, N, [&](int q, int n) { return gend(q, n); }, [&](int n, int s) { return sB[s * ldN + n]; },
+          [&](int q, int s, float v) { sT[s * ldP + q] += s_w[s] * s_dt[s] * v; });
     // E1 = this head's dC = (W·diag(dt))·B + diag(exp(cs))·dY·H.
     block_gemm(
         L, N, L + (has_H ? P : 0),
         [&](int t, int k) { return k < L ? sW[t * ldQ + k] * s_dt[k] : s_ecs[t] * sdY[t * ldP + (k - L)]; },
-        [&](int k, int n) { return k < L ? sB[k * ldN + n] : sH[(k - L) * ldN + n]; },
+        [&](int k, int n) { return k < L ? sB[k * ldN + n] : hin(k - L, n); },
         [&](int t, int n, float v) { sE1[t * ldN + n] = v; });
     __syncthreads();
+    {
+      const float Dh = p.D ? detail::ld(p.D, h) : 0.0f;
+      for (int e = threadIdx.x; e < L * P; e += blockDim.x) {
+        const int s = e / P, q = e % P;
+        detail::st(p.dx, ((t0 + s) * H + h) * P + q, sT[s * ldP + q] + Dh * sdY[s * ldP + q]);
+      }
+    }
     for (int e = threadIdx.x; e < L * N; e += blockDim.x) {
       const int t = e / N, n = e % N;
       sdC[t * N + n] = (j == 0 ? 0.0f : sdC[t * N + n]) + sE1[t * ldN + n];
@@ -488,7 +499,7 @@ __global__ void __launch_bounds__(kThreads) bwd_main(Params<T> p) {
     {  // <G, H_in>: per-thread strided sums, then per-warp shuffles, then the warps in order
       float r = 0.0f;
       if (has_G && has_H)
-        for (int e = threadIdx.x; e < P * N; e += blockDim.x) r += sG[(e / N) * ldN + e % N] * sH[(e / N) * ldN + e % N];
+        for (int e = threadIdx.x; e < P * N; e += blockDim.x) r += gend(e / N, e % N) * hin(e / N, e % N);
 #pragma unroll
       for (int o = 16; o > 0; o >>= 1) r += __shfl_xor_sync(0xffffffffu, r, o);
       if ((threadIdx.x & 31) == 0) s_red[threadIdx.x >> 5] = r;
@@ -522,7 +533,7 @@ __global__ void __launch_bounds__(kThreads) bwd_main(Params<T> p) {
       block_gemm(
           P, N, L, [&](int q, int t) { return sdY[t * ldP + q] * s_ecs[t]; },
           [&](int t, int n) { return sC[t * ldN + n]; },
-          [&](int q, int n, float v) { detail::st(di, q * N + n, v + (has_G ? elast * sG[q * ldN + n] : 0.0f)); });
+          [&](int q, int n, float v) { detail::st(di, q * N + n, v + (has_G ? elast * gend(q, n) : 0.0f)); });
     }
   }
   __syncthreads();
