@@ -15,6 +15,9 @@ s = s.replace('#pragma once\n', '#pragma once\n#include "emu.hpp"\n', 1)
 s = s.replace('extern __shared__ float smem[];', 'float* smem = emu::g_smem;')
 a = s.index('inline std::size_t smem_limit() {'); b = s.index('\n}\n', a) + 3
 s = s[:a] + 'inline std::size_t smem_limit() { return emu::kSmemLimit; }\n' + s[b:]
+# Few blocks, so that the grid-stride loops over slots and (sequence, head) pairs run.
+assert 'kOuterBlocks = 4096, kPassBlocks = 1024' in s
+s = s.replace('kOuterBlocks = 4096, kPassBlocks = 1024', 'kOuterBlocks = 8, kPassBlocks = 3')
 s = s[:s.index('// Scratch (id 1)')] + '}  // namespace ssd_cuda_detail\n}  // namespace mambatrack::cuda\n'
 open(os.path.join(out, 'ssd_kern.hpp'), 'w').write(s)
 

@@ -79,8 +79,8 @@ int run(const Case& c, uint64_t seed) {
     std::vector<float> wsH(p.nb * H * P * N, kNaN), wsdec(p.nb * H, kNaN);
     p.ws_H = wsH.data(); p.ws_dec = wsdec.data();
     emu::launch(dim3((p.batch + 127) / 128), dim3(128), 0, [&] { D::map_slots<0>(p.cu, p.batch, p.tokens, p.Q, p.slots, p.slot_seq, p.slot_k); });
-    emu::launch(dim3(p.slots, H), dim3(D::kThreads), D::outer_floats(p.Q, N, P) * 4, [&] { D::chunk_outer<float>(p, 0); });
-    emu::launch(dim3(p.batch * H, (P * N + 2047) / 2048), dim3(D::kThreads), 0, [&] { D::pass_states<float>(p, 0); });
+    emu::launch(D::outer_grid(p), dim3(D::kThreads), D::outer_floats(p.Q, N, P) * 4, [&] { D::chunk_outer<float>(p, 0); });
+    emu::launch(D::pass_grid(p), dim3(D::kThreads), 0, [&] { D::pass_states<float>(p, 0); });
     emu::launch(dim3(p.slots, G), dim3(D::kThreads), D::fwd_floats(p.Q, N, P) * 4, [&] { D::fwd_out<float>(p); });
     std::printf("case H%ld P%ld N%ld G%ld chunk %ld (fwd Q %d)\n", H, P, N, G, c.chunk, p.Q);
     report("y", y, ry, 2e-5);
@@ -107,10 +107,10 @@ int run(const Case& c, uint64_t seed) {
     std::vector<float> wsH(p.nb * H * P * N, kNaN), wsdec(p.nb * H, kNaN), wsG(p.nb * H * P * N, kNaN), wsdecb(p.nb * H, kNaN), par(p.slots * 3 * H, kNaN);
     p.ws_H = wsH.data(); p.ws_dec = wsdec.data(); p.ws_G = wsG.data(); p.ws_decb = wsdecb.data(); p.ws_par = par.data();
     emu::launch(dim3((p.batch + 127) / 128), dim3(128), 0, [&] { D::map_slots<0>(p.cu, p.batch, p.tokens, p.Q, p.slots, p.slot_seq, p.slot_k); });
-    emu::launch(dim3(p.slots, H), dim3(D::kThreads), D::outer_floats(p.Q, N, P) * 4, [&] { D::chunk_outer<float>(p, 0); });
-    emu::launch(dim3(p.batch * H, (P * N + 2047) / 2048), dim3(D::kThreads), 0, [&] { D::pass_states<float>(p, 0); });
-    emu::launch(dim3(p.slots, H), dim3(D::kThreads), D::outer_floats(p.Q, N, P) * 4, [&] { D::chunk_outer<float>(p, 1); });
-    emu::launch(dim3(p.batch * H, (P * N + 2047) / 2048), dim3(D::kThreads), 0, [&] { D::pass_states<float>(p, 1); });
+    emu::launch(D::outer_grid(p), dim3(D::kThreads), D::outer_floats(p.Q, N, P) * 4, [&] { D::chunk_outer<float>(p, 0); });
+    emu::launch(D::pass_grid(p), dim3(D::kThreads), 0, [&] { D::pass_states<float>(p, 0); });
+    emu::launch(D::outer_grid(p), dim3(D::kThreads), D::outer_floats(p.Q, N, P) * 4, [&] { D::chunk_outer<float>(p, 1); });
+    emu::launch(D::pass_grid(p), dim3(D::kThreads), 0, [&] { D::pass_states<float>(p, 1); });
     emu::launch(dim3(p.slots, G), dim3(D::kThreads), D::bwd_floats(p.Q, N, P) * 4, [&] { D::bwd_main<float>(p); });
     for (int q = 0; q < 3; ++q) {
       if (q == 1 && !c.Dp) continue;

@@ -170,13 +170,12 @@ inline int64_t bwd_floats(int64_t Q, int64_t N, int64_t P) {
 // mode 1 (backward, chunks k >= 1): R = Σ_t exp(cs_t)·dy_t ⊗ C_t at boundary k.
 // Also the chunk's cs_last at that boundary (ws_dec / ws_decb). Grid (slots, nheads).
 template <class T>
-__global__ void __launch_bounds__(kThreads) chunk_outer(Params<T> p, int mode) {
+__device__ __forceinline__ void chunk_outer_one(const Params<T>& p, int mode, int64_t slot, float* smem) {
   ChunkPos c;
-  if (!chunk_pos(p, blockIdx.x, c)) return;
+  if (!chunk_pos(p, slot, c)) return;
   if (mode == 0 ? c.k >= c.nk - 1 : c.k == 0) return;
   const int64_t h = blockIdx.y, g = h / p.hpg;
   const int P = p.P, N = p.N, Q = p.Q, L = c.L;
-  extern __shared__ float smem[];
   float* sU = smem;
   float* sV = sU + Q * P;
   float* s_dt = sV + Q * N;
@@ -201,16 +200,26 @@ __global__ void __launch_bounds__(kThreads) chunk_outer(Params<T> p, int mode) {
       [&](int q, int n, float v) { out[q * N + n] = v; });
   if (threadIdx.x == 0) (mode == 0 ? p.ws_dec : p.ws_decb)[i * p.nheads + h] = s_cs[L - 1];
 }
+// Grid (outer_grid_x, nheads); each block takes slots blockIdx.x, + gridDim.x, ... (most slots
+// need no work when sequences are a single chunk: few blocks then skip them cheaply).
+template <class T>
+__global__ void __launch_bounds__(kThreads) chunk_outer(Params<T> p, int mode) {
+  extern __shared__ float smem[];
+  for (int64_t slot = blockIdx.x; slot < p.slots; slot += gridDim.x) {
+    __syncthreads();  // the previous slot's readers of shared memory are done
+    chunk_outer_one(p, mode, slot, smem);
+  }
+}
 
 // State passing along each (sequence, head), kPassElems state elements per thread, grid
-// (batch·nheads, ceil(P·N / (kThreads·kPassElems))).
+// (pass_grid_x, ceil(P·N / (kThreads·kPassElems))), (sequence, head) pairs strided over blockIdx.x.
 // mode 0: H_in(j) = exp(cs_last(j−1))·H_in(j−1) + S_{j−1} for j = 1 .. nk−1, over S in ws_H;
 //         an empty sequence's final_state is its initial state (or 0).
 // mode 1: G_end(j−1) = exp(cs_last(j))·G_end(j) + R_j for j = nk−1 .. 1, over R in ws_G, from
 //         G_end(nk−1) = dfinal (or 0); an empty sequence's dinitial_state is its dfinal (or 0).
 template <class T>
-__global__ void __launch_bounds__(kThreads) pass_states(Params<T> p, int mode) {
-  const int64_t b = blockIdx.x / p.nheads, h = blockIdx.x % p.nheads;
+__device__ __forceinline__ void pass_one(const Params<T>& p, int mode, int64_t bh) {
+  const int64_t b = bh / p.nheads, h = bh % p.nheads;
   const int64_t PN = static_cast<int64_t>(p.P) * p.N;
   const int64_t start = p.cu[b], end = p.cu[b + 1];
   if (start < 0 || end > p.tokens || end < start) return;
@@ -250,6 +259,24 @@ __global__ void __launch_bounds__(kThreads) pass_states(Params<T> p, int mode) {
       }
     }
   }
+}
+template <class T>
+__global__ void __launch_bounds__(kThreads) pass_states(Params<T> p, int mode) {
+  for (int64_t bh = blockIdx.x; bh < p.batch * p.nheads; bh += gridDim.x) pass_one(p, mode, bh);
+}
+
+// Launch grids of chunk_outer and pass_states (blocks stride over slots / (sequence, head)).
+constexpr int64_t kOuterBlocks = 4096, kPassBlocks = 1024;
+template <class T>
+dim3 outer_grid(const Params<T>& p) {
+  const int64_t per_head = kOuterBlocks / p.nheads > 1 ? kOuterBlocks / p.nheads : 1;
+  return dim3(static_cast<unsigned>(p.slots < per_head ? p.slots : per_head), static_cast<unsigned>(p.nheads));
+}
+template <class T>
+dim3 pass_grid(const Params<T>& p) {
+  const int64_t bh = p.batch * p.nheads, PN = static_cast<int64_t>(p.P) * p.N;
+  return dim3(static_cast<unsigned>(bh < kPassBlocks ? bh : kPassBlocks),
+              static_cast<unsigned>((PN + kThreads * kPassElems - 1) / (kThreads * kPassElems)));
 }
 
 // A chunk-start state (k > 0: float in the workspace) or a state given by the caller (type T),
@@ -655,12 +682,9 @@ template <class T>
 void launch_states(const Params<T>& p, cudaStream_t stream) {
   const std::size_t ob = static_cast<std::size_t>(outer_floats(p.Q, p.N, p.P)) * sizeof(float);
   set_smem(chunk_outer<T>, ob);
-  chunk_outer<T><<<dim3(static_cast<unsigned>(p.slots), static_cast<unsigned>(p.nheads)), kThreads, ob, stream>>>(p, 0);
+  chunk_outer<T><<<outer_grid(p), kThreads, ob, stream>>>(p, 0);
   MAMBATRACK_CUDA_CHECK(cudaGetLastError());
-  const int64_t PN = static_cast<int64_t>(p.P) * p.N;
-  const dim3 pg(static_cast<unsigned>(p.batch * p.nheads),
-                static_cast<unsigned>((PN + kThreads * kPassElems - 1) / (kThreads * kPassElems)));
-  pass_states<T><<<pg, kThreads, 0, stream>>>(p, 0);
+  pass_states<T><<<pass_grid(p), kThreads, 0, stream>>>(p, 0);
   MAMBATRACK_CUDA_CHECK(cudaGetLastError());
 }
 
@@ -707,13 +731,9 @@ void ssd_bwd(const SsdBwdArgs<T, Cuda>& a, cudaStream_t stream = nullptr) {
   float* tmp = D::prepare(p, true, stream);
   D::launch_states(p, stream);
   const std::size_t ob = static_cast<std::size_t>(D::outer_floats(p.Q, p.N, p.P)) * sizeof(float);
-  D::chunk_outer<T><<<dim3(static_cast<unsigned>(p.slots), static_cast<unsigned>(p.nheads)), D::kThreads, ob, stream>>>(
-      p, 1);
+  D::chunk_outer<T><<<D::outer_grid(p), D::kThreads, ob, stream>>>(p, 1);
   MAMBATRACK_CUDA_CHECK(cudaGetLastError());
-  const int64_t PN = static_cast<int64_t>(p.P) * p.N;
-  const dim3 pg(static_cast<unsigned>(p.batch * p.nheads),
-                static_cast<unsigned>((PN + D::kThreads * D::kPassElems - 1) / (D::kThreads * D::kPassElems)));
-  D::pass_states<T><<<pg, D::kThreads, 0, stream>>>(p, 1);
+  D::pass_states<T><<<D::pass_grid(p), D::kThreads, 0, stream>>>(p, 1);
   MAMBATRACK_CUDA_CHECK(cudaGetLastError());
   const std::size_t bb = static_cast<std::size_t>(D::bwd_floats(p.Q, p.N, p.P)) * sizeof(float);
   D::set_smem(D::bwd_main<T>, bb);
