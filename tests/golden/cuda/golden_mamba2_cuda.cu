@@ -53,8 +53,8 @@ std::vector<Result> run_mamba2_block_cuda(const Case& c) {
   // terms per entry, chunked SSD sums over len and the heads of a group, parameter gradients
   // summed over 74 tokens, all in other orders than the CPU layer, which measures <= 6.9e-7;
   // with the CPU SSD's double dA/dD/ddt_bias accumulators made float, as on the GPU, <= 8e-7).
-  // Not the reference's 1e-3 on grad_A_log/grad_dt_bias: that was Triton's TF32 dots; ours are
-  // plain fp32 (cuBLASLt CUBLAS_COMPUTE_32F, SIMT SSD).
+  // The README's 1e-3 on grad_A_log/grad_dt_bias is the Triton reference's own error against
+  // float64, not a bound for ours: plain fp32 GEMMs (CUBLAS_COMPUTE_32F) and a SIMT fp32 SSD.
   const double tol = 1e-4;
   std::vector<Result> r;
   r.push_back({"cuda f32 out", "out", host_doubles(out), tol});
