@@ -274,7 +274,9 @@ void compare_model(const Config& cfg, uint64_t seed) {
         CHECK(test::rel_err(r, std::vector<double>(r.size(), 0.0)) == 0.0);
         continue;
       }
-      CHECK_CLOSE(p.name, g, r, tol);
+      // Per parameter 1e-3: a small gradient that is a sum of cancelling per-token terms carries a
+      // larger relative fp32 rounding error; an indexing bug gives O(1). The whole vector: 1e-4.
+      CHECK_CLOSE(p.name, g, r, 10 * tol);
       all_g.insert(all_g.end(), g.begin(), g.end());
       all_r.insert(all_r.end(), r.begin(), r.end());
       ++compared;

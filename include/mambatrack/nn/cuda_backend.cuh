@@ -38,6 +38,11 @@
 
 namespace mambatrack::nn {
 
+// Use in a training step (the layers are the same templates as on the CPU):
+//   CudaParameterStore store;  model.register_params(store);  store.finalize();
+//   model.init(store.host(), seed);  store.upload();            // init always runs on the host
+//   CudaBackend::to_device(ids_host, ids_dev); ...              // cu_seqlens validated on the host first
+//   store.zero_grad();  forward/backward;  optimizer on store.values()/grads();  store.download() to save.
 struct CudaBackend {
   using Scalar = float;
   using Device = Cuda;

@@ -10,6 +10,9 @@
 #include <vector>
 #include <memory>
 #include <limits>
+#include <cstdlib>
+#include <cstdio>
+#include "mambatrack/core/dtype.hpp"
 #define __global__
 #define __device__
 #define __host__
@@ -47,8 +50,10 @@ void launch(dim3 grid, dim3 block, std::size_t smem_bytes, F body) {
   for (unsigned by = 0; by < grid.y; ++by)
     for (unsigned bx = 0; bx < grid.x; ++bx) {
       const std::size_t nf = smem_bytes / sizeof(float);
-      std::vector<float> sm(nf > 0 ? nf : 1, std::numeric_limits<float>::quiet_NaN());
-      g_smem = nf > 0 ? sm.data() : nullptr;
+      const std::size_t alloc = (smem_bytes + 127) / 128 * 128 + 128;
+      float* sm = static_cast<float*>(std::aligned_alloc(128, alloc));  // 128-byte aligned like __align__(128)
+      for (std::size_t i = 0; i < alloc / sizeof(float); ++i) sm[i] = std::numeric_limits<float>::quiet_NaN();
+      g_smem = nf > 0 ? sm : nullptr;
       std::barrier<> bar(block.x);
       g_bar = &bar;
       g_warp_bars.clear();
@@ -63,6 +68,7 @@ void launch(dim3 grid, dim3 block, std::size_t smem_bytes, F body) {
           body();
         });
       for (auto& x : th) x.join();
+      std::free(sm);
     }
 }
 }  // namespace emu
@@ -74,3 +80,76 @@ inline void st(T* p, int64_t i, float v) { p[i] = T(v); }
 inline float softplus_f(float x) { return x <= 20.0f ? log1pf(expf(x)) : x; }
 inline float sigmoid_f(float x) { return 1.0f / (1.0f + expf(-x)); }
 }  // namespace mambatrack::cuda::detail
+
+// WMMA emulation (16x16x16, bf16 in, float accumulate): every lane holds and computes the whole
+// tile; the API's alignment rules (32-byte pointers, ldm multiple of 8 / 4) are checked.
+struct __nv_bfloat16 {
+  uint16_t bits;
+};
+namespace nvcuda::wmma {
+struct matrix_a {};
+struct matrix_b {};
+struct accumulator {};
+struct row_major {};
+struct col_major {};
+enum layout_t { mem_row_major, mem_col_major };
+template <class Use, int M, int N, int K, class Ty, class Layout = void>
+struct fragment {
+  float v[16][16];
+};
+inline void check_ptr(const void* p, unsigned ldm, unsigned mult) {
+  if (reinterpret_cast<std::uintptr_t>(p) % 32 != 0 || ldm % mult != 0) {
+    std::fprintf(stderr, "wmma: misaligned pointer %p or ldm %u\n", p, ldm);
+    std::abort();
+  }
+}
+inline float bf(const __nv_bfloat16& x) { return mambatrack::bf16_bits_to_float(x.bits); }
+template <class Use, class Ty, class Layout>
+void fill_fragment(fragment<Use, 16, 16, 16, Ty, Layout>& f, float x) {
+  for (auto& r : f.v)
+    for (float& e : r) e = x;
+}
+inline void load_matrix_sync(fragment<matrix_a, 16, 16, 16, __nv_bfloat16, col_major>& f, const __nv_bfloat16* p,
+                             unsigned ldm) {
+  check_ptr(p, ldm, 8);
+  for (int r = 0; r < 16; ++r)
+    for (int c = 0; c < 16; ++c) f.v[r][c] = bf(p[r + c * ldm]);
+}
+inline void load_matrix_sync(fragment<matrix_a, 16, 16, 16, __nv_bfloat16, row_major>& f, const __nv_bfloat16* p,
+                             unsigned ldm) {
+  check_ptr(p, ldm, 8);
+  for (int r = 0; r < 16; ++r)
+    for (int c = 0; c < 16; ++c) f.v[r][c] = bf(p[r * ldm + c]);
+}
+inline void load_matrix_sync(fragment<matrix_b, 16, 16, 16, __nv_bfloat16, row_major>& f, const __nv_bfloat16* p,
+                             unsigned ldm) {
+  check_ptr(p, ldm, 8);
+  for (int r = 0; r < 16; ++r)
+    for (int c = 0; c < 16; ++c) f.v[r][c] = bf(p[r * ldm + c]);
+}
+inline void load_matrix_sync(fragment<matrix_b, 16, 16, 16, __nv_bfloat16, col_major>& f, const __nv_bfloat16* p,
+                             unsigned ldm) {
+  check_ptr(p, ldm, 8);
+  for (int r = 0; r < 16; ++r)
+    for (int c = 0; c < 16; ++c) f.v[r][c] = bf(p[r + c * ldm]);
+}
+template <class LA, class LB>
+void mma_sync(fragment<accumulator, 16, 16, 16, float>& d, const fragment<matrix_a, 16, 16, 16, __nv_bfloat16, LA>& a,
+              const fragment<matrix_b, 16, 16, 16, __nv_bfloat16, LB>& b,
+              const fragment<accumulator, 16, 16, 16, float>& c) {
+  float out[16][16];
+  for (int r = 0; r < 16; ++r)
+    for (int col = 0; col < 16; ++col) {
+      float s = c.v[r][col];
+      for (int k = 0; k < 16; ++k) s += a.v[r][k] * b.v[k][col];
+      out[r][col] = s;
+    }
+  for (int r = 0; r < 16; ++r)
+    for (int col = 0; col < 16; ++col) d.v[r][col] = out[r][col];
+}
+inline void store_matrix_sync(float* p, const fragment<accumulator, 16, 16, 16, float>& f, unsigned ldm, layout_t l) {
+  check_ptr(p, ldm, 4);
+  for (int r = 0; r < 16; ++r)
+    for (int c = 0; c < 16; ++c) (l == mem_row_major ? p[r * ldm + c] : p[r + c * ldm]) = f.v[r][c];
+}
+}  // namespace nvcuda::wmma

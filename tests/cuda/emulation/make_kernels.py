@@ -5,7 +5,7 @@
 import sys, os
 root = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', '..', 'include', 'mambatrack', 'ops', 'cuda')
 out = sys.argv[1]
-incs = ['#include <cuda_runtime.h>\n', '#include "mambatrack/core/cuda_memory.cuh"\n',
+incs = ['#include <cuda_runtime.h>\n', '#include <cuda_bf16.h>\n', '#include <mma.h>\n', '#include "mambatrack/core/cuda_memory.cuh"\n',
         '#include "mambatrack/ops/cuda/kernel_util.cuh"\n']
 
 s = open(os.path.join(root, 'ssd.cuh')).read()
@@ -13,6 +13,9 @@ for inc in incs:
     s = s.replace(inc, '')
 s = s.replace('#pragma once\n', '#pragma once\n#include "emu.hpp"\n', 1)
 s = s.replace('extern __shared__ float smem[];', 'float* smem = emu::g_smem;')
+assert 'extern __shared__ __align__(128) unsigned char ssd_outer_smem[];' in s
+s = s.replace('extern __shared__ __align__(128) unsigned char ssd_outer_smem[];',
+              'unsigned char* ssd_outer_smem = reinterpret_cast<unsigned char*>(emu::g_smem);')
 a = s.index('inline std::size_t smem_limit() {'); b = s.index('\n}\n', a) + 3
 s = s[:a] + 'inline std::size_t smem_limit() { return emu::kSmemLimit; }\n' + s[b:]
 # Few blocks, so that the grid-stride loops over slots and (sequence, head) pairs run.

@@ -7,20 +7,23 @@
 #include <random>
 using namespace mambatrack;
 namespace D = mambatrack::cuda::ssd_cuda_detail;
-const float kNaN = std::numeric_limits<float>::quiet_NaN();
 
 struct Case { std::vector<int64_t> lens; int64_t H, P, N, G, chunk; bool Dp, bias, init, dfinal, dinit, clamp; size_t smem; };
 
-double rel(const std::vector<float>& g, const std::vector<double>& w) {
+template <class T>
+double rel(const std::vector<T>& g, const std::vector<double>& w) {
   double n = 0, d = 0;
-  for (size_t i = 0; i < w.size(); ++i) { double e = g[i] - w[i]; n += e * e; d += w[i] * w[i]; }
-  for (float x : g) if (!std::isfinite(x)) return 1e30;
+  for (size_t i = 0; i < w.size(); ++i) { double e = static_cast<float>(g[i]) - w[i]; n += e * e; d += w[i] * w[i]; }
+  for (const T& x : g) if (!std::isfinite(static_cast<float>(x))) return 1e30;
   return d == 0 ? std::sqrt(n) : std::sqrt(n / d);
 }
 
+template <class T>
 int run(const Case& c, uint64_t seed) {
+  const bool bf = !std::is_same_v<T, float>;
+  const double kA = bf ? 1e-2 : 2e-5, kD = bf ? 1e-2 : 5e-5, kP = bf ? 1e-2 : 1e-4;  // activations, ddt, params
   std::mt19937_64 rng(seed);
-  auto uni = [&](size_t n, double lo, double hi) { std::uniform_real_distribution<double> u(lo, hi); std::vector<double> v(n); for (auto& x : v) x = double(float(u(rng))); return v; };
+  auto uni = [&](size_t n, double lo, double hi) { std::uniform_real_distribution<double> u(lo, hi); std::vector<double> v(n); for (auto& x : v) x = double(float(T(float(u(rng))))); return v; };
   const int64_t batch = c.lens.size();
   std::vector<int64_t> cu(batch + 1, 0);
   for (int64_t b = 0; b < batch; ++b) cu[b + 1] = cu[b] + c.lens[b];
@@ -28,8 +31,9 @@ int run(const Case& c, uint64_t seed) {
   auto x = uni(L * H * P, -1, 1), dt = uni(L * H, -1.5, 1), bias = uni(H, -2, 0), A = uni(H, -2, -0.3),
        B = uni(L * G * N, -1, 1), C = uni(L * G * N, -1, 1), Dv = uni(H, 0.5, 1.5), init = uni(batch * H * P * N, -1, 1),
        dy = uni(L * H * P, -1, 1), dfin = uni(batch * H * P * N, -1, 1), dA0 = uni(H, -.1, .1), dD0 = uni(H, -.1, .1), db0 = uni(H, -.1, .1);
-  auto f = [](const std::vector<double>& v) { return std::vector<float>(v.begin(), v.end()); };
-  const double dmin = c.clamp ? 0.15 : 0.0, dmax = c.clamp ? double(0.6f) : std::numeric_limits<double>::infinity();
+  auto f = [](const std::vector<double>& v) { std::vector<T> o; for (double x : v) o.push_back(T(float(x))); return o; };
+  const double dmin = c.clamp ? double(float(T(0.15f))) : 0.0,
+               dmax = c.clamp ? double(float(T(0.6f))) : std::numeric_limits<double>::infinity();
   // reference
   SsdInputs<double> ri;
   const Shape xs{L, H, P}, hs{H}, bs{L, G, N}, ss{batch, H, P, N};
@@ -51,99 +55,106 @@ int run(const Case& c, uint64_t seed) {
   reference::ssd_bwd(rb);
   // "device" inputs (exact-size float vectors)
   auto fx = f(x), fdt = f(dt), fbias = f(bias), fA = f(A), fB = f(B), fC = f(C), fD = f(Dv), finit = f(init), fdy = f(dy), fdfin = f(dfin);
-  SsdInputs<float, Cuda> in;
-  in.x = View<const float, Cuda>(fx.data(), xs); in.dt = View<const float, Cuda>(fdt.data(), Shape{L, H});
-  if (c.bias) in.dt_bias = View<const float, Cuda>(fbias.data(), hs);
-  in.A = View<const float, Cuda>(fA.data(), hs); in.B = View<const float, Cuda>(fB.data(), bs); in.C = View<const float, Cuda>(fC.data(), bs);
-  if (c.Dp) in.D = View<const float, Cuda>(fD.data(), hs);
-  if (c.init) in.initial_state = View<const float, Cuda>(finit.data(), ss);
+  const T kNaN = T(std::numeric_limits<float>::quiet_NaN());
+  SsdInputs<T, Cuda> in;
+  in.x = View<const T, Cuda>(fx.data(), xs); in.dt = View<const T, Cuda>(fdt.data(), Shape{L, H});
+  if (c.bias) in.dt_bias = View<const T, Cuda>(fbias.data(), hs);
+  in.A = View<const T, Cuda>(fA.data(), hs); in.B = View<const T, Cuda>(fB.data(), bs); in.C = View<const T, Cuda>(fC.data(), bs);
+  if (c.Dp) in.D = View<const T, Cuda>(fD.data(), hs);
+  if (c.init) in.initial_state = View<const T, Cuda>(finit.data(), ss);
   in.cu_seqlens = View<const int64_t, Cuda>(cu.data(), Shape{batch + 1});
-  in.dt_min = float(dmin); in.dt_max = float(dmax);
+  in.dt_min = T(float(dmin)); in.dt_max = T(float(dmax));
   emu::kSmemLimit = c.smem;
   int bad = 0;
-  auto report = [&](const char* n, const std::vector<float>& g, const std::vector<double>& w, double tol) {
+  auto report = [&](const char* n, const std::vector<T>& g, const std::vector<double>& w, double tol) {
     const double e = rel(g, w);
     std::printf("  %-8s %.2e%s\n", n, e, e <= tol ? "" : "   <-- FAIL");
     bad += e > tol;
   };
   // ---------- forward (mirror of ssd_fwd) ----------
-  std::vector<float> y(L * H * P, kNaN), fin(batch * H * P * N, kNaN);
+  std::vector<T> y(L * H * P, kNaN), fin(batch * H * P * N, kNaN);
   {
-    SsdFwdArgs<float, Cuda> a{in, View<float, Cuda>(y.data(), xs), View<float, Cuda>(fin.data(), ss)};
+    SsdFwdArgs<T, Cuda> a{in, View<T, Cuda>(y.data(), xs), View<T, Cuda>(fin.data(), ss)};
     a.chunk_size = c.chunk;
     const SsdDims d = validate_ssd_fwd(a);
-    auto p = D::make_params<float>(a.in, d, a.chunk_size, false);
+    auto p = D::make_params<T>(a.in, d, a.chunk_size, false);
     p.y = y.data(); p.final_state = fin.data();
     std::vector<int> map(2 * p.slots, -1);
     p.slot_seq = map.data(); p.slot_k = map.data() + p.slots;
-    std::vector<float> wsH(p.nb * H * P * N, kNaN), wsdec(p.nb * H, kNaN);
+    const float fN = std::numeric_limits<float>::quiet_NaN();
+    std::vector<float> wsH(p.nb * H * P * N, fN), wsdec(p.nb * H, fN);
     p.ws_H = wsH.data(); p.ws_dec = wsdec.data();
     emu::launch(dim3((p.batch + 127) / 128), dim3(128), 0, [&] { D::map_slots<0>(p.cu, p.batch, p.tokens, p.Q, p.slots, p.slot_seq, p.slot_k); });
-    emu::launch(D::outer_grid(p), dim3(D::kThreads), D::outer_floats(p.Q, N, P) * 4, [&] { D::chunk_outer<float>(p, 0); });
-    emu::launch(D::pass_grid(p), dim3(D::kThreads), 0, [&] { D::pass_states<float>(p, 0); });
-    emu::launch(dim3(p.slots, G), dim3(D::kThreads), D::fwd_floats(p.Q, N, P) * 4, [&] { D::fwd_out<float>(p); });
-    std::printf("case H%ld P%ld N%ld G%ld chunk %ld (fwd Q %d)\n", H, P, N, G, c.chunk, p.Q);
-    report("y", y, ry, 2e-5);
-    report("final", fin, rf, 2e-5);
+    emu::launch(D::outer_grid(p), dim3(D::kThreads), D::outer_floats(p.Q, N, P) * 4, [&] { D::chunk_outer<T>(p, 0); });
+    emu::launch(D::pass_grid(p), dim3(D::kThreads), 0, [&] { D::pass_states<T>(p, 0); });
+    emu::launch(dim3(p.slots, G), dim3(D::kThreads), D::fwd_floats(p.Q, N, P) * 4, [&] { D::fwd_out<T>(p); });
+    std::printf("case %s H%ld P%ld N%ld G%ld chunk %ld (fwd Q %d)\n", bf ? "bf16" : "fp32", H, P, N, G, c.chunk, p.Q);
+    report("y", y, ry, kA);
+    report("final", fin, rf, kA);
   }
   // ---------- backward (mirror of ssd_bwd) ----------
-  std::vector<float> dx(L * H * P, kNaN), ddt(L * H, kNaN), dB(L * G * N, kNaN), dC(L * G * N, kNaN), di(batch * H * P * N, kNaN);
-  std::vector<float> dA = f(dA0), dD = f(dD0), ddb = f(db0);
+  std::vector<T> dx(L * H * P, kNaN), ddt(L * H, kNaN), dB(L * G * N, kNaN), dC(L * G * N, kNaN), di(batch * H * P * N, kNaN);
+  std::vector<T> dA = f(dA0), dD = f(dD0), ddb = f(db0);
   {
-    SsdBwdArgs<float, Cuda> a;
-    a.in = in; a.dy = View<const float, Cuda>(fdy.data(), xs);
-    if (c.dfinal) a.dfinal_state = View<const float, Cuda>(fdfin.data(), ss);
-    a.dx = View<float, Cuda>(dx.data(), xs); a.ddt = View<float, Cuda>(ddt.data(), Shape{L, H});
-    a.dB = View<float, Cuda>(dB.data(), bs); a.dC = View<float, Cuda>(dC.data(), bs);
-    if (c.dinit) a.dinitial_state = View<float, Cuda>(di.data(), ss);
-    a.dA = View<float, Cuda>(dA.data(), hs); if (c.Dp) a.dD = View<float, Cuda>(dD.data(), hs); if (c.bias) a.ddt_bias = View<float, Cuda>(ddb.data(), hs);
+    SsdBwdArgs<T, Cuda> a;
+    a.in = in; a.dy = View<const T, Cuda>(fdy.data(), xs);
+    if (c.dfinal) a.dfinal_state = View<const T, Cuda>(fdfin.data(), ss);
+    a.dx = View<T, Cuda>(dx.data(), xs); a.ddt = View<T, Cuda>(ddt.data(), Shape{L, H});
+    a.dB = View<T, Cuda>(dB.data(), bs); a.dC = View<T, Cuda>(dC.data(), bs);
+    if (c.dinit) a.dinitial_state = View<T, Cuda>(di.data(), ss);
+    a.dA = View<T, Cuda>(dA.data(), hs); if (c.Dp) a.dD = View<T, Cuda>(dD.data(), hs); if (c.bias) a.ddt_bias = View<T, Cuda>(ddb.data(), hs);
     a.chunk_size = c.chunk;
     const SsdDims d = validate_ssd_bwd(a);
-    auto p = D::make_params<float>(a.in, d, a.chunk_size, true);
+    auto p = D::make_params<T>(a.in, d, a.chunk_size, true);
     p.dy = fdy.data(); p.dfinal = c.dfinal ? fdfin.data() : nullptr; p.dx = dx.data(); p.ddt = ddt.data(); p.dB = dB.data(); p.dC = dC.data();
     p.dinit = c.dinit ? di.data() : nullptr;
     std::vector<int> map(2 * p.slots, -1);
     p.slot_seq = map.data(); p.slot_k = map.data() + p.slots;
-    std::vector<float> wsH(p.nb * H * P * N, kNaN), wsdec(p.nb * H, kNaN), wsG(p.nb * H * P * N, kNaN), wsdecb(p.nb * H, kNaN), par(p.slots * 3 * H, kNaN);
+    const float fN = std::numeric_limits<float>::quiet_NaN();
+    std::vector<float> wsH(p.nb * H * P * N, fN), wsdec(p.nb * H, fN), wsG(p.nb * H * P * N, fN), wsdecb(p.nb * H, fN), par(p.slots * 3 * H, fN);
     p.ws_H = wsH.data(); p.ws_dec = wsdec.data(); p.ws_G = wsG.data(); p.ws_decb = wsdecb.data(); p.ws_par = par.data();
     emu::launch(dim3((p.batch + 127) / 128), dim3(128), 0, [&] { D::map_slots<0>(p.cu, p.batch, p.tokens, p.Q, p.slots, p.slot_seq, p.slot_k); });
-    emu::launch(D::outer_grid(p), dim3(D::kThreads), D::outer_floats(p.Q, N, P) * 4, [&] { D::chunk_outer<float>(p, 0); });
-    emu::launch(D::pass_grid(p), dim3(D::kThreads), 0, [&] { D::pass_states<float>(p, 0); });
-    emu::launch(D::outer_grid(p), dim3(D::kThreads), D::outer_floats(p.Q, N, P) * 4, [&] { D::chunk_outer<float>(p, 1); });
-    emu::launch(D::pass_grid(p), dim3(D::kThreads), 0, [&] { D::pass_states<float>(p, 1); });
-    emu::launch(dim3(p.slots, G), dim3(D::kThreads), D::bwd_floats(p.Q, N, P) * 4, [&] { D::bwd_main<float>(p); });
+    emu::launch(D::outer_grid(p), dim3(D::kThreads), D::outer_floats(p.Q, N, P) * 4, [&] { D::chunk_outer<T>(p, 0); });
+    emu::launch(D::pass_grid(p), dim3(D::kThreads), 0, [&] { D::pass_states<T>(p, 0); });
+    emu::launch(D::outer_grid(p), dim3(D::kThreads), D::outer_floats(p.Q, N, P) * 4, [&] { D::chunk_outer<T>(p, 1); });
+    emu::launch(D::pass_grid(p), dim3(D::kThreads), 0, [&] { D::pass_states<T>(p, 1); });
+    emu::launch(dim3(p.slots, G), dim3(D::kThreads), D::bwd_floats(p.Q, N, P) * 4, [&] { D::bwd_main<T>(p); });
     for (int q = 0; q < 3; ++q) {
       if (q == 1 && !c.Dp) continue;
       if (q == 2 && !c.bias) continue;
-      float* out = q == 0 ? dA.data() : q == 1 ? dD.data() : ddb.data();
+      T* out = q == 0 ? dA.data() : q == 1 ? dD.data() : ddb.data();
       for (int64_t h = 0; h < H; ++h) {
         float s = 0;
         for (int64_t r = 0; r < p.slots; ++r) s += par[r * 3 * H + q * H + h];
-        out[h] += s;
+        out[h] = T(static_cast<float>(out[h]) + s);
       }
     }
     std::printf("  (bwd Q %d)\n", p.Q);
   }
-  report("dx", dx, rdx, 2e-5);
-  report("ddt", ddt, rddt, 5e-5);
-  report("dB", dB, rdB, 2e-5);
-  report("dC", dC, rdC, 2e-5);
-  if (c.dinit) report("dinit", di, rdi, 2e-5);
-  report("dA", dA, rdA, 1e-4);
-  if (c.Dp) report("dD", dD, rdD, 1e-4);
-  if (c.bias) report("ddtb", ddb, rdb, 1e-4);
+  report("dx", dx, rdx, kA);
+  report("ddt", ddt, rddt, kD);
+  report("dB", dB, rdB, kA);
+  report("dC", dC, rdC, kA);
+  if (c.dinit) report("dinit", di, rdi, kA);
+  report("dA", dA, rdA, kP);
+  if (c.Dp) report("dD", dD, rdD, kP);
+  if (c.bias) report("ddtb", ddb, rdb, kP);
   return bad;
 }
 
 int main(int argc, char** argv) {
   int bad = 0;
-  bad += run({{1, 2, 3, 7, 64, 100, 0, 33}, 4, 16, 16, 2, 16, true, true, true, true, true, false, 232448}, 1);
-  bad += run({{1, 2, 3, 7, 64, 100, 0, 33}, 4, 16, 16, 2, 24, true, true, true, true, true, false, 232448}, 2);
-  bad += run({{100, 1, 64, 2, 7, 3}, 2, 8, 4, 1, 7, true && false, false, false, false, false, false, 232448}, 3);
-  bad += run({{7, 64, 100, 1}, 4, 12, 12, 2, 32, true, true, false, true, true, true, 232448}, 4);
-  if (argc > 1) bad += run({{100, 3, 64}, 2, 64, 128, 1, 64, true, true, true, true, true, false, 232448}, 5);
+  bad += run<float>({{1, 2, 3, 7, 64, 100, 0, 33}, 4, 16, 16, 2, 16, true, true, true, true, true, false, 232448}, 1);
+  bad += run<float>({{1, 2, 3, 7, 64, 100, 0, 33}, 4, 16, 16, 2, 24, true, true, true, true, true, false, 232448}, 2);
+  bad += run<float>({{100, 1, 64, 2, 7, 3}, 2, 8, 4, 1, 7, true && false, false, false, false, false, false, 232448}, 3);
+  bad += run<float>({{7, 64, 100, 1}, 4, 12, 12, 2, 32, true, true, false, true, true, true, 232448}, 4);
+  if (argc > 1) bad += run<float>({{100, 3, 64}, 2, 64, 128, 1, 64, true, true, true, true, true, false, 232448}, 5);
   // a small shared-memory limit forces the chunk down (odd sizes)
-  bad += run({{1, 2, 3, 7, 64, 100}, 2, 16, 32, 2, 64, true, true, true, true, true, false, 40000}, 6);
+  bad += run<float>({{1, 2, 3, 7, 64, 100}, 2, 16, 32, 2, 64, true, true, true, true, true, false, 40000}, 6);
+  // bfloat16 storage: the tensor-core chunk states (headdim, d_state multiples of 16) and the
+  // SIMT path otherwise.
+  bad += run<bfloat16>({{1, 2, 3, 7, 64, 100, 0, 33}, 4, 16, 32, 2, 24, true, true, true, true, true, false, 232448}, 7);
+  bad += run<bfloat16>({{40, 3, 17}, 2, 12, 12, 1, 16, true, true, true, true, true, true, 232448}, 8);
   std::printf("%s\n", bad ? "FAILURES" : "all ok");
   return bad != 0;
 }

@@ -8,7 +8,9 @@
 // summed in a fixed order; dB/dC are summed over the heads of a group in head order in a block.
 #pragma once
 
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
+#include <mma.h>
 
 #include <cstdint>
 #include <type_traits>
@@ -158,7 +160,7 @@ __device__ __forceinline__ void chunk_scalars(const Params<T>& p, const ChunkPos
 }
 
 // Dynamic shared memory (floats) of each kernel for chunk size Q.
-inline int64_t outer_floats(int64_t Q, int64_t N, int64_t P) { return Q * (P + N) + 5 * Q; }
+inline int64_t outer_floats(int64_t Q, int64_t N, int64_t P) { return (Q + 15) / 16 * 16 * (P + N) + 5 * Q; }
 inline int64_t fwd_floats(int64_t Q, int64_t N, int64_t P) {
   return 2 * Q * (N + 1) + 2 * Q * (Q + 1) + 2 * Q * (P + 1) + 6 * Q;
 }
@@ -176,35 +178,73 @@ __device__ __forceinline__ void chunk_outer_one(const Params<T>& p, int mode, in
   if (mode == 0 ? c.k >= c.nk - 1 : c.k == 0) return;
   const int64_t h = blockIdx.y, g = h / p.hpg;
   const int P = p.P, N = p.N, Q = p.Q, L = c.L;
-  float* sU = smem;
-  float* sV = sU + Q * P;
-  float* s_dt = sV + Q * N;
+  const int Qp = (Q + 15) / 16 * 16;
+  float* s_dt = smem + Qp * (P + N);
   float* s_dtg = s_dt + Q;
   float* s_csdt = s_dtg + Q;
   float* s_cs = s_csdt + Q;
   float* s_coef = s_cs + Q;
   const T* U = mode == 0 ? p.x : p.dy;
   const T* V = mode == 0 ? p.B : p.C;
-  for (int e = threadIdx.x; e < L * P; e += blockDim.x)
-    sU[e] = detail::ld(U, ((c.t0 + e / P) * p.nheads + h) * P + e % P);
-  for (int e = threadIdx.x; e < L * N; e += blockDim.x)
-    sV[e] = detail::ld(V, ((c.t0 + e / N) * p.ngroups + g) * N + e % N);
   chunk_scalars(p, c, h, s_dt, s_dtg, s_csdt, s_cs);
   for (int t = threadIdx.x; t < L; t += blockDim.x)
     s_coef[t] = mode == 0 ? expf(s_cs[L - 1] - s_cs[t]) * s_dt[t] : expf(s_cs[t]);
   __syncthreads();
   const int64_t i = mode == 0 ? boundary(c.start, c.k + 1, Q) : boundary(c.start, c.k, Q);
   float* out = (mode == 0 ? p.ws_H : p.ws_G) + (i * p.nheads + h) * static_cast<int64_t>(P) * N;
+  if (threadIdx.x == 0) (mode == 0 ? p.ws_dec : p.ws_decb)[i * p.nheads + h] = s_cs[L - 1];
+  if constexpr (std::is_same_v<T, bfloat16>) {
+    if (P % 16 == 0 && N % 16 == 0) {
+      // Tensor cores (bf16 in, fp32 accumulate): A = (U∘coef)ᵀ (P × Lp, column-major in sA),
+      // B = V (Lp × N), tokens padded with zeros to Lp, a multiple of 16.
+      namespace wmma = nvcuda::wmma;
+      bfloat16* sA = reinterpret_cast<bfloat16*>(smem);
+      bfloat16* sBm = sA + Qp * P;
+      const int Lp = (L + 15) / 16 * 16;
+      for (int e = threadIdx.x; e < Lp * P; e += blockDim.x) {
+        const int s = e / P, q = e % P;
+        sA[e] = bfloat16(s < L ? detail::ld(U, ((c.t0 + s) * p.nheads + h) * P + q) * s_coef[s] : 0.0f);
+      }
+      for (int e = threadIdx.x; e < Lp * N; e += blockDim.x) {
+        const int s = e / N, n = e % N;
+        sBm[e] = s < L ? V[((c.t0 + s) * p.ngroups + g) * N + n] : bfloat16(0.0f);
+      }
+      __syncthreads();
+      const int warp = static_cast<int>(threadIdx.x) >> 5, nw = static_cast<int>(blockDim.x) >> 5;
+      const int tn = N / 16;
+      for (int tile = warp; tile < (P / 16) * tn; tile += nw) {
+        const int q0 = (tile / tn) * 16, n0 = (tile % tn) * 16;
+        wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+        wmma::fill_fragment(acc, 0.0f);
+        for (int k0 = 0; k0 < Lp; k0 += 16) {
+          wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::col_major> fa;
+          wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::row_major> fb;
+          wmma::load_matrix_sync(fa, reinterpret_cast<const __nv_bfloat16*>(sA + k0 * P + q0), P);
+          wmma::load_matrix_sync(fb, reinterpret_cast<const __nv_bfloat16*>(sBm + k0 * N + n0), N);
+          wmma::mma_sync(acc, fa, fb, acc);
+        }
+        wmma::store_matrix_sync(out + q0 * N + n0, acc, N, wmma::mem_row_major);
+      }
+      return;
+    }
+  }
+  float* sU = smem;
+  float* sV = sU + Qp * P;
+  for (int e = threadIdx.x; e < L * P; e += blockDim.x)
+    sU[e] = detail::ld(U, ((c.t0 + e / P) * p.nheads + h) * P + e % P);
+  for (int e = threadIdx.x; e < L * N; e += blockDim.x)
+    sV[e] = detail::ld(V, ((c.t0 + e / N) * p.ngroups + g) * N + e % N);
+  __syncthreads();
   block_gemm(
       P, N, L, [&](int q, int s) { return sU[s * P + q] * s_coef[s]; }, [&](int s, int n) { return sV[s * N + n]; },
       [&](int q, int n, float v) { out[q * N + n] = v; });
-  if (threadIdx.x == 0) (mode == 0 ? p.ws_dec : p.ws_decb)[i * p.nheads + h] = s_cs[L - 1];
 }
 // Grid (outer_grid_x, nheads); each block takes slots blockIdx.x, + gridDim.x, ... (most slots
 // need no work when sequences are a single chunk: few blocks then skip them cheaply).
 template <class T>
 __global__ void __launch_bounds__(kThreads) chunk_outer(Params<T> p, int mode) {
-  extern __shared__ float smem[];
+  extern __shared__ __align__(128) unsigned char ssd_outer_smem[];  // 32-byte aligned for wmma
+  float* smem = reinterpret_cast<float*>(ssd_outer_smem);
   for (int64_t slot = blockIdx.x; slot < p.slots; slot += gridDim.x) {
     __syncthreads();  // the previous slot's readers of shared memory are done
     chunk_outer_one(p, mode, slot, smem);
