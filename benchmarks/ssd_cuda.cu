@@ -82,8 +82,8 @@ void run(const Problem& pr, double bw, double gemm) {
   ba.ddt_bias = ddb.view();
   ba.chunk_size = pr.chunk;
   const std::size_t smem = mambatrack::cuda::ssd_cuda_detail::smem_limit();
-  const double qf = static_cast<double>(mambatrack::cuda::ssd_cuda_detail::pick_chunk(pr.chunk, kN, kP, false, smem));
-  const double qb = static_cast<double>(mambatrack::cuda::ssd_cuda_detail::pick_chunk(pr.chunk, kN, kP, true, smem));
+  const double qf = static_cast<double>(mambatrack::cuda::ssd_cuda_detail::pick_chunk(pr.chunk, kN, kP, false, std::is_same_v<T, bfloat16>, smem));
+  const double qb = static_cast<double>(mambatrack::cuda::ssd_cuda_detail::pick_chunk(pr.chunk, kN, kP, true, std::is_same_v<T, bfloat16>, smem));
   const double es = sizeof(T);
   const double lhp = static_cast<double>(L * kH * kP), lh = static_cast<double>(L * kH),
                lgn = static_cast<double>(L * kG * kN);

@@ -149,7 +149,17 @@ void mma_sync(fragment<accumulator, 16, 16, 16, float>& d, const fragment<matrix
 }
 inline void store_matrix_sync(float* p, const fragment<accumulator, 16, 16, 16, float>& f, unsigned ldm, layout_t l) {
   check_ptr(p, ldm, 4);
+  // Warp-collective: every lane has loaded its operands before any lane stores (the emulated
+  // lanes each hold the whole tile and do not run in lockstep).
+  emu::g_warp_bars[threadIdx.x / 32]->arrive_and_wait();
   for (int r = 0; r < 16; ++r)
     for (int c = 0; c < 16; ++c) (l == mem_row_major ? p[r * ldm + c] : p[r + c * ldm]) = f.v[r][c];
+}
+}  // namespace nvcuda::wmma
+namespace nvcuda::wmma {
+inline void load_matrix_sync(fragment<accumulator, 16, 16, 16, float>& f, const float* p, unsigned ldm, layout_t l) {
+  check_ptr(p, ldm, 4);
+  for (int r = 0; r < 16; ++r)
+    for (int c = 0; c < 16; ++c) f.v[r][c] = l == mem_row_major ? p[r * ldm + c] : p[r + c * ldm];
 }
 }  // namespace nvcuda::wmma

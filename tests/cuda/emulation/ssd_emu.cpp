@@ -87,7 +87,7 @@ int run(const Case& c, uint64_t seed) {
     emu::launch(dim3((p.batch + 127) / 128), dim3(128), 0, [&] { D::map_slots<0>(p.cu, p.batch, p.tokens, p.Q, p.slots, p.slot_seq, p.slot_k); });
     emu::launch(D::outer_grid(p), dim3(D::kThreads), D::outer_floats(p.Q, N, P) * 4, [&] { D::chunk_outer<T>(p, 0); });
     emu::launch(D::pass_grid(p), dim3(D::kThreads), 0, [&] { D::pass_states<T>(p, 0); });
-    emu::launch(dim3(p.slots, G), dim3(D::kThreads), D::fwd_floats(p.Q, N, P) * 4, [&] { D::fwd_out<T>(p); });
+    emu::launch(dim3(p.slots, G), dim3(D::kThreads), D::fwd_floats(p.Q, N, P, p.mma) * 4, [&] { D::fwd_out<T>(p); });
     std::printf("case %s H%ld P%ld N%ld G%ld chunk %ld (fwd Q %d)\n", bf ? "bf16" : "fp32", H, P, N, G, c.chunk, p.Q);
     report("y", y, ry, kA);
     report("final", fin, rf, kA);
@@ -118,7 +118,7 @@ int run(const Case& c, uint64_t seed) {
     emu::launch(D::pass_grid(p), dim3(D::kThreads), 0, [&] { D::pass_states<T>(p, 0); });
     emu::launch(D::outer_grid(p), dim3(D::kThreads), D::outer_floats(p.Q, N, P) * 4, [&] { D::chunk_outer<T>(p, 1); });
     emu::launch(D::pass_grid(p), dim3(D::kThreads), 0, [&] { D::pass_states<T>(p, 1); });
-    emu::launch(dim3(p.slots, G), dim3(D::kThreads), D::bwd_floats(p.Q, N, P) * 4, [&] { D::bwd_main<T>(p); });
+    emu::launch(dim3(p.slots, G), dim3(D::kThreads), D::bwd_floats(p.Q, N, P, p.mma) * 4, [&] { D::bwd_main<T>(p); });
     for (int q = 0; q < 3; ++q) {
       if (q == 1 && !c.Dp) continue;
       if (q == 2 && !c.bias) continue;
@@ -149,6 +149,7 @@ int main(int argc, char** argv) {
   bad += run<float>({{100, 1, 64, 2, 7, 3}, 2, 8, 4, 1, 7, true && false, false, false, false, false, false, 232448}, 3);
   bad += run<float>({{7, 64, 100, 1}, 4, 12, 12, 2, 32, true, true, false, true, true, true, 232448}, 4);
   if (argc > 1) bad += run<float>({{100, 3, 64}, 2, 64, 128, 1, 64, true, true, true, true, true, false, 232448}, 5);
+  if (argc > 1) bad += run<bfloat16>({{100, 3, 64}, 2, 64, 128, 1, 64, true, true, true, true, true, false, 232448}, 9);
   // a small shared-memory limit forces the chunk down (odd sizes)
   bad += run<float>({{1, 2, 3, 7, 64, 100}, 2, 16, 32, 2, 64, true, true, true, true, true, false, 40000}, 6);
   // bfloat16 storage: the tensor-core chunk states (headdim, d_state multiples of 16) and the

@@ -39,6 +39,7 @@ struct Params {
   T *dx = nullptr, *ddt = nullptr, *dB = nullptr, *dC = nullptr, *dinit = nullptr;
   int64_t tokens = 0, nheads = 0, ngroups = 1, hpg = 1, batch = 0, slots = 0, nb = 0;
   int P = 0, N = 0, Q = 64;
+  bool mma = false;  // bf16 storage, headdim and d_state multiples of 16: tensor-core products
   float dt_min = 0.0f, dt_max = 0.0f;
   int* slot_seq = nullptr;  // slot -> sequence (-1: unused)
   int* slot_k = nullptr;    // slot -> chunk index in its sequence
@@ -161,13 +162,6 @@ __device__ __forceinline__ void chunk_scalars(const Params<T>& p, const ChunkPos
 
 // Dynamic shared memory (floats) of each kernel for chunk size Q.
 inline int64_t outer_floats(int64_t Q, int64_t N, int64_t P) { return (Q + 15) / 16 * 16 * (P + N) + 5 * Q; }
-inline int64_t fwd_floats(int64_t Q, int64_t N, int64_t P) {
-  return 2 * Q * (N + 1) + 2 * Q * (Q + 1) + 2 * Q * (P + 1) + 6 * Q;
-}
-inline int64_t bwd_floats(int64_t Q, int64_t N, int64_t P) {
-  return 4 * Q * (N + 1) + 3 * Q * (Q + 1) + 3 * Q * (P + 1) + 2 * Q * N + 12 * Q + kThreads / 32;
-}
-
 // mode 0 (forward, chunks k < nk − 1): S = Σ_s exp(cs_last − cs_s)·dt_s·x_s ⊗ B_s at boundary k + 1.
 // mode 1 (backward, chunks k >= 1): R = Σ_t exp(cs_t)·dy_t ⊗ C_t at boundary k.
 // Also the chunk's cs_last at that boundary (ws_dec / ws_decb). Grid (slots, nheads).
@@ -243,8 +237,8 @@ __device__ __forceinline__ void chunk_outer_one(const Params<T>& p, int mode, in
 // need no work when sequences are a single chunk: few blocks then skip them cheaply).
 template <class T>
 __global__ void __launch_bounds__(kThreads) chunk_outer(Params<T> p, int mode) {
-  extern __shared__ __align__(128) unsigned char ssd_outer_smem[];  // 32-byte aligned for wmma
-  float* smem = reinterpret_cast<float*>(ssd_outer_smem);
+  extern __shared__ __align__(128) unsigned char ssd_smem[];  // 32-byte aligned for wmma
+  float* smem = reinterpret_cast<float*>(ssd_smem);
   for (int64_t slot = blockIdx.x; slot < p.slots; slot += gridDim.x) {
     __syncthreads();  // the previous slot's readers of shared memory are done
     chunk_outer_one(p, mode, slot, smem);
@@ -319,6 +313,99 @@ dim3 pass_grid(const Params<T>& p) {
               static_cast<unsigned>((PN + kThreads * kPassElems - 1) / (kThreads * kPassElems)));
 }
 
+// Shared-memory layouts (in floats) of fwd_out and bwd_main for chunk size Q. Every buffer starts
+// 32-byte aligned (sizes rounded to 8 floats) for the tensor-core tiles; `mma` (bf16 storage,
+// headdim and d_state multiples of 16) adds the bf16 operand buffers.
+__host__ __device__ inline int64_t round8(int64_t n) { return (n + 7) / 8 * 8; }
+struct FwdLayout {
+  int64_t B, C, CB, M, X, Y, sc, Hb, Ce, total;
+  int ldN, ldQ, ldP, ldY, Qp;
+};
+__host__ __device__ inline FwdLayout fwd_layout(int64_t Q, int64_t N, int64_t P, bool mma) {
+  FwdLayout l;
+  l.ldN = static_cast<int>(N + 1), l.ldQ = static_cast<int>(Q + 1), l.ldP = static_cast<int>(P + 1);
+  l.ldY = static_cast<int>(P + 4), l.Qp = static_cast<int>((Q + 15) / 16 * 16);
+  int64_t o = 0;
+  l.B = o, o += round8(Q * l.ldN);
+  l.C = o, o += round8(Q * l.ldN);
+  l.CB = o, o += round8(Q * l.ldQ);
+  l.M = o, o += round8(Q * l.ldQ);
+  l.X = o, o += round8(Q * l.ldP);
+  l.Y = o, o += round8(l.Qp * l.ldY);
+  l.sc = o, o += round8(6 * Q);
+  l.Hb = o, o += mma ? round8(P * N / 2) : 0;
+  l.Ce = o, o += mma ? round8(l.Qp * N / 2) : 0;
+  l.total = o;
+  return l;
+}
+struct BwdLayout {
+  int64_t B, C, E1, E2, CB, M, W, X, dY, T, dB, dC, sc, red, Hb, Gb, Xb, dYe, Bw, total;
+  int ldN, ldQ, ldP, ldE, ldT, Qp;
+};
+__host__ __device__ inline BwdLayout bwd_layout(int64_t Q, int64_t N, int64_t P, bool mma) {
+  BwdLayout l;
+  l.ldN = static_cast<int>(N + 1), l.ldQ = static_cast<int>(Q + 1), l.ldP = static_cast<int>(P + 1);
+  l.ldE = static_cast<int>(N + 4), l.ldT = static_cast<int>(P + 4), l.Qp = static_cast<int>((Q + 15) / 16 * 16);
+  int64_t o = 0;
+  l.B = o, o += round8(Q * l.ldN);
+  l.C = o, o += round8(Q * l.ldN);
+  l.E1 = o, o += round8(l.Qp * l.ldE);
+  l.E2 = o, o += round8(l.Qp * l.ldE);
+  l.CB = o, o += round8(Q * l.ldQ);
+  l.M = o, o += round8(Q * l.ldQ);
+  l.W = o, o += round8(Q * l.ldQ);
+  l.X = o, o += round8(Q * l.ldP);
+  l.dY = o, o += round8(Q * l.ldP);
+  l.T = o, o += round8(l.Qp * l.ldT);
+  l.dB = o, o += round8(Q * N);
+  l.dC = o, o += round8(Q * N);
+  l.sc = o, o += round8(12 * Q);
+  l.red = o, o += kThreads / 32;
+  o = round8(o);
+  l.Hb = o, o += mma ? round8(P * N / 2) : 0;
+  l.Gb = o, o += mma ? round8(P * N / 2) : 0;
+  l.Xb = o, o += mma ? round8(l.Qp * P / 2) : 0;
+  l.dYe = o, o += mma ? round8(l.Qp * P / 2) : 0;
+  l.Bw = o, o += mma ? round8(l.Qp * N / 2) : 0;
+  l.total = o;
+  return l;
+}
+inline int64_t fwd_floats(int64_t Q, int64_t N, int64_t P, bool mma) { return fwd_layout(Q, N, P, mma).total; }
+inline int64_t bwd_floats(int64_t Q, int64_t N, int64_t P, bool mma) { return bwd_layout(Q, N, P, mma).total; }
+// The tensor-core path: bf16 storage, headdim and d_state multiples of 16.
+template <class T>
+constexpr bool mma_type() {
+  return std::is_same_v<T, bfloat16>;
+}
+inline bool use_mma(bool bf16, int64_t N, int64_t P) { return bf16 && N % 16 == 0 && P % 16 == 0; }
+
+// D (+)= A·B over 16×16 tiles on tensor cores (bf16 in, fp32 accumulate); warps take the tiles in
+// turn. A: M×K bf16 row-major (lda); B: K×N bf16 row-major (ldb), or column-major when kBColMajor
+// (element (k, n) at b[k + n·ldb]); D: fp32 row-major (ldd), loaded first when kAccumulate.
+// M, N, K multiples of 16; pointers 32-byte aligned, lda/ldb multiples of 8, ldd of 4.
+template <bool kBColMajor, bool kAccumulate>
+__device__ __forceinline__ void block_mma(int M, int Nc, int K, const bfloat16* a, int lda, const bfloat16* b, int ldb,
+                                          float* d, int ldd) {
+  namespace wmma = nvcuda::wmma;
+  using BLayout = std::conditional_t<kBColMajor, wmma::col_major, wmma::row_major>;
+  const int warp = static_cast<int>(threadIdx.x) >> 5, nw = static_cast<int>(blockDim.x) >> 5, tn = Nc / 16;
+  for (int tile = warp; tile < (M / 16) * tn; tile += nw) {
+    const int m0 = (tile / tn) * 16, n0 = (tile % tn) * 16;
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+    if constexpr (kAccumulate) wmma::load_matrix_sync(acc, d + m0 * ldd + n0, ldd, wmma::mem_row_major);
+    else wmma::fill_fragment(acc, 0.0f);
+    for (int k0 = 0; k0 < K; k0 += 16) {
+      wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> fa;
+      wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, BLayout> fb;
+      wmma::load_matrix_sync(fa, reinterpret_cast<const __nv_bfloat16*>(a + m0 * lda + k0), lda);
+      const bfloat16* bp = kBColMajor ? b + n0 * ldb + k0 : b + k0 * ldb + n0;
+      wmma::load_matrix_sync(fb, reinterpret_cast<const __nv_bfloat16*>(bp), ldb);
+      wmma::mma_sync(acc, fa, fb, acc);
+    }
+    wmma::store_matrix_sync(d + m0 * ldd + n0, acc, ldd, wmma::mem_row_major);
+  }
+}
+
 // A chunk-start state (k > 0: float in the workspace) or a state given by the caller (type T),
 // read from global memory: value(q, n) of the (headdim × d_state) matrix.
 template <class T>
@@ -333,29 +420,34 @@ struct StateRef {
 
 // Forward output of one chunk and one group (heads of the group in turn): y, and final_state in
 // the sequence's last chunk. Grid (slots, ngroups). The chunk-start state is read from global
-// memory (L1/L2), so shared memory stays small for short chunks.
+// memory (L1/L2); with bf16 storage (mma) the product C·H_inᵀ runs on tensor cores.
 template <class T>
 __global__ void __launch_bounds__(kThreads) fwd_out(Params<T> p) {
   ChunkPos c;
   if (!chunk_pos(p, blockIdx.x, c)) return;
   const int64_t g = blockIdx.y;
   const int P = p.P, N = p.N, Q = p.Q, L = c.L;
-  const int ldN = N + 1, ldP = P + 1, ldQ = Q + 1;
+  const FwdLayout lay = fwd_layout(Q, N, P, p.mma);
+  const int ldN = lay.ldN, ldP = lay.ldP, ldQ = lay.ldQ, ldY = lay.ldY;
+  const int Lp = (L + 15) / 16 * 16;
   const int64_t PN = static_cast<int64_t>(P) * N;
   const int64_t H = p.nheads, t0 = c.t0;
-  extern __shared__ float smem[];
-  float* sB = smem;
-  float* sC = sB + Q * ldN;
-  float* sCB = sC + Q * ldN;
-  float* sM = sCB + Q * ldQ;
-  float* sX = sM + Q * ldQ;
-  float* sY = sX + Q * ldP;
-  float* s_dt = sY + Q * ldP;
+  extern __shared__ __align__(128) unsigned char ssd_smem[];
+  float* smem = reinterpret_cast<float*>(ssd_smem);
+  float* sB = smem + lay.B;
+  float* sC = smem + lay.C;
+  float* sCB = smem + lay.CB;
+  float* sM = smem + lay.M;
+  float* sX = smem + lay.X;
+  float* sY = smem + lay.Y;
+  float* s_dt = smem + lay.sc;
   float* s_dtg = s_dt + Q;
   float* s_csdt = s_dtg + Q;
   float* s_cs = s_csdt + Q;
   float* s_coef = s_cs + Q;
   float* s_ecs = s_coef + Q;
+  bfloat16* sHb = reinterpret_cast<bfloat16*>(smem + lay.Hb);
+  bfloat16* sCe = reinterpret_cast<bfloat16*>(smem + lay.Ce);
   for (int e = threadIdx.x; e < L * N; e += blockDim.x) {
     const int t = e / N, n = e % N;
     const int64_t src = ((t0 + t) * p.ngroups + g) * N + n;
@@ -386,17 +478,33 @@ __global__ void __launch_bounds__(kThreads) fwd_out(Params<T> p) {
       const int t = e / L, s = e % L;
       sM[t * ldQ + s] = s <= t ? sCB[t * ldQ + s] * expf(s_cs[t] - s_cs[s]) * s_dt[s] : 0.0f;
     }
+    if (p.mma && has_H) {  // bf16 operands: diag(exp(cs))·C (rows padded with zeros) and H_in
+      for (int e = threadIdx.x; e < Lp * N; e += blockDim.x) {
+        const int t = e / N, n = e % N;
+        sCe[e] = bfloat16(t < L ? expf(s_cs[t]) * sC[t * ldN + n] : 0.0f);
+      }
+      for (int e = threadIdx.x; e < P * N; e += blockDim.x) sHb[e] = bfloat16(hin(e / N, e % N));
+    }
     __syncthreads();
     // Y = M·X (the chunk's own tokens) ...
     block_gemm(
         L, P, L, [&](int t, int s) { return sM[t * ldQ + s]; }, [&](int s, int q) { return sX[s * ldP + q]; },
-        [&](int t, int q, float v) { sY[t * ldP + q] = v; });
+        [&](int t, int q, float v) { sY[t * ldY + q] = v; });
     __syncthreads();
-    // ... + diag(exp(cs))·C·H_inᵀ, computed transposed (rows q) so H_in is read along its rows.
-    if (has_H)
-      block_gemm(
-          P, L, N, [&](int q, int n) { return hin(q, n); }, [&](int n, int t) { return sC[t * ldN + n]; },
-          [&](int q, int t, float v) { sY[t * ldP + q] += s_ecs[t] * v; });
+    // ... + diag(exp(cs))·C·H_inᵀ.
+    if (has_H) {
+      bool done = false;
+      if constexpr (mma_type<T>()) {
+        if (p.mma) {
+          block_mma<true, true>(Lp, P, N, sCe, N, sHb, N, sY, ldY);
+          done = true;
+        }
+      }
+      if (!done)  // SIMT, transposed (rows q) so that H_in is read along its rows
+        block_gemm(
+            P, L, N, [&](int q, int n) { return hin(q, n); }, [&](int n, int t) { return sC[t * ldN + n]; },
+            [&](int q, int t, float v) { sY[t * ldY + q] += s_ecs[t] * v; });
+    }
     if (last && p.final_state) {
       const float elast = expf(s_cs[L - 1]);
       T* fin = p.final_state + (c.b * H + h) * PN;
@@ -409,7 +517,7 @@ __global__ void __launch_bounds__(kThreads) fwd_out(Params<T> p) {
     const float Dh = p.D ? detail::ld(p.D, h) : 0.0f;
     for (int e = threadIdx.x; e < L * P; e += blockDim.x) {
       const int t = e / P, q = e % P;
-      detail::st(p.y, ((t0 + t) * H + h) * P + q, sY[t * ldP + q] + Dh * sX[t * ldP + q]);
+      detail::st(p.y, ((t0 + t) * H + h) * P + q, sY[t * ldY + q] + Dh * sX[t * ldP + q]);
     }
   }
 }
@@ -420,7 +528,8 @@ __global__ void __launch_bounds__(kThreads) fwd_out(Params<T> p) {
 // w_s = exp(cs_last − cs_s), H the chunk-start state and G the adjoint of the chunk-end state:
 //   dx = Mᵀ·dY + D·dy + diag(w·dt)·B·Gᵀ,   dC = (W·diag(dt))·B + diag(exp(cs))·dY·H,
 //   dB = diag(dt)·(Wᵀ·C + diag(w)·X·G),    and ∂L/∂cs from these (see the per-token sums).
-// H and G are read from global memory (L1/L2).
+// H and G are read from global memory (L1/L2); with bf16 storage (mma) the three products with
+// H or G run on tensor cores.
 template <class T>
 __global__ void __launch_bounds__(kThreads) bwd_main(Params<T> p) {
   const int64_t slot = blockIdx.x, g = blockIdx.y;
@@ -432,22 +541,25 @@ __global__ void __launch_bounds__(kThreads) bwd_main(Params<T> p) {
     return;
   }
   const int P = p.P, N = p.N, Q = p.Q, L = c.L;
-  const int ldN = N + 1, ldP = P + 1, ldQ = Q + 1;
+  const BwdLayout lay = bwd_layout(Q, N, P, p.mma);
+  const int ldN = lay.ldN, ldP = lay.ldP, ldQ = lay.ldQ, ldE = lay.ldE, ldT = lay.ldT;
+  const int Lp = (L + 15) / 16 * 16;
   const int64_t PN = static_cast<int64_t>(P) * N;
-  extern __shared__ float smem[];
-  float* sB = smem;
-  float* sC = sB + Q * ldN;
-  float* sE1 = sC + Q * ldN;
-  float* sE2 = sE1 + Q * ldN;
-  float* sCB = sE2 + Q * ldN;
-  float* sM = sCB + Q * ldQ;
-  float* sW = sM + Q * ldQ;
-  float* sX = sW + Q * ldQ;
-  float* sdY = sX + Q * ldP;
-  float* sT = sdY + Q * ldP;  // dx staging
-  float* sdB = sT + Q * ldP;
-  float* sdC = sdB + Q * N;
-  float* s_dt = sdC + Q * N;
+  extern __shared__ __align__(128) unsigned char ssd_smem[];
+  float* smem = reinterpret_cast<float*>(ssd_smem);
+  float* sB = smem + lay.B;
+  float* sC = smem + lay.C;
+  float* sE1 = smem + lay.E1;
+  float* sE2 = smem + lay.E2;
+  float* sCB = smem + lay.CB;
+  float* sM = smem + lay.M;
+  float* sW = smem + lay.W;
+  float* sX = smem + lay.X;
+  float* sdY = smem + lay.dY;
+  float* sT = smem + lay.T;  // dx staging
+  float* sdB = smem + lay.dB;
+  float* sdC = smem + lay.dC;
+  float* s_dt = smem + lay.sc;
   float* s_dtg = s_dt + Q;
   float* s_csdt = s_dtg + Q;
   float* s_cs = s_csdt + Q;
@@ -458,7 +570,12 @@ __global__ void __launch_bounds__(kThreads) bwd_main(Params<T> p) {
   float* s_v = s_u + Q;
   float* s_dD = s_v + Q;
   float* s_ddt = s_dD + Q;
-  float* s_red = s_ddt + 2 * Q;  // kThreads / 32 floats used
+  float* s_red = smem + lay.red;  // kThreads / 32 floats
+  bfloat16* sHb = reinterpret_cast<bfloat16*>(smem + lay.Hb);
+  bfloat16* sGb = reinterpret_cast<bfloat16*>(smem + lay.Gb);
+  bfloat16* sXb = reinterpret_cast<bfloat16*>(smem + lay.Xb);
+  bfloat16* sdYe = reinterpret_cast<bfloat16*>(smem + lay.dYe);
+  bfloat16* sBw = reinterpret_cast<bfloat16*>(smem + lay.Bw);
   for (int e = threadIdx.x; e < L * N; e += blockDim.x) {
     const int t = e / N, n = e % N;
     const int64_t src = ((c.t0 + t) * p.ngroups + g) * N + n;
@@ -497,47 +614,93 @@ __global__ void __launch_bounds__(kThreads) bwd_main(Params<T> p) {
       const int t = e / L, s = e % L;
       sM[t * ldQ + s] = s <= t ? sCB[t * ldQ + s] * expf(s_cs[t] - s_cs[s]) * s_dt[s] : 0.0f;
     }
+    if (p.mma) {  // bf16 operands, token rows padded with zeros to Lp
+      if (has_G) {
+        for (int e = threadIdx.x; e < P * N; e += blockDim.x) sGb[e] = bfloat16(gend(e / N, e % N));
+        for (int e = threadIdx.x; e < Lp * P; e += blockDim.x) {
+          const int t = e / P, q = e % P;
+          sXb[e] = bfloat16(t < L ? sX[t * ldP + q] : 0.0f);
+        }
+        for (int e = threadIdx.x; e < Lp * N; e += blockDim.x) {
+          const int t = e / N, n = e % N;
+          sBw[e] = bfloat16(t < L ? expf(s_cs[L - 1] - s_cs[t]) * s_dt[t] * sB[t * ldN + n] : 0.0f);
+        }
+      }
+      if (has_H) {
+        for (int e = threadIdx.x; e < P * N; e += blockDim.x) sHb[e] = bfloat16(hin(e / N, e % N));
+        for (int e = threadIdx.x; e < Lp * P; e += blockDim.x) {
+          const int t = e / P, q = e % P;
+          sdYe[e] = bfloat16(t < L ? expf(s_cs[t]) * sdY[t * ldP + q] : 0.0f);
+        }
+      }
+    }
     __syncthreads();
     // W = (dY·Xᵀ)∘exp(cs_t − cs_s), lower triangle.
     block_gemm(
         L, L, P, [&](int t, int q) { return sdY[t * ldP + q]; }, [&](int q, int s) { return sX[s * ldP + q]; },
         [&](int t, int s, float v) { sW[t * ldQ + s] = s <= t ? v * expf(s_cs[t] - s_cs[s]) : 0.0f; });
     // E2 = X·G.
-    if (has_G)
-      block_gemm(
-          L, N, P, [&](int s, int q) { return sX[s * ldP + q]; }, [&](int q, int n) { return gend(q, n); },
-          [&](int s, int n, float v) { sE2[s * ldN + n] = v; });
+    if (has_G) {
+      bool done = false;
+      if constexpr (mma_type<T>()) {
+        if (p.mma) {
+          block_mma<false, false>(Lp, N, P, sXb, P, sGb, N, sE2, ldE);
+          done = true;
+        }
+      }
+      if (!done)
+        block_gemm(
+            L, N, P, [&](int s, int q) { return sX[s * ldP + q]; }, [&](int q, int n) { return gend(q, n); },
+            [&](int s, int n, float v) { sE2[s * ldE + n] = v; });
+    }
     // dx staging: Mᵀ·dY.
     block_gemm(
         L, P, L, [&](int s, int t) { return sM[t * ldQ + s]; }, [&](int t, int q) { return sdY[t * ldP + q]; },
-        [&](int s, int q, float v) { sT[s * ldP + q] = v; });
+        [&](int s, int q, float v) { sT[s * ldT + q] = v; });
     __syncthreads();
-    // dx staging += diag(w·dt)·B·Gᵀ, computed transposed (rows q) so G is read along its rows.
-    if (has_G)
-      block_gemm(
-          P, L, N, [&](int q, int n) { return gend(q, n); }, [&](int n, int s) { return sB[s * ldN + n]; },
-          [&](int q, int s, float v) { sT[s * ldP + q] += s_w[s] * s_dt[s] * v; });
-    // E1 = this head's dC = (W·diag(dt))·B + diag(exp(cs))·dY·H.
+    // dx staging += diag(w·dt)·B·Gᵀ.
+    if (has_G) {
+      bool done = false;
+      if constexpr (mma_type<T>()) {
+        if (p.mma) {
+          block_mma<true, true>(Lp, P, N, sBw, N, sGb, N, sT, ldT);
+          done = true;
+        }
+      }
+      if (!done)  // SIMT, transposed (rows q) so that G is read along its rows
+        block_gemm(
+            P, L, N, [&](int q, int n) { return gend(q, n); }, [&](int n, int s) { return sB[s * ldN + n]; },
+            [&](int q, int s, float v) { sT[s * ldT + q] += s_w[s] * s_dt[s] * v; });
+    }
+    // E1 = this head's dC = (W·diag(dt))·B + diag(exp(cs))·dY·H (the second term below on
+    // tensor cores with mma).
+    const bool inter_simt = has_H && !p.mma;
     block_gemm(
-        L, N, L + (has_H ? P : 0),
+        L, N, L + (inter_simt ? P : 0),
         [&](int t, int k) { return k < L ? sW[t * ldQ + k] * s_dt[k] : s_ecs[t] * sdY[t * ldP + (k - L)]; },
         [&](int k, int n) { return k < L ? sB[k * ldN + n] : hin(k - L, n); },
-        [&](int t, int n, float v) { sE1[t * ldN + n] = v; });
+        [&](int t, int n, float v) { sE1[t * ldE + n] = v; });
     __syncthreads();
+    if constexpr (mma_type<T>()) {
+      if (p.mma && has_H) {
+        block_mma<false, true>(Lp, N, P, sdYe, P, sHb, N, sE1, ldE);
+        __syncthreads();
+      }
+    }
     {
       const float Dh = p.D ? detail::ld(p.D, h) : 0.0f;
       for (int e = threadIdx.x; e < L * P; e += blockDim.x) {
         const int s = e / P, q = e % P;
-        detail::st(p.dx, ((t0 + s) * H + h) * P + q, sT[s * ldP + q] + Dh * sdY[s * ldP + q]);
+        detail::st(p.dx, ((t0 + s) * H + h) * P + q, sT[s * ldT + q] + Dh * sdY[s * ldP + q]);
       }
     }
     for (int e = threadIdx.x; e < L * N; e += blockDim.x) {
       const int t = e / N, n = e % N;
-      sdC[t * N + n] = (j == 0 ? 0.0f : sdC[t * N + n]) + sE1[t * ldN + n];
+      sdC[t * N + n] = (j == 0 ? 0.0f : sdC[t * N + n]) + sE1[t * ldE + n];
     }
     for (int t = threadIdx.x; t < L; t += blockDim.x) {
       float pos = 0.0f, dd = 0.0f;
-      for (int n = 0; n < N; ++n) pos += sC[t * ldN + n] * sE1[t * ldN + n];
+      for (int n = 0; n < N; ++n) pos += sC[t * ldN + n] * sE1[t * ldE + n];
       for (int q = 0; q < P; ++q) dd += sdY[t * ldP + q] * sX[t * ldP + q];
       s_pos[t] = pos;  // ∂L/∂cs_t through exp(cs_t − ·) and exp(cs_t)
       s_dD[t] = dd;
@@ -546,18 +709,18 @@ __global__ void __launch_bounds__(kThreads) bwd_main(Params<T> p) {
     // E1 = Wᵀ·C.
     block_gemm(
         L, N, L, [&](int s, int t) { return sW[t * ldQ + s]; }, [&](int t, int n) { return sC[t * ldN + n]; },
-        [&](int s, int n, float v) { sE1[s * ldN + n] = v; });
+        [&](int s, int n, float v) { sE1[s * ldE + n] = v; });
     __syncthreads();
     for (int e = threadIdx.x; e < L * N; e += blockDim.x) {
       const int s = e / N, n = e % N;
-      const float v = s_dt[s] * (sE1[s * ldN + n] + (has_G ? s_w[s] * sE2[s * ldN + n] : 0.0f));
+      const float v = s_dt[s] * (sE1[s * ldE + n] + (has_G ? s_w[s] * sE2[s * ldE + n] : 0.0f));
       sdB[s * N + n] = (j == 0 ? 0.0f : sdB[s * N + n]) + v;
     }
     for (int s = threadIdx.x; s < L; s += blockDim.x) {
       float u = 0.0f, vv = 0.0f;
       for (int n = 0; n < N; ++n) {
-        const float e2 = has_G ? sE2[s * ldN + n] : 0.0f;
-        u += sB[s * ldN + n] * (sE1[s * ldN + n] + s_w[s] * e2);
+        const float e2 = has_G ? sE2[s * ldE + n] : 0.0f;
+        u += sB[s * ldN + n] * (sE1[s * ldE + n] + s_w[s] * e2);
         vv += sB[s * ldN + n] * e2;
       }
       s_u[s] = u;   // ∂L/∂dt_s directly (not through cs)
@@ -627,10 +790,10 @@ inline std::size_t smem_limit() {
 
 // The chunk size actually run: the requested one (at most kMaxChunk), halved until the
 // kernels' shared memory fits. The results do not depend on it beyond rounding.
-inline int64_t pick_chunk(int64_t requested, int64_t N, int64_t P, bool backward, std::size_t limit) {
+inline int64_t pick_chunk(int64_t requested, int64_t N, int64_t P, bool backward, bool mma, std::size_t limit) {
   int64_t Q = requested < kMaxChunk ? requested : kMaxChunk;
   auto bytes = [&](int64_t q) {
-    const int64_t f = backward ? bwd_floats(q, N, P) : fwd_floats(q, N, P);
+    const int64_t f = backward ? bwd_floats(q, N, P, mma) : fwd_floats(q, N, P, mma);
     const int64_t o = outer_floats(q, N, P);
     return static_cast<std::size_t>(f > o ? f : o) * sizeof(float);
   };
@@ -666,7 +829,8 @@ Params<T> make_params(const SsdInputs<T, Cuda>& in, const SsdDims& d, int64_t ch
   p.batch = d.batch;
   p.P = static_cast<int>(d.headdim);
   p.N = static_cast<int>(d.d_state);
-  p.Q = static_cast<int>(pick_chunk(chunk, d.d_state, d.headdim, backward, smem_limit()));
+  p.mma = use_mma(mma_type<T>(), d.d_state, d.headdim);
+  p.Q = static_cast<int>(pick_chunk(chunk, d.d_state, d.headdim, backward, p.mma, smem_limit()));
   p.slots = d.batch + d.tokens / p.Q;
   p.nb = d.tokens / p.Q + 1;
   MAMBATRACK_CHECK(p.slots < (int64_t{1} << 31) && d.batch * d.nheads < (int64_t{1} << 31), ConfigError,
@@ -745,7 +909,7 @@ void ssd_fwd(const SsdFwdArgs<T, Cuda>& a, cudaStream_t stream = nullptr) {
   p.final_state = ssd_detail::given(a.final_state) ? a.final_state.data : nullptr;
   D::prepare(p, false, stream);
   D::launch_states(p, stream);
-  const std::size_t fb = static_cast<std::size_t>(D::fwd_floats(p.Q, p.N, p.P)) * sizeof(float);
+  const std::size_t fb = static_cast<std::size_t>(D::fwd_floats(p.Q, p.N, p.P, p.mma)) * sizeof(float);
   D::set_smem(D::fwd_out<T>, fb);
   D::fwd_out<T><<<dim3(static_cast<unsigned>(p.slots), static_cast<unsigned>(p.ngroups)), D::kThreads, fb, stream>>>(p);
   MAMBATRACK_CUDA_CHECK(cudaGetLastError());
@@ -775,7 +939,7 @@ void ssd_bwd(const SsdBwdArgs<T, Cuda>& a, cudaStream_t stream = nullptr) {
   MAMBATRACK_CUDA_CHECK(cudaGetLastError());
   D::pass_states<T><<<D::pass_grid(p), D::kThreads, 0, stream>>>(p, 1);
   MAMBATRACK_CUDA_CHECK(cudaGetLastError());
-  const std::size_t bb = static_cast<std::size_t>(D::bwd_floats(p.Q, p.N, p.P)) * sizeof(float);
+  const std::size_t bb = static_cast<std::size_t>(D::bwd_floats(p.Q, p.N, p.P, p.mma)) * sizeof(float);
   D::set_smem(D::bwd_main<T>, bb);
   D::bwd_main<T><<<dim3(static_cast<unsigned>(p.slots), static_cast<unsigned>(p.ngroups)), D::kThreads, bb, stream>>>(p);
   MAMBATRACK_CUDA_CHECK(cudaGetLastError());
