@@ -253,7 +253,9 @@ TEST_CASE("cuda ssd fp32: the target shape (headdim 64, d_state 128), chunk redu
   run_case<float>(sc, test::test_seed(614), kTolF32);
 }
 
-TEST_CASE("cuda ssd bf16: many short tracks and long sequences, ngroups 1 and 2", "[cuda]") {
+// bf16 with headdim and d_state multiples of 16 runs the tensor-core (WMMA) products, other
+// sizes the SIMT path: both are covered.
+TEST_CASE("cuda ssd bf16: many short tracks and long sequences, ngroups 1 and 2, WMMA and SIMT", "[cuda]") {
   SsdCase sc;
   sc.lens = std::vector<int64_t>(150, 16);
   sc.lens.insert(sc.lens.end(), {1, 2, 3, 7, 64, 100, 300});
@@ -270,6 +272,12 @@ TEST_CASE("cuda ssd bf16: many short tracks and long sequences, ngroups 1 and 2"
   sc.chunks = {32};
   sc.init = false;
   run_case<bfloat16>(sc, test::test_seed(616), kTolBF16);
+  sc.P = 8;  // not a multiple of 16: SIMT
+  sc.N = 12;
+  sc.chunks = {24};
+  sc.init = true;
+  sc.clamp = true;
+  run_case<bfloat16>(sc, test::test_seed(617), kTolBF16);
 }
 
 TEST_CASE("cuda ssd: bad shapes and unsupported d_state / headdim throw", "[cuda]") {

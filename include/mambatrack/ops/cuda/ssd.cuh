@@ -4,8 +4,12 @@
 //   H_out = exp(cs_last)·H_in + Σ_s exp(cs_last − cs_s)·dt_s·x_s ⊗ B_s,
 // chunk states passed along each (sequence, head); chunks never cross a sequence start. The
 // backward recomputes the states and runs the transposed products. Float or bfloat16 storage,
-// float math and state. Deterministic: no atomics; dA/dD/ddt_bias are per-(chunk, head) partials
-// summed in a fixed order; dB/dC are summed over the heads of a group in head order in a block.
+// float math and state; with bfloat16 and headdim, d_state multiples of 16 the products with the
+// chunk states run on tensor cores (WMMA bf16 16x16x16, fp32 accumulate), the rest is shared-memory
+// tiled SIMT. d_state and headdim are run-time tile sizes (one instantiation per storage type),
+// restricted to the supported lists of core/supported.hpp. Deterministic: no atomics;
+// dA/dD/ddt_bias are per-(chunk, head) partials summed in a fixed order; dB/dC are summed over the
+// heads of a group in head order inside one block.
 #pragma once
 
 #include <cuda_bf16.h>
