@@ -108,6 +108,72 @@ void run(const Problem& pr, double bw, double gemm) {
   row("fwd+bwd", bytes_f + bytes_b, flops_f + flops_b, tfb, std::is_same_v<T, float> ? 0 : pr.target_ms);
 }
 
+// Per-kernel times of the bf16 forward+backward (each launch sequence alone, median of 20 after 3
+// warm-ups), to show where the time goes.
+void breakdown(const Problem& pr) {
+  namespace D = mambatrack::cuda::ssd_cuda_detail;
+  using T = bfloat16;
+  const int64_t L = pr.batch * pr.len;
+  Tensor<int64_t> cu_h(Shape{pr.batch + 1});
+  for (int64_t b = 0; b <= pr.batch; ++b) cu_h[b] = b * pr.len;
+  auto cu = to_device<int64_t>(cu_h.view());
+  Tensor<T, Cuda> x(Shape{L, kH, kP}), dt(Shape{L, kH}), bias(Shape{kH}), A(Shape{kH}), B(Shape{L, kG, kN}),
+      C(Shape{L, kG, kN}), Dv(Shape{kH}), dy(Shape{L, kH, kP}), y(Shape{L, kH, kP}), dx(Shape{L, kH, kP}),
+      ddt(Shape{L, kH}), dB(Shape{L, kG, kN}), dC(Shape{L, kG, kN});
+  bench::fill_uniform(x.data(), x.numel(), 1);
+  bench::fill_uniform(dt.data(), dt.numel(), 2, -1.5f, 1.0f);
+  bench::fill_uniform(bias.data(), bias.numel(), 3, -2.0f, 0.0f);
+  bench::fill_uniform(A.data(), A.numel(), 4, -2.0f, -0.3f);
+  bench::fill_uniform(B.data(), B.numel(), 5);
+  bench::fill_uniform(C.data(), C.numel(), 6);
+  bench::fill_uniform(Dv.data(), Dv.numel(), 7, 0.5f, 1.5f);
+  bench::fill_uniform(dy.data(), dy.numel(), 8);
+  SsdInputs<T, Cuda> in;
+  in.x = x.view();
+  in.dt = dt.view();
+  in.dt_bias = bias.view();
+  in.A = A.view();
+  in.B = B.view();
+  in.C = C.view();
+  in.D = Dv.view();
+  in.cu_seqlens = cu.view();
+  const SsdDims d = validate_ssd_inputs(in);
+  auto timed = [](const char* name, auto&& f) {
+    std::printf("    %-34s %8.3f ms\n", name, bench::cuda_median_seconds(f, nullptr, 20, 3) * 1e3);
+  };
+  std::printf("  %s, bf16, per kernel:\n", pr.name);
+  for (int backward = 0; backward < 2; ++backward) {
+    D::Params<T> p = D::make_params<T>(in, d, pr.chunk, backward != 0);
+    p.y = y.data();
+    p.dy = dy.data();
+    p.dx = dx.data();
+    p.ddt = ddt.data();
+    p.dB = dB.data();
+    p.dC = dC.data();
+    D::prepare(p, backward != 0, nullptr);
+    const std::size_t ob = static_cast<std::size_t>(D::outer_floats(p.Q, p.N, p.P)) * sizeof(float);
+    const std::size_t fb = static_cast<std::size_t>(D::fwd_floats(p.Q, p.N, p.P, p.mma)) * sizeof(float);
+    const std::size_t bb = static_cast<std::size_t>(D::bwd_floats(p.Q, p.N, p.P, p.mma)) * sizeof(float);
+    D::set_smem(D::chunk_outer<T>, ob);
+    D::set_smem(D::fwd_out<T>, fb);
+    D::set_smem(D::bwd_main<T>, bb);
+    const dim3 main_grid(static_cast<unsigned>(p.slots), static_cast<unsigned>(p.ngroups));
+    std::printf("   %s (chunk %d, %s, shared memory: outer %zu, fwd_out %zu, bwd_main %zu bytes)\n",
+                backward ? "backward" : "forward", p.Q, p.mma ? "WMMA" : "SIMT", ob, fb, bb);
+    timed("prepare (memset + map_slots)", [&] { D::prepare(p, backward != 0, nullptr); });
+    timed("chunk_outer (chunk states)", [&] { D::chunk_outer<T><<<D::outer_grid(p), D::kThreads, ob>>>(p, 0); });
+    timed("pass_states (state passing)", [&] { D::pass_states<T><<<D::pass_grid(p), D::kThreads>>>(p, 0); });
+    if (!backward) {
+      timed("fwd_out", [&] { D::fwd_out<T><<<main_grid, D::kThreads, fb>>>(p); });
+    } else {
+      timed("chunk_outer (local adjoints)", [&] { D::chunk_outer<T><<<D::outer_grid(p), D::kThreads, ob>>>(p, 1); });
+      timed("pass_states (adjoint passing)", [&] { D::pass_states<T><<<D::pass_grid(p), D::kThreads>>>(p, 1); });
+      timed("bwd_main", [&] { D::bwd_main<T><<<main_grid, D::kThreads, bb>>>(p); });
+    }
+    MAMBATRACK_CUDA_CHECK(cudaGetLastError());
+  }
+}
+
 }  // namespace
 
 int main() {
@@ -128,5 +194,6 @@ int main() {
     run<bfloat16>(pr, bw, gemm);
     run<float>(pr, bw, gemm);
   }
+  for (const auto& pr : problems) breakdown(pr);
   return 0;
 }
