@@ -5,8 +5,9 @@
 // chunk states passed along each (sequence, head); chunks never cross a sequence start. The
 // backward recomputes the states and runs the transposed products. Float or bfloat16 storage,
 // float math and state; with bfloat16 and headdim, d_state multiples of 16 the products with the
-// chunk states run on tensor cores (WMMA bf16 16x16x16, fp32 accumulate), the rest is shared-memory
-// tiled SIMT. d_state and headdim are run-time tile sizes (one instantiation per storage type),
+// chunk states and M·X, dY·Xᵀ, Mᵀ·dY run on tensor cores (WMMA bf16 16x16x16, fp32 accumulate);
+// C·Bᵀ and the products with W (they feed ∂L/∂cs, whose sums cancel) stay shared-memory tiled
+// fp32 SIMT, as does everything for float storage. d_state and headdim are run-time tile sizes (one instantiation per storage type),
 // restricted to the supported lists of core/supported.hpp. Deterministic: no atomics;
 // dA/dD/ddt_bias are per-(chunk, head) partials summed in a fixed order; dB/dC are summed over the
 // heads of a group in head order inside one block.
@@ -92,6 +93,13 @@ __global__ void map_slots(const int64_t* __restrict cu, int64_t batch, int64_t t
   }
 }
 
+// Sum over the warp's lanes (butterfly, the same order every time); every lane gets the total.
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
 // C(m, n) = Σ_k a(m, k)·b(k, n) for m < M, n < Nc over k in order; epi(m, n, value) once per
 // element. A warp owns TM rows × 32·TN columns (lane + 32·j), so a() is a broadcast and b() is
 // read along consecutive columns. Every thread of the block must call it (no sync inside).
@@ -164,8 +172,9 @@ __device__ __forceinline__ void chunk_scalars(const Params<T>& p, const ChunkPos
   __syncthreads();
 }
 
-// Dynamic shared memory (floats) of each kernel for chunk size Q.
+// Dynamic shared memory (floats) of chunk_outer for chunk size Q (token rows padded to 16 for WMMA).
 inline int64_t outer_floats(int64_t Q, int64_t N, int64_t P) { return (Q + 15) / 16 * 16 * (P + N) + 5 * Q; }
+
 // mode 0 (forward, chunks k < nk − 1): S = Σ_s exp(cs_last − cs_s)·dt_s·x_s ⊗ B_s at boundary k + 1.
 // mode 1 (backward, chunks k >= 1): R = Σ_t exp(cs_t)·dy_t ⊗ C_t at boundary k.
 // Also the chunk's cs_last at that boundary (ws_dec / ws_decb). Grid (slots, nheads).
@@ -322,7 +331,7 @@ dim3 pass_grid(const Params<T>& p) {
 // headdim and d_state multiples of 16) adds the bf16 operand buffers.
 __host__ __device__ inline int64_t round8(int64_t n) { return (n + 7) / 8 * 8; }
 struct FwdLayout {
-  int64_t B, C, CB, M, X, Y, sc, Hb, Ce, total;
+  int64_t B, C, CB, M, X, Y, sc, Hb, Ce, Mb, Xb, total;
   int ldN, ldQ, ldP, ldY, Qp;
 };
 __host__ __device__ inline FwdLayout fwd_layout(int64_t Q, int64_t N, int64_t P, bool mma) {
@@ -339,12 +348,14 @@ __host__ __device__ inline FwdLayout fwd_layout(int64_t Q, int64_t N, int64_t P,
   l.sc = o, o += round8(6 * Q);
   l.Hb = o, o += mma ? round8(P * N / 2) : 0;
   l.Ce = o, o += mma ? round8(l.Qp * N / 2) : 0;
+  l.Mb = o, o += mma ? round8(l.Qp * l.Qp / 2) : 0;
+  l.Xb = o, o += mma ? round8(l.Qp * P / 2) : 0;
   l.total = o;
   return l;
 }
 struct BwdLayout {
-  int64_t B, C, E1, E2, CB, M, W, X, dY, T, dB, dC, sc, red, Hb, Gb, Xb, dYe, Bw, total;
-  int ldN, ldQ, ldP, ldE, ldT, Qp;
+  int64_t B, C, E1, E2, CB, M, W, X, dY, T, dB, dC, sc, red, Hb, Gb, Xb, dYe, Bw, dYb, Mtb, Gm, total;
+  int ldN, ldQ, ldP, ldE, ldT, ldG, Qp;
 };
 __host__ __device__ inline BwdLayout bwd_layout(int64_t Q, int64_t N, int64_t P, bool mma) {
   BwdLayout l;
@@ -371,6 +382,10 @@ __host__ __device__ inline BwdLayout bwd_layout(int64_t Q, int64_t N, int64_t P,
   l.Xb = o, o += mma ? round8(l.Qp * P / 2) : 0;
   l.dYe = o, o += mma ? round8(l.Qp * P / 2) : 0;
   l.Bw = o, o += mma ? round8(l.Qp * N / 2) : 0;
+  l.dYb = o, o += mma ? round8(l.Qp * P / 2) : 0;
+  l.Mtb = o, o += mma ? round8(l.Qp * l.Qp / 2) : 0;
+  l.ldG = l.Qp + 4;
+  l.Gm = o, o += mma ? round8(static_cast<int64_t>(l.Qp) * l.ldG) : 0;
   l.total = o;
   return l;
 }
@@ -452,6 +467,9 @@ __global__ void __launch_bounds__(kThreads) fwd_out(Params<T> p) {
   float* s_ecs = s_coef + Q;
   bfloat16* sHb = reinterpret_cast<bfloat16*>(smem + lay.Hb);
   bfloat16* sCe = reinterpret_cast<bfloat16*>(smem + lay.Ce);
+  bfloat16* sMb = reinterpret_cast<bfloat16*>(smem + lay.Mb);  // M (bf16, Qp × Qp)
+  bfloat16* sXbf = reinterpret_cast<bfloat16*>(smem + lay.Xb);
+  const int Qp = lay.Qp;
   for (int e = threadIdx.x; e < L * N; e += blockDim.x) {
     const int t = e / N, n = e % N;
     const int64_t src = ((t0 + t) * p.ngroups + g) * N + n;
@@ -478,9 +496,21 @@ __global__ void __launch_bounds__(kThreads) fwd_out(Params<T> p) {
       s_ecs[t] = expf(s_cs[t]);
       s_coef[t] = expf(s_cs[L - 1] - s_cs[t]) * s_dt[t];
     }
-    for (int e = threadIdx.x; e < L * L; e += blockDim.x) {
-      const int t = e / L, s = e % L;
-      sM[t * ldQ + s] = s <= t ? sCB[t * ldQ + s] * expf(s_cs[t] - s_cs[s]) * s_dt[s] : 0.0f;
+    if (!p.mma) {
+      for (int e = threadIdx.x; e < L * L; e += blockDim.x) {
+        const int t = e / L, s = e % L;
+        sM[t * ldQ + s] = s <= t ? sCB[t * ldQ + s] * expf(s_cs[t] - s_cs[s]) * s_dt[s] : 0.0f;
+      }
+    } else {  // bf16 M and X, padded with zeros to Lp
+      for (int e = threadIdx.x; e < Lp * Lp; e += blockDim.x) {
+        const int t = e / Lp, s = e % Lp;
+        sMb[t * Qp + s] =
+            bfloat16(t < L && s <= t ? sCB[t * ldQ + s] * expf(s_cs[t] - s_cs[s]) * s_dt[s] : 0.0f);
+      }
+      for (int e = threadIdx.x; e < Lp * P; e += blockDim.x) {
+        const int t = e / P, q = e % P;
+        sXbf[e] = bfloat16(t < L ? sX[t * ldP + q] : 0.0f);
+      }
     }
     if (p.mma && has_H) {  // bf16 operands: diag(exp(cs))·C (rows padded with zeros) and H_in
       for (int e = threadIdx.x; e < Lp * N; e += blockDim.x) {
@@ -491,9 +521,19 @@ __global__ void __launch_bounds__(kThreads) fwd_out(Params<T> p) {
     }
     __syncthreads();
     // Y = M·X (the chunk's own tokens) ...
-    block_gemm(
-        L, P, L, [&](int t, int s) { return sM[t * ldQ + s]; }, [&](int s, int q) { return sX[s * ldP + q]; },
-        [&](int t, int q, float v) { sY[t * ldY + q] = v; });
+    {
+      bool done = false;
+      if constexpr (mma_type<T>()) {
+        if (p.mma) {
+          block_mma<false, false>(Lp, P, Lp, sMb, Qp, sXbf, P, sY, ldY);
+          done = true;
+        }
+      }
+      if (!done)
+        block_gemm(
+            L, P, L, [&](int t, int s) { return sM[t * ldQ + s]; }, [&](int s, int q) { return sX[s * ldP + q]; },
+            [&](int t, int q, float v) { sY[t * ldY + q] = v; });
+    }
     __syncthreads();
     // ... + diag(exp(cs))·C·H_inᵀ.
     if (has_H) {
@@ -532,10 +572,10 @@ __global__ void __launch_bounds__(kThreads) fwd_out(Params<T> p) {
 // w_s = exp(cs_last − cs_s), H the chunk-start state and G the adjoint of the chunk-end state:
 //   dx = Mᵀ·dY + D·dy + diag(w·dt)·B·Gᵀ,   dC = (W·diag(dt))·B + diag(exp(cs))·dY·H,
 //   dB = diag(dt)·(Wᵀ·C + diag(w)·X·G),    and ∂L/∂cs from these (see the per-token sums).
-// H and G are read from global memory (L1/L2); with bf16 storage (mma) the three products with
-// H or G run on tensor cores.
+// H and G are read from global memory (L1/L2); with bf16 storage (mma) the products with H or G,
+// dY·Xᵀ and Mᵀ·dY run on tensor cores.
 template <class T>
-__global__ void __launch_bounds__(kThreads) bwd_main(Params<T> p) {
+__global__ void __launch_bounds__(kThreads, 2) bwd_main(Params<T> p) {
   const int64_t slot = blockIdx.x, g = blockIdx.y;
   const int64_t H = p.nheads;
   ChunkPos c;
@@ -580,6 +620,10 @@ __global__ void __launch_bounds__(kThreads) bwd_main(Params<T> p) {
   bfloat16* sXb = reinterpret_cast<bfloat16*>(smem + lay.Xb);
   bfloat16* sdYe = reinterpret_cast<bfloat16*>(smem + lay.dYe);
   bfloat16* sBw = reinterpret_cast<bfloat16*>(smem + lay.Bw);
+  bfloat16* sdYb = reinterpret_cast<bfloat16*>(smem + lay.dYb);  // dY (bf16)
+  bfloat16* sMtb = reinterpret_cast<bfloat16*>(smem + lay.Mtb);  // Mᵀ (bf16, Qp × Qp)
+  float* sGm = smem + lay.Gm;                                    // dY·Xᵀ (fp32, Qp × ldG)
+  const int Qp = lay.Qp, ldG = lay.ldG;
   for (int e = threadIdx.x; e < L * N; e += blockDim.x) {
     const int t = e / N, n = e % N;
     const int64_t src = ((c.t0 + t) * p.ngroups + g) * N + n;
@@ -614,17 +658,25 @@ __global__ void __launch_bounds__(kThreads) bwd_main(Params<T> p) {
       s_ecs[t] = expf(s_cs[t]);
       s_w[t] = expf(s_cs[L - 1] - s_cs[t]);
     }
-    for (int e = threadIdx.x; e < L * L; e += blockDim.x) {
-      const int t = e / L, s = e % L;
-      sM[t * ldQ + s] = s <= t ? sCB[t * ldQ + s] * expf(s_cs[t] - s_cs[s]) * s_dt[s] : 0.0f;
+    if (!p.mma) {
+      for (int e = threadIdx.x; e < L * L; e += blockDim.x) {
+        const int t = e / L, s = e % L;
+        sM[t * ldQ + s] = s <= t ? sCB[t * ldQ + s] * expf(s_cs[t] - s_cs[s]) * s_dt[s] : 0.0f;
+      }
     }
     if (p.mma) {  // bf16 operands, token rows padded with zeros to Lp
+      for (int e = threadIdx.x; e < Lp * Lp; e += blockDim.x) {  // Mᵀ: row s, column t
+        const int s = e / Lp, t = e % Lp;
+        sMtb[s * Qp + t] =
+            bfloat16(t < L && s <= t ? sCB[t * ldQ + s] * expf(s_cs[t] - s_cs[s]) * s_dt[s] : 0.0f);
+      }
+      for (int e = threadIdx.x; e < Lp * P; e += blockDim.x) {
+        const int t = e / P, q = e % P;
+        sXb[e] = bfloat16(t < L ? sX[t * ldP + q] : 0.0f);
+        sdYb[e] = bfloat16(t < L ? sdY[t * ldP + q] : 0.0f);
+      }
       if (has_G) {
         for (int e = threadIdx.x; e < P * N; e += blockDim.x) sGb[e] = bfloat16(gend(e / N, e % N));
-        for (int e = threadIdx.x; e < Lp * P; e += blockDim.x) {
-          const int t = e / P, q = e % P;
-          sXb[e] = bfloat16(t < L ? sX[t * ldP + q] : 0.0f);
-        }
         for (int e = threadIdx.x; e < Lp * N; e += blockDim.x) {
           const int t = e / N, n = e % N;
           sBw[e] = bfloat16(t < L ? expf(s_cs[L - 1] - s_cs[t]) * s_dt[t] * sB[t * ldN + n] : 0.0f);
@@ -639,10 +691,20 @@ __global__ void __launch_bounds__(kThreads) bwd_main(Params<T> p) {
       }
     }
     __syncthreads();
-    // W = (dY·Xᵀ)∘exp(cs_t − cs_s), lower triangle.
-    block_gemm(
-        L, L, P, [&](int t, int q) { return sdY[t * ldP + q]; }, [&](int q, int s) { return sX[s * ldP + q]; },
-        [&](int t, int s, float v) { sW[t * ldQ + s] = s <= t ? v * expf(s_cs[t] - s_cs[s]) : 0.0f; });
+    // W = (dY·Xᵀ)∘exp(cs_t − cs_s), lower triangle (with mma: dY·Xᵀ into sGm, W formed below).
+    {
+      bool done = false;
+      if constexpr (mma_type<T>()) {
+        if (p.mma) {
+          block_mma<true, false>(Lp, Lp, P, sdYb, P, sXb, P, sGm, ldG);
+          done = true;
+        }
+      }
+      if (!done)
+        block_gemm(
+            L, L, P, [&](int t, int q) { return sdY[t * ldP + q]; }, [&](int q, int s) { return sX[s * ldP + q]; },
+            [&](int t, int s, float v) { sW[t * ldQ + s] = s <= t ? v * expf(s_cs[t] - s_cs[s]) : 0.0f; });
+    }
     // E2 = X·G.
     if (has_G) {
       bool done = false;
@@ -658,10 +720,28 @@ __global__ void __launch_bounds__(kThreads) bwd_main(Params<T> p) {
             [&](int s, int n, float v) { sE2[s * ldE + n] = v; });
     }
     // dx staging: Mᵀ·dY.
-    block_gemm(
-        L, P, L, [&](int s, int t) { return sM[t * ldQ + s]; }, [&](int t, int q) { return sdY[t * ldP + q]; },
-        [&](int s, int q, float v) { sT[s * ldT + q] = v; });
+    {
+      bool done = false;
+      if constexpr (mma_type<T>()) {
+        if (p.mma) {
+          block_mma<false, false>(Lp, P, Lp, sMtb, Qp, sdYb, P, sT, ldT);
+          done = true;
+        }
+      }
+      if (!done)
+        block_gemm(
+            L, P, L, [&](int s, int t) { return sM[t * ldQ + s]; }, [&](int t, int q) { return sdY[t * ldP + q]; },
+            [&](int s, int q, float v) { sT[s * ldT + q] = v; });
+    }
     __syncthreads();
+    // W = Gm∘exp(cs_t − cs_s), lower triangle, kept in fp32: the products with W feed ∂L/∂cs,
+    // whose row and column sums cancel (bf16 W there costs ~2e-2 on dA).
+    if (p.mma) {
+      for (int e = threadIdx.x; e < L * L; e += blockDim.x) {
+        const int t = e / L, s = e % L;
+        sW[t * ldQ + s] = s <= t ? sGm[t * ldG + s] * expf(s_cs[t] - s_cs[s]) : 0.0f;
+      }
+    }
     // dx staging += diag(w·dt)·B·Gᵀ.
     if (has_G) {
       bool done = false;
@@ -676,6 +756,7 @@ __global__ void __launch_bounds__(kThreads) bwd_main(Params<T> p) {
             P, L, N, [&](int q, int n) { return gend(q, n); }, [&](int n, int s) { return sB[s * ldN + n]; },
             [&](int q, int s, float v) { sT[s * ldT + q] += s_w[s] * s_dt[s] * v; });
     }
+    if (p.mma) __syncthreads();  // W complete
     // E1 = this head's dC = (W·diag(dt))·B + diag(exp(cs))·dY·H (the second term below on
     // tensor cores with mma).
     const bool inter_simt = has_H && !p.mma;
@@ -686,7 +767,7 @@ __global__ void __launch_bounds__(kThreads) bwd_main(Params<T> p) {
         [&](int t, int n, float v) { sE1[t * ldE + n] = v; });
     __syncthreads();
     if constexpr (mma_type<T>()) {
-      if (p.mma && has_H) {
+      if (p.mma && has_H) {  // + diag(exp(cs))·dY·H
         block_mma<false, true>(Lp, N, P, sdYe, P, sHb, N, sE1, ldE);
         __syncthreads();
       }
@@ -702,12 +783,18 @@ __global__ void __launch_bounds__(kThreads) bwd_main(Params<T> p) {
       const int t = e / N, n = e % N;
       sdC[t * N + n] = (j == 0 ? 0.0f : sdC[t * N + n]) + sE1[t * ldE + n];
     }
-    for (int t = threadIdx.x; t < L; t += blockDim.x) {
+    // Per-token sums, one warp per token: lane-strided partial sums, then warp_sum (fixed order).
+    for (int t = static_cast<int>(threadIdx.x >> 5); t < L; t += static_cast<int>(blockDim.x >> 5)) {
+      const int lane = static_cast<int>(threadIdx.x & 31);
       float pos = 0.0f, dd = 0.0f;
-      for (int n = 0; n < N; ++n) pos += sC[t * ldN + n] * sE1[t * ldE + n];
-      for (int q = 0; q < P; ++q) dd += sdY[t * ldP + q] * sX[t * ldP + q];
-      s_pos[t] = pos;  // ∂L/∂cs_t through exp(cs_t − ·) and exp(cs_t)
-      s_dD[t] = dd;
+      for (int n = lane; n < N; n += 32) pos += sC[t * ldN + n] * sE1[t * ldE + n];
+      for (int q = lane; q < P; q += 32) dd += sdY[t * ldP + q] * sX[t * ldP + q];
+      pos = warp_sum(pos);
+      dd = warp_sum(dd);
+      if (lane == 0) {
+        s_pos[t] = pos;  // ∂L/∂cs_t through exp(cs_t − ·) and exp(cs_t)
+        s_dD[t] = dd;
+      }
     }
     __syncthreads();
     // E1 = Wᵀ·C.
@@ -720,22 +807,26 @@ __global__ void __launch_bounds__(kThreads) bwd_main(Params<T> p) {
       const float v = s_dt[s] * (sE1[s * ldE + n] + (has_G ? s_w[s] * sE2[s * ldE + n] : 0.0f));
       sdB[s * N + n] = (j == 0 ? 0.0f : sdB[s * N + n]) + v;
     }
-    for (int s = threadIdx.x; s < L; s += blockDim.x) {
+    for (int s = static_cast<int>(threadIdx.x >> 5); s < L; s += static_cast<int>(blockDim.x >> 5)) {
+      const int lane = static_cast<int>(threadIdx.x & 31);
       float u = 0.0f, vv = 0.0f;
-      for (int n = 0; n < N; ++n) {
+      for (int n = lane; n < N; n += 32) {
         const float e2 = has_G ? sE2[s * ldE + n] : 0.0f;
         u += sB[s * ldN + n] * (sE1[s * ldE + n] + s_w[s] * e2);
         vv += sB[s * ldN + n] * e2;
       }
-      s_u[s] = u;   // ∂L/∂dt_s directly (not through cs)
-      s_v[s] = vv;  // x_s·G·B_s
+      u = warp_sum(u);
+      vv = warp_sum(vv);
+      if (lane == 0) {
+        s_u[s] = u;   // ∂L/∂dt_s directly (not through cs)
+        s_v[s] = vv;  // x_s·G·B_s
+      }
     }
     {  // <G, H_in>: per-thread strided sums, then per-warp shuffles, then the warps in order
       float r = 0.0f;
       if (has_G && has_H)
         for (int e = threadIdx.x; e < P * N; e += blockDim.x) r += gend(e / N, e % N) * hin(e / N, e % N);
-#pragma unroll
-      for (int o = 16; o > 0; o >>= 1) r += __shfl_xor_sync(0xffffffffu, r, o);
+      r = warp_sum(r);
       if ((threadIdx.x & 31) == 0) s_red[threadIdx.x >> 5] = r;
     }
     __syncthreads();
