@@ -32,6 +32,7 @@ namespace ssd_cuda_detail {
 
 constexpr int kThreads = 256;   // threads of every chunk kernel (8 warps)
 constexpr int kPassElems = 8;   // state elements per thread of the state-passing kernel
+constexpr int kPassPre = 8;     // boundaries loaded ahead by the state-passing kernel
 constexpr int64_t kMaxChunk = 256;
 
 template <class T>
@@ -292,17 +293,35 @@ __device__ __forceinline__ void pass_one(const Params<T>& p, int mode, int64_t b
   }
   float* ws = mode == 0 ? p.ws_H : p.ws_G;
   const float* dec = mode == 0 ? p.ws_dec : p.ws_decb;
-  for (int64_t jj = 1; jj < nk; ++jj) {
-    const int64_t j = mode == 0 ? jj : nk - jj;
-    const int64_t i = boundary(start, j, p.Q);
-    const float f = expf(dec[i * p.nheads + h]);
-    float* row = ws + (i * p.nheads + h) * PN;
+  // kPassPre boundaries at a time: their loads are all in flight before the dependent chain.
+  for (int64_t j0 = 1; j0 < nk; j0 += kPassPre) {
+    float f[kPassPre], loc[kPassPre][kPassElems];
 #pragma unroll
-    for (int r = 0; r < kPassElems; ++r) {
-      const int64_t e = e0 + r * kThreads;
-      if (e < PN) {
-        v[r] = f * v[r] + row[e];
-        row[e] = v[r];
+    for (int d = 0; d < kPassPre; ++d) {
+      const int64_t jj = j0 + d;
+      if (jj < nk) {
+        const int64_t i = boundary(start, mode == 0 ? jj : nk - jj, p.Q);
+        f[d] = expf(dec[i * p.nheads + h]);
+        const float* row = ws + (i * p.nheads + h) * PN;
+#pragma unroll
+        for (int r = 0; r < kPassElems; ++r) {
+          const int64_t e = e0 + r * kThreads;
+          loc[d][r] = e < PN ? row[e] : 0.0f;
+        }
+      }
+    }
+#pragma unroll
+    for (int d = 0; d < kPassPre; ++d) {
+      const int64_t jj = j0 + d;
+      if (jj < nk) {
+        const int64_t i = boundary(start, mode == 0 ? jj : nk - jj, p.Q);
+        float* row = ws + (i * p.nheads + h) * PN;
+#pragma unroll
+        for (int r = 0; r < kPassElems; ++r) {
+          const int64_t e = e0 + r * kThreads;
+          v[r] = f[d] * v[r] + loc[d][r];
+          if (e < PN) row[e] = v[r];
+        }
       }
     }
   }
