@@ -64,7 +64,8 @@ std::vector<Result> run_mamba1_block_cuda(const Case& c) {
   const std::vector<std::string> names(std::begin(kMixerParams), std::end(kMixerParams));
   load_params(c, store, names);
 
-  const Tensor<float, Cuda> x = device_f32(c.want("x"), Shape{tok, dm}), dout = device_f32(c.want("dout"), Shape{tok, dm});
+  const Tensor<float, Cuda> x = device_f32(c.want("x"), Shape{tok, dm}),
+                            dout = device_f32(c.want("dout"), Shape{tok, dm});
   const Tensor<int64_t, Cuda> cu = device_i64(equal_cu_seqlens(batch, len));
   nn::MambaMixer<Backend>::Context ctx;
   // CUDA float32: README bound for blocks, 1e-4 (float sums over d_model/d_inner in the cuBLASLt

@@ -1,9 +1,9 @@
 // CUDA golden handler for op "mamba2_block" (shared/golden/README.md): an nn::Mamba2Mixer on the
-// CUDA backend in float32 (CudaMamba2Backend: nn::CudaBackend with the SSD and gated-RMSNorm ops),
-// the file's parameters loaded by their state-dict names into the store's host copy and uploaded,
-// x (batch, len, d_model) packed as batch sequences of len tokens (cu_seqlens {0, len, ...}),
-// forward and backward with dout; returns out, grad_x and every grad_<parameter>, the tensors and
-// element order of the CPU handler (golden/golden_mamba2.cpp).
+// CUDA backend in float32 (nn::CudaBackend with the SSD and gated-RMSNorm ops, see
+// mamba2_cuda_backend.cuh), the file's parameters loaded by their state-dict names into the
+// store's host copy and uploaded, x (batch, len, d_model) packed as batch sequences of len tokens
+// (cu_seqlens {0, len, ...}), forward and backward with dout; returns out, grad_x and every
+// grad_<parameter>: the tensors and element order of the CPU handler (golden/golden_mamba2.cpp).
 #include <string>
 #include <vector>
 
@@ -15,7 +15,7 @@
 namespace mambatrack::golden {
 namespace {
 
-using Backend = CudaMamba2Backend;
+using Backend = Mamba2CudaBackend;  // nn::CudaBackend where it forwards the Mamba2 ops
 
 const char* const kMamba2Params[] = {"in_proj.weight", "conv1d.weight", "conv1d.bias", "dt_bias",
                                      "A_log",          "D",             "norm.weight", "out_proj.weight"};

@@ -95,7 +95,9 @@ std::vector<Result> run_selective_scan_cuda(const Case& c) {
   const double tol = 1e-5;
   const std::string label = "cuda f32";
   std::vector<Result> r;
-  auto add = [&](const char* name, std::vector<double> got) { r.push_back({label + " " + name, name, std::move(got), tol}); };
+  auto add = [&](const char* name, std::vector<double> got) {
+    r.push_back({label + " " + name, name, std::move(got), tol});
+  };
   add("out", L.to_file(host_doubles(out), dim));
   add("last_state", host_doubles(last));  // (batch, dim, d_state) in both layouts
   add("grad_u", L.to_file(host_doubles(du), dim));

@@ -1,9 +1,13 @@
-// CudaMamba2Backend: nn::CudaBackend plus the Mamba2 ops that Mamba2Mixer needs beyond it, as the
-// host backends' WithMamba2Ops adds them (nn/mamba2_backend.hpp): ssd_fwd/bwd and
-// gated_rmsnorm_fwd/bwd forwarded to mambatrack::cuda:: (ops/cuda/ssd.cuh, gated_rmsnorm.cuh) on
-// the backend's stream. A stop-gap for the golden runner until nn::CudaBackend forwards them
-// itself; then this struct only re-exports the same functions (it may be replaced by CudaBackend).
+// golden::Mamba2CudaBackend: the backend the Mamba2 golden handler runs Mamba2Mixer on:
+// nn::CudaBackend itself where it forwards ssd_fwd/bwd and gated_rmsnorm_fwd/bwd (the production
+// path), else CudaMamba2Backend, a stop-gap that adds those four to it the way the host backends'
+// WithMamba2Ops does (nn/mamba2_backend.hpp), forwarding to mambatrack::cuda:: (ops/cuda/ssd.cuh,
+// gated_rmsnorm.cuh) on the backend's stream. Once CudaBackend has them everywhere, this header
+// reduces to `using Mamba2CudaBackend = nn::CudaBackend;`.
 #pragma once
+
+#include <type_traits>
+#include <utility>
 
 #include "mambatrack/nn/cuda_backend.cuh"
 #include "mambatrack/ops/cuda/gated_rmsnorm.cuh"
@@ -23,5 +27,19 @@ struct CudaMamba2Backend : nn::CudaBackend {
     mambatrack::cuda::gated_rmsnorm_bwd<float>(a, stream());
   }
 };
+
+template <class B, class = void>
+struct ForwardsMamba2Ops : std::false_type {};
+template <class B>
+struct ForwardsMamba2Ops<B, std::void_t<decltype(B::ssd_fwd(std::declval<const SsdFwdArgs<float, Cuda>&>())),
+                                        decltype(B::ssd_bwd(std::declval<const SsdBwdArgs<float, Cuda>&>())),
+                                        decltype(B::gated_rmsnorm_fwd(
+                                            std::declval<const GatedRmsNormFwdArgs<float, Cuda>&>())),
+                                        decltype(B::gated_rmsnorm_bwd(
+                                            std::declval<const GatedRmsNormBwdArgs<float, Cuda>&>()))>>
+    : std::true_type {};
+
+using Mamba2CudaBackend =
+    std::conditional_t<ForwardsMamba2Ops<nn::CudaBackend>::value, nn::CudaBackend, CudaMamba2Backend>;
 
 }  // namespace mambatrack::golden
