@@ -1,6 +1,5 @@
 // CUDA golden handler for op "mamba2_block" (shared/golden/README.md): an nn::Mamba2Mixer on the
-// CUDA backend in float32 (nn::CudaBackend with the SSD and gated-RMSNorm ops, see
-// mamba2_cuda_backend.cuh), the file's parameters loaded by their state-dict names into the
+// CUDA backend in float32 (nn::CudaBackend with its SSD and gated-RMSNorm ops), the file's parameters loaded by their state-dict names into the
 // store's host copy and uploaded, x (batch, len, d_model) packed as batch sequences of len tokens
 // (cu_seqlens {0, len, ...}), forward and backward with dout; returns out, grad_x and every
 // grad_<parameter>: the tensors and element order of the CPU handler (golden/golden_mamba2.cpp).
@@ -8,14 +7,14 @@
 #include <vector>
 
 #include "golden/cuda/golden_cuda_util.cuh"
-#include "golden/cuda/mamba2_cuda_backend.cuh"
+#include "mambatrack/nn/cuda_backend.cuh"
 #include "golden/golden.hpp"
 #include "mambatrack/nn/mamba2.hpp"
 
 namespace mambatrack::golden {
 namespace {
 
-using Backend = Mamba2CudaBackend;  // nn::CudaBackend where it forwards the Mamba2 ops
+using Backend = nn::CudaBackend;
 
 const char* const kMamba2Params[] = {"in_proj.weight", "conv1d.weight", "conv1d.bias", "dt_bias",
                                      "A_log",          "D",             "norm.weight", "out_proj.weight"};
