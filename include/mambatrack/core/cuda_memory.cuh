@@ -51,7 +51,7 @@ struct CudaAllocations {
   std::unordered_map<void*, Block> live;
   std::multimap<std::pair<int, std::size_t>, void*> cached;  // (device, bytes) -> block
   CudaMemoryStats stats;
-  // Never destroyed: tensors with static storage may be released after exit() starts.
+  // Never destroyed: tensors with static storage may be released during program shutdown.
   static CudaAllocations& get() {
     static CudaAllocations* a = new CudaAllocations;
     return *a;

@@ -73,17 +73,10 @@ struct CudaBackend {
   static void set_check_ids(bool on) { check_ids_flag() = on; }
   static bool check_ids() { return check_ids_flag(); }
   static void embedding_fwd(const EmbeddingFwdArgs<T, Cuda>& a) {
-    if (check_ids()) return mambatrack::cuda::embedding_fwd(a, context());
-    a.check();
-    const int64_t n = a.tokens(), d = a.dim();
-    if (n * d == 0) return;
-    mambatrack::cuda::detail::embedding_gather_kernel<T>
-        <<<cuda_kernels::grid(n * d), cuda_kernels::kThreads, 0, stream()>>>(a.ids.data, a.table.data, a.y.data, n, d);
-    cuda_kernels::check("embedding");
+    mambatrack::cuda::embedding_fwd(a, context(), check_ids());
   }
   static void embedding_bwd(const EmbeddingBwdArgs<T, Cuda>& a) {
-    if (check_ids()) return mambatrack::cuda::embedding_bwd(a, context());
-    embedding_bwd_unchecked(a);
+    mambatrack::cuda::embedding_bwd(a, context(), check_ids());
   }
   static void gelu_fwd(const ActivationFwdArgs<T, Cuda>& a) { mambatrack::cuda::gelu_fwd(a, stream()); }
   static void gelu_bwd(const ActivationBwdArgs<T, Cuda>& a) { mambatrack::cuda::gelu_bwd(a, stream()); }
@@ -271,33 +264,6 @@ struct CudaBackend {
   static bool& check_ids_flag() {
     static bool on = true;
     return on;
-  }
-  // cuda::embedding_bwd without its id check (same deterministic sort-and-own-the-run scheme).
-  static void embedding_bwd_unchecked(const EmbeddingBwdArgs<T, Cuda>& a) {
-    namespace cd = mambatrack::cuda::detail;
-    a.check();
-    const int64_t n = a.tokens(), d = a.dim(), vocab = a.vocab();
-    if (n == 0 || d == 0) return;
-    MAMBATRACK_CHECK_SHAPE(n < (int64_t(1) << 31), "embedding backward: ", n, " tokens exceed the 2^31 limit");
-    CudaContext& ctx = context();
-    cudaStream_t s = ctx.stream();
-    auto* base = ctx.scratch_as<int64_t>(static_cast<std::size_t>(2 * n), 0);
-    int64_t* sorted = base;
-    int32_t* tok_in = reinterpret_cast<int32_t*>(base + n);
-    int32_t* tok_out = tok_in + n;
-    cd::iota_kernel<><<<cd::grid_for(n, 256), 256, 0, s>>>(tok_in, n);
-    int end_bit = 1;
-    while (end_bit < 63 && (int64_t(1) << end_bit) < vocab) ++end_bit;
-    std::size_t temp_bytes = 0;
-    MAMBATRACK_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(nullptr, temp_bytes, a.ids.data, sorted, tok_in, tok_out,
-                                                          static_cast<int>(n), 0, end_bit, s));
-    void* temp = ctx.scratch(temp_bytes, 1);
-    MAMBATRACK_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(temp, temp_bytes, a.ids.data, sorted, tok_in, tok_out,
-                                                          static_cast<int>(n), 0, end_bit, s));
-    const int threads = static_cast<int>(std::min<int64_t>(256, ((d + 31) / 32) * 32));
-    cd::embedding_scatter_kernel<T><<<static_cast<unsigned>(n), threads, 0, s>>>(sorted, tok_out, a.dy.data,
-                                                                               a.dtable.data, n, d, a.padding_idx);
-    cuda_kernels::check("embedding backward");
   }
   template <class F>
   static void launch_n(int64_t n, const char* what, F&& f) {

@@ -77,11 +77,13 @@ __global__ void embedding_scatter_kernel(const int64_t* __restrict__ sorted_ids,
 
 }  // namespace detail
 
+// check_ids: range-check the ids on the device first (one stream sync; an id out of range is a
+// ShapeError naming it). false: no sync (graph-capturable); the caller has validated the ids.
 template <class T>
-void embedding_fwd(const EmbeddingFwdArgs<T, Cuda>& a, CudaContext& ctx) {
+void embedding_fwd(const EmbeddingFwdArgs<T, Cuda>& a, CudaContext& ctx, bool check_ids = true) {
   a.check();
   const int64_t n = a.tokens(), d = a.dim();
-  detail::check_ids_device(a.ids.data, n, a.vocab(), "embedding", ctx);
+  if (check_ids) detail::check_ids_device(a.ids.data, n, a.vocab(), "embedding", ctx);
   if (n * d == 0) return;
   detail::embedding_gather_kernel<T><<<detail::grid_for(n * d, 256), 256, 0, ctx.stream()>>>(a.ids.data, a.table.data,
                                                                                             a.y.data, n, d);
@@ -89,10 +91,10 @@ void embedding_fwd(const EmbeddingFwdArgs<T, Cuda>& a, CudaContext& ctx) {
 }
 
 template <class T>
-void embedding_bwd(const EmbeddingBwdArgs<T, Cuda>& a, CudaContext& ctx) {
+void embedding_bwd(const EmbeddingBwdArgs<T, Cuda>& a, CudaContext& ctx, bool check_ids = true) {
   a.check();
   const int64_t n = a.tokens(), d = a.dim(), vocab = a.vocab();
-  detail::check_ids_device(a.ids.data, n, vocab, "embedding backward", ctx);
+  if (check_ids) detail::check_ids_device(a.ids.data, n, vocab, "embedding backward", ctx);
   if (n == 0 || d == 0) return;
   MAMBATRACK_CHECK_SHAPE(n < (int64_t(1) << 31), "embedding backward: ", n, " tokens exceed the 2^31 limit");
   cudaStream_t s = ctx.stream();
