@@ -19,23 +19,22 @@ namespace mambatrack::train {
 
 class CudaFlatOptimizer final : public FlatOptimizer {
  public:
-  CudaFlatOptimizer(nn::CudaParameterStore& store, CudaContext& ctx)
+  explicit CudaFlatOptimizer(nn::CudaParameterStore& store)
       : store_(store),
-        ctx_(ctx),
         spans_(trainable_spans(store.host())),
         exp_avg_(Shape{store.flat_size()}),
         exp_avg_sq_(Shape{store.flat_size()}) {
     const auto bytes = static_cast<std::size_t>(store.flat_size()) * sizeof(float);
-    MAMBATRACK_CUDA_CHECK(cudaMemsetAsync(exp_avg_.data(), 0, bytes, ctx_.stream()));
-    MAMBATRACK_CUDA_CHECK(cudaMemsetAsync(exp_avg_sq_.data(), 0, bytes, ctx_.stream()));
+    MAMBATRACK_CUDA_CHECK(cudaMemsetAsync(exp_avg_.data(), 0, bytes, ctx().stream()));
+    MAMBATRACK_CUDA_CHECK(cudaMemsetAsync(exp_avg_sq_.data(), 0, bytes, ctx().stream()));
   }
 
   void zero_grad() override { store_.zero_grad(); }
   double grad_norm(double clip_norm) override {
-    return clip_norm > 0 ? cuda::clip_grad_norm(store_.grads(), clip_norm, ctx_)
-                         : cuda::grad_norm(View<const float, Cuda>(store_.grads()), ctx_);
+    return clip_norm > 0 ? cuda::clip_grad_norm(store_.grads(), clip_norm, ctx())
+                         : cuda::grad_norm(View<const float, Cuda>(store_.grads()), ctx());
   }
-  void clip_value(double limit) override { cuda::clip_grad_value(store_.grads(), limit, ctx_.stream()); }
+  void clip_value(double limit) override { cuda::clip_grad_value(store_.grads(), limit, ctx().stream()); }
   void step(int64_t adam_step, const optim::AdamWConfig& c) override {
     for (const TrainableSpan& s : spans_) {
       const Shape shape{s.end - s.begin};
@@ -47,7 +46,7 @@ class CudaFlatOptimizer final : public FlatOptimizer {
       a.step = adam_step;
       a.config = c;
       a.no_decay = s.no_decay;
-      cuda::adamw_step(a, ctx_);
+      cuda::adamw_step(a, ctx());
     }
   }
   void save(nn::TrainState& state) override {
@@ -65,18 +64,20 @@ class CudaFlatOptimizer final : public FlatOptimizer {
   std::vector<float> download(const Tensor<float, Cuda>& t) {
     std::vector<float> h(static_cast<std::size_t>(t.numel()));
     MAMBATRACK_CUDA_CHECK(
-        cudaMemcpyAsync(h.data(), t.data(), h.size() * sizeof(float), cudaMemcpyDeviceToHost, ctx_.stream()));
-    MAMBATRACK_CUDA_CHECK(cudaStreamSynchronize(ctx_.stream()));
+        cudaMemcpyAsync(h.data(), t.data(), h.size() * sizeof(float), cudaMemcpyDeviceToHost, ctx().stream()));
+    MAMBATRACK_CUDA_CHECK(cudaStreamSynchronize(ctx().stream()));
     return h;
   }
   void upload(const std::vector<float>& h, Tensor<float, Cuda>& t) {
     MAMBATRACK_CUDA_CHECK(
-        cudaMemcpyAsync(t.data(), h.data(), h.size() * sizeof(float), cudaMemcpyHostToDevice, ctx_.stream()));
-    MAMBATRACK_CUDA_CHECK(cudaStreamSynchronize(ctx_.stream()));
+        cudaMemcpyAsync(t.data(), h.data(), h.size() * sizeof(float), cudaMemcpyHostToDevice, ctx().stream()));
+    MAMBATRACK_CUDA_CHECK(cudaStreamSynchronize(ctx().stream()));
   }
 
+  // The backend's context, taken per call (set_cuda_backend_stream() may replace it).
+  static CudaContext& ctx() { return nn::CudaBackend::context(); }
+
   nn::CudaParameterStore& store_;
-  CudaContext& ctx_;
   std::vector<TrainableSpan> spans_;
   Tensor<float, Cuda> exp_avg_, exp_avg_sq_;
 };
@@ -87,6 +88,6 @@ namespace mambatrack::nn {  // the device overloads of train/flat_optimizer.hpp'
 inline ParameterStore& host_of(CudaParameterStore& s) { return s.host(); }
 inline void upload_params(CudaParameterStore& s) { s.upload(); }
 inline std::unique_ptr<train::FlatOptimizer> make_flat_optimizer(CudaParameterStore& s) {
-  return std::make_unique<train::CudaFlatOptimizer>(s, CudaBackend::context());
+  return std::make_unique<train::CudaFlatOptimizer>(s);
 }
 }  // namespace mambatrack::nn
