@@ -92,3 +92,17 @@ constexpr double op_tolerance() {
 }
 
 }  // namespace mambatrack::test
+
+// Catch2 check of a result (std::vector<double>) against a reference of the same size: no
+// non-finite element and a relative L2 error within tol; the INFO line names both.
+#define CHECK_CLOSE(name, got, want, tol)                                                        \
+  do {                                                                                           \
+    const auto g_ = (got);                                                                       \
+    const auto w_ = (want);                                                                      \
+    REQUIRE(g_.size() == w_.size());                                                             \
+    const double e_ = ::mambatrack::test::rel_err(g_, w_);                                       \
+    INFO(name << ": relative error " << e_ << " (tolerance " << (tol) << "), non-finite "       \
+              << ::mambatrack::test::count_nonfinite(g_) << " of " << g_.size());                \
+    CHECK(::mambatrack::test::count_nonfinite(g_) == 0);                                         \
+    CHECK(e_ <= (tol));                                                                          \
+  } while (0)

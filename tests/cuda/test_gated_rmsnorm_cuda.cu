@@ -24,17 +24,6 @@ using test::poisoned;
 using test::to_doubles;
 using test::values;
 
-#define CHECK_CLOSE(name, got, want, tol)                                                  \
-  do {                                                                                     \
-    const auto g_ = (got);                                                                 \
-    const auto w_ = (want);                                                                \
-    const double e_ = test::rel_err(g_, w_);                                               \
-    INFO(name << ": relative error " << e_ << " (tolerance " << (tol) << "), non-finite " \
-              << count_nonfinite(g_) << " of " << g_.size());                              \
-    CHECK(count_nonfinite(g_) == 0);                                                       \
-    CHECK(e_ <= (tol));                                                                    \
-  } while (0)
-
 template <class T>
 void run_case(int64_t tokens, int64_t channels, int64_t ngroups, uint64_t seed, double tol) {
   INFO("seed " << seed << ", tokens " << tokens << ", d_inner " << channels << ", ngroups " << ngroups);

@@ -206,18 +206,6 @@ void step(Model<B>& m, Contexts<B>& c, const Batch<B>& in) {
 std::vector<double> doubles(View<const double> v) { return std::vector<double>(v.data, v.data + v.numel()); }
 std::vector<double> doubles(View<const float, Cuda> v) { return test::to_doubles<float>(v); }
 
-#define CHECK_CLOSE(name, got, want, tol)                                                                  \
-  do {                                                                                                     \
-    const auto g_ = (got);                                                                                 \
-    const auto w_ = (want);                                                                                \
-    REQUIRE(g_.size() == w_.size());                                                                       \
-    const double e_ = test::rel_err(g_, w_);                                                               \
-    INFO(name << ": relative error " << e_ << " (tolerance " << (tol) << "), non-finite "                 \
-              << test::count_nonfinite(g_) << " of " << g_.size());                                        \
-    CHECK(test::count_nonfinite(g_) == 0);                                                                 \
-    CHECK(e_ <= (tol));                                                                                    \
-  } while (0)
-
 void compare_model(const Config& cfg, uint64_t seed) {
   INFO("seed " << seed << ", embedded " << cfg.embedded << ", bidirectional " << cfg.bidirectional
                 << ", checkpointing " << cfg.checkpointing);
