@@ -1,5 +1,6 @@
-// Whole mixer layers on the GPU through nn::CudaBackend (fp32 activations, cuBLASLt fp32 GEMMs):
-// the Mamba2 layer of the CUDA issue (d_model 256, d_state 128, headdim 64, expand 2, batch
+// Whole mixer layers on the GPU through nn::CudaBackend (fp32 activations, cuBLASLt fp32 GEMMs)
+// and nn::CudaBf16Backend (mixed precision: bf16 activations and weight copies, bf16 GEMMs with
+// fp32 accumulation, fp32 scan state): the Mamba2 layer of the CUDA issue (d_model 256, d_state 128, headdim 64, expand 2, batch
 // 8 × 8192 tokens) and Mamba (v1) layers at MAMBA-PT and FM4NPP sizes, forward and
 // forward+backward (parameter gradients included), median of CUDA-event timings after a warm-up.
 // Prints the GEMM FLOPs of the layer (its minimum arithmetic), the achieved TFLOP/s and the
@@ -19,8 +20,6 @@ using namespace mambatrack;
 
 namespace {
 
-using Backend = nn::CudaBackend;
-
 struct Problem {
   std::string name;
   int64_t batch, len;
@@ -33,15 +32,16 @@ Tensor<int64_t, Cuda> cu_seqlens(int64_t batch, int64_t len) {
   return to_device<int64_t>(h.view());
 }
 
-template <class Mixer>
+template <class Backend, class Mixer>
 void run(const Problem& pb, Mixer mixer, double gemm_flops_per_token_fwd, double bf16_rate) {
-  nn::CudaParameterStore store;
+  using T = typename Backend::Scalar;
+  typename Backend::Store store;
   mixer.register_params(store, "mixer.");
   store.finalize();
   mixer.init(store.host(), 7, 12);
   store.upload();
   const int64_t tok = pb.batch * pb.len, d = mixer.d_model();
-  Tensor<float, Cuda> x(Shape{tok, d}), dy(Shape{tok, d});
+  Tensor<T, Cuda> x(Shape{tok, d}), dy(Shape{tok, d});
   bench::fill_uniform(x.data(), x.numel(), 1);
   bench::fill_uniform(dy.data(), dy.numel(), 2, -1e-3f, 1e-3f);
   Tensor<int64_t, Cuda> cu = cu_seqlens(pb.batch, pb.len);
@@ -56,8 +56,8 @@ void run(const Problem& pb, Mixer mixer, double gemm_flops_per_token_fwd, double
       },
       s, 20, 3);
   const double f_fwd = gemm_flops_per_token_fwd * static_cast<double>(tok), f_both = 3.0 * f_fwd;
-  std::printf("| %s | %lld x %lld | %.3f | %.3f | %.1f | %.1f | %.1f%% | %s | %s |\n", pb.name.c_str(),
-              static_cast<long long>(pb.batch), static_cast<long long>(pb.len), fwd * 1e3, both * 1e3,
+  std::printf("| %s, %s | %lld x %lld | %.3f | %.3f | %.1f | %.1f | %.1f%% | %s | %s |\n", pb.name.c_str(),
+              std::is_same_v<T, float> ? "fp32" : "bf16", static_cast<long long>(pb.batch), static_cast<long long>(pb.len), fwd * 1e3, both * 1e3,
               f_both * 1e-9, f_both / both * 1e-12, 100.0 * f_both / both / bf16_rate,
               pb.reference_ms > 0 ? std::to_string(pb.reference_ms).substr(0, 4).c_str() : "-",
               pb.target_ms > 0 ? std::to_string(pb.target_ms).substr(0, 3).c_str() : "-");
@@ -74,25 +74,28 @@ int main() {
   cudaDeviceProp prop{};
   MAMBATRACK_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
   const double bf16 = bench::cuda_bf16_gemm_rate();
-  std::printf("device %s: bf16 GEMM %.0f TFLOP/s (these layers run fp32 GEMMs: their ceiling is ~1/15 of it)\n",
+  std::printf("device %s: bf16 GEMM %.0f TFLOP/s (the fp32 rows run fp32 GEMMs: their ceiling is ~1/15 of it)\n",
               prop.name, bf16 * 1e-12);
-  std::printf("layers on nn::CudaBackend, fp32; fwd+bwd includes every parameter gradient; GEMM FLOPs: fwd 2·tok·Σ(in·out), "
+  std::printf("layers on nn::CudaBackend (fp32) and nn::CudaBf16Backend (bf16 mixed precision); fwd+bwd includes every parameter gradient; GEMM FLOPs: fwd 2·tok·Σ(in·out), "
               "fwd+bwd 3x that\n");
   std::printf("| layer | batch x len | fwd ms | fwd+bwd ms | GEMM GFLOP fwd+bwd | TFLOP/s | of bf16 GEMM | reference ms | target ms |\n");
   std::printf("|---|---|---|---|---|---|---|---|---|\n");
   {  // Mamba2: in_proj d -> 2·d_inner + 2·G·N + H, out_proj d_inner -> d.
     const int64_t d = 256, di = 512, N = 128, H = 8;
     const double per_tok = 2.0 * (d * (2 * di + 2 * N + H) + di * d);
-    run(Problem{"Mamba2 (d 256, N 128, P 64)", 8, 8192, 8.59, 4.0}, nn::make_mamba2<Backend>(128, 4, 2, 64, 256),
-        per_tok, bf16);
+    const Problem pb{"Mamba2 (d 256, N 128, P 64)", 8, 8192, 8.59, 4.0};
+    run<nn::CudaBf16Backend>(pb, nn::make_mamba2<nn::CudaBf16Backend>(128, 4, 2, 64, 256), per_tok, bf16);
+    run<nn::CudaBackend>(pb, nn::make_mamba2<nn::CudaBackend>(128, 4, 2, 64, 256), per_tok, bf16);
   }
   auto mamba_flops = [](int64_t d, int64_t N) {
     const int64_t di = 2 * d, R = (d + 15) / 16;
     return 2.0 * (d * 2 * di + di * (R + 2 * N) + R * di + di * d);
   };
-  run(Problem{"Mamba (d 256, N 16), FM4NPP mamba_5m", 8, 8192, 0, 0}, nn::make_mamba<Backend>(16, 4, 2, 256),
-      mamba_flops(256, 16), bf16);
-  run(Problem{"Mamba (d 64, N 16), MAMBA-PT base", 4096, 12, 0, 0}, nn::make_mamba<Backend>(16, 4, 2, 64),
-      mamba_flops(64, 16), bf16);
+  const Problem fm{"Mamba (d 256, N 16), FM4NPP mamba_5m", 8, 8192, 0, 0};
+  run<nn::CudaBf16Backend>(fm, nn::make_mamba<nn::CudaBf16Backend>(16, 4, 2, 256), mamba_flops(256, 16), bf16);
+  run<nn::CudaBackend>(fm, nn::make_mamba<nn::CudaBackend>(16, 4, 2, 256), mamba_flops(256, 16), bf16);
+  const Problem pt{"Mamba (d 64, N 16), MAMBA-PT base", 4096, 12, 0, 0};
+  run<nn::CudaBf16Backend>(pt, nn::make_mamba<nn::CudaBf16Backend>(16, 4, 2, 64), mamba_flops(64, 16), bf16);
+  run<nn::CudaBackend>(pt, nn::make_mamba<nn::CudaBackend>(16, 4, 2, 64), mamba_flops(64, 16), bf16);
   return 0;
 }

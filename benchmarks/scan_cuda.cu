@@ -109,7 +109,7 @@ Row run(const Problem& pr, int64_t chunk, double bw,
   in.cu_seqlens = cu.view();
   in.chunk = chunk;
   in.max_seqlen_hint = pr.len;
-  Tensor<bfloat16, Cuda> saved(selective_scan_saved_shape(in));
+  Tensor<float, Cuda> saved(selective_scan_saved_shape(in));  // fp32 states
   SelectiveScanFwdArgs<bfloat16, Cuda> fa{in, out.view(), {}, saved.view()};
   SelectiveScanBwdArgs<bfloat16, Cuda> ba;
   ba.in = in;
@@ -143,7 +143,7 @@ Row run(const Problem& pr, int64_t chunk, double bw,
   cuda::scan_detail::scan_path_override() = cuda::scan_detail::ScanPath::kAuto;
   cuda::scan_detail::bwd_kernel_override() = cuda::scan_detail::BwdKernel::kAuto;
   const double act = static_cast<double>(L * dim) * 2, bc = static_cast<double>(L * G * N) * 2;
-  const double saved_b = static_cast<double>(saved.numel()) * 2;
+  const double saved_b = static_cast<double>(saved.numel()) * 4;
   r.bytes_fwd = 3 * act + 2 * bc + act + saved_b;                 // u, delta, z, B, C in; out, saved out
   r.bytes_bwd = 4 * act + 2 * bc + saved_b + 3 * act + 2 * bc;    // u, delta, z, dout, B, C, saved in; du, ddelta, dz, dB, dC out
   (void)bw;
@@ -180,7 +180,7 @@ void breakdown(const Problem& pr, int64_t chunk) {
   in.z = z.view();
   in.cu_seqlens = cu.view();
   in.chunk = chunk;
-  Tensor<bfloat16, Cuda> saved(selective_scan_saved_shape(in));
+  Tensor<float, Cuda> saved(selective_scan_saved_shape(in));  // fp32 states
   const SelectiveScanSizes s = validate_selective_scan_inputs(in);
   Params<bfloat16> p = make_params<bfloat16>(in, s);
   p.out = out.data();

@@ -15,12 +15,12 @@ bool cuda_training_available(std::string* what) {
 }
 
 std::unique_ptr<train::MdmTaskBase> make_cuda_mdm_task(train::MdmTaskOptions, int, int, int, nn::MambaOptions,
-                                                       data::TrackSequences, data::TrackSequences) {
+                                                       data::TrackSequences, data::TrackSequences, bool) {
   throw ConfigError(kNoCuda);
 }
 
 std::unique_ptr<train::TrainTask> make_cuda_fm_task(train::Fm4nppTaskOptions, int, int, int, int, nn::Mamba2Options,
-                                                    std::vector<data::Fm4nppEvent>, std::vector<data::Fm4nppEvent>) {
+                                                    std::vector<data::Fm4nppEvent>, std::vector<data::Fm4nppEvent>, bool) {
   throw ConfigError(kNoCuda);
 }
 

@@ -23,18 +23,39 @@ namespace mambatrack::cli {
 // device's name and memory, or why there is none.
 bool cuda_training_available(std::string* what);
 
-// The MAMBA-PT task on the GPU (Mamba mixer).
+// The MAMBA-PT task on the GPU (Mamba mixer); bf16: mixed precision (bf16 activations and weight
+// copies, fp32 master weights, gradients, AdamW moments and scan states), else fp32 throughout.
 std::unique_ptr<train::MdmTaskBase> make_cuda_mdm_task(train::MdmTaskOptions o, int d_state, int d_conv, int expand,
                                                        nn::MambaOptions mo, data::TrackSequences train,
-                                                       data::TrackSequences val);
+                                                       data::TrackSequences val, bool bf16);
 
-// The FM4NPP task on the GPU: Mamba2 when headdim > 0, else Mamba.
+// The FM4NPP task on the GPU: Mamba2 when headdim > 0, else Mamba; bf16 as above.
 std::unique_ptr<train::TrainTask> make_cuda_fm_task(train::Fm4nppTaskOptions o, int d_state, int d_conv, int expand,
                                                     int headdim, nn::Mamba2Options m2, std::vector<data::Fm4nppEvent> train,
-                                                    std::vector<data::Fm4nppEvent> val);
+                                                    std::vector<data::Fm4nppEvent> val, bool bf16);
 
 // Peak device memory in bytes since the process started (0 without CUDA).
 std::size_t cuda_peak_memory_bytes();
+
+// --precision auto|fp32|bf16 -> whether the GPU trains in bf16 mixed precision. auto takes
+// `config_amp` (MAMBA-PT's training.amp_enabled; FM4NPP's configs have none: fp32). The CPU
+// always trains in fp32 and says so when bf16 was asked for explicitly.
+inline void check_precision_arg(const std::string& arg) {
+  if (arg != "auto" && arg != "fp32" && arg != "bf16")
+    throw ConfigError("--precision must be auto, fp32 or bf16, got '" + arg + "'");
+}
+inline bool resolve_bf16(const std::string& arg, const std::string& device, bool config_amp, const char* command) {
+  check_precision_arg(arg);
+  const bool want = arg == "bf16" || (arg == "auto" && config_amp);
+  if (device != "cuda") {
+    if (arg == "bf16") std::fprintf(stderr, "%s: --precision bf16 is for the GPU; the CPU trains in fp32\n", command);
+    return false;
+  }
+  std::fprintf(stderr, "%s: %s\n", command,
+               want ? "bf16 mixed precision (bf16 activations, fp32 master weights, moments and scan states)"
+                    : "fp32 on the GPU");
+  return want;
+}
 
 inline std::string resolve_device(const std::string& arg, const char* command) {
   if (arg == "cpu") return "cpu";

@@ -56,6 +56,7 @@ struct FmRun {
   std::string data_dir, data_kind, mixer;
   std::string split = "val";  // what the task's held-out events are: val, test or all
   std::string device = "cpu";  // where the task trains: cpu or cuda (resolve_device())
+  bool bf16 = false;           // bf16 mixed precision on the GPU (resolve_bf16())
   int64_t train_events = 0, val_events = 0, train_points = 0, val_points = 0, dropped = 0, params = 0;
 };
 
@@ -260,7 +261,8 @@ inline void setup_fm_task(FmRun& run, const std::string& data_arg, const std::st
   nn::Mamba2Options m2;
   if (headdim > 0) m2.ngroups = c.get<int64_t>("ngroups");
   if (run.device == "cuda") {
-    run.task = make_cuda_fm_task(o, d_state, d_conv, expand, headdim, m2, std::move(train_ev), std::move(val_ev));
+    run.task =
+        make_cuda_fm_task(o, d_state, d_conv, expand, headdim, m2, std::move(train_ev), std::move(val_ev), run.bf16);
   } else if (headdim > 0) {
     run.task = std::make_unique<FmMamba2Task>(
         o, nn::make_mamba2<FmBackend>(d_state, d_conv, expand, headdim, o.backbone.d_model, m2), std::move(train_ev),
@@ -274,9 +276,11 @@ inline void setup_fm_task(FmRun& run, const std::string& data_arg, const std::st
 
 inline FmRun setup_fm_run(const std::string& config_path, const std::string& section,
                           const std::vector<std::string>& sets, const std::string& data_arg,
-                          const std::string& run_dir, bool resume, const std::string& device = "cpu") {
+                          const std::string& run_dir, bool resume, const std::string& device = "cpu",
+                          const std::string& precision = "auto") {
   FmRun run;
   run.device = device;
+  run.bf16 = resolve_bf16(precision, device, false, "pretrain-fm");  // FM4NPP's configs have no AMP switch
   train::Config& c = run.config;
   if (!section.empty() && config_path.empty()) throw ConfigError("--config-section needs --config FILE");
   if (!config_path.empty()) c.read_file(config_path, section);

@@ -180,10 +180,13 @@ inline std::unique_ptr<CpuMdmTask> make_mdm_task(const train::Config& c, train::
   return std::make_unique<CpuMdmTask>(std::move(o), mixer, std::move(train_seqs), std::move(val_seqs));
 }
 
-// `device`: "cpu" or "cuda" (resolve_device()).
+// `device`: "cpu" or "cuda" (resolve_device()); `precision`: auto, fp32 or bf16 (resolve_bf16(): auto
+// follows training.amp_enabled on the GPU); `cuda_graphs`: the GPU replays the backbone's forward
+// and backward of full batches from CUDA graphs (MdmTaskOptions::cuda_graphs).
 inline MdmRun setup_mdm_run(const std::string& config_path, const std::vector<std::string>& sets,
                             const std::string& data_arg, const std::string& run_dir, bool resume,
-                            const std::string& device = "cpu") {
+                            const std::string& device = "cpu", const std::string& precision = "auto",
+                            bool cuda_graphs = true) {
   MdmRun run;
   train::Config& c = run.config;
   if (!config_path.empty()) c.read_file(config_path);
@@ -212,10 +215,13 @@ inline MdmRun setup_mdm_run(const std::string& config_path, const std::vector<st
                       " events are too few for data.val_split; give more events");
 
   // Model.
+  const bool bf16 = resolve_bf16(precision, device, c.get<bool>("training.amp_enabled"), "pretrain-mdm");
   if (device == "cuda") {
-    run.task = make_cuda_mdm_task(mdm_task_options(c, run.vocab), c.get<int>("model.d_state"), c.get<int>("model.d_conv"),
+    train::MdmTaskOptions o = mdm_task_options(c, run.vocab);
+    o.cuda_graphs = cuda_graphs;
+    run.task = make_cuda_mdm_task(std::move(o), c.get<int>("model.d_state"), c.get<int>("model.d_conv"),
                                   c.get<int>("model.expand"), nn::MambaOptions{}, std::move(train_seqs),
-                                  std::move(val_seqs));
+                                  std::move(val_seqs), bf16);
   } else {
     run.task = make_mdm_task(c, mdm_task_options(c, run.vocab), std::move(train_seqs), std::move(val_seqs));
   }

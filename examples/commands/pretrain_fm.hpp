@@ -26,13 +26,15 @@ inline int run_pretrain_fm(int argc, char** argv) {
       .option("set", "", "override a config key, e.g. --set embed_dim=64 (repeatable)", true)
       .option("threads", "0", "CPU threads (0: all cores); the same seed and thread count give identical runs")
       .option("device", "cpu", "cpu, cuda, or auto (the GPU when there is one)")
+      .option("precision", "auto", "GPU arithmetic: bf16 (mixed precision), fp32, or auto (fp32: FM4NPP has no AMP)")
       .flag("resume", "continue from the latest checkpoint in RUN_DIR");
   if (!a.parse(argc, argv)) return 0;
+  check_precision_arg(a.str("precision"));  // before any data is simulated
   const std::string device = resolve_device(a.str("device"), "pretrain-fm");
   set_num_threads(static_cast<int>(a.integer("threads")));
 
   FmRun run = setup_fm_run(a.str("config"), a.str("config-section"), a.all("set"), a.str("data"), a.str("run-dir"),
-                           a.flag_set("resume"), device);
+                           a.flag_set("resume"), device, a.str("precision"));
   std::fprintf(stderr,
                "pretrain-fm: %s data in %s: %lld training events (%lld points) / %lld validation events (%lld points)"
                "%s; %s backbone, %lld trainable parameters; %lld steps of %lld event(s) (accumulation %lld) on %s\n",

@@ -27,14 +27,20 @@ inline int run_pretrain_mdm(int argc, char** argv) {
       .option("set", "", "override a config key, e.g. --set model.d_model=32 (repeatable)", true)
       .option("threads", "0", "CPU threads (0: all cores); the same seed and thread count give identical runs")
       .option("device", "cpu", "cpu, cuda, or auto (the GPU when there is one)")
+      .option("precision", "auto", "GPU arithmetic: bf16 (mixed precision), fp32, or auto (training.amp_enabled)")
+      .option("cuda-graphs", "on", "on: the GPU replays each full batch's backbone pass from CUDA graphs; off: eager")
       .option("stop-at-step", "0", "stop at this step as Ctrl-C would: checkpoint and exit (0: run to the end)")
       .flag("resume", "continue from the latest checkpoint in RUN_DIR");
   if (!a.parse(argc, argv)) return 0;
+  check_precision_arg(a.str("precision"));  // before any data is simulated
+  const std::string graphs = a.str("cuda-graphs");
+  if (graphs != "on" && graphs != "off") throw ConfigError("--cuda-graphs must be on or off, got '" + graphs + "'");
   const std::string device = resolve_device(a.str("device"), "pretrain-mdm");
   set_num_threads(static_cast<int>(a.integer("threads")));
 
   MdmRun run =
-      setup_mdm_run(a.str("config"), a.all("set"), a.str("data"), a.str("run-dir"), a.flag_set("resume"), device);
+      setup_mdm_run(a.str("config"), a.all("set"), a.str("data"), a.str("run-dir"), a.flag_set("resume"), device,
+                    a.str("precision"), graphs == "on");
   std::fprintf(stderr, "pretrain-mdm: %lld training / %lld validation tracks, vocabulary %lld, %lld parameters, "
                        "%lld steps on %s\n",
                static_cast<long long>(run.task->num_train_tracks()), static_cast<long long>(run.task->num_val_tracks()),

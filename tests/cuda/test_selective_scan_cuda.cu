@@ -81,9 +81,10 @@ ScanOutputs run_case(const ScanCase& sc, uint64_t seed, double tol) {
   auto D = make<T>(Shape{dim}, rng, -1, 1);
   auto bias = make<T>(Shape{dim}, rng, -1, 0.5);
   auto z = make<T>(Shape{L, dim}, rng, -2, 2);
-  auto init = make<T>(Shape{batch, dim, N}, rng, -0.5, 0.5);
+  using S = scan_state_t<T>;  // states: float for bfloat16 storage
+  auto init = make<S>(Shape{batch, dim, N}, rng, -0.5, 0.5);
   auto dout = make<T>(Shape{L, dim}, rng, -1, 1);
-  auto dfinal = make<T>(Shape{batch, dim, N}, rng, -0.5, 0.5);
+  auto dfinal = make<S>(Shape{batch, dim, N}, rng, -0.5, 0.5);
   auto dA0 = make<T>(Shape{dim, N}, rng, -1, 1);  // accumulated into
   auto dD0 = make<T>(Shape{dim}, rng, -1, 1);
   auto ddb0 = make<T>(Shape{dim}, rng, -1, 1);
@@ -123,9 +124,9 @@ ScanOutputs run_case(const ScanCase& sc, uint64_t seed, double tol) {
   in.chunk = sc.chunk;
   in.max_seqlen_hint = sc.max_len_hint;
   auto out = poisoned<T>(Shape{L, dim});
-  auto fin = poisoned<T>(Shape{batch, dim, N});
+  auto fin = poisoned<S>(Shape{batch, dim, N});
   // Slots that no chunk uses stay poisoned: compare the used ones only (zero elsewhere).
-  auto saved = poisoned<T>(saved_shape);
+  auto saved = poisoned<S>(saved_shape);
   cuda::selective_scan_fwd<T>({in, out.view(), fin.view(), saved.view()});
   MAMBATRACK_CUDA_CHECK(cudaDeviceSynchronize());
   CHECK_CLOSE("out", to_doubles(out), values(r_out), tol);
@@ -174,7 +175,7 @@ ScanOutputs run_case(const ScanCase& sc, uint64_t seed, double tol) {
     auto dB = poisoned<T>(Shape{L, G, N});
     auto dC = poisoned<T>(Shape{L, G, N});
     auto dz = poisoned<T>(Shape{L, dim});
-    auto dinit = poisoned<T>(Shape{batch, dim, N});
+    auto dinit = poisoned<S>(Shape{batch, dim, N});
     auto dA = to_device<T>(dA0.t.view());
     auto dD = to_device<T>(dD0.t.view());
     auto ddb = to_device<T>(ddb0.t.view());

@@ -12,6 +12,7 @@
 #include <map>
 #include <string>
 #include <tuple>
+#include <vector>
 
 #include "mambatrack/core/cuda_memory.cuh"
 #include "mambatrack/core/error.hpp"
@@ -78,10 +79,12 @@ class CudaContext {
   std::size_t workspace_bytes() const { return kWorkspaceBytes; }
 
   // At least `bytes` of device scratch, contents unspecified; `slot` (0..3) separates buffers an
-  // op needs at once. Grows only; growing frees the old buffer (cudaFree waits for the device).
+  // op needs at once. Grows only; growing releases the old buffer, or keeps it alive when a CUDA
+  // graph may hold its address (cuda_graph_state().captured).
   void* scratch(std::size_t bytes, int slot = 0) {
     auto& s = scratch_[static_cast<std::size_t>(slot & 3)];
     if (static_cast<std::size_t>(s.numel()) < bytes) {
+      if (cuda_graph_state().captured) retired_.push_back(std::move(s));
       s = Tensor<uint8_t, Cuda>();
       s = Tensor<uint8_t, Cuda>(Shape{static_cast<int64_t>(bytes + (bytes >> 2) + 256)});
     }
@@ -99,6 +102,7 @@ class CudaContext {
   cublasLtHandle_t lt_ = nullptr;
   Tensor<uint8_t, Cuda> workspace_;
   std::array<Tensor<uint8_t, Cuda>, 4> scratch_;
+  std::vector<Tensor<uint8_t, Cuda>> retired_;  // outgrown scratch a captured graph may use
   std::map<GemmPlanKey, GemmPlan> plans_;
 };
 

@@ -41,6 +41,19 @@ inline void cuda_check(cudaError_t status, const char* call, const char* file, i
 struct CudaMemoryStats {
   std::size_t current = 0, peak = 0, reserved = 0;
 };
+
+// CUDA graphs (nn/cuda_graph.cuh) bake device addresses in. While a capture is running, an
+// allocation is an error (its block would be handed to someone else after the capture and
+// overwritten by every replay); once a graph exists, the ops' grow-only scratch buffers are
+// kept for the process instead of released when they grow (retain_captured_scratch).
+struct CudaGraphState {
+  bool capturing = false;
+  bool captured = false;
+};
+inline CudaGraphState& cuda_graph_state() {
+  static CudaGraphState s;
+  return s;
+}
 namespace detail {
 struct CudaAllocations {
   struct Block {
@@ -85,6 +98,10 @@ template <>
 struct DeviceMemory<Cuda> {
   static void* allocate(std::size_t bytes) {
     if (bytes == 0) return nullptr;
+    if (cuda_graph_state().capturing)
+      throw DeviceError("device allocation of " + std::to_string(bytes) +
+                        " bytes during CUDA-graph capture: every buffer of a captured step must exist before "
+                        "the capture (run the step once eagerly with the same shapes first)");
     const std::size_t want = detail::cuda_rounded_bytes(bytes);
     int dev = 0;
     if (cudaGetDevice(&dev) != cudaSuccess) {

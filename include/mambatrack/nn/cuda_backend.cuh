@@ -1,5 +1,7 @@
 // nn::CudaBackend: the Backend policy (DESIGN.md §4) that runs the nn/ layer templates on a CUDA
-// device in float32: Scalar float, Device Cuda, Store CudaParameterStore. Each static function
+// device in float32: Scalar float, Device Cuda, Store CudaParameterStore. nn::CudaBf16Backend is
+// the same with bfloat16 activations and weights (Scalar bfloat16) over a CudaMixedParameterStore:
+// fp32 master weights and gradients, bf16 copies for the layers (mixed precision). Each static function
 // has the name of the host backends' (nn/cpu_backend.hpp, ssm_backend.hpp, mamba2_backend.hpp)
 // and forwards to mambatrack::cuda:: (cuBLASLt linear, norms, activations, embedding, losses,
 // causal_conv1d, selective_scan, ssd, gated_rmsnorm) or to nn/cuda_kernels.cuh, all on the one context()
@@ -13,13 +15,16 @@
 #include <algorithm>
 #include <cstdint>
 #include <type_traits>
+#include <utility>
 
 #include "mambatrack/core/cuda_context.cuh"
 #include "mambatrack/core/cuda_memory.cuh"
 #include "mambatrack/core/error.hpp"
 #include "mambatrack/core/tensor.hpp"
 #include "mambatrack/nn/cuda_backend_context.cuh"
+#include "mambatrack/nn/cuda_graph.cuh"
 #include "mambatrack/nn/cuda_kernels.cuh"
+#include "mambatrack/nn/cuda_mixed_parameter_store.cuh"
 #include "mambatrack/nn/cuda_parameter_store.cuh"
 #include "mambatrack/ops/activations.hpp"
 #include "mambatrack/ops/causal_conv1d.hpp"
@@ -45,14 +50,34 @@ namespace mambatrack::nn {
 //   model.init(store.host(), seed);  store.upload();            // init always runs on the host
 //   CudaBackend::to_device(ids_host, ids_dev); ...              // cu_seqlens validated on the host first
 //   store.zero_grad();  forward/backward;  optimizer on store.values()/grads();  store.download() to save.
-struct CudaBackend {
-  using Scalar = float;
+namespace cuda_backend_detail {
+// Whether embedding ids are range-checked on the device: one switch for every storage type.
+inline bool& check_ids_flag() {
+  static bool on = true;
+  return on;
+}
+template <class S>
+struct StoreOf {
+  using type = CudaParameterStore;
+};
+template <>
+struct StoreOf<bfloat16> {
+  using type = CudaMixedParameterStore;
+};
+}  // namespace cuda_backend_detail
+
+// S: the storage type of activations and of the weights the layers see (float or bfloat16); the
+// ops compute in float either way.
+template <class S>
+struct CudaBackendT {
+  static_assert(std::is_same_v<S, float> || std::is_same_v<S, bfloat16>, "CudaBackendT: float or bfloat16");
+  using Scalar = S;
   using Device = Cuda;
-  using Store = CudaParameterStore;
-  static constexpr const char* kName = "cuda";
+  using Store = typename cuda_backend_detail::StoreOf<S>::type;
+  static constexpr const char* kName = std::is_same_v<S, float> ? "cuda" : "cuda-bf16";
   template <class U>
   using DView = View<U, Cuda>;
-  using T = float;
+  using T = S;
 
   static CudaContext& context() { return cuda_backend_context(); }
   static cudaStream_t stream() { return context().stream(); }
@@ -70,8 +95,34 @@ struct CudaBackend {
   // range-checked on the device, one stream sync per call (an id out of range is a ShapeError
   // naming the token). set_check_ids(false) skips the check: no sync, CUDA-graph capturable, and
   // an id outside [0, vocab) then reads/writes out of bounds — validate the ids on the host.
-  static void set_check_ids(bool on) { check_ids_flag() = on; }
-  static bool check_ids() { return check_ids_flag(); }
+  static void set_check_ids(bool on) { cuda_backend_detail::check_ids_flag() = on; }
+  static bool check_ids() { return cuda_backend_detail::check_ids_flag(); }
+
+  // ---- CUDA graphs (train/graph_mode.hpp) ------------------------------------------------------
+  // Graph: a captured sequence of ops on the backend stream. capture() records what f() queues
+  // (nothing runs); launch() replays it with whatever the captured buffers hold at that point.
+  using Graph = CudaGraph;
+  template <class F>
+  static void capture(Graph& g, F&& f) {
+    g.capture(stream(), std::forward<F>(f));
+  }
+  static void launch(const Graph& g) { g.launch(stream()); }
+  // Capture cannot record the legacy default stream: moves the backend onto a stream of its own
+  // (created once, blocking, so legacy-stream copies elsewhere still order with it). Between steps.
+  static void use_capture_stream() {
+    static cudaStream_t s = [] {
+      cudaStream_t t = nullptr;
+      MAMBATRACK_CUDA_CHECK(cudaStreamCreate(&t));
+      return t;
+    }();
+    if (stream() != s) set_cuda_backend_stream(s);
+  }
+  // Added to every dropout mask's step, read on the device when the mask is drawn (queued; 0 by
+  // default): a graph captured with the layers at step 0 draws step v's masks after this.
+  static void set_dropout_step_offset(uint64_t v) {
+    cuda_kernels::set_u64_kernel<><<<1, 1, 0, stream()>>>(dropout_step_offset(), v);
+    cuda_kernels::check("set_dropout_step_offset");
+  }
   static void embedding_fwd(const EmbeddingFwdArgs<T, Cuda>& a) {
     mambatrack::cuda::embedding_fwd(a, context(), check_ids());
   }
@@ -154,7 +205,8 @@ struct CudaBackend {
   static void dropout_mask(uint64_t seed, uint64_t stream_id, uint64_t step, double p, DView<T> mask) {
     const T keep = static_cast<T>(1.0 / (1.0 - p));
     launch_n(mask.numel(), "dropout_mask", [&](unsigned g) {
-      cuda_kernels::dropout_mask_kernel<T><<<g, cuda_kernels::kThreads, 0, stream()>>>(seed, stream_id, step << 40, p,
+      cuda_kernels::dropout_mask_kernel<T><<<g, cuda_kernels::kThreads, 0, stream()>>>(seed, stream_id, step << 40,
+                                                                                       dropout_step_offset(), p,
                                                                                        keep, mask.data, mask.numel());
     });
   }
@@ -255,15 +307,22 @@ struct CudaBackend {
   static void to_device(View<const float, Host> src, DView<float> dst) { h2d<float>(src, dst); }
   static void to_device(View<const int64_t, Host> src, DView<int64_t> dst) { h2d<int64_t>(src, dst); }
   static void to_device(View<const uint8_t, Host> src, DView<uint8_t> dst) { h2d<uint8_t>(src, dst); }
+  static void to_device(View<const bfloat16, Host> src, DView<bfloat16> dst) { h2d<bfloat16>(src, dst); }
   // Device -> host, after every op queued before it (synchronises).
   static void to_host(DView<const float> src, View<float, Host> dst) { d2h<float>(src, dst); }
   static void to_host(DView<const int64_t> src, View<int64_t, Host> dst) { d2h<int64_t>(src, dst); }
   static void to_host(DView<const uint8_t> src, View<uint8_t, Host> dst) { d2h<uint8_t>(src, dst); }
+  static void to_host(DView<const bfloat16> src, View<bfloat16, Host> dst) { d2h<bfloat16>(src, dst); }
 
  private:
-  static bool& check_ids_flag() {
-    static bool on = true;
-    return on;
+  static uint64_t* dropout_step_offset() {
+    static uint64_t* p = [] {
+      void* q = nullptr;
+      MAMBATRACK_CUDA_CHECK(cudaMalloc(&q, sizeof(uint64_t)));  // process lifetime, outside the cache
+      MAMBATRACK_CUDA_CHECK(cudaMemsetAsync(q, 0, sizeof(uint64_t), stream()));
+      return static_cast<uint64_t*>(q);
+    }();
+    return p;
   }
   template <class F>
   static void launch_n(int64_t n, const char* what, F&& f) {
@@ -299,5 +358,8 @@ struct CudaBackend {
     MAMBATRACK_CUDA_CHECK(cudaStreamSynchronize(stream()));
   }
 };
+
+using CudaBackend = CudaBackendT<float>;
+using CudaBf16Backend = CudaBackendT<bfloat16>;
 
 }  // namespace mambatrack::nn

@@ -2,7 +2,8 @@
 // add/accumulate, per-sequence reversal y[cu[s] + i] = x[cu[s+1] − 1 − i], positions t − cu[s],
 // Philox dropout masks identical to the host's, multiply, mean pooling, column blocks, transpose,
 // the A = −exp(A_log) steps) and the task-level row ops (gather, scatter-add with distinct
-// indices, first argmax per row). One thread per output element (grid-stride), so every result is
+// indices, first argmax per row). float or bfloat16 storage: arithmetic in acc_t<T> (float for
+// bfloat16), one rounding per stored result. One thread per output element (grid-stride), so every result is
 // written by one thread: deterministic, no atomics. Each launch is stream-ordered on `s`, checks
 // the launch without synchronising and allocates nothing.
 #pragma once
@@ -13,6 +14,7 @@
 #include <string>
 
 #include "mambatrack/core/cuda_memory.cuh"
+#include "mambatrack/core/dtype.hpp"
 #include "mambatrack/core/error.hpp"
 #include "mambatrack/core/philox.hpp"
 #include "mambatrack/core/tensor.hpp"
@@ -20,6 +22,26 @@
 namespace mambatrack::nn::cuda_kernels {
 
 constexpr int kThreads = 256;
+
+// The arithmetic type of a storage type: float for bfloat16, the type itself otherwise.
+template <class T>
+struct Acc {
+  using type = T;
+};
+template <>
+struct Acc<bfloat16> {
+  using type = float;
+};
+template <class T>
+using acc_t = typename Acc<T>::type;
+template <class T>
+__device__ __forceinline__ acc_t<T> ld(const T& v) {
+  return static_cast<acc_t<T>>(v);
+}
+template <class T>
+__device__ __forceinline__ T st(acc_t<T> v) {
+  return static_cast<T>(v);
+}
 
 inline unsigned grid(int64_t n) {
   const int64_t blocks = (n + kThreads - 1) / kThreads;
@@ -49,19 +71,19 @@ __device__ __forceinline__ int64_t sequence_of(const int64_t* cu, int64_t batch,
 
 template <class T>
 __global__ void add_kernel(const T* a, const T* b, T* out, int64_t n) {
-  MAMBATRACK_NN_GRID_LOOP(i, n) out[i] = a[i] + b[i];
+  MAMBATRACK_NN_GRID_LOOP(i, n) out[i] = st<T>(ld(a[i]) + ld(b[i]));
 }
 template <class T>
 __global__ void accumulate_kernel(const T* x, T* y, int64_t n) {
-  MAMBATRACK_NN_GRID_LOOP(i, n) y[i] += x[i];
+  MAMBATRACK_NN_GRID_LOOP(i, n) y[i] = st<T>(ld(y[i]) + ld(x[i]));
 }
 template <class T>
 __global__ void multiply_kernel(const T* x, const T* m, T* y, int64_t n) {
-  MAMBATRACK_NN_GRID_LOOP(i, n) y[i] = x[i] * m[i];
+  MAMBATRACK_NN_GRID_LOOP(i, n) y[i] = st<T>(ld(x[i]) * ld(m[i]));
 }
 template <class T>
 __global__ void mul_accumulate_kernel(const T* x, const T* m, T* y, int64_t n) {
-  MAMBATRACK_NN_GRID_LOOP(i, n) y[i] += x[i] * m[i];
+  MAMBATRACK_NN_GRID_LOOP(i, n) y[i] = st<T>(ld(y[i]) + ld(x[i]) * ld(m[i]));
 }
 template <class T>
 __global__ void fill_kernel(T* x, T v, int64_t n) {
@@ -69,12 +91,20 @@ __global__ void fill_kernel(T* x, T v, int64_t n) {
 }
 template <class T>
 __global__ void neg_exp_kernel(const T* a_log, T* a, int64_t n) {
-  MAMBATRACK_NN_GRID_LOOP(i, n) a[i] = -exp(a_log[i]);
+  MAMBATRACK_NN_GRID_LOOP(i, n) a[i] = st<T>(-exp(ld(a_log[i])));
 }
 template <class T>
-__global__ void dropout_mask_kernel(uint64_t seed, uint64_t stream, uint64_t base, double p, T keep, T* mask, int64_t n) {
+// *step_offset (device memory) is added to the step: a captured CUDA graph draws fresh masks on
+// each replay when the offset is set before it (CudaBackendT::set_dropout_step_offset).
+__global__ void dropout_mask_kernel(uint64_t seed, uint64_t stream, uint64_t base, const uint64_t* step_offset,
+                                    double p, T keep, T* mask, int64_t n) {
+  const uint64_t b = base + (*step_offset << 40);
   MAMBATRACK_NN_GRID_LOOP(i, n)
-  mask[i] = philox_uniform_double(seed, stream, base + static_cast<uint64_t>(i)) < p ? T(0) : keep;
+  mask[i] = philox_uniform_double(seed, stream, b + static_cast<uint64_t>(i)) < p ? T(0) : keep;
+}
+template <int kUnused = 0>
+__global__ void set_u64_kernel(uint64_t* p, uint64_t v) {
+  *p = v;
 }
 template <class T>
 __global__ void reverse_kernel(const T* x, const int64_t* cu, T* y, int64_t batch, int64_t tokens, int64_t d) {
@@ -94,9 +124,9 @@ template <class T>
 __global__ void mean_pool_kernel(const T* x, const int64_t* cu, T* pooled, int64_t batch, int64_t d) {
   MAMBATRACK_NN_GRID_LOOP(i, batch * d) {
     const int64_t s = i / d, c = i - s * d, n = cu[s + 1] - cu[s];
-    T sum = 0;
-    for (int64_t t = cu[s]; t < cu[s + 1]; ++t) sum += x[t * d + c];
-    pooled[i] = n > 0 ? sum / static_cast<T>(n) : T(0);
+    acc_t<T> sum = 0;
+    for (int64_t t = cu[s]; t < cu[s + 1]; ++t) sum += ld(x[t * d + c]);
+    pooled[i] = st<T>(n > 0 ? sum / static_cast<acc_t<T>>(n) : acc_t<T>(0));
   }
 }
 template <class T>
@@ -104,7 +134,7 @@ __global__ void mean_pool_bwd_kernel(const T* dp, const int64_t* cu, T* dx, int6
   MAMBATRACK_NN_GRID_LOOP(i, tokens * d) {
     const int64_t t = i / d, c = i - t * d;
     const int64_t s = sequence_of(cu, batch, t);
-    dx[i] = dp[s * d + c] / static_cast<T>(cu[s + 1] - cu[s]);
+    dx[i] = st<T>(ld(dp[s * d + c]) / static_cast<acc_t<T>>(cu[s + 1] - cu[s]));
   }
 }
 // out[:, off:off+w] = x (copy) or out = x[:, off:off+w] (take); one thread per element of the block.
@@ -143,7 +173,7 @@ template <class U>
 __global__ void scatter_add_rows_kernel(const U* src, const int64_t* idx, U* out, int64_t m, int64_t w, int64_t rows) {
   MAMBATRACK_NN_GRID_LOOP(i, m * w) {
     const int64_t r = i / w, c = i - r * w, k = idx[r];
-    if (k >= 0 && k < rows) out[k * w + c] += src[i];
+    if (k >= 0 && k < rows) out[k * w + c] = st<U>(ld(out[k * w + c]) + ld(src[i]));
   }
 }
 // The first column holding the row's maximum (the host's strict '>' scan).
@@ -152,10 +182,10 @@ __global__ void argmax_rows_kernel(const T* x, int64_t* out, int64_t n, int64_t 
   MAMBATRACK_NN_GRID_LOOP(r, n) {
     const T* row = x + r * w;
     int64_t best = 0;
-    T bv = row[0];
+    acc_t<T> bv = ld(row[0]);
     for (int64_t c = 1; c < w; ++c)
-      if (row[c] > bv) {
-        bv = row[c];
+      if (ld(row[c]) > bv) {
+        bv = ld(row[c]);
         best = c;
       }
     out[r] = best;

@@ -68,12 +68,13 @@ class MambaMixer {
   struct Context {
     View<const T, Device> x;  // the forward input, owned by the caller
     SelectiveScanInputs<T, Device> scan;
-    Tensor<T, Device> xin, z, u, dt_low, B, C, delta, A, y, out, saved_states;
+    Tensor<T, Device> xin, z, u, dt_low, B, C, delta, A, y, out;
+    Tensor<scan_state_t<T>, Device> saved_states;  // fp32 under bfloat16 storage
     Tensor<T, Device> dx;
     std::shared_ptr<BackwardWorkspace> backward_workspace = std::make_shared<BackwardWorkspace>();
     std::size_t bytes() const {
-      std::size_t n = backward_workspace->bytes();
-      for (const auto* t : {&xin, &z, &u, &dt_low, &B, &C, &delta, &A, &y, &out, &saved_states, &dx}) n += t->bytes();
+      std::size_t n = backward_workspace->bytes() + saved_states.bytes();
+      for (const auto* t : {&xin, &z, &u, &dt_low, &B, &C, &delta, &A, &y, &out, &dx}) n += t->bytes();
       return n;
     }
   };
@@ -148,7 +149,7 @@ class MambaMixer {
   // x: (tokens, d_model), cu_seqlens: (batch + 1). Returns (tokens, d_model), valid until the next
   // forward on ctx. x and cu_seqlens must stay alive until backward.
   View<const T, Device> forward(Context& c, View<const T, Device> x, View<const int64_t, Device> cu_seqlens) {
-    return forward_impl(c, x, cu_seqlens, View<T, Device>());
+    return forward_impl(c, x, cu_seqlens, View<scan_state_t<T>, Device>());
   }
 
   // The forward that also leaves in `s` (one slot per sequence of cu_seqlens) the recurrent state
@@ -301,7 +302,7 @@ class MambaMixer {
 
  private:
   View<const T, Device> forward_impl(Context& c, View<const T, Device> x, View<const int64_t, Device> cu_seqlens,
-                                     View<T, Device> final_state) {
+                                     View<scan_state_t<T>, Device> final_state) {
     using mamba_detail::ensure;
     check_registered("forward");
     MAMBATRACK_CHECK_SHAPE(x.rank() == 2 && x.dim(1) == d_model_, "Mamba forward: input must be (tokens, d_model = ",

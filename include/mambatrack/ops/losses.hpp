@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "mambatrack/core/dtype.hpp"
 #include "mambatrack/core/tensor.hpp"
 #include "mambatrack/ops/view_checks.hpp"
 
@@ -94,10 +95,23 @@ struct BceWithLogitsArgs {
 // mask[i] ≠ 0, and (with skip_pad_targets) targets[i] ≠ pad_value. FM4NPP's k-NNN loss is
 // this with no mask and the −100 padding of its targets (kmask = knn ≠ −100), mean over all
 // counted elements of the batch.
+// Regression targets stay in float under bfloat16 predictions: mixed precision takes the loss in
+// fp32 against the unrounded targets (as torch autocast does for mse_loss).
+template <class T>
+struct MseTarget {
+  using type = T;
+};
+template <>
+struct MseTarget<bfloat16> {
+  using type = float;
+};
+template <class T>
+using mse_target_t = typename MseTarget<T>::type;
+
 template <class T, class Device = Host>
 struct MaskedMseArgs {
   View<const T, Device> predictions;  // any shape, N elements
-  View<const T, Device> targets;      // N elements
+  View<const mse_target_t<T>, Device> targets;  // N elements (float under bfloat16 predictions)
   View<const uint8_t, Device> mask;   // N elements, or absent
   View<T, Device> dpredictions;       // N elements, overwritten (0 where not counted); absent: loss only
   bool skip_pad_targets = true;

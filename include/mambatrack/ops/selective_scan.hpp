@@ -6,21 +6,37 @@
 
 #include <cstdint>
 
+#include "mambatrack/core/dtype.hpp"
 #include "mambatrack/core/error.hpp"
 #include "mambatrack/core/tensor.hpp"
 #include "mambatrack/ops/args.hpp"
 
 namespace mambatrack {
 
+// The type of the scan's states (initial, final, the saved chunk starts and their gradients): the
+// storage type, except that bfloat16 storage keeps them in float — mixed precision runs the
+// recurrence in fp32 and saves fp32 states for the backward's recompute, as mamba_ssm does.
+template <class T>
+struct ScanState {
+  using type = T;
+};
+template <>
+struct ScanState<bfloat16> {
+  using type = float;
+};
+template <class T>
+using scan_state_t = typename ScanState<T>::type;
+
 // Inputs of the scan. Shapes (tokens = cu_seqlens[batch], G = ngroups, N = d_state):
 //   u, delta, z: (tokens, dim);  A: (dim, N), already negative (A = -exp(A_log));
 //   B, C: (tokens, G, N), channel d uses group d / (dim / G);  D, delta_bias: (dim);
-//   initial_state: (batch, dim, N);  cu_seqlens: (batch + 1), 0 = cu[0] <= ... <= cu[batch] = tokens.
+//   initial_state: (batch, dim, N), of scan_state_t<T>;  cu_seqlens: (batch + 1), 0 = cu[0] <= ... <= cu[batch] = tokens.
 // D, delta_bias, z and initial_state are optional.
 template <class T, class Device = Host>
 struct SelectiveScanInputs {
   View<const T, Device> u, delta, A, B, C;
-  View<const T, Device> D, delta_bias, z, initial_state;  // optional
+  View<const T, Device> D, delta_bias, z;                  // optional
+  View<const scan_state_t<T>, Device> initial_state;       // optional
   View<const int64_t, Device> cu_seqlens;
   bool delta_softplus = true;
   // The forward saves h at the start of every `chunk` tokens of each sequence; the backward
@@ -39,8 +55,8 @@ template <class T, class Device = Host>
 struct SelectiveScanFwdArgs {
   SelectiveScanInputs<T, Device> in;
   View<T, Device> out;
-  View<T, Device> final_state;   // optional
-  View<T, Device> saved_states;  // optional
+  View<scan_state_t<T>, Device> final_state;   // optional
+  View<scan_state_t<T>, Device> saved_states;  // optional
 };
 
 // Backward of L(out, final_state) given dout = ∂L/∂out (tokens, dim) and, optionally,
@@ -52,10 +68,11 @@ struct SelectiveScanFwdArgs {
 template <class T, class Device = Host>
 struct SelectiveScanBwdArgs {
   SelectiveScanInputs<T, Device> in;
-  View<const T, Device> saved_states;  // from the forward with the same inputs and chunk
+  View<const scan_state_t<T>, Device> saved_states;  // from the forward with the same inputs and chunk
   View<const T, Device> dout;
-  View<const T, Device> dfinal_state;  // optional
-  View<T, Device> du, ddelta, dB, dC, dz, dinitial_state;  // overwritten
+  View<const scan_state_t<T>, Device> dfinal_state;  // optional
+  View<T, Device> du, ddelta, dB, dC, dz;             // overwritten
+  View<scan_state_t<T>, Device> dinitial_state;       // overwritten
   View<T, Device> dA, dD, ddelta_bias;                     // accumulated
 };
 

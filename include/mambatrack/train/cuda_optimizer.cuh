@@ -10,6 +10,7 @@
 #include "mambatrack/core/cuda_context.cuh"
 #include "mambatrack/core/cuda_memory.cuh"
 #include "mambatrack/nn/cuda_backend.cuh"
+#include "mambatrack/nn/cuda_mixed_parameter_store.cuh"
 #include "mambatrack/nn/cuda_parameter_store.cuh"
 #include "mambatrack/optim/cuda/adamw.cuh"
 #include "mambatrack/optim/cuda/clip.cuh"
@@ -82,12 +83,52 @@ class CudaFlatOptimizer final : public FlatOptimizer {
   Tensor<float, Cuda> exp_avg_, exp_avg_sq_;
 };
 
+// Mixed precision (nn::CudaMixedParameterStore): the same fp32 AdamW over the fp32 master
+// weights and gradients; the bf16 gradients are folded in before they are read (a no-op when the
+// task already folded after its last micro-batch) and the bf16 weights are refreshed after every
+// change of the master weights.
+class CudaMixedFlatOptimizer final : public FlatOptimizer {
+ public:
+  explicit CudaMixedFlatOptimizer(nn::CudaMixedParameterStore& store) : store_(store), fp32_(store.master()) {}
+
+  void zero_grad() override { store_.zero_grad(); }
+  double grad_norm(double clip_norm) override {
+    store_.fold_grads();
+    return fp32_.grad_norm(clip_norm);
+  }
+  void clip_value(double limit) override {
+    store_.fold_grads();
+    fp32_.clip_value(limit);
+  }
+  void step(int64_t adam_step, const optim::AdamWConfig& c) override {
+    store_.fold_grads();
+    fp32_.step(adam_step, c);
+    store_.refresh();
+  }
+  void save(nn::TrainState& state) override { fp32_.save(state); }
+  void load(const nn::TrainState& state) override {
+    fp32_.load(state);
+    store_.refresh();
+  }
+
+ private:
+  nn::CudaMixedParameterStore& store_;
+  CudaFlatOptimizer fp32_;
+};
+
 }  // namespace mambatrack::train
 
 namespace mambatrack::nn {  // the device overloads of train/flat_optimizer.hpp's store functions
 inline ParameterStore& host_of(CudaParameterStore& s) { return s.host(); }
 inline void upload_params(CudaParameterStore& s) { s.upload(); }
+inline void fold_grads(CudaParameterStore&) {}
 inline std::unique_ptr<train::FlatOptimizer> make_flat_optimizer(CudaParameterStore& s) {
   return std::make_unique<train::CudaFlatOptimizer>(s);
+}
+inline ParameterStore& host_of(CudaMixedParameterStore& s) { return s.host(); }
+inline void upload_params(CudaMixedParameterStore& s) { s.upload(); }
+inline void fold_grads(CudaMixedParameterStore& s) { s.fold_grads(); }
+inline std::unique_ptr<train::FlatOptimizer> make_flat_optimizer(CudaMixedParameterStore& s) {
+  return std::make_unique<train::CudaMixedFlatOptimizer>(s);
 }
 }  // namespace mambatrack::nn

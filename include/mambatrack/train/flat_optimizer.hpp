@@ -117,10 +117,14 @@ class HostFlatOptimizer final : public FlatOptimizer {
 // What a task needs from its Backend's parameter store, found by argument-dependent lookup so a
 // task template serves host and device stores alike (the CUDA overloads are in
 // train/cuda_optimizer.cuh): the host store (names, init, checkpoints), copying freshly
-// initialised host values to where the model runs, and the optimizer over the live buffers.
+// initialised host values to where the model runs, folding a micro-batch's gradients, and the
+// optimizer over the live buffers.
 namespace mambatrack::nn {
 inline ParameterStore& host_of(ParameterStore& s) { return s; }
 inline void upload_params(ParameterStore&) {}
+// After a micro-batch's backward: a store whose layers accumulate lower-precision gradients adds
+// them into its fp32 gradients here (nn::CudaMixedParameterStore); a no-op for fp32 stores.
+inline void fold_grads(ParameterStore&) {}
 inline std::unique_ptr<train::FlatOptimizer> make_flat_optimizer(ParameterStore& s) {
   return std::make_unique<train::HostFlatOptimizer>(s);
 }

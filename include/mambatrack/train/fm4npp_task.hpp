@@ -130,6 +130,7 @@ class Fm4nppTask final : public TrainTask {
     const int64_t micro = micro_++;
     backbone_.set_mode(true, o_.seed, static_cast<uint64_t>(micro));
     const Out r = run(train_, ids, grad_scale, true);
+    fold_grads(store_);  // nn:: by argument-dependent lookup; fp32 accumulation under mixed precision
     MicroBatchResult out;
     out.loss = r.loss();
     out.tokens = r.tokens;
@@ -216,11 +217,12 @@ class Fm4nppTask final : public TrainTask {
     coords_.resize(static_cast<std::size_t>(3 * n));
     energy_.resize(static_cast<std::size_t>(n));
     for (int64_t i = 0; i < n; ++i) {
-      energy_[i] = static_cast<T>(batch.points[4 * i]);
+      energy_[i] = static_cast<T>(static_cast<float>(batch.points[4 * i]));
       for (int c = 0; c < 3; ++c) coords_[3 * i + c] = batch.points[4 * i + 1 + c];
     }
     const std::vector<float> nerf = data::nerf_encode(coords_, 3);
-    nerf_.assign(nerf.begin(), nerf.end());
+    nerf_.resize(nerf.size());
+    for (std::size_t i = 0; i < nerf.size(); ++i) nerf_[i] = static_cast<T>(nerf[i]);
     targets_.assign(batch.knn.begin(), batch.knn.end());
     cu_ = std::move(batch.cu_seqlens);
     int64_t longest = 0;  // a speed hint for the CUDA scan's choice of path
@@ -271,9 +273,11 @@ class Fm4nppTask final : public TrainTask {
   typename nn::KnnHead<Backend>::Context hctx_;
   std::vector<float> coords_;
   std::vector<int64_t> cu_;
-  std::vector<T> energy_, nerf_, targets_;
+  std::vector<T> energy_, nerf_;
+  std::vector<mse_target_t<T>> targets_;  // float under bf16 activations: the loss is fp32
   Tensor<int64_t, Device> cu_d_;
-  Tensor<T, Device> energy_d_, nerf_d_, targets_d_, dpred_d_;
+  Tensor<T, Device> energy_d_, nerf_d_, dpred_d_;
+  Tensor<mse_target_t<T>, Device> targets_d_;
 };
 
 }  // namespace mambatrack::train

@@ -28,6 +28,7 @@
 #include "mambatrack/nn/heads.hpp"
 #include "mambatrack/ops/losses.hpp"
 #include "mambatrack/train/flat_optimizer.hpp"
+#include "mambatrack/train/graph_mode.hpp"
 #include "mambatrack/train/mdm_metrics.hpp"
 #include "mambatrack/train/trainer.hpp"
 
@@ -46,6 +47,10 @@ struct MdmTaskOptions {
   double mdm_weight = 1.0;
   double ntp_weight = 0.5;
   bool alternate = true;         // MAMBA-PT: even micro-batches MDM, odd NTP; false: both, weighted
+  // CUDA backends: full training batches are padded to batch_size × (longest track) tokens and
+  // the backbone's forward and backward replay CUDA graphs (train/graph_mode.hpp). The heads,
+  // losses and evaluation stay eager. Ignored on host backends.
+  bool cuda_graphs = false;
   nlohmann::json model_config;   // written into model.safetensors
 };
 
@@ -84,6 +89,15 @@ class MdmTask final : public MdmTaskBase {
     backbone_.init(host, o_.seed);
     mdm_head_.init(host, o_.seed);
     ntp_head_.init(host, o_.seed);
+    if constexpr (HasGraphs<Backend>::value) {
+      if (o_.cuda_graphs) {
+        int64_t longest = 0;
+        for (int64_t i = 0; i < train_.size(); ++i) longest = std::max(longest, train_.length(i));
+        graph_.budget = graph_budget(o_.batch_size, longest);
+        Backend::use_capture_stream();  // before the parameters reach the device
+        Backend::set_check_ids(false);  // check_sequences validated every token above
+      }
+    }
     upload_params(store_);
   }
 
@@ -117,7 +131,9 @@ class MdmTask final : public MdmTaskBase {
     }
     const int64_t micro = micro_++;
     const data::PackedBatch batch = data::pack_batch(train_, ids);
-    backbone_.set_mode(true, o_.seed, static_cast<uint64_t>(micro));
+    // Graph mode: the layers draw step 0's dropout masks plus a device-side step offset.
+    graph_micro_ = graph_.budget.tokens > 0 && batch.size() == o_.batch_size ? micro : -1;
+    backbone_.set_mode(true, o_.seed, graph_micro_ >= 0 ? 0 : static_cast<uint64_t>(micro));
     ntp_head_.set_mode(true, o_.seed, static_cast<uint64_t>(micro));
     MicroBatchResult r;
     r.tokens = batch.num_tokens();
@@ -138,6 +154,7 @@ class MdmTask final : public MdmTaskBase {
       r.metrics["ntp_loss"] = n.loss;
       r.metrics["ntp_accuracy"] = n.accuracy();
     }
+    fold_grads(store_);  // nn:: by argument-dependent lookup; fp32 accumulation under mixed precision
     (void)step;
     return r;
   }
@@ -237,7 +254,7 @@ class MdmTask final : public MdmTaskBase {
     const std::vector<T>& lg = download(logits, logits_h_);
     for (int64_t k = 0; k < b; ++k) {
       r.label.push_back(static_cast<int32_t>(ntp_labels_[k]));
-      r.predicted.push_back(lg[2 * k + 1] > lg[2 * k] ? 1 : 0);
+      r.predicted.push_back(value(lg[2 * k + 1]) > value(lg[2 * k]) ? 1 : 0);
     }
     return r;
   }
@@ -288,8 +305,7 @@ class MdmTask final : public MdmTaskBase {
     const auto m = static_cast<int64_t>(masked.masked_positions.size());
     if (m == 0) return out;  // too short to mask at this rate (the seed skips such batches too)
     const int64_t n = batch.num_tokens(), d = o_.backbone.d_model, vocab = o_.backbone.vocab;
-    hint_max_seqlen(batch.cu_seqlens);
-    View<const T, Device> y = backbone_.forward_tokens(bctx_, upload(masked.input, ids_d_), upload(batch.cu_seqlens, cu_d_));
+    View<const T, Device> y = encode(masked.input, batch.cu_seqlens, backward).first;
     positions_.assign(masked.masked_positions.begin(), masked.masked_positions.end());
     labels_.resize(static_cast<std::size_t>(m));
     for (int64_t i = 0; i < m; ++i) labels_[i] = masked.labels[positions_[i]];
@@ -326,10 +342,9 @@ class MdmTask final : public MdmTaskBase {
     }
     if (backward) {
       View<const T, Device> dx = mdm_head_.backward(mctx_, View<const T, Device>(dlogits_d_.view()));
-      View<T, Device> dy = nn::ensure(dy_d_, Shape{n, d});
-      Backend::fill(dy, T(0));
+      View<T, Device> dy = zeroed_dy(n, d);
       Backend::scatter_add_rows(dx, pos, dy);
-      backbone_.backward(bctx_, View<const T, Device>(dy));
+      backprop();
     }
     return out;
   }
@@ -343,9 +358,7 @@ class MdmTask final : public MdmTaskBase {
     for (int64_t i = 0; i < b; ++i) p[i] = src.p[batch.sample_ids[i]];
     const data::NtpPairs pairs = data::permutation_pairs(p, rng);
     const std::vector<int64_t>& cu_h = batch.cu_seqlens;
-    hint_max_seqlen(cu_h);
-    View<const int64_t, Device> cu = upload(cu_h, cu_d_);
-    View<const T, Device> y = backbone_.forward_tokens(bctx_, upload(batch.tokens, ids_d_), cu);
+    const auto [y, cu] = encode(batch.tokens, cu_h, backward);
     // The partners' rows, sequence by sequence in pair order (every row once: a permutation).
     cu2_.assign(1, 0);
     rows_.clear();
@@ -371,7 +384,7 @@ class MdmTask final : public MdmTaskBase {
     out.count = lr.count;
     const std::vector<T>& lg = download(logits, logits_h_);
     for (int64_t k = 0; k < b; ++k) {
-      const int pred = lg[2 * k + 1] > lg[2 * k] ? 1 : 0;
+      const int pred = value(lg[2 * k + 1]) > value(lg[2 * k]) ? 1 : 0;
       const int label = pairs.label[k];
       out.correct += pred == label;
       out.tp += pred == 1 && label == 1;
@@ -380,10 +393,10 @@ class MdmTask final : public MdmTaskBase {
     }
     if (backward) {
       const auto [dx1, dx2] = ntp_head_.backward(nctx_, View<const T, Device>(ntp_dlogits_d_.view()));
-      View<T, Device> dy = nn::ensure(dy_d_, Shape{n, d});
+      View<T, Device> dy = zeroed_dy(n, d);
       Backend::copy(dx1, dy);
       Backend::scatter_add_rows(dx2, rows, dy);  // route the partners' gradients back
-      backbone_.backward(bctx_, View<const T, Device>(dy));
+      backprop();
     }
     return out;
   }
@@ -401,6 +414,69 @@ class MdmTask final : public MdmTaskBase {
                          " has token ", src.tokens[t], ", outside the model's vocabulary of ", vocab,
                          " (the tokenizer and the model disagree)");
     }
+  }
+
+  // The backbone forward of one batch: returns its output rows and the device cu_seqlens of the
+  // batch's real sequences. Eager on bctx_, or in graph mode (a full training batch, `train`):
+  // padded to the budget on gctx_, the first full batch run eagerly (every buffer allocated), the
+  // next captured, later ones replayed. The rows returned are the real tokens' either way.
+  template <class I>
+  std::pair<View<const T, Device>, View<const int64_t, Device>> encode(const std::vector<I>& tokens,
+                                                                      const std::vector<int64_t>& cu, bool train) {
+    graph_now_ = train && graph_micro_ >= 0;
+    if constexpr (HasGraphs<Backend>::value) {
+      if (graph_now_) {
+        pad_to_budget(tokens, cu, graph_.budget, o_.backbone.padding_idx, graph_.tokens_h, graph_.cu_h);
+        View<const int64_t, Device> ids = upload(graph_.tokens_h, graph_.ids_d);
+        View<const int64_t, Device> cu_all = upload(graph_.cu_h, graph_.cu_d);
+        backbone_.set_max_seqlen_hint(graph_.budget.max_len);
+        Backend::set_dropout_step_offset(static_cast<uint64_t>(graph_micro_));
+        if (!graph_.warm) {
+          backbone_.forward_tokens(gctx_, ids, cu_all);
+        } else {
+          if (!graph_.forward.ready())
+            Backend::capture(graph_.forward, [&] { backbone_.forward_tokens(gctx_, ids, cu_all); });
+          Backend::launch(graph_.forward);
+        }
+        Backend::set_dropout_step_offset(0);  // the heads' dropout is eager
+        const auto n = static_cast<int64_t>(tokens.size());
+        return {View<const T, Device>(gctx_.y.view()).rows(0, n),
+                View<const int64_t, Device>(graph_.cu_d.data(), Shape{static_cast<int64_t>(cu.size())})};
+      }
+    }
+    hint_max_seqlen(cu);
+    View<const int64_t, Device> cu_d = upload(cu, cu_d_);
+    return {backbone_.forward_tokens(bctx_, upload(tokens, ids_d_), cu_d), cu_d};
+  }
+  // The gradient buffer of encode()'s output rows, zeroed (in graph mode the padding rows too).
+  View<T, Device> zeroed_dy(int64_t n, int64_t d) {
+    if (graph_now_) {
+      View<T, Device> all = nn::ensure(graph_.dy_d, Shape{graph_.budget.tokens, d});
+      Backend::fill(all, T(0));
+      return all.rows(0, n);
+    }
+    View<T, Device> dy = nn::ensure(dy_d_, Shape{n, d});
+    Backend::fill(dy, T(0));
+    return dy;
+  }
+  // The backbone backward of the last encode() with zeroed_dy()'s buffer.
+  void backprop() {
+    if constexpr (HasGraphs<Backend>::value) {
+      if (graph_now_) {
+        View<const T, Device> dy = graph_.dy_d.view();
+        Backend::set_dropout_step_offset(static_cast<uint64_t>(graph_micro_));  // checkpointed blocks redraw
+        if (!graph_.warm) {
+          backbone_.backward(gctx_, dy);
+          graph_.warm = true;
+        } else {
+          if (!graph_.backward.ready()) Backend::capture(graph_.backward, [&] { backbone_.backward(gctx_, dy); });
+          Backend::launch(graph_.backward);
+        }
+        Backend::set_dropout_step_offset(0);
+        return;
+      }
+    }
+    backbone_.backward(bctx_, View<const T, Device>(dy_d_.view()));
   }
 
   // Tells the backbone the longest sequence of the coming forward (a speed hint for the CUDA scan).
@@ -427,6 +503,11 @@ class MdmTask final : public MdmTaskBase {
     return v;
   }
   // Device view -> host vector (synchronises on a GPU).
+  // A downloaded logit as a double (bfloat16 converts through float).
+  static double value(const T& v) {
+    if constexpr (std::is_same_v<T, bfloat16>) return static_cast<float>(v);
+    else return static_cast<double>(v);
+  }
   const std::vector<T>& download(View<const T, Device> d, std::vector<T>& h) {
     h.resize(static_cast<std::size_t>(d.numel()));
     Backend::to_host(d, View<T>(h.data(), d.shape));
@@ -450,6 +531,31 @@ class MdmTask final : public MdmTaskBase {
   std::vector<T> logits_h_;
   Tensor<int64_t, Device> ids_d_, cu_d_, cu2_d_, positions_d_, labels_d_, ntp_labels_d_, predicted_d_, rows_d_;
   Tensor<T, Device> gathered_d_, dlogits_d_, dy_d_, permuted_d_, ntp_dlogits_d_;
+  // Graph mode: the padded batch's own buffers and backbone context (never reshaped: the graphs
+  // hold their addresses), the two graphs, and whether the current micro-batch uses them.
+  struct NoGraph {
+    bool ready() const { return false; }
+  };
+  template <class B, bool = HasGraphs<B>::value>
+  struct GraphOf {
+    using type = NoGraph;
+  };
+  template <class B>
+  struct GraphOf<B, true> {
+    using type = typename B::Graph;
+  };
+  struct GraphState {
+    GraphBudget budget;  // tokens == 0: graph mode off
+    bool warm = false;   // the first full batch ran eagerly on gctx_
+    std::vector<int64_t> tokens_h, cu_h;
+    Tensor<int64_t, Device> ids_d, cu_d;
+    Tensor<T, Device> dy_d;
+    typename GraphOf<Backend>::type forward, backward;
+  };
+  GraphState graph_;
+  typename nn::Backbone<Backend, Mixer>::Context gctx_;
+  int64_t graph_micro_ = -1;  // this training micro-batch's index in graph mode, else -1
+  bool graph_now_ = false;    // the last encode() ran in graph mode
 };
 
 }  // namespace mambatrack::train

@@ -62,6 +62,7 @@ __device__ __forceinline__ float sigmoid_f(float x) { return 1.0f / (1.0f + expf
 
 // Grow-only device scratch, one buffer per `id` (kept for the process; freed at exit). Calls on
 // one id must not overlap on different streams (the ops are stream-ordered on the caller's stream).
+// An outgrown buffer is released, or kept when a CUDA graph may hold its address.
 inline void* scratch(int id, std::size_t bytes) {
   struct Buf {
     void* p = nullptr;
@@ -75,7 +76,7 @@ inline void* scratch(int id, std::size_t bytes) {
   if (b.n < bytes) {
     if (b.p) {
       MAMBATRACK_CUDA_CHECK(cudaDeviceSynchronize());
-      DeviceMemory<Cuda>::release(b.p);
+      if (!cuda_graph_state().captured) DeviceMemory<Cuda>::release(b.p);
       b.p = nullptr;
       b.n = 0;
     }

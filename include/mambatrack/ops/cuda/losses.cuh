@@ -113,24 +113,25 @@ struct BceOp {
   }
 };
 
+template <class T>
 struct MseOp {
-  const float* p;
+  const T* p;
   const float* t;
   const uint8_t* mask;
-  float* g;
+  T* g;
   float scale, pad;
   bool skip_pad;
   __device__ bool counted(int64_t i) const { return (!mask || mask[i] != 0) && !(skip_pad && t[i] == pad); }
   __device__ double operator()(int64_t i) const {
-    const float d = p[i] - t[i];
+    const float d = to_f(p[i]) - t[i];
     const bool c = counted(i);
-    if (g) g[i] = c ? scale * d : 0.0f;
+    if (g) g[i] = from_f<T>(c ? scale * d : 0.0f);
     return c ? static_cast<double>(d) * d : 0.0;
   }
 };
 
-template <int kUnused = 0>
-__global__ void mse_count_kernel(MseOp op, int64_t n, unsigned long long* __restrict__ count) {
+template <class T>
+__global__ void mse_count_kernel(MseOp<T> op, int64_t n, unsigned long long* __restrict__ count) {
   unsigned long long c = 0;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x)
@@ -211,17 +212,19 @@ inline LossResult bce_with_logits(const BceWithLogitsArgs<float, Cuda>& a, CudaC
   return r;
 }
 
-inline LossResult masked_mse(const MaskedMseArgs<float, Cuda>& a, CudaContext& ctx) {
+namespace detail {
+template <class T>
+LossResult masked_mse_impl(const MaskedMseArgs<T, Cuda>& a, CudaContext& ctx) {
   a.check();
   const int64_t n = a.predictions.numel();
   LossResult r;
   if (n == 0) return r;
   cudaStream_t s = ctx.stream();
-  detail::MseOp op{a.predictions.data, a.targets.data, a.mask.data, a.dpredictions.data, 0.0f,
+  detail::MseOp<T> op{a.predictions.data, a.targets.data, a.mask.data, a.dpredictions.data, 0.0f,
                    static_cast<float>(a.pad_value), a.skip_pad_targets};
   auto* count = ctx.scratch_as<unsigned long long>(1, 2);
   MAMBATRACK_CUDA_CHECK(cudaMemsetAsync(count, 0, sizeof(*count), s));
-  detail::mse_count_kernel<><<<detail::grid_for(n, 256, 1024), 256, 0, s>>>(op, n, count);
+  detail::mse_count_kernel<T><<<detail::grid_for(n, 256, 1024), 256, 0, s>>>(op, n, count);
   detail::check_launch("masked_mse");
   unsigned long long h = 0;
   MAMBATRACK_CUDA_CHECK(cudaMemcpyAsync(&h, count, sizeof(h), cudaMemcpyDeviceToHost, s));
@@ -230,11 +233,20 @@ inline LossResult masked_mse(const MaskedMseArgs<float, Cuda>& a, CudaContext& c
   op.scale = r.count > 0 ? static_cast<float>(2.0 * a.grad_scale / static_cast<double>(r.count)) : 0.0f;
   const int64_t parts = (n + detail::kLossChunk - 1) / detail::kLossChunk;
   double* part = ctx.scratch_as<double>(static_cast<std::size_t>(parts), 0);
-  detail::chunk_loss_kernel<float, detail::MseOp><<<static_cast<unsigned>(parts), detail::kLossThreads, 0, s>>>(op, n, part);
+  detail::chunk_loss_kernel<float, detail::MseOp<T>><<<static_cast<unsigned>(parts), detail::kLossThreads, 0, s>>>(op, n, part);
   detail::check_launch("masked_mse");
   const double total = detail::read_total(part, parts, ctx);
   if (r.count > 0) r.loss = total / static_cast<double>(r.count);
   return r;
+}
+}  // namespace detail
+
+inline LossResult masked_mse(const MaskedMseArgs<float, Cuda>& a, CudaContext& ctx) {
+  return detail::masked_mse_impl<float>(a, ctx);
+}
+// bf16 predictions and dpredictions, fp32 targets; the difference, loss and reduction in fp32/double.
+inline LossResult masked_mse(const MaskedMseArgs<bfloat16, Cuda>& a, CudaContext& ctx) {
+  return detail::masked_mse_impl<bfloat16>(a, ctx);
 }
 
 }  // namespace mambatrack::cuda

@@ -59,12 +59,18 @@ constexpr int bwd_min_blocks() {
 
 template <class T>
 struct Params {
+  using S = scan_state_t<T>;  // states: float for bfloat16 storage
   const T *u = nullptr, *delta = nullptr, *A = nullptr, *B = nullptr, *C = nullptr;
-  const T *D = nullptr, *delta_bias = nullptr, *z = nullptr, *init = nullptr;
+  const T *D = nullptr, *delta_bias = nullptr, *z = nullptr;
+  const S* init = nullptr;
   const int64_t* cu = nullptr;
-  T *out = nullptr, *final_state = nullptr, *saved = nullptr;
-  const T *saved_in = nullptr, *dout = nullptr, *dfinal = nullptr;
-  T *du = nullptr, *ddelta = nullptr, *dz = nullptr, *dinit = nullptr;
+  T* out = nullptr;
+  S *final_state = nullptr, *saved = nullptr;
+  const S* saved_in = nullptr;
+  const T* dout = nullptr;
+  const S* dfinal = nullptr;
+  T *du = nullptr, *ddelta = nullptr, *dz = nullptr;
+  S* dinit = nullptr;
   int64_t tokens = 0, dim = 0, ngroups = 1, batch = 0, chunk = 64, slots = 0, per_group = 0, bpg = 0;
   bool softplus = true;
   bool vec_bc = false;  // B, C rows 16-byte aligned: vector loads
