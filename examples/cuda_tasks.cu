@@ -47,6 +47,10 @@ std::unique_ptr<train::TrainTask> make_cuda_fm_task(train::Fm4nppTaskOptions o, 
   return make_fm<nn::CudaBackend>(std::move(o), d_state, d_conv, expand, headdim, m2, std::move(train), std::move(val));
 }
 
+void set_cuda_tf32_gemms(bool on) {
+  nn::CudaBackend::set_gemm_compute(on ? mambatrack::cuda::GemmCompute::kTf32 : mambatrack::cuda::GemmCompute::kFp32);
+}
+
 std::size_t cuda_peak_memory_bytes() { return cuda_peak_allocated_bytes(); }
 
 }  // namespace mambatrack::cli

@@ -24,6 +24,8 @@ std::unique_ptr<train::TrainTask> make_cuda_fm_task(train::Fm4nppTaskOptions, in
   throw ConfigError(kNoCuda);
 }
 
+void set_cuda_tf32_gemms(bool) {}
+
 std::size_t cuda_peak_memory_bytes() { return 0; }
 
 }  // namespace mambatrack::cli

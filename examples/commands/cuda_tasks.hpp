@@ -37,23 +37,28 @@ std::unique_ptr<train::TrainTask> make_cuda_fm_task(train::Fm4nppTaskOptions o, 
 // Peak device memory in bytes since the process started (0 without CUDA).
 std::size_t cuda_peak_memory_bytes();
 
-// --precision auto|fp32|bf16 -> whether the GPU trains in bf16 mixed precision. auto takes
-// `config_amp` (MAMBA-PT's training.amp_enabled; FM4NPP's configs have none: fp32). The CPU
-// always trains in fp32 and says so when bf16 was asked for explicitly.
+// Float GEMMs on tf32 tensor cores (fp32 storage and accumulation) for every later GPU task.
+void set_cuda_tf32_gemms(bool on);
+
+// --precision auto|fp32|tf32|bf16 -> whether the GPU trains in bf16 mixed precision (tf32: fp32
+// with tf32 GEMMs, set here). auto takes `config_amp` (MAMBA-PT's training.amp_enabled; FM4NPP's
+// configs have none: fp32). The CPU always trains in fp32 and says so when asked for another.
 inline void check_precision_arg(const std::string& arg) {
-  if (arg != "auto" && arg != "fp32" && arg != "bf16")
-    throw ConfigError("--precision must be auto, fp32 or bf16, got '" + arg + "'");
+  if (arg != "auto" && arg != "fp32" && arg != "tf32" && arg != "bf16")
+    throw ConfigError("--precision must be auto, fp32, tf32 or bf16, got '" + arg + "'");
 }
 inline bool resolve_bf16(const std::string& arg, const std::string& device, bool config_amp, const char* command) {
   check_precision_arg(arg);
   const bool want = arg == "bf16" || (arg == "auto" && config_amp);
   if (device != "cuda") {
-    if (arg == "bf16") std::fprintf(stderr, "%s: --precision bf16 is for the GPU; the CPU trains in fp32\n", command);
+    if (arg == "bf16" || arg == "tf32")
+      std::fprintf(stderr, "%s: --precision %s is for the GPU; the CPU trains in fp32\n", command, arg.c_str());
     return false;
   }
+  set_cuda_tf32_gemms(arg == "tf32");
   std::fprintf(stderr, "%s: %s\n", command,
                want ? "bf16 mixed precision (bf16 activations, fp32 master weights, moments and scan states)"
-                    : "fp32 on the GPU");
+                    : arg == "tf32" ? "fp32 on the GPU, GEMMs on tf32 tensor cores" : "fp32 on the GPU");
   return want;
 }
 

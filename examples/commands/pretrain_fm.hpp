@@ -26,7 +26,8 @@ inline int run_pretrain_fm(int argc, char** argv) {
       .option("set", "", "override a config key, e.g. --set embed_dim=64 (repeatable)", true)
       .option("threads", "0", "CPU threads (0: all cores); the same seed and thread count give identical runs")
       .option("device", "cpu", "cpu, cuda, or auto (the GPU when there is one)")
-      .option("precision", "auto", "GPU arithmetic: bf16 (mixed precision), fp32, or auto (fp32: FM4NPP has no AMP)")
+      .option("precision", "auto",
+              "GPU arithmetic: bf16 (mixed precision), fp32, tf32 (fp32, tf32 GEMMs), or auto (fp32: FM4NPP has no AMP)")
       .flag("resume", "continue from the latest checkpoint in RUN_DIR");
   if (!a.parse(argc, argv)) return 0;
   check_precision_arg(a.str("precision"));  // before any data is simulated

@@ -1,6 +1,7 @@
 // [cuda] Losses vs the double reference: cross-entropy (ignore index; MAMBA-PT and torch
 // smoothing; the KL value), BCE with logits, masked MSE (mask and −100 padding): loss, count and
-// the gradient (NaN-poisoned first); two runs give bit-identical losses; bad labels throw.
+// the gradient (NaN-poisoned first); two runs give bit-identical losses; a caller's host count
+// gives the same bits; masked MSE of bf16 predictions against fp32 targets; bad labels throw.
 #include <catch2/catch.hpp>
 
 #include "cuda_test_util.cuh"
@@ -48,6 +49,15 @@ void run_cross_entropy(int64_t n, int64_t v, double eps, SmoothingForm form, boo
   const auto gg = to_doubles<T>(g.view());
   CHECK(count_nonfinite(gg) == 0);
   CHECK(rel_err(gg, g_ref) <= tol);
+  // The caller's host count (no counting pass, no sync) gives the same loss and gradient bits.
+  auto g2 = poisoned<T>(s);
+  CrossEntropyArgs<T, Cuda> hc = ca;
+  hc.dlogits = g2.view();
+  hc.host_count = want.count;
+  const LossResult counted = mc::cross_entropy(hc, ctx);
+  CHECK(counted.count == got.count);
+  CHECK(counted.loss == got.loss);
+  CHECK(bit_identical<T>(g.view(), g2.view()));
 }
 
 }  // namespace
@@ -117,6 +127,25 @@ TEST_CASE("cuda bce_with_logits and masked_mse match the double reference", "[cu
     const auto gg = to_doubles<float>(g.view());
     CHECK(count_nonfinite(gg) == 0);
     CHECK(rel_err(gg, g_ref) <= 1e-5);
+    // bf16 predictions (what the reference sees: their rounded values) against the same fp32
+    // targets: the loss in fp32/double, the gradient stored in bf16 (1e-2).
+    {
+      std::vector<double> zb(z.size());
+      for (std::size_t i = 0; i < z.size(); ++i) zb[i] = static_cast<float>(bfloat16(static_cast<float>(z[i])));
+      auto gzb = device_from<bfloat16>(zb, s);
+      std::vector<double> gb_ref(n);
+      const LossResult want_b = reference::masked_mse({View<const double>(zb.data(), s), View<const double>(t.data(), s),
+                                                       mask.view(), View<double>(gb_ref.data(), s), true, kMsePadValue,
+                                                       0.5});
+      auto gb = poisoned<bfloat16>(s);
+      const LossResult got_b =
+          mc::masked_mse({gzb.view(), gt.view(), gm.view(), gb.view(), true, kMsePadValue, 0.5}, ctx);
+      CHECK(got_b.count == want_b.count);
+      CHECK(std::abs(got_b.loss - want_b.loss) <= 1e-5 * want_b.loss);
+      const auto ggb = to_doubles<bfloat16>(gb.view());
+      CHECK(count_nonfinite(ggb) == 0);
+      CHECK(rel_err(ggb, gb_ref) <= 1e-2);
+    }
     Tensor<float, Cuda> short_t({n - 1});
     CHECK_THROWS_AS(mc::masked_mse({gz.view(), short_t.view(), {}, {}}, ctx), ShapeError);
     CHECK_THROWS_AS(mc::bce_with_logits({gz.view(), short_t.view(), {}}, ctx), ShapeError);

@@ -26,6 +26,7 @@
 #include "mambatrack/nn/cuda_kernels.cuh"
 #include "mambatrack/nn/cuda_mixed_parameter_store.cuh"
 #include "mambatrack/nn/cuda_parameter_store.cuh"
+#include "mambatrack/nn/cuda_staging.cuh"
 #include "mambatrack/ops/activations.hpp"
 #include "mambatrack/ops/causal_conv1d.hpp"
 #include "mambatrack/ops/cuda/activations.cuh"
@@ -56,6 +57,10 @@ inline bool& check_ids_flag() {
   static bool on = true;
   return on;
 }
+inline mambatrack::cuda::GemmCompute& gemm_compute() {
+  static mambatrack::cuda::GemmCompute c = mambatrack::cuda::GemmCompute::kFp32;
+  return c;
+}
 template <class S>
 struct StoreOf {
   using type = CudaParameterStore;
@@ -85,8 +90,17 @@ struct CudaBackendT {
   static void synchronize() { MAMBATRACK_CUDA_CHECK(cudaStreamSynchronize(stream())); }
 
   // ---- ops/ forwards --------------------------------------------------------------------------
-  static void linear_fwd(const LinearFwdArgs<T, Cuda>& a) { mambatrack::cuda::linear_fwd(a, context()); }
-  static void linear_bwd(const LinearBwdArgs<T, Cuda>& a) { mambatrack::cuda::linear_bwd(a, context()); }
+  // GEMMs of float storage: fp32 (default) or tf32 tensor cores (set_gemm_compute(kTf32));
+  // bfloat16 storage always runs bf16 tensor cores with fp32 accumulation.
+  static void set_gemm_compute(mambatrack::cuda::GemmCompute c) { cuda_backend_detail::gemm_compute() = c; }
+  static void linear_fwd(const LinearFwdArgs<T, Cuda>& a) {
+    if constexpr (std::is_same_v<T, float>) mambatrack::cuda::linear_fwd(a, context(), cuda_backend_detail::gemm_compute());
+    else mambatrack::cuda::linear_fwd(a, context());
+  }
+  static void linear_bwd(const LinearBwdArgs<T, Cuda>& a) {
+    if constexpr (std::is_same_v<T, float>) mambatrack::cuda::linear_bwd(a, context(), cuda_backend_detail::gemm_compute());
+    else mambatrack::cuda::linear_bwd(a, context());
+  }
   static void norm_fwd(const NormFwdArgs<T, Cuda>& a) { mambatrack::cuda::norm_fwd(a, stream()); }
   static void norm_bwd(const NormBwdArgs<T, Cuda>& a) { mambatrack::cuda::norm_bwd(a, context()); }
   static void add_norm_fwd(const AddNormFwdArgs<T, Cuda>& a) { mambatrack::cuda::add_norm_fwd(a, stream()); }
@@ -302,8 +316,8 @@ struct CudaBackendT {
   }
   static LossResult masked_mse(const MaskedMseArgs<T, Cuda>& a) { return mambatrack::cuda::masked_mse(a, context()); }
 
-  // Host -> device (queued on the backend stream; the host buffer must stay alive and unchanged
-  // until the stream reaches the copy — pageable memory is staged by the driver before return).
+  // Host -> device, queued on the backend stream without waiting for it: the bytes go through the
+  // pinned staging ring (nn/cuda_staging.cuh), so the host buffer may change as soon as this returns.
   static void to_device(View<const float, Host> src, DView<float> dst) { h2d<float>(src, dst); }
   static void to_device(View<const int64_t, Host> src, DView<int64_t> dst) { h2d<int64_t>(src, dst); }
   static void to_device(View<const uint8_t, Host> src, DView<uint8_t> dst) { h2d<uint8_t>(src, dst); }
@@ -348,7 +362,7 @@ struct CudaBackendT {
   static void h2d(View<const U, Host> src, DView<U> dst) {
     MAMBATRACK_CHECK_SHAPE(src.numel() == dst.numel(), "to_device: ", src.shape, " into ", dst.shape);
     if (src.numel() == 0) return;
-    MAMBATRACK_CUDA_CHECK(cudaMemcpyAsync(dst.data, src.data, src.bytes(), cudaMemcpyHostToDevice, stream()));
+    cuda_pinned_staging().copy_to_device(dst.data, src.data, src.bytes(), stream());
   }
   template <class U>
   static void d2h(DView<const U> src, View<U, Host> dst) {

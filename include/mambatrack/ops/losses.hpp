@@ -41,6 +41,10 @@ struct CrossEntropyArgs {
   // reports it (a constant shift; the gradient is the same).
   bool kl_divergence = false;
   double grad_scale = 1.0;  // e.g. task weight / accumulation steps
+  // The number of labels that are not ignore_index, when the caller knows it from its host copy
+  // (−1: counted by the op). A device backend then skips its counting pass, the read-back that
+  // waits for it and its label range check: the caller must have checked the labels itself.
+  int64_t host_count = -1;
 
   int64_t tokens() const { return logits.dim(0); }
   int64_t classes() const { return logits.dim(1); }

@@ -320,6 +320,7 @@ class MdmTask final : public MdmTaskBase {
     ce.label_smoothing = o_.label_smoothing;
     ce.form = SmoothingForm::kMambaPt;
     ce.grad_scale = grad_scale;
+    ce.host_count = m;  // every label is a real token (check_sequences): no device count and sync
     const LossResult lr = Backend::cross_entropy(ce);
     out.loss = lr.loss;
     out.count = lr.count;
@@ -378,6 +379,7 @@ class MdmTask final : public MdmTaskBase {
     ce.labels = upload(ntp_labels_, ntp_labels_d_);
     ce.dlogits = nn::ensure(ntp_dlogits_d_, Shape{b, 2});
     ce.grad_scale = grad_scale;
+    ce.host_count = b;  // labels 0 or 1, one per pair
     const LossResult lr = Backend::cross_entropy(ce);
     NtpOut out;
     out.loss = lr.loss;

@@ -156,21 +156,27 @@ LossResult cross_entropy_impl(const CrossEntropyArgs<T, Cuda>& a, CudaContext& c
   LossResult r;
   if (n == 0) return r;
   cudaStream_t s = ctx.stream();
-  auto* counters = ctx.scratch_as<unsigned long long>(2, 2);
-  const unsigned long long init[2] = {0ull, ~0ull};
-  MAMBATRACK_CUDA_CHECK(cudaMemcpyAsync(counters, init, sizeof(init), cudaMemcpyHostToDevice, s));
-  ce_count_kernel<><<<grid_for(n, 256, 1024), 256, 0, s>>>(a.labels.data, n, v, a.ignore_index, counters);
-  check_launch("cross_entropy");
-  unsigned long long h[2];
-  MAMBATRACK_CUDA_CHECK(cudaMemcpyAsync(h, counters, sizeof(h), cudaMemcpyDeviceToHost, s));
-  MAMBATRACK_CUDA_CHECK(cudaStreamSynchronize(s));
-  if (h[1] != ~0ull) {
-    int64_t label = 0;
-    MAMBATRACK_CUDA_CHECK(cudaMemcpy(&label, a.labels.data + h[1], sizeof(label), cudaMemcpyDeviceToHost));
-    MAMBATRACK_CHECK_SHAPE(false, "cross_entropy: token ", h[1], " has label ", label, ", outside [0, ", v,
-                           ") and not the ignore index ", a.ignore_index);
+  if (a.host_count >= 0) {
+    MAMBATRACK_CHECK_SHAPE(a.host_count <= n, "cross_entropy: host_count ", a.host_count, " exceeds the ", n,
+                           " tokens");
+    r.count = a.host_count;  // the caller counted (and checked) the labels on the host: no sync
+  } else {
+    auto* counters = ctx.scratch_as<unsigned long long>(2, 2);
+    const unsigned long long init[2] = {0ull, ~0ull};
+    MAMBATRACK_CUDA_CHECK(cudaMemcpyAsync(counters, init, sizeof(init), cudaMemcpyHostToDevice, s));
+    ce_count_kernel<><<<grid_for(n, 256, 1024), 256, 0, s>>>(a.labels.data, n, v, a.ignore_index, counters);
+    check_launch("cross_entropy");
+    unsigned long long h[2];
+    MAMBATRACK_CUDA_CHECK(cudaMemcpyAsync(h, counters, sizeof(h), cudaMemcpyDeviceToHost, s));
+    MAMBATRACK_CUDA_CHECK(cudaStreamSynchronize(s));
+    if (h[1] != ~0ull) {
+      int64_t label = 0;
+      MAMBATRACK_CUDA_CHECK(cudaMemcpy(&label, a.labels.data + h[1], sizeof(label), cudaMemcpyDeviceToHost));
+      MAMBATRACK_CHECK_SHAPE(false, "cross_entropy: token ", h[1], " has label ", label, ", outside [0, ", v,
+                             ") and not the ignore index ", a.ignore_index);
+    }
+    r.count = static_cast<int64_t>(h[0]);
   }
-  r.count = static_cast<int64_t>(h[0]);
   double on_d, off_d;
   a.smoothing_weights(on_d, off_d);
   const float scale = r.count > 0 ? static_cast<float>(a.grad_scale / static_cast<double>(r.count)) : 0.0f;
