@@ -470,7 +470,54 @@ __host__ __device__ inline BwdLayout bwd_layout(int64_t Q, int64_t N, int64_t P,
   return l;
 }
 inline int64_t fwd_floats(int64_t Q, int64_t N, int64_t P, bool mma) { return fwd_layout(Q, N, P, mma).total; }
-inline int64_t bwd_floats(int64_t Q, int64_t N, int64_t P, bool mma) { return bwd_layout(Q, N, P, mma).total; }
+inline int64_t bwd_main_floats(int64_t Q, int64_t N, int64_t P, bool mma) { return bwd_layout(Q, N, P, mma).total; }
+
+// The backward's main kernel: bwd_mma (per-head products on tensor cores, 2-3 blocks per SM) for
+// the tensor-core path, bwd_main otherwise. Defining MAMBATRACK_SSD_BWD_V1 runs bwd_main for every
+// case (the previous backward, kept for A/B timing).
+#ifdef MAMBATRACK_SSD_BWD_V1
+constexpr bool kBwdMma = false;
+#else
+constexpr bool kBwdMma = true;
+#endif
+struct BwdMmaLayout {
+  int64_t Bb, Cb, CB, Z, Xb, dYb, E, Sb, Wd, Mb, R1, R2, dB, dC, sc, red, total;
+  int ldQ, ldT, ldE, Qp;
+};
+// Shared memory of bwd_mma (floats): bf16 operands B, C, x, dy, diag(exp(cs))·dy / diag(w·dt)·x
+// (E), one state (H, then G: Sb), W·diag(dt) (Wd) and M (Mb); fp32 C·Bᵀ, dY·Xᵀ then W∘C·Bᵀ (Z),
+// C·Hᵀ then B·Gᵀ (R1), Mᵀ·dY (R2) and the dB, dC sums over the group's heads. Chunk 32 of headdim
+// 64 / d_state 128: 111 KB (two blocks per SM); chunk 16: 61 KB (three).
+__host__ __device__ inline BwdMmaLayout bwd_mma_layout(int64_t Q, int64_t N, int64_t P) {
+  BwdMmaLayout l;
+  l.Qp = static_cast<int>((Q + 15) / 16 * 16);
+  const int64_t Qp = l.Qp;
+  l.ldQ = l.Qp + 4, l.ldT = static_cast<int>(P + 4), l.ldE = static_cast<int>(N + 4);
+  int64_t o = 0;
+  l.Bb = o, o += round8(Qp * N / 2);
+  l.Cb = o, o += round8(Qp * N / 2);
+  l.CB = o, o += round8(Qp * l.ldQ);
+  l.Z = o, o += round8(Qp * l.ldQ);
+  l.Xb = o, o += round8(Qp * P / 2);
+  l.dYb = o, o += round8(Qp * P / 2);
+  l.E = o, o += round8(Qp * P / 2);
+  l.Sb = o, o += round8(P * N / 2);
+  l.Wd = o, o += round8(Qp * Qp / 2);
+  l.Mb = o, o += round8(Qp * Qp / 2);
+  l.R1 = o, o += round8(Qp * l.ldT);
+  l.R2 = o, o += round8(Qp * l.ldT);
+  l.dB = o, o += round8(Qp * l.ldE);
+  l.dC = o, o += round8(Qp * l.ldE);
+  l.sc = o, o += round8(12 * Q);
+  l.red = o, o += round8(kThreads / 32);
+  l.total = o;
+  return l;
+}
+inline int64_t bwd_mma_floats(int64_t Q, int64_t N, int64_t P) { return bwd_mma_layout(Q, N, P).total; }
+// Shared memory of the backward kernel that runs (bwd_mma with mma, bwd_main otherwise).
+inline int64_t bwd_floats(int64_t Q, int64_t N, int64_t P, bool mma) {
+  return mma && kBwdMma ? bwd_mma_floats(Q, N, P) : bwd_main_floats(Q, N, P, mma);
+}
 // The tensor-core path: bf16 storage, headdim and d_state multiples of 16.
 template <class T>
 constexpr bool mma_type() {
@@ -501,6 +548,51 @@ __device__ __forceinline__ void block_mma(int M, int Nc, int K, const bfloat16* 
       wmma::load_matrix_sync(fb, reinterpret_cast<const __nv_bfloat16*>(bp), ldb);
       wmma::mma_sync(acc, fa, fb, acc);
     }
+    wmma::store_matrix_sync(d + m0 * ldd + n0, acc, ldd, wmma::mem_row_major);
+  }
+}
+
+// acc += A·B over k in [k_lo, k_hi) (16 at a time) for the 16×16 tile (m0, n0). A: row-major
+// (a[m·lda + k]) or column-major when kACol (a[m + k·lda]); B: row-major (b[k·ldb + n]) or
+// column-major when kBCol (b[k + n·ldb]). bf16 in, fp32 accumulate.
+template <bool kACol, bool kBCol>
+__device__ __forceinline__ void mma_tile_k(nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 16, float>& acc,
+                                           int m0, int n0, int k_lo, int k_hi, const bfloat16* a, int lda,
+                                           const bfloat16* b, int ldb) {
+  namespace wmma = nvcuda::wmma;
+  using ALayout = std::conditional_t<kACol, wmma::col_major, wmma::row_major>;
+  using BLayout = std::conditional_t<kBCol, wmma::col_major, wmma::row_major>;
+  for (int k0 = k_lo; k0 < k_hi; k0 += 16) {
+    wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, ALayout> fa;
+    wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, BLayout> fb;
+    const bfloat16* ap = kACol ? a + m0 + k0 * lda : a + m0 * lda + k0;
+    const bfloat16* bp = kBCol ? b + n0 * ldb + k0 : b + k0 * ldb + n0;
+    wmma::load_matrix_sync(fa, reinterpret_cast<const __nv_bfloat16*>(ap), lda);
+    wmma::load_matrix_sync(fb, reinterpret_cast<const __nv_bfloat16*>(bp), ldb);
+    wmma::mma_sync(acc, fa, fb, acc);
+  }
+}
+
+// D (= or +=) A1·B1 + A2·B2 on tensor cores, 16×16 output tiles taken by the warps in turn (each
+// tile summed in a fixed order: A1·B1 over k, then A2·B2). M, Nc, K1, K2 multiples of 16 (K2 0:
+// no second product); layouts as in mma_tile_k; D fp32 row-major (ldd multiple of 4), read first
+// when `accumulate`. kTri1: A1 is lower triangular (A1(m, k) = 0 for k > m: k stops after the
+// diagonal tile) when 1, upper (0 for k < m: k starts at the diagonal tile) when 2.
+template <int kTri1, bool kACol1, bool kBCol1, bool kACol2 = false, bool kBCol2 = false>
+__device__ __forceinline__ void block_mma2(int M, int Nc, bool accumulate, float* d, int ldd, int K1,
+                                           const bfloat16* a1, int lda1, const bfloat16* b1, int ldb1, int K2 = 0,
+                                           const bfloat16* a2 = nullptr, int lda2 = 0, const bfloat16* b2 = nullptr,
+                                           int ldb2 = 0) {
+  namespace wmma = nvcuda::wmma;
+  const int warp = static_cast<int>(threadIdx.x) >> 5, nw = static_cast<int>(blockDim.x) >> 5, tn = Nc / 16;
+  for (int tile = warp; tile < (M / 16) * tn; tile += nw) {
+    const int m0 = (tile / tn) * 16, n0 = (tile % tn) * 16;
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+    if (accumulate) wmma::load_matrix_sync(acc, d + m0 * ldd + n0, ldd, wmma::mem_row_major);
+    else wmma::fill_fragment(acc, 0.0f);
+    const int lo = kTri1 == 2 ? m0 : 0, hi = kTri1 == 1 ? (m0 + 16 < K1 ? m0 + 16 : K1) : K1;
+    mma_tile_k<kACol1, kBCol1>(acc, m0, n0, lo, hi, a1, lda1, b1, ldb1);
+    if (K2 > 0) mma_tile_k<kACol2, kBCol2>(acc, m0, n0, 0, K2, a2, lda2, b2, ldb2);
     wmma::store_matrix_sync(d + m0 * ldd + n0, acc, ldd, wmma::mem_row_major);
   }
 }
@@ -1027,6 +1119,245 @@ __global__ void __launch_bounds__(kThreads, 2) bwd_main(Params<T> p) {
   }
 }
 
+// Backward of one chunk and one group on tensor cores (bf16 storage, headdim and d_state multiples
+// of 16), the heads of the group in turn: the same outputs as bwd_main. Every product runs on
+// tensor cores (bf16 in, fp32 accumulate): C·Bᵀ, Gm = dY·Xᵀ, Mᵀ·dY, C·Hᵀ, B·Gᵀ, and the dB, dC
+// sums over the heads, accumulated in shared memory in head order:
+//   dC += (W·diag(dt))·B + diag(exp(cs))·dY·H,   dB += (W·diag(dt))ᵀ·C + diag(w·dt)·X·G,
+//   dx  = Mᵀ·dY + D·dy + diag(w·dt)·(B·Gᵀ).
+// The per-token sums that feed ∂L/∂cs use no (Q × d_state) product: with Z = W∘(C·Bᵀ) (fp32),
+//   Σ_n C_t·dC_h(t, n) = Σ_s Z(t, s)·dt_s + exp(cs_t)·dY_t·(C·Hᵀ)_t,
+//   Σ_n B_s·(Wᵀ·C + w·X·G)(s, n) = Σ_t Z(t, s) + w_s·X_s·(B·Gᵀ)_s,
+// so W enters the tensor cores (as bf16) only through dB and dC, not through the cancelling sums.
+// One state buffer holds H, then G. Grid (slots, ngroups).
+template <class T>
+__global__ void __launch_bounds__(kThreads, 2) bwd_mma(Params<T> p) {
+  const int64_t slot = blockIdx.x, g = blockIdx.y;
+  const int64_t H = p.nheads;
+  ChunkPos c;
+  if (!chunk_pos(p, slot, c)) {  // unused slot: zero partials
+    for (int e = threadIdx.x; e < 3 * p.hpg; e += blockDim.x)
+      p.ws_par[slot * 3 * H + (e / p.hpg) * H + g * p.hpg + e % p.hpg] = 0.0f;
+    return;
+  }
+  if constexpr (mma_type<T>()) {
+    const int P = p.P, N = p.N, Q = p.Q, L = c.L;
+    const BwdMmaLayout lay = bwd_mma_layout(Q, N, P);
+    const int ldQ = lay.ldQ, ldT = lay.ldT, ldE = lay.ldE, Qp = lay.Qp;
+    const int Lp = (L + 15) / 16 * 16;
+    const int64_t PN = static_cast<int64_t>(P) * N;
+    extern __shared__ __align__(128) unsigned char ssd_smem[];
+    float* smem = reinterpret_cast<float*>(ssd_smem);
+    bfloat16* sBb = reinterpret_cast<bfloat16*>(smem + lay.Bb);    // B (Lp × N)
+    bfloat16* sCb = reinterpret_cast<bfloat16*>(smem + lay.Cb);    // C (Lp × N)
+    float* sCB = smem + lay.CB;                                    // C·Bᵀ (Lp × ldQ)
+    float* sZ = smem + lay.Z;                                      // dY·Xᵀ, then Z = W∘C·Bᵀ
+    bfloat16* sXb = reinterpret_cast<bfloat16*>(smem + lay.Xb);    // x (Lp × P)
+    bfloat16* sdYb = reinterpret_cast<bfloat16*>(smem + lay.dYb);  // dy (Lp × P)
+    bfloat16* sE = reinterpret_cast<bfloat16*>(smem + lay.E);      // diag(exp(cs))·dy, then diag(w·dt)·x
+    bfloat16* sSb = reinterpret_cast<bfloat16*>(smem + lay.Sb);    // H, then G (P × N)
+    bfloat16* sWd = reinterpret_cast<bfloat16*>(smem + lay.Wd);    // W·diag(dt) (Lp × Qp)
+    bfloat16* sMb = reinterpret_cast<bfloat16*>(smem + lay.Mb);    // M (Lp × Qp)
+    float* sR1 = smem + lay.R1;                                    // C·Hᵀ, then B·Gᵀ (Lp × ldT)
+    float* sR2 = smem + lay.R2;                                    // Mᵀ·dY (Lp × ldT)
+    float* sdB = smem + lay.dB;                                    // Σ_h dB (Lp × ldE)
+    float* sdC = smem + lay.dC;                                    // Σ_h dC (Lp × ldE)
+    float* s_dt = smem + lay.sc;
+    float* s_dtg = s_dt + Q;
+    float* s_csdt = s_dtg + Q;
+    float* s_cs = s_csdt + Q;
+    float* s_ecs = s_cs + Q;
+    float* s_w = s_ecs + Q;
+    float* s_pos = s_w + Q;
+    float* s_u = s_pos + Q;
+    float* s_v = s_u + Q;
+    float* s_dD = s_v + Q;
+    float* s_ddt = s_dD + Q;
+    float* s_red = smem + lay.red;
+    const int64_t t0 = c.t0;
+    load_tile_bf16(p.B + (t0 * p.ngroups + g) * N, p.ngroups * N, L, Lp, N, sBb);
+    load_tile_bf16(p.C + (t0 * p.ngroups + g) * N, p.ngroups * N, L, Lp, N, sCb);
+    __syncthreads();
+    block_mma2<0, false, true>(Lp, Lp, false, sCB, ldQ, N, sCb, N, sBb, N);  // C·Bᵀ (exact bf16 operands)
+    const bool has_H = c.k > 0 || p.init != nullptr;
+    const bool last = c.k == c.nk - 1;
+    const bool has_G = !last || p.dfinal != nullptr;
+    const int warp = static_cast<int>(threadIdx.x >> 5), lane = static_cast<int>(threadIdx.x & 31);
+    const int nw = static_cast<int>(blockDim.x >> 5);
+    for (int64_t j = 0; j < p.hpg; ++j) {
+      const int64_t h = g * p.hpg + j;
+      StateRef<T> hin, gend;
+      hin.N = gend.N = N;
+      if (c.k > 0) hin.f = p.ws_H + (boundary(c.start, c.k, Q) * H + h) * PN;
+      else if (p.init) hin.t = p.init + (c.b * H + h) * PN;
+      if (!last) gend.f = p.ws_G + (boundary(c.start, c.k + 1, Q) * H + h) * PN;
+      else if (p.dfinal) gend.t = p.dfinal + (c.b * H + h) * PN;
+      __syncthreads();  // C·Bᵀ written; the previous head's readers are done
+      load_tile_bf16(p.x + (t0 * H + h) * P, H * P, L, Lp, P, sXb);
+      load_tile_bf16(p.dy + (t0 * H + h) * P, H * P, L, Lp, P, sdYb);
+      chunk_scalars(p, c, h, s_dt, s_dtg, s_csdt, s_cs);
+      for (int t = threadIdx.x; t < L; t += blockDim.x) {
+        s_ecs[t] = expf(s_cs[t]);
+        s_w[t] = expf(s_cs[L - 1] - s_cs[t]);
+      }
+      {  // H to bf16 and <G, H> (per-thread sums, per-warp shuffles, warps summed in order below)
+        float r = stage_states(hin, has_H ? sSb : nullptr, gend, nullptr, has_G && has_H, P * N);
+        r = warp_sum(r);
+        if (lane == 0) s_red[warp] = r;
+      }
+      for (int e = threadIdx.x; e < Lp * Lp; e += blockDim.x) {  // M (row t, column s), zero padded
+        const int t = e / Lp, s = e % Lp;
+        sMb[t * Qp + s] = bfloat16(t < L && s <= t ? sCB[t * ldQ + s] * expf(s_cs[t] - s_cs[s]) * s_dt[s] : 0.0f);
+      }
+      __syncthreads();
+      block_mma2<0, false, true>(Lp, Lp, false, sZ, ldQ, P, sdYb, P, sXb, P);  // Gm = dY·Xᵀ
+      block_mma2<2, true, false>(Lp, P, false, sR2, ldT, Lp, sMb, Qp, sdYb, P);  // Mᵀ·dY
+      if (has_H) block_mma2<0, false, true>(Lp, P, false, sR1, ldT, N, sCb, N, sSb, N);  // C·Hᵀ
+      __syncthreads();
+      // W = Gm∘exp(cs_t − cs_s) (s <= t < L): Wd = bf16(W·dt_s), Z = W∘C·Bᵀ (fp32); zero elsewhere.
+      for (int e = threadIdx.x; e < Lp * Lp; e += blockDim.x) {
+        const int t = e / Lp, s = e % Lp;
+        float wd = 0.0f, z = 0.0f;
+        if (t < L && s <= t) {
+          const float w = sZ[t * ldQ + s] * expf(s_cs[t] - s_cs[s]);
+          wd = w * s_dt[s];
+          z = w * sCB[t * ldQ + s];
+        }
+        sWd[t * Qp + s] = bfloat16(wd);
+        sZ[t * ldQ + s] = z;
+      }
+      if (has_H)
+        for (int e = threadIdx.x; e < Lp * P; e += blockDim.x) {
+          const int t = e / P;
+          sE[e] = bfloat16(t < L ? s_ecs[t] * static_cast<float>(sdYb[e]) : 0.0f);
+        }
+      // Per-token sums, one warp per token: dY·X (dD) and exp(cs_t)·dY_t·(C·Hᵀ)_t.
+      for (int t = warp; t < L; t += nw) {
+        float dd = 0.0f, ch = 0.0f;
+        for (int q = lane; q < P; q += 32) {
+          const float dyv = static_cast<float>(sdYb[t * P + q]);
+          dd += dyv * static_cast<float>(sXb[t * P + q]);
+          if (has_H) ch += dyv * sR1[t * ldT + q];
+        }
+        dd = warp_sum(dd);
+        ch = warp_sum(ch);
+        if (lane == 0) {
+          s_dD[t] = dd;
+          s_pos[t] = s_ecs[t] * ch;
+        }
+      }
+      __syncthreads();
+      // dC (+)= Wd·B + diag(exp(cs))·dY·H.
+      block_mma2<1, false, false, false, false>(Lp, N, j > 0, sdC, ldE, Lp, sWd, Qp, sBb, N, has_H ? P : 0, sE, P,
+                                                sSb, N);
+      // ∂L/∂cs sums of Z: rows (Σ_s Z(t, s)·dt_s, into s_pos) and columns (Σ_t Z(t, s), into s_u).
+      for (int i = warp; i < L; i += nw) {
+        float r = 0.0f, cl = 0.0f;
+        for (int k = lane; k < L; k += 32) {
+          r += sZ[i * ldQ + k] * s_dt[k];
+          cl += sZ[k * ldQ + i];
+        }
+        r = warp_sum(r);
+        cl = warp_sum(cl);
+        if (lane == 0) {
+          s_pos[i] += r;
+          s_u[i] = cl;
+        }
+      }
+      __syncthreads();  // H and diag(exp(cs))·dY no longer read
+      if (has_G) {
+        stage_states(gend, nullptr, gend, sSb, false, P * N);
+        __syncthreads();
+        block_mma2<0, false, true>(Lp, P, false, sR1, ldT, N, sBb, N, sSb, N);  // B·Gᵀ
+        __syncthreads();
+      }
+      // v_s = X_s·(B·Gᵀ)_s, one warp per token; diag(w·dt)·X; dx.
+      for (int s = warp; s < L; s += nw) {
+        float v = 0.0f;
+        if (has_G)
+          for (int q = lane; q < P; q += 32) v += static_cast<float>(sXb[s * P + q]) * sR1[s * ldT + q];
+        v = warp_sum(v);
+        if (lane == 0) s_v[s] = v;
+      }
+      if (has_G)
+        for (int e = threadIdx.x; e < Lp * P; e += blockDim.x) {
+          const int t = e / P;
+          sE[e] = bfloat16(t < L ? s_w[t] * s_dt[t] * static_cast<float>(sXb[e]) : 0.0f);
+        }
+      {
+        const float Dh = p.D ? detail::ld(p.D, h) : 0.0f;
+        for (int e = threadIdx.x; e < L * P; e += blockDim.x) {
+          const int s = e / P, q = e % P;
+          float v = sR2[s * ldT + q] + Dh * static_cast<float>(sdYb[e]);
+          if (has_G) v += s_w[s] * s_dt[s] * sR1[s * ldT + q];
+          detail::st(p.dx, ((t0 + s) * H + h) * P + q, v);
+        }
+      }
+      __syncthreads();
+      // dB (+)= (W·diag(dt))ᵀ·C + diag(w·dt)·X·G.
+      block_mma2<2, true, false, false, false>(Lp, N, j > 0, sdB, ldE, Lp, sWd, Qp, sCb, N, has_G ? P : 0, sE, P,
+                                               sSb, N);
+      // The chunk's scalars, by warp 0 in double (as in bwd_main), with u_s = Σ_t Z(t, s) + w_s·v_s.
+      if (threadIdx.x < 32) {
+        double gh = 0.0, et = 0.0;
+        for (int i = 0; i < nw; ++i) gh += s_red[i];
+        for (int s = lane; s < L; s += 32) et += static_cast<double>(s_w[s]) * s_dt[s] * s_v[s];
+        const double end_term = static_cast<double>(expf(s_cs[L - 1])) * gh + warp_sum_d(et);
+        const double a = detail::ld(p.A, h);
+        double carry = 0.0, dA = 0.0, ddb = 0.0, dD = 0.0;
+        for (int r0 = 0; r0 < L; r0 += 32) {
+          const int t = L - 1 - (r0 + lane);
+          double dcs = 0.0, u = 0.0;
+          if (t >= 0) {
+            u = static_cast<double>(s_u[t]) + static_cast<double>(s_w[t]) * s_v[t];
+            dcs = static_cast<double>(s_pos[t]) - static_cast<double>(s_dt[t]) * u + (t == L - 1 ? end_term : 0.0);
+          }
+          double rev = dcs;
+#pragma unroll
+          for (int o = 1; o < 32; o <<= 1) {
+            const double y = __shfl_up_sync(0xffffffffu, rev, o);
+            if (lane >= o) rev += y;
+          }
+          rev += carry;  // Σ_{t' >= t} ∂L/∂cs_t'
+          if (t >= 0) {
+            dA += dcs * s_csdt[t];
+            const float d_raw = static_cast<float>((u + a * rev) * s_dtg[t]);
+            s_ddt[t] = d_raw;
+            ddb += d_raw;
+            dD += s_dD[t];
+          }
+          carry = __shfl_sync(0xffffffffu, rev, 31);
+        }
+        dA = warp_sum_d(dA);
+        ddb = warp_sum_d(ddb);
+        dD = warp_sum_d(dD);
+        if (lane == 0) {
+          p.ws_par[slot * 3 * H + h] = static_cast<float>(dA);
+          p.ws_par[slot * 3 * H + H + h] = static_cast<float>(dD);
+          p.ws_par[slot * 3 * H + 2 * H + h] = static_cast<float>(ddb);
+        }
+      }
+      __syncthreads();
+      for (int t = threadIdx.x; t < L; t += blockDim.x) detail::st(p.ddt, (t0 + t) * H + h, s_ddt[t]);
+      if (c.k == 0 && p.dinit) {
+        const float elast = expf(s_cs[L - 1]);
+        T* di = p.dinit + (c.b * H + h) * PN;
+        block_gemm(
+            P, N, L, [&](int q, int t) { return static_cast<float>(sdYb[t * P + q]) * s_ecs[t]; },
+            [&](int t, int n) { return static_cast<float>(sCb[t * N + n]); },
+            [&](int q, int n, float v) { detail::st(di, q * N + n, v + (has_G ? elast * gend(q, n) : 0.0f)); });
+      }
+    }
+    __syncthreads();
+    for (int e = threadIdx.x; e < L * N; e += blockDim.x) {
+      const int t = e / N, n = e % N;
+      const int64_t dst = ((t0 + t) * p.ngroups + g) * N + n;
+      detail::st(p.dB, dst, sdB[t * ldE + n]);
+      detail::st(p.dC, dst, sdC[t * ldE + n]);
+    }
+  }
+}
+
 template <class T>
 constexpr void check_type() {
   static_assert(std::is_same_v<T, float> || std::is_same_v<T, bfloat16>,
@@ -1161,6 +1492,27 @@ void launch_states(const Params<T>& p, cudaStream_t stream) {
   MAMBATRACK_CUDA_CHECK(cudaGetLastError());
 }
 
+// The backward's main kernel (after the states and adjoints): bwd_mma on the tensor-core path
+// (unless MAMBATRACK_SSD_BWD_V1), bwd_main otherwise.
+template <class T>
+void launch_bwd_main(const Params<T>& p, cudaStream_t stream) {
+  const std::size_t bb = static_cast<std::size_t>(bwd_floats(p.Q, p.N, p.P, p.mma)) * sizeof(float);
+  const dim3 grid(static_cast<unsigned>(p.slots), static_cast<unsigned>(p.ngroups));
+  bool done = false;
+  if constexpr (mma_type<T>() && kBwdMma) {
+    if (p.mma) {
+      set_smem(bwd_mma<T>, bb);
+      bwd_mma<T><<<grid, kThreads, bb, stream>>>(p);
+      done = true;
+    }
+  }
+  if (!done) {
+    set_smem(bwd_main<T>, bb);
+    bwd_main<T><<<grid, kThreads, bb, stream>>>(p);
+  }
+  MAMBATRACK_CUDA_CHECK(cudaGetLastError());
+}
+
 }  // namespace ssd_cuda_detail
 
 // Forward on `stream`: y, and final_state when given. cu_seqlens lives on the device and is not
@@ -1208,10 +1560,7 @@ void ssd_bwd(const SsdBwdArgs<T, Cuda>& a, cudaStream_t stream = nullptr) {
   MAMBATRACK_CUDA_CHECK(cudaGetLastError());
   D::pass_states<T><<<D::pass_grid(p), D::kThreads, 0, stream>>>(p, 1);
   MAMBATRACK_CUDA_CHECK(cudaGetLastError());
-  const std::size_t bb = static_cast<std::size_t>(D::bwd_floats(p.Q, p.N, p.P, p.mma)) * sizeof(float);
-  D::set_smem(D::bwd_main<T>, bb);
-  D::bwd_main<T><<<dim3(static_cast<unsigned>(p.slots), static_cast<unsigned>(p.ngroups)), D::kThreads, bb, stream>>>(p);
-  MAMBATRACK_CUDA_CHECK(cudaGetLastError());
+  D::launch_bwd_main(p, stream);
   const int64_t H = p.nheads;
   MAMBATRACK_CHECK((p.slots + 63) / 64 < 65536, ConfigError, "cuda ssd: too many chunks (", p.slots, ") for one call");
   detail::sum_rows_accumulate<T>(p.ws_par, p.slots, 3 * H, H, tmp, a.dA.data, stream);
