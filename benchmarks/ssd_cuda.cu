@@ -153,13 +153,22 @@ void breakdown(const Problem& pr) {
     D::prepare(p, backward != 0, nullptr);
     const std::size_t ob = static_cast<std::size_t>(D::outer_floats(p.Q, p.N, p.P)) * sizeof(float);
     const std::size_t fb = static_cast<std::size_t>(D::fwd_floats(p.Q, p.N, p.P, p.mma)) * sizeof(float);
-    const std::size_t bb = static_cast<std::size_t>(D::bwd_floats(p.Q, p.N, p.P, p.mma)) * sizeof(float);
+    // Both backward kernels at the backward's chunk: bwd_main (the previous one, MAMBATRACK_SSD_BWD_V1)
+    // and bwd_mma (run by ssd_bwd on this tensor-core path unless MAMBATRACK_SSD_BWD_V1).
+    const std::size_t bb = static_cast<std::size_t>(D::bwd_main_floats(p.Q, p.N, p.P, p.mma)) * sizeof(float);
+    const std::size_t bm = static_cast<std::size_t>(D::bwd_mma_floats(p.Q, p.N, p.P)) * sizeof(float);
     D::set_smem(D::chunk_outer<T>, ob);
-    if (backward) D::set_smem(D::bwd_main<T>, bb);  // each at the chunk its own direction runs
-    else D::set_smem(D::fwd_out<T>, fb);
+    if (backward) {  // each at the chunk its own direction runs
+      D::set_smem(D::bwd_main<T>, bb);
+      D::set_smem(D::bwd_mma<T>, bm);
+    } else {
+      D::set_smem(D::fwd_out<T>, fb);
+    }
     const dim3 main_grid(static_cast<unsigned>(p.slots), static_cast<unsigned>(p.ngroups));
-    std::printf("   %s (chunk %d, %s, shared memory: outer %zu, fwd_out %zu, bwd_main %zu bytes)\n",
-                backward ? "backward" : "forward", p.Q, p.mma ? "WMMA" : "SIMT", ob, fb, bb);
+    std::printf("   %s (chunk %d, %s, shared memory: outer %zu, fwd_out %zu, bwd_main %zu, bwd_mma %zu bytes; "
+                "ssd_bwd runs %s)\n",
+                backward ? "backward" : "forward", p.Q, p.mma ? "WMMA" : "SIMT", ob, fb, bb, bm,
+                p.mma && D::kBwdMma ? "bwd_mma" : "bwd_main");
     timed("prepare (memset + map_slots)", [&] { D::prepare(p, backward != 0, nullptr); });
     timed("chunk_outer (chunk states)", [&] { D::chunk_outer<T><<<D::outer_grid(p), D::kThreads, ob>>>(p, 0); });
     timed("pass_states (state passing)", [&] { D::pass_states<T><<<D::pass_grid(p), D::kThreads>>>(p, 0); });
@@ -168,7 +177,8 @@ void breakdown(const Problem& pr) {
     } else {
       timed("chunk_outer (local adjoints)", [&] { D::chunk_outer<T><<<D::outer_grid(p), D::kThreads, ob>>>(p, 1); });
       timed("pass_states (adjoint passing)", [&] { D::pass_states<T><<<D::pass_grid(p), D::kThreads>>>(p, 1); });
-      timed("bwd_main", [&] { D::bwd_main<T><<<main_grid, D::kThreads, bb>>>(p); });
+      timed("bwd_main (previous)", [&] { D::bwd_main<T><<<main_grid, D::kThreads, bb>>>(p); });
+      timed("bwd_mma", [&] { D::bwd_mma<T><<<main_grid, D::kThreads, bm>>>(p); });
     }
     MAMBATRACK_CUDA_CHECK(cudaGetLastError());
   }

@@ -619,22 +619,35 @@ struct StateRef {
   }
 };
 
+// Asks the L2 cache for the `bytes` bytes at `ptr` (16-byte aligned, a multiple of 16; one
+// thread issues it, nothing waits for it): a Hopper bulk prefetch, nothing on older devices and
+// in the host emulation.
+__device__ __forceinline__ void prefetch_l2(const void* ptr, unsigned bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(ptr), "r"(bytes) : "memory");
+#else
+  (void)ptr;
+  (void)bytes;
+#endif
+}
+
 // Stages the chunk-start state H into sH and the chunk-end adjoint G into sG (bf16, row-major
 // P × N; a null destination skips it) and returns this thread's part of <G, H> when `dot`
-// (0 otherwise). kStageBatch groups of 4 elements per thread are loaded before any is used, so
-// one global-memory latency covers them instead of one per element. H is read only when sH or
-// dot, G only when sG or dot.
+// (0 otherwise). kBatch (default kStageBatch) groups of 4 elements per thread are loaded before any is
+// used, so
+// one global-memory latency covers them instead of one per element. H is read only when sH or dot,
+// G only when sG or dot.
 constexpr int kStageBatch = 2;
-template <class T>
-__device__ __noinline__ float stage_states(const StateRef<T>& hs, bfloat16* sH, const StateRef<T>& gs,
-                                              bfloat16* sG, bool dot, int PN) {
+template <class T, int kBatch = kStageBatch>
+__device__ __noinline__ float stage_states(const StateRef<T> hs, bfloat16* sH, const StateRef<T> gs, bfloat16* sG,
+                                           bool dot, int PN) {
   const int n4 = PN / 4, nt = static_cast<int>(blockDim.x);
   const bool rh = sH || dot, rg = sG || dot;
   float r = 0.0f;
-  for (int i0 = static_cast<int>(threadIdx.x); i0 < n4; i0 += kStageBatch * nt) {
-    float4 hv[kStageBatch], gv[kStageBatch];
+  for (int i0 = static_cast<int>(threadIdx.x); i0 < n4; i0 += kBatch * nt) {
+    float4 hv[kBatch], gv[kBatch];
 #pragma unroll
-    for (int u = 0; u < kStageBatch; ++u) {
+    for (int u = 0; u < kBatch; ++u) {
       const int i = i0 + u * nt;
       if (i < n4) {
         if (rh) hv[u] = hs.four(4 * i);
@@ -642,7 +655,7 @@ __device__ __noinline__ float stage_states(const StateRef<T>& hs, bfloat16* sH, 
       }
     }
 #pragma unroll
-    for (int u = 0; u < kStageBatch; ++u) {
+    for (int u = 0; u < kBatch; ++u) {
       const int i = i0 + u * nt;
       if (i < n4) {
         if (sH) {
@@ -1175,13 +1188,28 @@ __global__ void __launch_bounds__(kThreads, 2) bwd_mma(Params<T> p) {
     float* s_ddt = s_dD + Q;
     float* s_red = smem + lay.red;
     const int64_t t0 = c.t0;
+    const bool has_H = c.k > 0 || p.init != nullptr;
+    const bool last = c.k == c.nk - 1;
+    const bool has_G = !last || p.dfinal != nullptr;
+    // Head jj's chunk-start state, chunk-end adjoint (workspace ones) and x, dy rows into L2 ahead
+    // of their use (issued for head j + 1 while head j runs): their loads then wait for L2, not DRAM.
+    auto prefetch_head = [&](int64_t jj) {
+      if (jj >= p.hpg) return;
+      const int64_t hh = g * p.hpg + jj;
+      const unsigned sb = static_cast<unsigned>(PN * sizeof(float));
+      if (threadIdx.x == 0 && c.k > 0) prefetch_l2(p.ws_H + (boundary(c.start, c.k, Q) * H + hh) * PN, sb);
+      if (threadIdx.x == 32 && !last) prefetch_l2(p.ws_G + (boundary(c.start, c.k + 1, Q) * H + hh) * PN, sb);
+      const unsigned rb = static_cast<unsigned>(P * sizeof(T));
+      for (int r = static_cast<int>(threadIdx.x); r < 2 * L; r += static_cast<int>(blockDim.x)) {
+        const T* row = (r < L ? p.x : p.dy) + ((t0 + r % L) * H + hh) * P;
+        if ((reinterpret_cast<std::uintptr_t>(row) & 15) == 0) prefetch_l2(row, rb);
+      }
+    };
+    prefetch_head(0);
     load_tile_bf16(p.B + (t0 * p.ngroups + g) * N, p.ngroups * N, L, Lp, N, sBb);
     load_tile_bf16(p.C + (t0 * p.ngroups + g) * N, p.ngroups * N, L, Lp, N, sCb);
     __syncthreads();
     block_mma2<0, false, true>(Lp, Lp, false, sCB, ldQ, N, sCb, N, sBb, N);  // C·Bᵀ (exact bf16 operands)
-    const bool has_H = c.k > 0 || p.init != nullptr;
-    const bool last = c.k == c.nk - 1;
-    const bool has_G = !last || p.dfinal != nullptr;
     const int warp = static_cast<int>(threadIdx.x >> 5), lane = static_cast<int>(threadIdx.x & 31);
     const int nw = static_cast<int>(blockDim.x >> 5);
     for (int64_t j = 0; j < p.hpg; ++j) {
@@ -1193,6 +1221,7 @@ __global__ void __launch_bounds__(kThreads, 2) bwd_mma(Params<T> p) {
       if (!last) gend.f = p.ws_G + (boundary(c.start, c.k + 1, Q) * H + h) * PN;
       else if (p.dfinal) gend.t = p.dfinal + (c.b * H + h) * PN;
       __syncthreads();  // C·Bᵀ written; the previous head's readers are done
+      prefetch_head(j + 1);
       load_tile_bf16(p.x + (t0 * H + h) * P, H * P, L, Lp, P, sXb);
       load_tile_bf16(p.dy + (t0 * H + h) * P, H * P, L, Lp, P, sdYb);
       chunk_scalars(p, c, h, s_dt, s_dtg, s_csdt, s_cs);
@@ -1201,7 +1230,7 @@ __global__ void __launch_bounds__(kThreads, 2) bwd_mma(Params<T> p) {
         s_w[t] = expf(s_cs[L - 1] - s_cs[t]);
       }
       {  // H to bf16 and <G, H> (per-thread sums, per-warp shuffles, warps summed in order below)
-        float r = stage_states(hin, has_H ? sSb : nullptr, gend, nullptr, has_G && has_H, P * N);
+        float r = stage_states<T, 4>(hin, has_H ? sSb : nullptr, gend, nullptr, has_G && has_H, P * N);
         r = warp_sum(r);
         if (lane == 0) s_red[warp] = r;
       }
@@ -1266,7 +1295,7 @@ __global__ void __launch_bounds__(kThreads, 2) bwd_mma(Params<T> p) {
       }
       __syncthreads();  // H and diag(exp(cs))·dY no longer read
       if (has_G) {
-        stage_states(gend, nullptr, gend, sSb, false, P * N);
+        stage_states<T, 4>(gend, nullptr, gend, sSb, false, P * N);
         __syncthreads();
         block_mma2<0, false, true>(Lp, P, false, sR1, ldT, N, sBb, N, sSb, N);  // B·Gᵀ
         __syncthreads();
