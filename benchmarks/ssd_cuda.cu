@@ -178,7 +178,11 @@ void breakdown(const Problem& pr) {
       timed("chunk_outer (local adjoints)", [&] { D::chunk_outer<T><<<D::outer_grid(p), D::kThreads, ob>>>(p, 1); });
       timed("pass_states (adjoint passing)", [&] { D::pass_states<T><<<D::pass_grid(p), D::kThreads>>>(p, 1); });
       timed("bwd_main (previous)", [&] { D::bwd_main<T><<<main_grid, D::kThreads, bb>>>(p); });
-      timed("bwd_mma", [&] { D::bwd_mma<T><<<main_grid, D::kThreads, bm>>>(p); });
+      const int mt = D::bwd_mma_threads(p.Q);
+      timed(mt == D::kThreads ? "bwd_mma" : "bwd_mma (128 threads, as run)",
+            [&] { D::bwd_mma<T><<<main_grid, mt, bm>>>(p); });
+      if (mt != D::kThreads)
+        timed("bwd_mma (256 threads)", [&] { D::bwd_mma<T><<<main_grid, D::kThreads, bm>>>(p); });
     }
     MAMBATRACK_CUDA_CHECK(cudaGetLastError());
   }

@@ -121,7 +121,8 @@ int run(const Case& c, uint64_t seed) {
     emu::launch(D::pass_grid(p), dim3(D::kThreads), 0, [&] { D::pass_states<T>(p, 1); });
     // the main kernel that ssd_bwd runs (launch_bwd_main): bwd_mma on the tensor-core path
     const bool mma_kernel = bf && D::kBwdMma && p.mma;
-    emu::launch(dim3(p.slots, G), dim3(D::kThreads), D::bwd_floats(p.Q, N, P, p.mma) * 4, [&] {
+    const int threads = mma_kernel ? D::bwd_mma_threads(p.Q) : D::kThreads;
+    emu::launch(dim3(p.slots, G), dim3(threads), D::bwd_floats(p.Q, N, P, p.mma) * 4, [&] {
       if (mma_kernel) D::bwd_mma<T>(p);
       else D::bwd_main<T>(p);
     });
@@ -135,7 +136,7 @@ int run(const Case& c, uint64_t seed) {
         out[h] = T(static_cast<float>(out[h]) + s);
       }
     }
-    std::printf("  (bwd Q %d, %s)\n", p.Q, mma_kernel ? "bwd_mma" : "bwd_main");
+    std::printf("  (bwd Q %d, %s, %d threads)\n", p.Q, mma_kernel ? "bwd_mma" : "bwd_main", threads);
   }
   report("dx", dx, rdx, kA);
   report("ddt", ddt, rddt, kD);

@@ -95,6 +95,18 @@ __global__ void map_slots(const int64_t* __restrict cu, int64_t batch, int64_t t
   }
 }
 
+// Asks the L2 cache for the `bytes` bytes at `ptr` (16-byte aligned, a multiple of 16; one
+// thread issues it, nothing waits for it): a Hopper bulk prefetch, nothing on older devices and
+// in the host emulation.
+__device__ __forceinline__ void prefetch_l2(const void* ptr, unsigned bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(ptr), "r"(bytes) : "memory");
+#else
+  (void)ptr;
+  (void)bytes;
+#endif
+}
+
 // Sum over the warp's lanes (butterfly, the same order every time); every lane gets the total.
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
@@ -166,10 +178,44 @@ __device__ __forceinline__ void load_tile(const T* src, int64_t stride, int rows
 }
 
 // dst[r·cols + c] = src[r·stride + c]·scale[r] (scale null: 1) as bf16 for r < rows, 0 for
-// rows <= r < rows_p (the zero padding of a tensor-core operand); batched like load_tile.
+// rows <= r < rows_p (the zero padding of a tensor-core operand); batched like load_tile. bf16
+// rows that are 16-byte aligned (cols and stride multiples of 8) move 8 elements per 16-byte load
+// and store (the same values: bf16 products rounded once, as below).
 template <class T>
 __device__ __forceinline__ void load_tile_bf16(const T* src, int64_t stride, int rows, int rows_p, int cols,
                                                bfloat16* dst, const float* scale = nullptr) {
+  if constexpr (std::is_same_v<T, bfloat16>) {
+    if (cols % 8 == 0 && stride % 8 == 0 && (reinterpret_cast<std::uintptr_t>(src) & 15u) == 0) {
+      const int c8 = cols / 8, n8 = rows_p * c8, nt = static_cast<int>(blockDim.x);
+      for (int e0 = static_cast<int>(threadIdx.x); e0 < n8; e0 += kLoadBatch * nt) {
+        uint4 v[kLoadBatch];
+#pragma unroll
+        for (int u = 0; u < kLoadBatch; ++u) {
+          const int e = e0 + u * nt, r = e / c8;
+          v[u].x = v[u].y = v[u].z = v[u].w = 0u;
+          if (e < n8 && r < rows) v[u] = *reinterpret_cast<const uint4*>(src + r * stride + (e % c8) * 8);
+        }
+#pragma unroll
+        for (int u = 0; u < kLoadBatch; ++u) {
+          const int e = e0 + u * nt, r = e / c8;
+          if (e >= n8) continue;
+          if (scale && r < rows) {
+            const float sc = scale[r];
+            auto scaled = [sc](unsigned w) {  // two bf16 (low half first) times sc
+              const float lo = bits_float(w << 16) * sc, hi = bits_float(w & 0xffff0000u) * sc;
+              return static_cast<unsigned>(float_to_bf16_bits(lo)) | (static_cast<unsigned>(float_to_bf16_bits(hi)) << 16);
+            };
+            v[u].x = scaled(v[u].x);
+            v[u].y = scaled(v[u].y);
+            v[u].z = scaled(v[u].z);
+            v[u].w = scaled(v[u].w);
+          }
+          *reinterpret_cast<uint4*>(dst + e * 8) = v[u];
+        }
+      }
+      return;
+    }
+  }
   const int n = rows_p * cols, nt = static_cast<int>(blockDim.x);
   for (int e0 = static_cast<int>(threadIdx.x); e0 < n; e0 += kLoadBatch * nt) {
     float v[kLoadBatch];
@@ -304,12 +350,30 @@ __device__ __forceinline__ void chunk_outer_one(const Params<T>& p, int mode, in
 }
 // Grid (outer_grid_x, nheads); each block takes slots blockIdx.x, + gridDim.x, ... (most slots
 // need no work when sequences are a single chunk: few blocks then skip them cheaply).
+// The last warp asks L2 for the x / dy and B / C rows of the block's next slot (one bulk prefetch
+// per row) while the block runs this one: their loads then wait for L2 instead of DRAM.
+template <class T>
+__device__ __forceinline__ void prefetch_outer(const Params<T>& p, int mode, int64_t slot) {
+  if (slot >= p.slots || (threadIdx.x >> 5) != (blockDim.x >> 5) - 1) return;
+  ChunkPos c;
+  if (!chunk_pos(p, slot, c)) return;
+  if (mode == 0 ? c.k >= c.nk - 1 : c.k == 0) return;
+  const int64_t h = blockIdx.y, g = h / p.hpg;
+  for (int r = static_cast<int>(threadIdx.x & 31); r < 2 * c.L; r += 32) {
+    const int t = r % c.L;
+    const T* row = r < c.L ? (mode == 0 ? p.x : p.dy) + ((c.t0 + t) * p.nheads + h) * p.P
+                           : (mode == 0 ? p.B : p.C) + ((c.t0 + t) * p.ngroups + g) * p.N;
+    const unsigned bytes = static_cast<unsigned>((r < c.L ? p.P : p.N) * sizeof(T));
+    if ((reinterpret_cast<std::uintptr_t>(row) & 15u) == 0 && bytes % 16 == 0) prefetch_l2(row, bytes);
+  }
+}
 template <class T>
 __global__ void __launch_bounds__(kThreads) chunk_outer(Params<T> p, int mode) {
   extern __shared__ __align__(128) unsigned char ssd_smem[];  // 32-byte aligned for wmma
   float* smem = reinterpret_cast<float*>(ssd_smem);
   for (int64_t slot = blockIdx.x; slot < p.slots; slot += gridDim.x) {
     __syncthreads();  // the previous slot's readers of shared memory are done
+    prefetch_outer(p, mode, slot + gridDim.x);
     chunk_outer_one(p, mode, slot, smem);
   }
 }
@@ -514,6 +578,10 @@ __host__ __device__ inline BwdMmaLayout bwd_mma_layout(int64_t Q, int64_t N, int
   return l;
 }
 inline int64_t bwd_mma_floats(int64_t Q, int64_t N, int64_t P) { return bwd_mma_layout(Q, N, P).total; }
+// Threads of a bwd_mma block: 128 at chunk 16 (its products are a few 16×16 tiles; the shared
+// memory allows three blocks per SM, which the registers of 256-thread blocks do not), 256 else.
+// The kernel runs with any multiple of 32 up to kThreads.
+inline int bwd_mma_threads(int64_t Q) { return Q <= 16 ? kThreads / 2 : kThreads; }
 // Shared memory of the backward kernel that runs (bwd_mma with mma, bwd_main otherwise).
 inline int64_t bwd_floats(int64_t Q, int64_t N, int64_t P, bool mma) {
   return mma && kBwdMma ? bwd_mma_floats(Q, N, P) : bwd_main_floats(Q, N, P, mma);
@@ -619,18 +687,6 @@ struct StateRef {
   }
 };
 
-// Asks the L2 cache for the `bytes` bytes at `ptr` (16-byte aligned, a multiple of 16; one
-// thread issues it, nothing waits for it): a Hopper bulk prefetch, nothing on older devices and
-// in the host emulation.
-__device__ __forceinline__ void prefetch_l2(const void* ptr, unsigned bytes) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(ptr), "r"(bytes) : "memory");
-#else
-  (void)ptr;
-  (void)bytes;
-#endif
-}
-
 // Stages the chunk-start state H into sH and the chunk-end adjoint G into sG (bf16, row-major
 // P × N; a null destination skips it) and returns this thread's part of <G, H> when `dot`
 // (0 otherwise). kBatch (default kStageBatch) groups of 4 elements per thread are loaded before any is
@@ -656,6 +712,65 @@ __device__ __noinline__ float stage_states(const StateRef<T> hs, bfloat16* sH, c
     }
 #pragma unroll
     for (int u = 0; u < kBatch; ++u) {
+      const int i = i0 + u * nt;
+      if (i < n4) {
+        if (sH) {
+          sH[4 * i] = bfloat16(hv[u].x);
+          sH[4 * i + 1] = bfloat16(hv[u].y);
+          sH[4 * i + 2] = bfloat16(hv[u].z);
+          sH[4 * i + 3] = bfloat16(hv[u].w);
+        }
+        if (sG) {
+          sG[4 * i] = bfloat16(gv[u].x);
+          sG[4 * i + 1] = bfloat16(gv[u].y);
+          sG[4 * i + 2] = bfloat16(gv[u].z);
+          sG[4 * i + 3] = bfloat16(gv[u].w);
+        }
+        if (dot) r += gv[u].x * hv[u].x + gv[u].y * hv[u].y + gv[u].z * hv[u].z + gv[u].w * hv[u].w;
+      }
+    }
+  }
+  return r;
+}
+
+// The last warp asks L2 for head hh's chunk-start state (workspace, k > 0) and x rows of chunk c,
+// and with `backward` also its chunk-end adjoint (workspace, not the last chunk) and dy rows:
+// issued for the next head while the block runs this one, their loads then wait for L2, not DRAM.
+template <class T>
+__device__ __forceinline__ void prefetch_head(const Params<T>& p, const ChunkPos& c, int64_t hh, bool backward) {
+  if ((threadIdx.x >> 5) != (blockDim.x >> 5) - 1) return;
+  const int lane = static_cast<int>(threadIdx.x & 31);
+  const int64_t PN = static_cast<int64_t>(p.P) * p.N, H = p.nheads;
+  const unsigned sb = static_cast<unsigned>(PN * sizeof(float));
+  if (lane == 0 && c.k > 0) prefetch_l2(p.ws_H + (boundary(c.start, c.k, p.Q) * H + hh) * PN, sb);
+  if (lane == 1 && backward && c.k < c.nk - 1) prefetch_l2(p.ws_G + (boundary(c.start, c.k + 1, p.Q) * H + hh) * PN, sb);
+  const unsigned rb = static_cast<unsigned>(p.P * sizeof(T));
+  if (rb % 16 != 0) return;
+  for (int r = lane; r < (backward ? 2 : 1) * c.L; r += 32) {
+    const T* row = (r < c.L ? p.x : p.dy) + ((c.t0 + r % c.L) * H + hh) * p.P;
+    if ((reinterpret_cast<std::uintptr_t>(row) & 15u) == 0) prefetch_l2(row, rb);
+  }
+}
+
+// stage_states as bwd_main was measured with (the states by reference), kept for A/B timing.
+template <class T>
+__device__ __noinline__ float stage_states_v1(const StateRef<T>& hs, bfloat16* sH, const StateRef<T>& gs,
+                                              bfloat16* sG, bool dot, int PN) {
+  const int n4 = PN / 4, nt = static_cast<int>(blockDim.x);
+  const bool rh = sH || dot, rg = sG || dot;
+  float r = 0.0f;
+  for (int i0 = static_cast<int>(threadIdx.x); i0 < n4; i0 += kStageBatch * nt) {
+    float4 hv[kStageBatch], gv[kStageBatch];
+#pragma unroll
+    for (int u = 0; u < kStageBatch; ++u) {
+      const int i = i0 + u * nt;
+      if (i < n4) {
+        if (rh) hv[u] = hs.four(4 * i);
+        if (rg) gv[u] = gs.four(4 * i);
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kStageBatch; ++u) {
       const int i = i0 + u * nt;
       if (i < n4) {
         if (sH) {
@@ -717,6 +832,7 @@ __global__ void __launch_bounds__(kThreads) fwd_out(Params<T> p) {
   auto bv = [&](int t, int n) { return mma ? static_cast<float>(sBb[t * N + n]) : sB[t * ldN + n]; };
   const T* gB = p.B + (t0 * p.ngroups + g) * N;
   const T* gC = p.C + (t0 * p.ngroups + g) * N;
+  prefetch_head(p, c, g * p.hpg, false);
   if (mma) {
     load_tile_bf16(gB, p.ngroups * N, L, Lp, N, sBb);
     load_tile_bf16(gC, p.ngroups * N, L, Lp, N, sCb);
@@ -747,6 +863,7 @@ __global__ void __launch_bounds__(kThreads) fwd_out(Params<T> p) {
     if (c.k > 0) hin.f = p.ws_H + (boundary(c.start, c.k, Q) * H + h) * PN;
     else if (p.init) hin.t = p.init + (c.b * H + h) * PN;
     __syncthreads();  // CB written; the previous head's readers are done
+    if (j + 1 < p.hpg) prefetch_head(p, c, h + 1, false);
     if (mma) load_tile_bf16(p.x + (t0 * H + h) * P, H * P, L, Lp, P, sXbf);
     else load_tile(p.x + (t0 * H + h) * P, H * P, L, P, sX, ldP);
     chunk_scalars(p, c, h, s_dt, s_dtg, s_csdt, s_cs);
@@ -906,10 +1023,10 @@ __global__ void __launch_bounds__(kThreads, 2) bwd_main(Params<T> p) {
        // summed in order by thread 0 below), in one batched pass over global memory
       float r;
       if constexpr (mma_type<T>())
-        r = stage_states(hin, p.mma && has_H ? sHb : nullptr, gend, p.mma && has_G ? sGb : nullptr,
+        r = stage_states_v1(hin, p.mma && has_H ? sHb : nullptr, gend, p.mma && has_G ? sGb : nullptr,
                          has_G && has_H, P * N);
       else
-        r = stage_states(hin, nullptr, gend, nullptr, has_G && has_H, P * N);
+        r = stage_states_v1(hin, nullptr, gend, nullptr, has_G && has_H, P * N);
       r = warp_sum(r);
       if ((threadIdx.x & 31) == 0) s_red[threadIdx.x >> 5] = r;
     }
@@ -1185,27 +1302,12 @@ __global__ void __launch_bounds__(kThreads, 2) bwd_mma(Params<T> p) {
     float* s_u = s_pos + Q;
     float* s_v = s_u + Q;
     float* s_dD = s_v + Q;
-    float* s_ddt = s_dD + Q;
     float* s_red = smem + lay.red;
     const int64_t t0 = c.t0;
     const bool has_H = c.k > 0 || p.init != nullptr;
     const bool last = c.k == c.nk - 1;
     const bool has_G = !last || p.dfinal != nullptr;
-    // Head jj's chunk-start state, chunk-end adjoint (workspace ones) and x, dy rows into L2 ahead
-    // of their use (issued for head j + 1 while head j runs): their loads then wait for L2, not DRAM.
-    auto prefetch_head = [&](int64_t jj) {
-      if (jj >= p.hpg) return;
-      const int64_t hh = g * p.hpg + jj;
-      const unsigned sb = static_cast<unsigned>(PN * sizeof(float));
-      if (threadIdx.x == 0 && c.k > 0) prefetch_l2(p.ws_H + (boundary(c.start, c.k, Q) * H + hh) * PN, sb);
-      if (threadIdx.x == 32 && !last) prefetch_l2(p.ws_G + (boundary(c.start, c.k + 1, Q) * H + hh) * PN, sb);
-      const unsigned rb = static_cast<unsigned>(P * sizeof(T));
-      for (int r = static_cast<int>(threadIdx.x); r < 2 * L; r += static_cast<int>(blockDim.x)) {
-        const T* row = (r < L ? p.x : p.dy) + ((t0 + r % L) * H + hh) * P;
-        if ((reinterpret_cast<std::uintptr_t>(row) & 15) == 0) prefetch_l2(row, rb);
-      }
-    };
-    prefetch_head(0);
+    prefetch_head(p, c, g * p.hpg, true);
     load_tile_bf16(p.B + (t0 * p.ngroups + g) * N, p.ngroups * N, L, Lp, N, sBb);
     load_tile_bf16(p.C + (t0 * p.ngroups + g) * N, p.ngroups * N, L, Lp, N, sCb);
     __syncthreads();
@@ -1221,7 +1323,7 @@ __global__ void __launch_bounds__(kThreads, 2) bwd_mma(Params<T> p) {
       if (!last) gend.f = p.ws_G + (boundary(c.start, c.k + 1, Q) * H + h) * PN;
       else if (p.dfinal) gend.t = p.dfinal + (c.b * H + h) * PN;
       __syncthreads();  // C·Bᵀ written; the previous head's readers are done
-      prefetch_head(j + 1);
+      if (j + 1 < p.hpg) prefetch_head(p, c, h + 1, true);
       load_tile_bf16(p.x + (t0 * H + h) * P, H * P, L, Lp, P, sXb);
       load_tile_bf16(p.dy + (t0 * H + h) * P, H * P, L, Lp, P, sdYb);
       chunk_scalars(p, c, h, s_dt, s_dtg, s_csdt, s_cs);
@@ -1293,8 +1395,8 @@ __global__ void __launch_bounds__(kThreads, 2) bwd_mma(Params<T> p) {
           s_u[i] = cl;
         }
       }
-      __syncthreads();  // H and diag(exp(cs))·dY no longer read
       if (has_G) {
+        __syncthreads();  // H and diag(exp(cs))·dY no longer read
         stage_states<T, 4>(gend, nullptr, gend, sSb, false, P * N);
         __syncthreads();
         block_mma2<0, false, true>(Lp, P, false, sR1, ldT, N, sBb, N, sSb, N);  // B·Gᵀ
@@ -1351,7 +1453,7 @@ __global__ void __launch_bounds__(kThreads, 2) bwd_mma(Params<T> p) {
           if (t >= 0) {
             dA += dcs * s_csdt[t];
             const float d_raw = static_cast<float>((u + a * rev) * s_dtg[t]);
-            s_ddt[t] = d_raw;
+            detail::st(p.ddt, (t0 + t) * H + h, d_raw);
             ddb += d_raw;
             dD += s_dD[t];
           }
@@ -1366,9 +1468,7 @@ __global__ void __launch_bounds__(kThreads, 2) bwd_mma(Params<T> p) {
           p.ws_par[slot * 3 * H + 2 * H + h] = static_cast<float>(ddb);
         }
       }
-      __syncthreads();
-      for (int t = threadIdx.x; t < L; t += blockDim.x) detail::st(p.ddt, (t0 + t) * H + h, s_ddt[t]);
-      if (c.k == 0 && p.dinit) {
+      if (c.k == 0 && p.dinit) {  // (reads only buffers that no thread writes until the next head)
         const float elast = expf(s_cs[L - 1]);
         T* di = p.dinit + (c.b * H + h) * PN;
         block_gemm(
@@ -1531,7 +1631,7 @@ void launch_bwd_main(const Params<T>& p, cudaStream_t stream) {
   if constexpr (mma_type<T>() && kBwdMma) {
     if (p.mma) {
       set_smem(bwd_mma<T>, bb);
-      bwd_mma<T><<<grid, kThreads, bb, stream>>>(p);
+      bwd_mma<T><<<grid, bwd_mma_threads(p.Q), bb, stream>>>(p);
       done = true;
     }
   }
