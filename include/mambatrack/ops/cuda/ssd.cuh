@@ -5,13 +5,14 @@
 // chunk states passed along each (sequence, head); chunks never cross a sequence start. The
 // backward recomputes the states and runs the transposed products. Float or bfloat16 storage,
 // float math and state; with bfloat16 and headdim, d_state multiples of 16 the products with the
-// chunk states and M·X, dY·Xᵀ, Mᵀ·dY (and in the forward C·Bᵀ, whose bf16 operands are exact) run
-// on tensor cores (WMMA bf16 16x16x16, fp32 accumulate); the backward C·Bᵀ and the products with W
-// (they feed ∂L/∂cs, whose sums cancel) stay shared-memory tiled fp32 SIMT, as does everything for
-// float storage. d_state and headdim are run-time tile sizes (one instantiation per storage type),
-// restricted to the supported lists of core/supported.hpp. Deterministic: no atomics;
-// dA/dD/ddt_bias are per-(chunk, head) partials summed in a fixed order; dB/dC are summed over the
-// heads of a group in head order inside one block.
+// chunk states, C·Bᵀ, M·X, dY·Xᵀ, Mᵀ·dY and the backward's dB, dC run on tensor cores (WMMA bf16
+// 16x16x16, fp32 accumulate; bwd_mma), the backward's ∂L/∂cs sums (which cancel) from fp32
+// W∘(C·Bᵀ) (the previous backward bwd_main, selected by MAMBATRACK_SSD_BWD_V1, keeps C·Bᵀ and
+// the products with W fp32 SIMT); float storage runs shared-memory tiled fp32 SIMT products
+// throughout (bwd_main). d_state and headdim are run-time tile sizes (one instantiation per
+// storage type), restricted to the supported lists of core/supported.hpp. Deterministic: no
+// atomics; dA/dD/ddt_bias are per-(chunk, head) partials summed in a fixed order; dB/dC are
+// summed over the heads of a group in head order inside one block.
 #pragma once
 
 #include <cuda_bf16.h>
