@@ -101,7 +101,7 @@ __global__ void map_slots(const int64_t* __restrict cu, int64_t batch, int64_t t
 // in the host emulation.
 __device__ __forceinline__ void prefetch_l2(const void* ptr, unsigned bytes) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(ptr), "r"(bytes) : "memory");
+  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(ptr), "r"(bytes));
 #else
   (void)ptr;
   (void)bytes;
@@ -231,6 +231,35 @@ __device__ __forceinline__ void load_tile_bf16(const T* src, int64_t stride, int
       if (e < n) dst[e] = bfloat16(scale && e < rows * cols ? v[u] * scale[e / cols] : v[u]);
     }
   }
+}
+
+// load_tile_bf16 of two tiles of the same shape (no scale), with the loads of both in flight
+// together where the 16-byte path applies.
+template <class T>
+__device__ __forceinline__ void load_two_tiles_bf16(const T* a, const T* b, int64_t stride, int rows, int rows_p,
+                                                    int cols, bfloat16* da, bfloat16* db) {
+  if constexpr (std::is_same_v<T, bfloat16>) {
+    if (cols % 8 == 0 && stride % 8 == 0 && ((reinterpret_cast<std::uintptr_t>(a) | reinterpret_cast<std::uintptr_t>(b)) & 15u) == 0) {
+      const int c8 = cols / 8, n8 = rows_p * c8, nt = static_cast<int>(blockDim.x);
+      for (int e0 = static_cast<int>(threadIdx.x); e0 < 2 * n8; e0 += kLoadBatch * nt) {
+        uint4 v[kLoadBatch];
+#pragma unroll
+        for (int u = 0; u < kLoadBatch; ++u) {
+          const int e = e0 + u * nt, f = e < n8 ? e : e - n8, r = f / c8;
+          v[u].x = v[u].y = v[u].z = v[u].w = 0u;
+          if (e < 2 * n8 && r < rows) v[u] = *reinterpret_cast<const uint4*>((e < n8 ? a : b) + r * stride + (f % c8) * 8);
+        }
+#pragma unroll
+        for (int u = 0; u < kLoadBatch; ++u) {
+          const int e = e0 + u * nt, f = e < n8 ? e : e - n8;
+          if (e < 2 * n8) *reinterpret_cast<uint4*>((e < n8 ? da : db) + f * 8) = v[u];
+        }
+      }
+      return;
+    }
+  }
+  load_tile_bf16(a, stride, rows, rows_p, cols, da);
+  load_tile_bf16(b, stride, rows, rows_p, cols, db);
 }
 
 // dt (bias, softplus with threshold 20, clamp), its derivative w.r.t. the raw dt (0 where
@@ -1325,8 +1354,7 @@ __global__ void __launch_bounds__(kThreads, 2) bwd_mma(Params<T> p) {
       else if (p.dfinal) gend.t = p.dfinal + (c.b * H + h) * PN;
       __syncthreads();  // C·Bᵀ written; the previous head's readers are done
       if (j + 1 < p.hpg) prefetch_head(p, c, h + 1, true);
-      load_tile_bf16(p.x + (t0 * H + h) * P, H * P, L, Lp, P, sXb);
-      load_tile_bf16(p.dy + (t0 * H + h) * P, H * P, L, Lp, P, sdYb);
+      load_two_tiles_bf16(p.x + (t0 * H + h) * P, p.dy + (t0 * H + h) * P, H * P, L, Lp, P, sXb, sdYb);
       chunk_scalars(p, c, h, s_dt, s_dtg, s_csdt, s_cs);
       for (int t = threadIdx.x; t < L; t += blockDim.x) {
         s_ecs[t] = expf(s_cs[t]);
