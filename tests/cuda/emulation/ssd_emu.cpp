@@ -158,6 +158,8 @@ int main(int argc, char** argv) {
     bad += run<bfloat16>({{16, 16, 5, 16, 33, 1}, 4, 16, 16, 1, 16, false, true, false, false, true, true, 232448}, 10);
     bad += run<bfloat16>({{70, 33, 64, 2}, 4, 32, 16, 2, 32, true, false, true, false, true, false, 232448}, 11);
     bad += run<bfloat16>({{50, 3, 40}, 2, 16, 48, 1, 32, true, true, false, true, false, false, 232448}, 12);
+  // chunk 64: four 16-token tile rows (the triangular k ranges of the W and M products)
+  bad += run<bfloat16>({{100, 70, 3, 64}, 2, 16, 32, 1, 64, true, true, true, true, true, false, 232448}, 13);
     std::printf("%s\n", bad ? "FAILURES" : "all ok");
     return bad != 0;
   }
@@ -178,6 +180,8 @@ int main(int argc, char** argv) {
   bad += run<bfloat16>({{16, 16, 5, 16, 33, 1}, 4, 16, 16, 1, 16, false, true, false, false, true, true, 232448}, 10);
   bad += run<bfloat16>({{70, 33, 64, 2}, 4, 32, 16, 2, 32, true, false, true, false, true, false, 232448}, 11);
   bad += run<bfloat16>({{50, 3, 40}, 2, 16, 48, 1, 32, true, true, false, true, false, false, 232448}, 12);
+  // chunk 64: four 16-token tile rows (the triangular k ranges of the W and M products)
+  bad += run<bfloat16>({{100, 70, 3, 64}, 2, 16, 32, 1, 64, true, true, true, true, true, false, 232448}, 13);
   std::printf("%s\n", bad ? "FAILURES" : "all ok");
   return bad != 0;
 }

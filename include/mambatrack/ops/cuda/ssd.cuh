@@ -1537,8 +1537,14 @@ inline std::size_t smem_limit() {
 //  - halved while the kernels would run one block per SM and the half chunk (at least
 //    kOccupancyChunk) runs two: the kernels are latency bound, and a second block per SM hides
 //    more latency than the longer chunk saves (the per-SM shared memory is the per-block opt-in
-//    limit + 1 KB, the per-block reservation, on sm_80/sm_90).
+//    limit + 1 KB, the per-block reservation, on sm_80/sm_90). Building with
+//    -DMAMBATRACK_SSD_OCCUPANCY_CHUNK=64 keeps chunk 64 (bwd_mma: one block per SM, half the chunk
+//    states) for timing that choice.
+#ifdef MAMBATRACK_SSD_OCCUPANCY_CHUNK
+constexpr int64_t kOccupancyChunk = MAMBATRACK_SSD_OCCUPANCY_CHUNK;
+#else
 constexpr int64_t kOccupancyChunk = 32;
+#endif
 inline int64_t pick_chunk(int64_t requested, int64_t N, int64_t P, bool backward, bool mma, std::size_t limit,
                           int64_t mean_len = 0) {
   int64_t Q = requested < kMaxChunk ? requested : kMaxChunk;
