@@ -142,8 +142,21 @@ void breakdown(const Problem& pr) {
     std::printf("    %-34s %8.3f ms\n", name, bench::cuda_median_seconds(f, nullptr, 20, 3) * 1e3);
   };
   std::printf("  %s, bf16, per kernel:\n", pr.name);
-  for (int backward = 0; backward < 2; ++backward) {
+  // Forward and backward at the chunks they run; then, where the backward's occupancy rule halved
+  // the chunk, the backward kernels again at twice that chunk (bwd_mma one block per SM instead
+  // of two, half the chunk states): whether the rule pays for bwd_mma.
+  const std::size_t limit = D::smem_limit();
+  for (int config = 0; config < 3; ++config) {
+    const int backward = config > 0 ? 1 : 0;
     D::Params<T> p = D::make_params<T>(in, d, pr.chunk, backward != 0);
+    if (config == 2) {
+      const int64_t q2 = 2 * p.Q;
+      if (!p.mma || q2 > pr.chunk || static_cast<std::size_t>(D::bwd_mma_floats(q2, p.N, p.P)) * sizeof(float) > limit)
+        continue;
+      p.Q = static_cast<int>(q2);
+      p.slots = d.batch + d.tokens / q2;
+      p.nb = d.tokens / q2 + 1;
+    }
     p.y = y.data();
     p.dy = dy.data();
     p.dx = dx.data();
@@ -153,13 +166,22 @@ void breakdown(const Problem& pr) {
     D::prepare(p, backward != 0, nullptr);
     const std::size_t ob = static_cast<std::size_t>(D::outer_floats(p.Q, p.N, p.P)) * sizeof(float);
     const std::size_t fb = static_cast<std::size_t>(D::fwd_floats(p.Q, p.N, p.P, p.mma)) * sizeof(float);
-    const std::size_t bb = static_cast<std::size_t>(D::bwd_floats(p.Q, p.N, p.P, p.mma)) * sizeof(float);
+    // Both backward kernels at the backward's chunk: bwd_main (the previous one, MAMBATRACK_SSD_BWD_V1)
+    // and bwd_mma (run by ssd_bwd on this tensor-core path unless MAMBATRACK_SSD_BWD_V1).
+    const std::size_t bb = static_cast<std::size_t>(D::bwd_main_floats(p.Q, p.N, p.P, p.mma)) * sizeof(float);
+    const std::size_t bm = static_cast<std::size_t>(D::bwd_mma_floats(p.Q, p.N, p.P)) * sizeof(float);
     D::set_smem(D::chunk_outer<T>, ob);
-    if (backward) D::set_smem(D::bwd_main<T>, bb);  // each at the chunk its own direction runs
-    else D::set_smem(D::fwd_out<T>, fb);
+    if (backward) {  // each at the chunk its own direction runs
+      if (bb <= limit) D::set_smem(D::bwd_main<T>, bb);
+      D::set_smem(D::bwd_mma<T>, bm);
+    } else {
+      D::set_smem(D::fwd_out<T>, fb);
+    }
     const dim3 main_grid(static_cast<unsigned>(p.slots), static_cast<unsigned>(p.ngroups));
-    std::printf("   %s (chunk %d, %s, shared memory: outer %zu, fwd_out %zu, bwd_main %zu bytes)\n",
-                backward ? "backward" : "forward", p.Q, p.mma ? "WMMA" : "SIMT", ob, fb, bb);
+    std::printf("   %s (chunk %d, %s, shared memory: outer %zu, fwd_out %zu, bwd_main %zu, bwd_mma %zu bytes; "
+                "ssd_bwd runs %s)\n",
+                config == 0 ? "forward" : config == 1 ? "backward" : "backward at twice the chunk (not run by ssd_bwd)",
+                p.Q, p.mma ? "WMMA" : "SIMT", ob, fb, bb, bm, p.mma && D::kBwdMma ? "bwd_mma" : "bwd_main");
     timed("prepare (memset + map_slots)", [&] { D::prepare(p, backward != 0, nullptr); });
     timed("chunk_outer (chunk states)", [&] { D::chunk_outer<T><<<D::outer_grid(p), D::kThreads, ob>>>(p, 0); });
     timed("pass_states (state passing)", [&] { D::pass_states<T><<<D::pass_grid(p), D::kThreads>>>(p, 0); });
@@ -168,7 +190,12 @@ void breakdown(const Problem& pr) {
     } else {
       timed("chunk_outer (local adjoints)", [&] { D::chunk_outer<T><<<D::outer_grid(p), D::kThreads, ob>>>(p, 1); });
       timed("pass_states (adjoint passing)", [&] { D::pass_states<T><<<D::pass_grid(p), D::kThreads>>>(p, 1); });
-      timed("bwd_main", [&] { D::bwd_main<T><<<main_grid, D::kThreads, bb>>>(p); });
+      if (bb <= limit) timed("bwd_main (previous)", [&] { D::bwd_main<T><<<main_grid, D::kThreads, bb>>>(p); });
+      const int mt = D::bwd_mma_threads(p.Q);
+      timed(mt == D::kThreads ? "bwd_mma" : "bwd_mma (128 threads, as run)",
+            [&] { D::bwd_mma<T><<<main_grid, mt, bm>>>(p); });
+      if (mt != D::kThreads)
+        timed("bwd_mma (256 threads)", [&] { D::bwd_mma<T><<<main_grid, D::kThreads, bm>>>(p); });
     }
     MAMBATRACK_CUDA_CHECK(cudaGetLastError());
   }

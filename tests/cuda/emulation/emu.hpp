@@ -26,6 +26,9 @@ struct dim3 {
 struct alignas(16) float4 {
   float x, y, z, w;
 };
+struct alignas(16) uint4 {
+  unsigned x, y, z, w;
+};
 inline thread_local dim3 threadIdx, blockIdx;
 inline dim3 blockDim, gridDim;
 namespace emu {

@@ -4,6 +4,7 @@
 #include "ssd_kern.hpp"  // written by make_kernels.py
 #include "mambatrack/ops/reference/ssd.hpp"
 #include <cstdio>
+#include <string>
 #include <random>
 using namespace mambatrack;
 namespace D = mambatrack::cuda::ssd_cuda_detail;
@@ -118,7 +119,13 @@ int run(const Case& c, uint64_t seed) {
     emu::launch(D::pass_grid(p), dim3(D::kThreads), 0, [&] { D::pass_states<T>(p, 0); });
     emu::launch(D::outer_grid(p), dim3(D::kThreads), D::outer_floats(p.Q, N, P) * 4, [&] { D::chunk_outer<T>(p, 1); });
     emu::launch(D::pass_grid(p), dim3(D::kThreads), 0, [&] { D::pass_states<T>(p, 1); });
-    emu::launch(dim3(p.slots, G), dim3(D::kThreads), D::bwd_floats(p.Q, N, P, p.mma) * 4, [&] { D::bwd_main<T>(p); });
+    // the main kernel that ssd_bwd runs (launch_bwd_main): bwd_mma on the tensor-core path
+    const bool mma_kernel = bf && D::kBwdMma && p.mma;
+    const int threads = mma_kernel ? D::bwd_mma_threads(p.Q) : D::kThreads;
+    emu::launch(dim3(p.slots, G), dim3(threads), D::bwd_floats(p.Q, N, P, p.mma) * 4, [&] {
+      if (mma_kernel) D::bwd_mma<T>(p);
+      else D::bwd_main<T>(p);
+    });
     for (int q = 0; q < 3; ++q) {
       if (q == 1 && !c.Dp) continue;
       if (q == 2 && !c.bias) continue;
@@ -129,7 +136,7 @@ int run(const Case& c, uint64_t seed) {
         out[h] = T(static_cast<float>(out[h]) + s);
       }
     }
-    std::printf("  (bwd Q %d)\n", p.Q);
+    std::printf("  (bwd Q %d, %s, %d threads)\n", p.Q, mma_kernel ? "bwd_mma" : "bwd_main", threads);
   }
   report("dx", dx, rdx, kA);
   report("ddt", ddt, rddt, kD);
@@ -144,18 +151,37 @@ int run(const Case& c, uint64_t seed) {
 
 int main(int argc, char** argv) {
   int bad = 0;
+  // "mma": only the bfloat16 cases of the tensor-core backward (quick check of bwd_mma).
+  const bool only_mma = argc > 1 && std::string(argv[1]) == "mma";
+  if (only_mma) {
+    bad += run<bfloat16>({{1, 2, 3, 7, 64, 100, 0, 33}, 4, 16, 32, 2, 24, true, true, true, true, true, false, 232448}, 7);
+    bad += run<bfloat16>({{16, 16, 5, 16, 33, 1}, 4, 16, 16, 1, 16, false, true, false, false, true, true, 232448}, 10);
+    bad += run<bfloat16>({{70, 33, 64, 2}, 4, 32, 16, 2, 32, true, false, true, false, true, false, 232448}, 11);
+    bad += run<bfloat16>({{50, 3, 40}, 2, 16, 48, 1, 32, true, true, false, true, false, false, 232448}, 12);
+  // chunk 64: four 16-token tile rows (the triangular k ranges of the W and M products)
+  bad += run<bfloat16>({{100, 70, 3, 64}, 2, 16, 32, 1, 64, true, true, true, true, true, false, 232448}, 13);
+    std::printf("%s\n", bad ? "FAILURES" : "all ok");
+    return bad != 0;
+  }
   bad += run<float>({{1, 2, 3, 7, 64, 100, 0, 33}, 4, 16, 16, 2, 16, true, true, true, true, true, false, 232448}, 1);
   bad += run<float>({{1, 2, 3, 7, 64, 100, 0, 33}, 4, 16, 16, 2, 24, true, true, true, true, true, false, 232448}, 2);
   bad += run<float>({{100, 1, 64, 2, 7, 3}, 2, 8, 4, 1, 7, true && false, false, false, false, false, false, 232448}, 3);
   bad += run<float>({{7, 64, 100, 1}, 4, 12, 12, 2, 32, true, true, false, true, true, true, 232448}, 4);
-  if (argc > 1) bad += run<float>({{100, 3, 64}, 2, 64, 128, 1, 64, true, true, true, true, true, false, 232448}, 5);
-  if (argc > 1) bad += run<bfloat16>({{100, 3, 64}, 2, 64, 128, 1, 64, true, true, true, true, true, false, 232448}, 9);
+  if (argc > 1 && !only_mma) bad += run<float>({{100, 3, 64}, 2, 64, 128, 1, 64, true, true, true, true, true, false, 232448}, 5);
+  if (argc > 1 && !only_mma) bad += run<bfloat16>({{100, 3, 64}, 2, 64, 128, 1, 64, true, true, true, true, true, false, 232448}, 9);
   // a small shared-memory limit forces the chunk down (odd sizes)
   bad += run<float>({{1, 2, 3, 7, 64, 100}, 2, 16, 32, 2, 64, true, true, true, true, true, false, 40000}, 6);
   // bfloat16 storage: the tensor-core chunk states (headdim, d_state multiples of 16) and the
   // SIMT path otherwise.
   bad += run<bfloat16>({{1, 2, 3, 7, 64, 100, 0, 33}, 4, 16, 32, 2, 24, true, true, true, true, true, false, 232448}, 7);
   bad += run<bfloat16>({{40, 3, 17}, 2, 12, 12, 1, 16, true, true, true, true, true, true, 232448}, 8);
+  // bwd_mma: no initial / final state (chunks without H or G), several heads per group, short
+  // tracks at chunk 16, and chunk 32 over long sequences (partial last chunks, dt clamp).
+  bad += run<bfloat16>({{16, 16, 5, 16, 33, 1}, 4, 16, 16, 1, 16, false, true, false, false, true, true, 232448}, 10);
+  bad += run<bfloat16>({{70, 33, 64, 2}, 4, 32, 16, 2, 32, true, false, true, false, true, false, 232448}, 11);
+  bad += run<bfloat16>({{50, 3, 40}, 2, 16, 48, 1, 32, true, true, false, true, false, false, 232448}, 12);
+  // chunk 64: four 16-token tile rows (the triangular k ranges of the W and M products)
+  bad += run<bfloat16>({{100, 70, 3, 64}, 2, 16, 32, 1, 64, true, true, true, true, true, false, 232448}, 13);
   std::printf("%s\n", bad ? "FAILURES" : "all ok");
   return bad != 0;
 }

@@ -5,13 +5,14 @@
 // chunk states passed along each (sequence, head); chunks never cross a sequence start. The
 // backward recomputes the states and runs the transposed products. Float or bfloat16 storage,
 // float math and state; with bfloat16 and headdim, d_state multiples of 16 the products with the
-// chunk states and M·X, dY·Xᵀ, Mᵀ·dY (and in the forward C·Bᵀ, whose bf16 operands are exact) run
-// on tensor cores (WMMA bf16 16x16x16, fp32 accumulate); the backward C·Bᵀ and the products with W
-// (they feed ∂L/∂cs, whose sums cancel) stay shared-memory tiled fp32 SIMT, as does everything for
-// float storage. d_state and headdim are run-time tile sizes (one instantiation per storage type),
-// restricted to the supported lists of core/supported.hpp. Deterministic: no atomics;
-// dA/dD/ddt_bias are per-(chunk, head) partials summed in a fixed order; dB/dC are summed over the
-// heads of a group in head order inside one block.
+// chunk states, C·Bᵀ, M·X, dY·Xᵀ, Mᵀ·dY and the backward's dB, dC run on tensor cores (WMMA bf16
+// 16x16x16, fp32 accumulate; bwd_mma), the backward's ∂L/∂cs sums (which cancel) from fp32
+// W∘(C·Bᵀ) (the previous backward bwd_main, selected by MAMBATRACK_SSD_BWD_V1, keeps C·Bᵀ and
+// the products with W fp32 SIMT); float storage runs shared-memory tiled fp32 SIMT products
+// throughout (bwd_main). d_state and headdim are run-time tile sizes (one instantiation per
+// storage type), restricted to the supported lists of core/supported.hpp. Deterministic: no
+// atomics; dA/dD/ddt_bias are per-(chunk, head) partials summed in a fixed order; dB/dC are
+// summed over the heads of a group in head order inside one block.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -95,6 +96,18 @@ __global__ void map_slots(const int64_t* __restrict cu, int64_t batch, int64_t t
   }
 }
 
+// Asks the L2 cache for the `bytes` bytes at `ptr` (16-byte aligned, a multiple of 16; one
+// thread issues it, nothing waits for it): a Hopper bulk prefetch, nothing on older devices and
+// in the host emulation.
+__device__ __forceinline__ void prefetch_l2(const void* ptr, unsigned bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(ptr), "r"(bytes));
+#else
+  (void)ptr;
+  (void)bytes;
+#endif
+}
+
 // Sum over the warp's lanes (butterfly, the same order every time); every lane gets the total.
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
@@ -166,10 +179,44 @@ __device__ __forceinline__ void load_tile(const T* src, int64_t stride, int rows
 }
 
 // dst[r·cols + c] = src[r·stride + c]·scale[r] (scale null: 1) as bf16 for r < rows, 0 for
-// rows <= r < rows_p (the zero padding of a tensor-core operand); batched like load_tile.
+// rows <= r < rows_p (the zero padding of a tensor-core operand); batched like load_tile. bf16
+// rows that are 16-byte aligned (cols and stride multiples of 8) move 8 elements per 16-byte load
+// and store (the same values: bf16 products rounded once, as below).
 template <class T>
 __device__ __forceinline__ void load_tile_bf16(const T* src, int64_t stride, int rows, int rows_p, int cols,
                                                bfloat16* dst, const float* scale = nullptr) {
+  if constexpr (std::is_same_v<T, bfloat16>) {
+    if (cols % 8 == 0 && stride % 8 == 0 && (reinterpret_cast<std::uintptr_t>(src) & 15u) == 0) {
+      const int c8 = cols / 8, n8 = rows_p * c8, nt = static_cast<int>(blockDim.x);
+      for (int e0 = static_cast<int>(threadIdx.x); e0 < n8; e0 += kLoadBatch * nt) {
+        uint4 v[kLoadBatch];
+#pragma unroll
+        for (int u = 0; u < kLoadBatch; ++u) {
+          const int e = e0 + u * nt, r = e / c8;
+          v[u].x = v[u].y = v[u].z = v[u].w = 0u;
+          if (e < n8 && r < rows) v[u] = *reinterpret_cast<const uint4*>(src + r * stride + (e % c8) * 8);
+        }
+#pragma unroll
+        for (int u = 0; u < kLoadBatch; ++u) {
+          const int e = e0 + u * nt, r = e / c8;
+          if (e >= n8) continue;
+          if (scale && r < rows) {
+            const float sc = scale[r];
+            auto scaled = [sc](unsigned w) {  // two bf16 (low half first) times sc
+              const float lo = bits_float(w << 16) * sc, hi = bits_float(w & 0xffff0000u) * sc;
+              return static_cast<unsigned>(float_to_bf16_bits(lo)) | (static_cast<unsigned>(float_to_bf16_bits(hi)) << 16);
+            };
+            v[u].x = scaled(v[u].x);
+            v[u].y = scaled(v[u].y);
+            v[u].z = scaled(v[u].z);
+            v[u].w = scaled(v[u].w);
+          }
+          *reinterpret_cast<uint4*>(dst + e * 8) = v[u];
+        }
+      }
+      return;
+    }
+  }
   const int n = rows_p * cols, nt = static_cast<int>(blockDim.x);
   for (int e0 = static_cast<int>(threadIdx.x); e0 < n; e0 += kLoadBatch * nt) {
     float v[kLoadBatch];
@@ -184,6 +231,35 @@ __device__ __forceinline__ void load_tile_bf16(const T* src, int64_t stride, int
       if (e < n) dst[e] = bfloat16(scale && e < rows * cols ? v[u] * scale[e / cols] : v[u]);
     }
   }
+}
+
+// load_tile_bf16 of two tiles of the same shape (no scale), with the loads of both in flight
+// together where the 16-byte path applies.
+template <class T>
+__device__ __forceinline__ void load_two_tiles_bf16(const T* a, const T* b, int64_t stride, int rows, int rows_p,
+                                                    int cols, bfloat16* da, bfloat16* db) {
+  if constexpr (std::is_same_v<T, bfloat16>) {
+    if (cols % 8 == 0 && stride % 8 == 0 && ((reinterpret_cast<std::uintptr_t>(a) | reinterpret_cast<std::uintptr_t>(b)) & 15u) == 0) {
+      const int c8 = cols / 8, n8 = rows_p * c8, nt = static_cast<int>(blockDim.x);
+      for (int e0 = static_cast<int>(threadIdx.x); e0 < 2 * n8; e0 += kLoadBatch * nt) {
+        uint4 v[kLoadBatch];
+#pragma unroll
+        for (int u = 0; u < kLoadBatch; ++u) {
+          const int e = e0 + u * nt, f = e < n8 ? e : e - n8, r = f / c8;
+          v[u].x = v[u].y = v[u].z = v[u].w = 0u;
+          if (e < 2 * n8 && r < rows) v[u] = *reinterpret_cast<const uint4*>((e < n8 ? a : b) + r * stride + (f % c8) * 8);
+        }
+#pragma unroll
+        for (int u = 0; u < kLoadBatch; ++u) {
+          const int e = e0 + u * nt, f = e < n8 ? e : e - n8;
+          if (e < 2 * n8) *reinterpret_cast<uint4*>((e < n8 ? da : db) + f * 8) = v[u];
+        }
+      }
+      return;
+    }
+  }
+  load_tile_bf16(a, stride, rows, rows_p, cols, da);
+  load_tile_bf16(b, stride, rows, rows_p, cols, db);
 }
 
 // dt (bias, softplus with threshold 20, clamp), its derivative w.r.t. the raw dt (0 where
@@ -304,12 +380,30 @@ __device__ __forceinline__ void chunk_outer_one(const Params<T>& p, int mode, in
 }
 // Grid (outer_grid_x, nheads); each block takes slots blockIdx.x, + gridDim.x, ... (most slots
 // need no work when sequences are a single chunk: few blocks then skip them cheaply).
+// The last warp asks L2 for the x / dy and B / C rows of the block's next slot (one bulk prefetch
+// per row) while the block runs this one: their loads then wait for L2 instead of DRAM.
+template <class T>
+__device__ __forceinline__ void prefetch_outer(const Params<T>& p, int mode, int64_t slot) {
+  if (slot >= p.slots || (threadIdx.x >> 5) != (blockDim.x >> 5) - 1) return;
+  ChunkPos c;
+  if (!chunk_pos(p, slot, c)) return;
+  if (mode == 0 ? c.k >= c.nk - 1 : c.k == 0) return;
+  const int64_t h = blockIdx.y, g = h / p.hpg;
+  for (int r = static_cast<int>(threadIdx.x & 31); r < 2 * c.L; r += 32) {
+    const int t = r % c.L;
+    const T* row = r < c.L ? (mode == 0 ? p.x : p.dy) + ((c.t0 + t) * p.nheads + h) * p.P
+                           : (mode == 0 ? p.B : p.C) + ((c.t0 + t) * p.ngroups + g) * p.N;
+    const unsigned bytes = static_cast<unsigned>((r < c.L ? p.P : p.N) * sizeof(T));
+    if ((reinterpret_cast<std::uintptr_t>(row) & 15u) == 0 && bytes % 16 == 0) prefetch_l2(row, bytes);
+  }
+}
 template <class T>
 __global__ void __launch_bounds__(kThreads) chunk_outer(Params<T> p, int mode) {
   extern __shared__ __align__(128) unsigned char ssd_smem[];  // 32-byte aligned for wmma
   float* smem = reinterpret_cast<float*>(ssd_smem);
   for (int64_t slot = blockIdx.x; slot < p.slots; slot += gridDim.x) {
     __syncthreads();  // the previous slot's readers of shared memory are done
+    prefetch_outer(p, mode, slot + gridDim.x);
     chunk_outer_one(p, mode, slot, smem);
   }
 }
@@ -470,7 +564,58 @@ __host__ __device__ inline BwdLayout bwd_layout(int64_t Q, int64_t N, int64_t P,
   return l;
 }
 inline int64_t fwd_floats(int64_t Q, int64_t N, int64_t P, bool mma) { return fwd_layout(Q, N, P, mma).total; }
-inline int64_t bwd_floats(int64_t Q, int64_t N, int64_t P, bool mma) { return bwd_layout(Q, N, P, mma).total; }
+inline int64_t bwd_main_floats(int64_t Q, int64_t N, int64_t P, bool mma) { return bwd_layout(Q, N, P, mma).total; }
+
+// The backward's main kernel: bwd_mma (per-head products on tensor cores, 2-3 blocks per SM) for
+// the tensor-core path, bwd_main otherwise. Defining MAMBATRACK_SSD_BWD_V1 runs bwd_main for every
+// case (the previous backward, kept for A/B timing).
+#ifdef MAMBATRACK_SSD_BWD_V1
+constexpr bool kBwdMma = false;
+#else
+constexpr bool kBwdMma = true;
+#endif
+struct BwdMmaLayout {
+  int64_t Bb, Cb, CB, Z, Xb, dYb, E, Sb, Wd, Mb, R1, R2, dB, dC, sc, red, total;
+  int ldQ, ldT, ldE, Qp;
+};
+// Shared memory of bwd_mma (floats): bf16 operands B, C, x, dy, diag(exp(cs))·dy / diag(w·dt)·x
+// (E), one state (H, then G: Sb), W·diag(dt) (Wd) and M (Mb); fp32 C·Bᵀ, dY·Xᵀ then W∘C·Bᵀ (Z),
+// C·Hᵀ then B·Gᵀ (R1), Mᵀ·dY (R2) and the dB, dC sums over the group's heads. Chunk 32 of headdim
+// 64 / d_state 128: 111 KB (two blocks per SM); chunk 16: 61 KB (three).
+__host__ __device__ inline BwdMmaLayout bwd_mma_layout(int64_t Q, int64_t N, int64_t P) {
+  BwdMmaLayout l;
+  l.Qp = static_cast<int>((Q + 15) / 16 * 16);
+  const int64_t Qp = l.Qp;
+  l.ldQ = l.Qp + 4, l.ldT = static_cast<int>(P + 4), l.ldE = static_cast<int>(N + 4);
+  int64_t o = 0;
+  l.Bb = o, o += round8(Qp * N / 2);
+  l.Cb = o, o += round8(Qp * N / 2);
+  l.CB = o, o += round8(Qp * l.ldQ);
+  l.Z = o, o += round8(Qp * l.ldQ);
+  l.Xb = o, o += round8(Qp * P / 2);
+  l.dYb = o, o += round8(Qp * P / 2);
+  l.E = o, o += round8(Qp * P / 2);
+  l.Sb = o, o += round8(P * N / 2);
+  l.Wd = o, o += round8(Qp * Qp / 2);
+  l.Mb = o, o += round8(Qp * Qp / 2);
+  l.R1 = o, o += round8(Qp * l.ldT);
+  l.R2 = o, o += round8(Qp * l.ldT);
+  l.dB = o, o += round8(Qp * l.ldE);
+  l.dC = o, o += round8(Qp * l.ldE);
+  l.sc = o, o += round8(12 * Q);
+  l.red = o, o += round8(kThreads / 32);
+  l.total = o;
+  return l;
+}
+inline int64_t bwd_mma_floats(int64_t Q, int64_t N, int64_t P) { return bwd_mma_layout(Q, N, P).total; }
+// Threads of a bwd_mma block: 128 at chunk 16 (its products are a few 16×16 tiles; the shared
+// memory allows three blocks per SM, which the registers of 256-thread blocks do not), 256 else.
+// The kernel runs with any multiple of 32 up to kThreads.
+inline int bwd_mma_threads(int64_t Q) { return Q <= 16 ? kThreads / 2 : kThreads; }
+// Shared memory of the backward kernel that runs (bwd_mma with mma, bwd_main otherwise).
+inline int64_t bwd_floats(int64_t Q, int64_t N, int64_t P, bool mma) {
+  return mma && kBwdMma ? bwd_mma_floats(Q, N, P) : bwd_main_floats(Q, N, P, mma);
+}
 // The tensor-core path: bf16 storage, headdim and d_state multiples of 16.
 template <class T>
 constexpr bool mma_type() {
@@ -505,6 +650,51 @@ __device__ __forceinline__ void block_mma(int M, int Nc, int K, const bfloat16* 
   }
 }
 
+// acc += A·B over k in [k_lo, k_hi) (16 at a time) for the 16×16 tile (m0, n0). A: row-major
+// (a[m·lda + k]) or column-major when kACol (a[m + k·lda]); B: row-major (b[k·ldb + n]) or
+// column-major when kBCol (b[k + n·ldb]). bf16 in, fp32 accumulate.
+template <bool kACol, bool kBCol>
+__device__ __forceinline__ void mma_tile_k(nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 16, float>& acc,
+                                           int m0, int n0, int k_lo, int k_hi, const bfloat16* a, int lda,
+                                           const bfloat16* b, int ldb) {
+  namespace wmma = nvcuda::wmma;
+  using ALayout = std::conditional_t<kACol, wmma::col_major, wmma::row_major>;
+  using BLayout = std::conditional_t<kBCol, wmma::col_major, wmma::row_major>;
+  for (int k0 = k_lo; k0 < k_hi; k0 += 16) {
+    wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, ALayout> fa;
+    wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, BLayout> fb;
+    const bfloat16* ap = kACol ? a + m0 + k0 * lda : a + m0 * lda + k0;
+    const bfloat16* bp = kBCol ? b + n0 * ldb + k0 : b + k0 * ldb + n0;
+    wmma::load_matrix_sync(fa, reinterpret_cast<const __nv_bfloat16*>(ap), lda);
+    wmma::load_matrix_sync(fb, reinterpret_cast<const __nv_bfloat16*>(bp), ldb);
+    wmma::mma_sync(acc, fa, fb, acc);
+  }
+}
+
+// D (= or +=) A1·B1 + A2·B2 on tensor cores, 16×16 output tiles taken by the warps in turn (each
+// tile summed in a fixed order: A1·B1 over k, then A2·B2). M, Nc, K1, K2 multiples of 16 (K2 0:
+// no second product); layouts as in mma_tile_k; D fp32 row-major (ldd multiple of 4), read first
+// when `accumulate`. kTri1: A1 is lower triangular (A1(m, k) = 0 for k > m: k stops after the
+// diagonal tile) when 1, upper (0 for k < m: k starts at the diagonal tile) when 2.
+template <int kTri1, bool kACol1, bool kBCol1, bool kACol2 = false, bool kBCol2 = false>
+__device__ __forceinline__ void block_mma2(int M, int Nc, bool accumulate, float* d, int ldd, int K1,
+                                           const bfloat16* a1, int lda1, const bfloat16* b1, int ldb1, int K2 = 0,
+                                           const bfloat16* a2 = nullptr, int lda2 = 0, const bfloat16* b2 = nullptr,
+                                           int ldb2 = 0) {
+  namespace wmma = nvcuda::wmma;
+  const int warp = static_cast<int>(threadIdx.x) >> 5, nw = static_cast<int>(blockDim.x) >> 5, tn = Nc / 16;
+  for (int tile = warp; tile < (M / 16) * tn; tile += nw) {
+    const int m0 = (tile / tn) * 16, n0 = (tile % tn) * 16;
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+    if (accumulate) wmma::load_matrix_sync(acc, d + m0 * ldd + n0, ldd, wmma::mem_row_major);
+    else wmma::fill_fragment(acc, 0.0f);
+    const int lo = kTri1 == 2 ? m0 : 0, hi = kTri1 == 1 ? (m0 + 16 < K1 ? m0 + 16 : K1) : K1;
+    mma_tile_k<kACol1, kBCol1>(acc, m0, n0, lo, hi, a1, lda1, b1, ldb1);
+    if (K2 > 0) mma_tile_k<kACol2, kBCol2>(acc, m0, n0, 0, K2, a2, lda2, b2, ldb2);
+    wmma::store_matrix_sync(d + m0 * ldd + n0, acc, ldd, wmma::mem_row_major);
+  }
+}
+
 // A chunk-start state (k > 0: float in the workspace) or a state given by the caller (type T),
 // read from global memory: value(q, n) of the (headdim × d_state) matrix.
 template <class T>
@@ -529,12 +719,72 @@ struct StateRef {
 
 // Stages the chunk-start state H into sH and the chunk-end adjoint G into sG (bf16, row-major
 // P × N; a null destination skips it) and returns this thread's part of <G, H> when `dot`
-// (0 otherwise). kStageBatch groups of 4 elements per thread are loaded before any is used, so
-// one global-memory latency covers them instead of one per element. H is read only when sH or
-// dot, G only when sG or dot.
+// (0 otherwise). kBatch (default kStageBatch) groups of 4 elements per thread are loaded before any is
+// used, so
+// one global-memory latency covers them instead of one per element. H is read only when sH or dot,
+// G only when sG or dot.
 constexpr int kStageBatch = 2;
+template <class T, int kBatch = kStageBatch>
+__device__ __noinline__ float stage_states(const StateRef<T> hs, bfloat16* sH, const StateRef<T> gs, bfloat16* sG,
+                                           bool dot, int PN) {
+  const int n4 = PN / 4, nt = static_cast<int>(blockDim.x);
+  const bool rh = sH || dot, rg = sG || dot;
+  float r = 0.0f;
+  for (int i0 = static_cast<int>(threadIdx.x); i0 < n4; i0 += kBatch * nt) {
+    float4 hv[kBatch], gv[kBatch];
+#pragma unroll
+    for (int u = 0; u < kBatch; ++u) {
+      const int i = i0 + u * nt;
+      if (i < n4) {
+        if (rh) hv[u] = hs.four(4 * i);
+        if (rg) gv[u] = gs.four(4 * i);
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kBatch; ++u) {
+      const int i = i0 + u * nt;
+      if (i < n4) {
+        if (sH) {
+          sH[4 * i] = bfloat16(hv[u].x);
+          sH[4 * i + 1] = bfloat16(hv[u].y);
+          sH[4 * i + 2] = bfloat16(hv[u].z);
+          sH[4 * i + 3] = bfloat16(hv[u].w);
+        }
+        if (sG) {
+          sG[4 * i] = bfloat16(gv[u].x);
+          sG[4 * i + 1] = bfloat16(gv[u].y);
+          sG[4 * i + 2] = bfloat16(gv[u].z);
+          sG[4 * i + 3] = bfloat16(gv[u].w);
+        }
+        if (dot) r += gv[u].x * hv[u].x + gv[u].y * hv[u].y + gv[u].z * hv[u].z + gv[u].w * hv[u].w;
+      }
+    }
+  }
+  return r;
+}
+
+// The last warp asks L2 for head hh's chunk-start state (workspace, k > 0) and x rows of chunk c,
+// and with `backward` also its chunk-end adjoint (workspace, not the last chunk) and dy rows:
+// issued for the next head while the block runs this one, their loads then wait for L2, not DRAM.
 template <class T>
-__device__ __noinline__ float stage_states(const StateRef<T>& hs, bfloat16* sH, const StateRef<T>& gs,
+__device__ __forceinline__ void prefetch_head(const Params<T>& p, const ChunkPos& c, int64_t hh, bool backward) {
+  if ((threadIdx.x >> 5) != (blockDim.x >> 5) - 1) return;
+  const int lane = static_cast<int>(threadIdx.x & 31);
+  const int64_t PN = static_cast<int64_t>(p.P) * p.N, H = p.nheads;
+  const unsigned sb = static_cast<unsigned>(PN * sizeof(float));
+  if (lane == 0 && c.k > 0) prefetch_l2(p.ws_H + (boundary(c.start, c.k, p.Q) * H + hh) * PN, sb);
+  if (lane == 1 && backward && c.k < c.nk - 1) prefetch_l2(p.ws_G + (boundary(c.start, c.k + 1, p.Q) * H + hh) * PN, sb);
+  const unsigned rb = static_cast<unsigned>(p.P * sizeof(T));
+  if (rb % 16 != 0) return;
+  for (int r = lane; r < (backward ? 2 : 1) * c.L; r += 32) {
+    const T* row = (r < c.L ? p.x : p.dy) + ((c.t0 + r % c.L) * H + hh) * p.P;
+    if ((reinterpret_cast<std::uintptr_t>(row) & 15u) == 0) prefetch_l2(row, rb);
+  }
+}
+
+// stage_states as bwd_main was measured with (the states by reference), kept for A/B timing.
+template <class T>
+__device__ __noinline__ float stage_states_v1(const StateRef<T>& hs, bfloat16* sH, const StateRef<T>& gs,
                                               bfloat16* sG, bool dot, int PN) {
   const int n4 = PN / 4, nt = static_cast<int>(blockDim.x);
   const bool rh = sH || dot, rg = sG || dot;
@@ -612,6 +862,7 @@ __global__ void __launch_bounds__(kThreads) fwd_out(Params<T> p) {
   auto bv = [&](int t, int n) { return mma ? static_cast<float>(sBb[t * N + n]) : sB[t * ldN + n]; };
   const T* gB = p.B + (t0 * p.ngroups + g) * N;
   const T* gC = p.C + (t0 * p.ngroups + g) * N;
+  prefetch_head(p, c, g * p.hpg, false);
   if (mma) {
     load_tile_bf16(gB, p.ngroups * N, L, Lp, N, sBb);
     load_tile_bf16(gC, p.ngroups * N, L, Lp, N, sCb);
@@ -642,6 +893,7 @@ __global__ void __launch_bounds__(kThreads) fwd_out(Params<T> p) {
     if (c.k > 0) hin.f = p.ws_H + (boundary(c.start, c.k, Q) * H + h) * PN;
     else if (p.init) hin.t = p.init + (c.b * H + h) * PN;
     __syncthreads();  // CB written; the previous head's readers are done
+    if (j + 1 < p.hpg) prefetch_head(p, c, h + 1, false);
     if (mma) load_tile_bf16(p.x + (t0 * H + h) * P, H * P, L, Lp, P, sXbf);
     else load_tile(p.x + (t0 * H + h) * P, H * P, L, P, sX, ldP);
     chunk_scalars(p, c, h, s_dt, s_dtg, s_csdt, s_cs);
@@ -801,10 +1053,10 @@ __global__ void __launch_bounds__(kThreads, 2) bwd_main(Params<T> p) {
        // summed in order by thread 0 below), in one batched pass over global memory
       float r;
       if constexpr (mma_type<T>())
-        r = stage_states(hin, p.mma && has_H ? sHb : nullptr, gend, p.mma && has_G ? sGb : nullptr,
+        r = stage_states_v1(hin, p.mma && has_H ? sHb : nullptr, gend, p.mma && has_G ? sGb : nullptr,
                          has_G && has_H, P * N);
       else
-        r = stage_states(hin, nullptr, gend, nullptr, has_G && has_H, P * N);
+        r = stage_states_v1(hin, nullptr, gend, nullptr, has_G && has_H, P * N);
       r = warp_sum(r);
       if ((threadIdx.x & 31) == 0) s_red[threadIdx.x >> 5] = r;
     }
@@ -1027,6 +1279,243 @@ __global__ void __launch_bounds__(kThreads, 2) bwd_main(Params<T> p) {
   }
 }
 
+// Backward of one chunk and one group on tensor cores (bf16 storage, headdim and d_state multiples
+// of 16), the heads of the group in turn: the same outputs as bwd_main. Every product runs on
+// tensor cores (bf16 in, fp32 accumulate): C·Bᵀ, Gm = dY·Xᵀ, Mᵀ·dY, C·Hᵀ, B·Gᵀ, and the dB, dC
+// sums over the heads, accumulated in shared memory in head order:
+//   dC += (W·diag(dt))·B + diag(exp(cs))·dY·H,   dB += (W·diag(dt))ᵀ·C + diag(w·dt)·X·G,
+//   dx  = Mᵀ·dY + D·dy + diag(w·dt)·(B·Gᵀ).
+// The per-token sums that feed ∂L/∂cs use no (Q × d_state) product: with Z = W∘(C·Bᵀ) (fp32),
+//   Σ_n C_t·dC_h(t, n) = Σ_s Z(t, s)·dt_s + exp(cs_t)·dY_t·(C·Hᵀ)_t,
+//   Σ_n B_s·(Wᵀ·C + w·X·G)(s, n) = Σ_t Z(t, s) + w_s·X_s·(B·Gᵀ)_s,
+// so W enters the tensor cores (as bf16) only through dB and dC, not through the cancelling sums.
+// One state buffer holds H, then G. Grid (slots, ngroups).
+template <class T>
+__global__ void __launch_bounds__(kThreads, 2) bwd_mma(Params<T> p) {
+  const int64_t slot = blockIdx.x, g = blockIdx.y;
+  const int64_t H = p.nheads;
+  ChunkPos c;
+  if (!chunk_pos(p, slot, c)) {  // unused slot: zero partials
+    for (int e = threadIdx.x; e < 3 * p.hpg; e += blockDim.x)
+      p.ws_par[slot * 3 * H + (e / p.hpg) * H + g * p.hpg + e % p.hpg] = 0.0f;
+    return;
+  }
+  if constexpr (mma_type<T>()) {
+    const int P = p.P, N = p.N, Q = p.Q, L = c.L;
+    const BwdMmaLayout lay = bwd_mma_layout(Q, N, P);
+    const int ldQ = lay.ldQ, ldT = lay.ldT, ldE = lay.ldE, Qp = lay.Qp;
+    const int Lp = (L + 15) / 16 * 16;
+    const int64_t PN = static_cast<int64_t>(P) * N;
+    extern __shared__ __align__(128) unsigned char ssd_smem[];
+    float* smem = reinterpret_cast<float*>(ssd_smem);
+    bfloat16* sBb = reinterpret_cast<bfloat16*>(smem + lay.Bb);    // B (Lp × N)
+    bfloat16* sCb = reinterpret_cast<bfloat16*>(smem + lay.Cb);    // C (Lp × N)
+    float* sCB = smem + lay.CB;                                    // C·Bᵀ (Lp × ldQ)
+    float* sZ = smem + lay.Z;                                      // dY·Xᵀ, then Z = W∘C·Bᵀ
+    bfloat16* sXb = reinterpret_cast<bfloat16*>(smem + lay.Xb);    // x (Lp × P)
+    bfloat16* sdYb = reinterpret_cast<bfloat16*>(smem + lay.dYb);  // dy (Lp × P)
+    bfloat16* sE = reinterpret_cast<bfloat16*>(smem + lay.E);      // diag(exp(cs))·dy, then diag(w·dt)·x
+    bfloat16* sSb = reinterpret_cast<bfloat16*>(smem + lay.Sb);    // H, then G (P × N)
+    bfloat16* sWd = reinterpret_cast<bfloat16*>(smem + lay.Wd);    // W·diag(dt) (Lp × Qp)
+    bfloat16* sMb = reinterpret_cast<bfloat16*>(smem + lay.Mb);    // M (Lp × Qp)
+    float* sR1 = smem + lay.R1;                                    // C·Hᵀ, then B·Gᵀ (Lp × ldT)
+    float* sR2 = smem + lay.R2;                                    // Mᵀ·dY (Lp × ldT)
+    float* sdB = smem + lay.dB;                                    // Σ_h dB (Lp × ldE)
+    float* sdC = smem + lay.dC;                                    // Σ_h dC (Lp × ldE)
+    float* s_dt = smem + lay.sc;
+    float* s_dtg = s_dt + Q;
+    float* s_csdt = s_dtg + Q;
+    float* s_cs = s_csdt + Q;
+    float* s_ecs = s_cs + Q;
+    float* s_w = s_ecs + Q;
+    float* s_pos = s_w + Q;
+    float* s_u = s_pos + Q;
+    float* s_v = s_u + Q;
+    float* s_dD = s_v + Q;
+    float* s_red = smem + lay.red;
+    const int64_t t0 = c.t0;
+    const bool has_H = c.k > 0 || p.init != nullptr;
+    const bool last = c.k == c.nk - 1;
+    const bool has_G = !last || p.dfinal != nullptr;
+    prefetch_head(p, c, g * p.hpg, true);
+    load_tile_bf16(p.B + (t0 * p.ngroups + g) * N, p.ngroups * N, L, Lp, N, sBb);
+    load_tile_bf16(p.C + (t0 * p.ngroups + g) * N, p.ngroups * N, L, Lp, N, sCb);
+    __syncthreads();
+    block_mma2<0, false, true>(Lp, Lp, false, sCB, ldQ, N, sCb, N, sBb, N);  // C·Bᵀ (exact bf16 operands)
+    const int warp = static_cast<int>(threadIdx.x >> 5), lane = static_cast<int>(threadIdx.x & 31);
+    const int nw = static_cast<int>(blockDim.x >> 5);
+    for (int64_t j = 0; j < p.hpg; ++j) {
+      const int64_t h = g * p.hpg + j;
+      StateRef<T> hin, gend;
+      hin.N = gend.N = N;
+      if (c.k > 0) hin.f = p.ws_H + (boundary(c.start, c.k, Q) * H + h) * PN;
+      else if (p.init) hin.t = p.init + (c.b * H + h) * PN;
+      if (!last) gend.f = p.ws_G + (boundary(c.start, c.k + 1, Q) * H + h) * PN;
+      else if (p.dfinal) gend.t = p.dfinal + (c.b * H + h) * PN;
+      __syncthreads();  // C·Bᵀ written; the previous head's readers are done
+      if (j + 1 < p.hpg) prefetch_head(p, c, h + 1, true);
+      load_two_tiles_bf16(p.x + (t0 * H + h) * P, p.dy + (t0 * H + h) * P, H * P, L, Lp, P, sXb, sdYb);
+      chunk_scalars(p, c, h, s_dt, s_dtg, s_csdt, s_cs);
+      for (int t = threadIdx.x; t < L; t += blockDim.x) {
+        s_ecs[t] = expf(s_cs[t]);
+        s_w[t] = expf(s_cs[L - 1] - s_cs[t]);
+      }
+      {  // H to bf16 and <G, H> (per-thread sums, per-warp shuffles, warps summed in order below)
+        float r = stage_states<T, 4>(hin, has_H ? sSb : nullptr, gend, nullptr, has_G && has_H, P * N);
+        r = warp_sum(r);
+        if (lane == 0) s_red[warp] = r;
+      }
+      for (int e = threadIdx.x; e < Lp * Lp; e += blockDim.x) {  // M (row t, column s), zero padded
+        const int t = e / Lp, s = e % Lp;
+        sMb[t * Qp + s] = bfloat16(t < L && s <= t ? sCB[t * ldQ + s] * expf(s_cs[t] - s_cs[s]) * s_dt[s] : 0.0f);
+      }
+      __syncthreads();
+      block_mma2<0, false, true>(Lp, Lp, false, sZ, ldQ, P, sdYb, P, sXb, P);  // Gm = dY·Xᵀ
+      block_mma2<2, true, false>(Lp, P, false, sR2, ldT, Lp, sMb, Qp, sdYb, P);  // Mᵀ·dY
+      if (has_H) block_mma2<0, false, true>(Lp, P, false, sR1, ldT, N, sCb, N, sSb, N);  // C·Hᵀ
+      __syncthreads();
+      // W = Gm∘exp(cs_t − cs_s) (s <= t < L): Wd = bf16(W·dt_s), Z = W∘C·Bᵀ (fp32); zero elsewhere.
+      for (int e = threadIdx.x; e < Lp * Lp; e += blockDim.x) {
+        const int t = e / Lp, s = e % Lp;
+        float wd = 0.0f, z = 0.0f;
+        if (t < L && s <= t) {
+          const float w = sZ[t * ldQ + s] * expf(s_cs[t] - s_cs[s]);
+          wd = w * s_dt[s];
+          z = w * sCB[t * ldQ + s];
+        }
+        sWd[t * Qp + s] = bfloat16(wd);
+        sZ[t * ldQ + s] = z;
+      }
+      if (has_H)
+        for (int e = threadIdx.x; e < Lp * P; e += blockDim.x) {
+          const int t = e / P;
+          sE[e] = bfloat16(t < L ? s_ecs[t] * static_cast<float>(sdYb[e]) : 0.0f);
+        }
+      // Per-token sums, one warp per token: dY·X (dD) and exp(cs_t)·dY_t·(C·Hᵀ)_t.
+      for (int t = warp; t < L; t += nw) {
+        float dd = 0.0f, ch = 0.0f;
+        for (int q = lane; q < P; q += 32) {
+          const float dyv = static_cast<float>(sdYb[t * P + q]);
+          dd += dyv * static_cast<float>(sXb[t * P + q]);
+          if (has_H) ch += dyv * sR1[t * ldT + q];
+        }
+        dd = warp_sum(dd);
+        ch = warp_sum(ch);
+        if (lane == 0) {
+          s_dD[t] = dd;
+          s_pos[t] = s_ecs[t] * ch;
+        }
+      }
+      __syncthreads();
+      // dC (+)= Wd·B + diag(exp(cs))·dY·H.
+      block_mma2<1, false, false, false, false>(Lp, N, j > 0, sdC, ldE, Lp, sWd, Qp, sBb, N, has_H ? P : 0, sE, P,
+                                                sSb, N);
+      // ∂L/∂cs sums of Z: rows (Σ_s Z(t, s)·dt_s, into s_pos) and columns (Σ_t Z(t, s), into s_u).
+      for (int i = warp; i < L; i += nw) {
+        float r = 0.0f, cl = 0.0f;
+        for (int k = lane; k < L; k += 32) {
+          r += sZ[i * ldQ + k] * s_dt[k];
+          cl += sZ[k * ldQ + i];
+        }
+        r = warp_sum(r);
+        cl = warp_sum(cl);
+        if (lane == 0) {
+          s_pos[i] += r;
+          s_u[i] = cl;
+        }
+      }
+      if (has_G) {
+        __syncthreads();  // H and diag(exp(cs))·dY no longer read
+        stage_states<T, 4>(gend, nullptr, gend, sSb, false, P * N);
+        __syncthreads();
+        block_mma2<0, false, true>(Lp, P, false, sR1, ldT, N, sBb, N, sSb, N);  // B·Gᵀ
+        __syncthreads();
+      }
+      // v_s = X_s·(B·Gᵀ)_s, one warp per token; diag(w·dt)·X; dx.
+      for (int s = warp; s < L; s += nw) {
+        float v = 0.0f;
+        if (has_G)
+          for (int q = lane; q < P; q += 32) v += static_cast<float>(sXb[s * P + q]) * sR1[s * ldT + q];
+        v = warp_sum(v);
+        if (lane == 0) s_v[s] = v;
+      }
+      if (has_G)
+        for (int e = threadIdx.x; e < Lp * P; e += blockDim.x) {
+          const int t = e / P;
+          sE[e] = bfloat16(t < L ? s_w[t] * s_dt[t] * static_cast<float>(sXb[e]) : 0.0f);
+        }
+      {
+        const float Dh = p.D ? detail::ld(p.D, h) : 0.0f;
+        for (int e = threadIdx.x; e < L * P; e += blockDim.x) {
+          const int s = e / P, q = e % P;
+          float v = sR2[s * ldT + q] + Dh * static_cast<float>(sdYb[e]);
+          if (has_G) v += s_w[s] * s_dt[s] * sR1[s * ldT + q];
+          detail::st(p.dx, ((t0 + s) * H + h) * P + q, v);
+        }
+      }
+      __syncthreads();
+      // dB (+)= (W·diag(dt))ᵀ·C + diag(w·dt)·X·G.
+      block_mma2<2, true, false, false, false>(Lp, N, j > 0, sdB, ldE, Lp, sWd, Qp, sCb, N, has_G ? P : 0, sE, P,
+                                               sSb, N);
+      // The chunk's scalars, by warp 0 in double (as in bwd_main), with u_s = Σ_t Z(t, s) + w_s·v_s.
+      if (threadIdx.x < 32) {
+        double gh = 0.0, et = 0.0;
+        for (int i = 0; i < nw; ++i) gh += s_red[i];
+        for (int s = lane; s < L; s += 32) et += static_cast<double>(s_w[s]) * s_dt[s] * s_v[s];
+        const double end_term = static_cast<double>(expf(s_cs[L - 1])) * gh + warp_sum_d(et);
+        const double a = detail::ld(p.A, h);
+        double carry = 0.0, dA = 0.0, ddb = 0.0, dD = 0.0;
+        for (int r0 = 0; r0 < L; r0 += 32) {
+          const int t = L - 1 - (r0 + lane);
+          double dcs = 0.0, u = 0.0;
+          if (t >= 0) {
+            u = static_cast<double>(s_u[t]) + static_cast<double>(s_w[t]) * s_v[t];
+            dcs = static_cast<double>(s_pos[t]) - static_cast<double>(s_dt[t]) * u + (t == L - 1 ? end_term : 0.0);
+          }
+          double rev = dcs;
+#pragma unroll
+          for (int o = 1; o < 32; o <<= 1) {
+            const double y = __shfl_up_sync(0xffffffffu, rev, o);
+            if (lane >= o) rev += y;
+          }
+          rev += carry;  // Σ_{t' >= t} ∂L/∂cs_t'
+          if (t >= 0) {
+            dA += dcs * s_csdt[t];
+            const float d_raw = static_cast<float>((u + a * rev) * s_dtg[t]);
+            detail::st(p.ddt, (t0 + t) * H + h, d_raw);
+            ddb += d_raw;
+            dD += s_dD[t];
+          }
+          carry = __shfl_sync(0xffffffffu, rev, 31);
+        }
+        dA = warp_sum_d(dA);
+        ddb = warp_sum_d(ddb);
+        dD = warp_sum_d(dD);
+        if (lane == 0) {
+          p.ws_par[slot * 3 * H + h] = static_cast<float>(dA);
+          p.ws_par[slot * 3 * H + H + h] = static_cast<float>(dD);
+          p.ws_par[slot * 3 * H + 2 * H + h] = static_cast<float>(ddb);
+        }
+      }
+      if (c.k == 0 && p.dinit) {  // (reads only buffers that no thread writes until the next head)
+        const float elast = expf(s_cs[L - 1]);
+        T* di = p.dinit + (c.b * H + h) * PN;
+        block_gemm(
+            P, N, L, [&](int q, int t) { return static_cast<float>(sdYb[t * P + q]) * s_ecs[t]; },
+            [&](int t, int n) { return static_cast<float>(sCb[t * N + n]); },
+            [&](int q, int n, float v) { detail::st(di, q * N + n, v + (has_G ? elast * gend(q, n) : 0.0f)); });
+      }
+    }
+    __syncthreads();
+    for (int e = threadIdx.x; e < L * N; e += blockDim.x) {
+      const int t = e / N, n = e % N;
+      const int64_t dst = ((t0 + t) * p.ngroups + g) * N + n;
+      detail::st(p.dB, dst, sdB[t * ldE + n]);
+      detail::st(p.dC, dst, sdC[t * ldE + n]);
+    }
+  }
+}
+
 template <class T>
 constexpr void check_type() {
   static_assert(std::is_same_v<T, float> || std::is_same_v<T, bfloat16>,
@@ -1048,8 +1537,14 @@ inline std::size_t smem_limit() {
 //  - halved while the kernels would run one block per SM and the half chunk (at least
 //    kOccupancyChunk) runs two: the kernels are latency bound, and a second block per SM hides
 //    more latency than the longer chunk saves (the per-SM shared memory is the per-block opt-in
-//    limit + 1 KB, the per-block reservation, on sm_80/sm_90).
+//    limit + 1 KB, the per-block reservation, on sm_80/sm_90). Building with
+//    -DMAMBATRACK_SSD_OCCUPANCY_CHUNK=64 keeps chunk 64 (bwd_mma: one block per SM, half the chunk
+//    states) for timing that choice.
+#ifdef MAMBATRACK_SSD_OCCUPANCY_CHUNK
+constexpr int64_t kOccupancyChunk = MAMBATRACK_SSD_OCCUPANCY_CHUNK;
+#else
 constexpr int64_t kOccupancyChunk = 32;
+#endif
 inline int64_t pick_chunk(int64_t requested, int64_t N, int64_t P, bool backward, bool mma, std::size_t limit,
                           int64_t mean_len = 0) {
   int64_t Q = requested < kMaxChunk ? requested : kMaxChunk;
@@ -1161,6 +1656,27 @@ void launch_states(const Params<T>& p, cudaStream_t stream) {
   MAMBATRACK_CUDA_CHECK(cudaGetLastError());
 }
 
+// The backward's main kernel (after the states and adjoints): bwd_mma on the tensor-core path
+// (unless MAMBATRACK_SSD_BWD_V1), bwd_main otherwise.
+template <class T>
+void launch_bwd_main(const Params<T>& p, cudaStream_t stream) {
+  const std::size_t bb = static_cast<std::size_t>(bwd_floats(p.Q, p.N, p.P, p.mma)) * sizeof(float);
+  const dim3 grid(static_cast<unsigned>(p.slots), static_cast<unsigned>(p.ngroups));
+  bool done = false;
+  if constexpr (mma_type<T>() && kBwdMma) {
+    if (p.mma) {
+      set_smem(bwd_mma<T>, bb);
+      bwd_mma<T><<<grid, bwd_mma_threads(p.Q), bb, stream>>>(p);
+      done = true;
+    }
+  }
+  if (!done) {
+    set_smem(bwd_main<T>, bb);
+    bwd_main<T><<<grid, kThreads, bb, stream>>>(p);
+  }
+  MAMBATRACK_CUDA_CHECK(cudaGetLastError());
+}
+
 }  // namespace ssd_cuda_detail
 
 // Forward on `stream`: y, and final_state when given. cu_seqlens lives on the device and is not
@@ -1208,10 +1724,7 @@ void ssd_bwd(const SsdBwdArgs<T, Cuda>& a, cudaStream_t stream = nullptr) {
   MAMBATRACK_CUDA_CHECK(cudaGetLastError());
   D::pass_states<T><<<D::pass_grid(p), D::kThreads, 0, stream>>>(p, 1);
   MAMBATRACK_CUDA_CHECK(cudaGetLastError());
-  const std::size_t bb = static_cast<std::size_t>(D::bwd_floats(p.Q, p.N, p.P, p.mma)) * sizeof(float);
-  D::set_smem(D::bwd_main<T>, bb);
-  D::bwd_main<T><<<dim3(static_cast<unsigned>(p.slots), static_cast<unsigned>(p.ngroups)), D::kThreads, bb, stream>>>(p);
-  MAMBATRACK_CUDA_CHECK(cudaGetLastError());
+  D::launch_bwd_main(p, stream);
   const int64_t H = p.nheads;
   MAMBATRACK_CHECK((p.slots + 63) / 64 < 65536, ConfigError, "cuda ssd: too many chunks (", p.slots, ") for one call");
   detail::sum_rows_accumulate<T>(p.ws_par, p.slots, 3 * H, H, tmp, a.dA.data, stream);
