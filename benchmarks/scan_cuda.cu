@@ -216,7 +216,12 @@ void breakdown(const Problem& pr, int64_t chunk) {
       p.batch, (static_cast<int64_t>(setup.seq_split_blocks_per_sm) * sms + grid.y - 1) / grid.y));
   constexpr std::size_t kSplitSmem = bwd_split_smem_bytes<N, S>();
   const bool tiled_ok = chunk <= kTiledMaxChunk;
-  const std::size_t tiled_smem = bwd_tiled_smem_bytes<N, S>(chunk);
+  constexpr int St = tiled_lanes<N>();
+  const std::size_t tiled_smem = bwd_tiled_smem_bytes<N, St>(chunk);
+  // The tiled backward with 4 lanes per channel (4 states each) instead of tiled_lanes<N>(), for comparison.
+  const std::size_t tiled_smem4 = bwd_tiled_smem_bytes<N, 4>(chunk);
+  MAMBATRACK_CUDA_CHECK(cudaFuncSetAttribute(bwd_tiled<bfloat16, N, 4, false>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                             static_cast<int>(bwd_tiled_smem_bytes<N, 4>(kTiledMaxChunk))));
   const unsigned seq_tiled_rows = static_cast<unsigned>(std::min<int64_t>(
       p.batch, (static_cast<int64_t>(setup.seq_tiled_blocks_per_sm[tiled_ok ? chunk : 1]) * sms + grid.y - 1) / grid.y));
   int blocks_bwd_split = 0;
@@ -253,10 +258,13 @@ void breakdown(const Problem& pr, int64_t chunk) {
       {"fwd_seq tiled (sequential path)",
        median_ms([&] { fwd_seq<bfloat16, N, true><<<dim3(static_cast<unsigned>(p.batch), grid.y), kThreads>>>(p); }, 20, 3)},
       {"bwd_tiled (chunked path)", tiled_ok ? median_ms([&] {
-         bwd_tiled<bfloat16, N, S, false><<<grid, kThreads * S, tiled_smem>>>(p);
+         bwd_tiled<bfloat16, N, St, false><<<grid, kThreads * St, tiled_smem>>>(p);
        }, 20, 3) : -1.0},
       {"bwd_tiled (sequential path)", tiled_ok ? median_ms([&] {
-         bwd_tiled<bfloat16, N, S, true><<<dim3(seq_tiled_rows, grid.y), kThreads * S, tiled_smem>>>(p);
+         bwd_tiled<bfloat16, N, St, true><<<dim3(seq_tiled_rows, grid.y), kThreads * St, tiled_smem>>>(p);
+       }, 20, 3) : -1.0},
+      {"bwd_tiled, 4 lanes per channel (chunked)", tiled_ok ? median_ms([&] {
+         bwd_tiled<bfloat16, N, 4, false><<<grid, kThreads * 4, tiled_smem4>>>(p);
        }, 20, 3) : -1.0},
       {"bwd_reduce_bc", median_ms([&] {
          bwd_reduce_bc<bfloat16><<<static_cast<unsigned>((L * 2 * N + 255) / 256), 256>>>(p.ws_bc, L, wpg, N,
@@ -264,10 +272,17 @@ void breakdown(const Problem& pr, int64_t chunk) {
        }, 20, 3)},
   };
   MAMBATRACK_CUDA_CHECK(cudaGetLastError());
-  std::printf("\nbreakdown, %s, chunk %lld (%lld slots; blocks/SM: fwd_chunk %d, bwd_chunk %d, bwd_chunk_split %d)\n",
+  int blocks_tiled = 0, blocks_fwd_tiled = 0;
+  if (tiled_ok)
+    MAMBATRACK_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks_tiled, bwd_tiled<bfloat16, N, St, false>,
+                                                                        kThreads * St, tiled_smem));
+  MAMBATRACK_CUDA_CHECK(
+      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks_fwd_tiled, fwd_chunk<bfloat16, N, true>, kThreads, 0));
+  std::printf("\nbreakdown, %s, chunk %lld (%lld slots; blocks/SM: fwd_chunk %d, bwd_chunk %d, bwd_chunk_split %d, "
+              "fwd_chunk tiled %d, bwd_tiled %d)\n",
               pr.name, static_cast<long long>(chunk), static_cast<long long>(p.slots), blocks_fwd, blocks_bwd,
-              blocks_bwd_split);
-  for (const Item& it : items) std::printf("  %-30s %8.3f ms\n", it.name, it.ms);
+              blocks_bwd_split, blocks_fwd_tiled, blocks_tiled);
+  for (const Item& it : items) std::printf("  %-42s %8.3f ms\n", it.name, it.ms);
 }
 
 }  // namespace

@@ -106,7 +106,7 @@ Out run_emu(const Case& c, bool seq, const std::vector<int64_t>& cu, const std::
   p.ddelta = o.ddelta.data();
   p.dz = c.z ? o.dz.data() : nullptr;
   p.dinit = (c.init && c.dinit) ? o.dinit.data() : nullptr;
-  constexpr int S = SD::split_lanes<N>();
+  constexpr int S = SD::tiled_lanes<N>();
   const int64_t W = dim * N + 2 * dim;
   const int64_t rows = seq ? std::min<int64_t>(2, batch) : p.slots;  // seq: 2 rows, several sequences per block
   std::vector<float> ws_par(rows * W, kNaN), ws_bc(L * G * p.bpg * 2 * N, kNaN);

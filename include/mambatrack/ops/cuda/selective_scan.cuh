@@ -1355,13 +1355,20 @@ __global__ void __launch_bounds__(kThreads * S, bwd_split_min_blocks<N>()) bwd_s
 constexpr int kTiledMaxChunk = 16;
 constexpr int kTiledSeg = 8;       // tokens per segment of kept states
 constexpr int kTiledScalars = 6;   // s = Δ·log2 e, Δ, u, dy, dz factor, softplus derivative
+// Lanes per channel of the tiled backward: 8 states per lane (d_state 16: 2 lanes, 32: 4), so the
+// per-token work that is not per state (shared loads, the lane sums, addressing, stores) is
+// spread over 8 states and the lane sums take 1 (or 2) butterfly steps.
+template <int N>
+constexpr int tiled_lanes() {
+  return N / 8 >= 1 ? N / 8 : 1;
+}
 template <int N>
 constexpr bool tiled_bwd_supported() {
-  return split_lanes<N>() == 4 && (N / 4) % 4 == 0;  // d_state 16, 32: 16-byte state accesses
+  return N == 16 || N == 32;
 }
 template <int N>
 constexpr int bwd_tiled_min_blocks() {
-  return 3;
+  return N <= 16 ? 4 : 2;  // d_state 16: 128 registers (4 blocks of 128 threads), no spills
 }
 // Dynamic shared memory of the tiled backward for a chunk length (floats: kept states, dB/dC warp
 // sums, B and C rows, the per-token scalars).
@@ -1735,7 +1742,7 @@ BwdSetup bwd_setup() {
           &r->seq_split_blocks_per_sm, bwd_seq_split<T, N, S>, kThreads * S, kSplitSmem));
     }
     if constexpr (tiled_bwd_supported<N>()) {
-      constexpr int S = split_lanes<N>();
+      constexpr int S = tiled_lanes<N>();
       constexpr int kMax = static_cast<int>(bwd_tiled_smem_bytes<N, S>(kTiledMaxChunk));
       MAMBATRACK_CUDA_CHECK(
           cudaFuncSetAttribute(bwd_tiled<T, N, S, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, kMax));
@@ -1900,9 +1907,10 @@ void launch_bwd(Params<T> p, const SelectiveScanBwdArgs<T, Cuda>& a, cudaStream_
   bool launched = false;
   if constexpr (tiled_bwd_supported<N>()) {
     if (tiled) {
-      const std::size_t smem = bwd_tiled_smem_bytes<N, S>(p.chunk);
-      if (seq) bwd_tiled<T, N, S, true><<<grid, kThreads * S, smem, stream>>>(p);
-      else bwd_tiled<T, N, S, false><<<grid, kThreads * S, smem, stream>>>(p);
+      constexpr int St = tiled_lanes<N>();
+      const std::size_t smem = bwd_tiled_smem_bytes<N, St>(p.chunk);
+      if (seq) bwd_tiled<T, N, St, true><<<grid, kThreads * St, smem, stream>>>(p);
+      else bwd_tiled<T, N, St, false><<<grid, kThreads * St, smem, stream>>>(p);
       launched = true;
     }
   }
