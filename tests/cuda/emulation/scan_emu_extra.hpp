@@ -1,12 +1,13 @@
 // What the selective-scan kernels use beyond emu.hpp: detail::ldg / load_row (plain loads),
-// __expf, make_float4, and block-shared buffers standing in for static __shared__ arrays (blocks
-// run one after the other, so one buffer per array serves every block).
+// __expf, __fdividef, make_float4, and block-shared buffers standing in for static __shared__
+// arrays (blocks run one after the other, so one buffer per array serves every block).
 #pragma once
 #include <cmath>
 #include <cstdint>
 #include <limits>
 #include <vector>
 inline float __expf(float x) { return std::exp(x); }
+inline float __fdividef(float a, float b) { return a / b; }
 inline float4 make_float4(float a, float b, float c, float d) { return float4{a, b, c, d}; }
 namespace scan_emu {
 constexpr std::size_t kStaticFloats = 8192;  // >= stage_tokens<N>() * N for every d_state

@@ -450,6 +450,35 @@ __device__ __forceinline__ void fwd_tokens(const Params<T>& p, const ChunkPos& c
 // run with constant shared-memory offsets and no per-token loop overhead. The same recurrence
 // (fwd_step's expression) as the other kernels; y is summed in a different order (rounding only).
 constexpr int kFwdSub = 8;
+
+// softplus for the tiled kernels: max(x, 0) + log1p(e^-|x|) with e^-|x| from one MUFU ex2 and
+// log1p(e) = 2·atanh(e / (2 + e)) by its odd series to the s^13 term (|s| <= 1/3: truncation
+// below 1e-8 relative), ~15 instructions instead of the ~45 of log1pf(expf(x)); a few ulp of
+// relative error. x > 20 gives x as softplus_f does. Defining MAMBATRACK_SCAN_PRECISE_SOFTPLUS
+// restores detail::softplus_f (bisection).
+__device__ __forceinline__ float softplus_tiled(float x) {
+#ifdef MAMBATRACK_SCAN_PRECISE_SOFTPLUS
+  return detail::softplus_f(x);
+#else
+  if (x > 20.0f) return x;
+  const float e = decay(scale_dt(-fabsf(x)), 1.0f);  // e^-|x|
+  const float q = __fdividef(e, 2.0f + e), q2 = q * q;
+  float r = 1.0f / 13.0f;
+  r = r * q2 + 1.0f / 11.0f;
+  r = r * q2 + 1.0f / 9.0f;
+  r = r * q2 + 1.0f / 7.0f;
+  r = r * q2 + 1.0f / 5.0f;
+  r = r * q2 + 1.0f / 3.0f;
+  r = r * q2 + 1.0f;
+  return fmaxf(x, 0.0f) + 2.0f * q * r;
+#endif
+}
+template <class T>
+__device__ __forceinline__ float dt_of_tiled(const Params<T>& p, float delta, float bias, float& raw) {
+  raw = delta + bias;
+  return p.softplus ? softplus_tiled(raw) : raw;
+}
+
 template <int N>
 constexpr int fwd_tiled_min_blocks() {
   return N <= 16 ? 8 : 1;
@@ -465,16 +494,29 @@ __device__ __forceinline__ void fwd_tokens_tiled(const Params<T>& p, const Chunk
   const float bias = (active && p.delta_bias) ? detail::ld(p.delta_bias, d) : 0.0f;
   const float Dd = (active && p.D) ? detail::ld(p.D, d) : 0.0f;
   int64_t next_save = c.t0, save_slot = slot0;
+  // Inactive lanes load the group's first channel (valid memory) and store nothing: no per-load
+  // predicate on whole groups.
+  const int64_t dl = active ? d : l.g * p.per_group;
   float rd[kU], ru[kU], rz[kU];  // raw Δ, u, z of the next token group (zeros past the range)
   const auto load_group = [&](int64_t t) {
-    const int64_t o = t * p.dim + d;
+    const int64_t o = t * p.dim + dl;
+    if (t + kU <= c.t1) {  // uniform
 #pragma unroll
-    for (int j = 0; j < kU; ++j) {
-      const bool ok = active && t + j < c.t1;
-      const int64_t i = o + j * p.dim;
-      rd[j] = ok ? detail::ldg(p.delta + i) : 0.0f;
-      ru[j] = ok ? detail::ldg(p.u + i) : 0.0f;
-      rz[j] = (ok && has_z) ? detail::ldg(p.z + i) : 0.0f;
+      for (int j = 0; j < kU; ++j) {
+        const int64_t i = o + j * p.dim;
+        rd[j] = detail::ldg(p.delta + i);
+        ru[j] = detail::ldg(p.u + i);
+        rz[j] = has_z ? detail::ldg(p.z + i) : 0.0f;
+      }
+    } else {
+#pragma unroll
+      for (int j = 0; j < kU; ++j) {
+        const bool ok = t + j < c.t1;
+        const int64_t i = o + j * p.dim;
+        rd[j] = ok ? detail::ldg(p.delta + i) : 0.0f;
+        ru[j] = ok ? detail::ldg(p.u + i) : 0.0f;
+        rz[j] = (ok && has_z) ? detail::ldg(p.z + i) : 0.0f;
+      }
     }
   };
   load_group(c.t0);
@@ -506,7 +548,7 @@ __device__ __forceinline__ void fwd_tokens_tiled(const Params<T>& p, const Chunk
 #pragma unroll
       for (int j = 0; j < kU; ++j) {
         float raw;
-        const float dt = dt_of(p, rd[j], bias, raw);
+        const float dt = dt_of_tiled(p, rd[j], bias, raw);
         s[j] = scale_dt(dt);
         x[j] = dt * ru[j];
         yd[j] = Dd * ru[j];
@@ -514,9 +556,7 @@ __device__ __forceinline__ void fwd_tokens_tiled(const Params<T>& p, const Chunk
       }
       load_group(tt + i0 + kU);  // in flight during this group's state updates
       const int n_here = L - i0 < kU ? L - i0 : kU;
-#pragma unroll
-      for (int j = 0; j < kU; ++j) {
-        if (j < n_here) {
+      const auto token = [&](int j) {
           const int64_t t = tt + i0 + j;
           if constexpr (kSaveChunks) {
             if (t == next_save) {
@@ -538,7 +578,14 @@ __device__ __forceinline__ void fwd_tokens_tiled(const Params<T>& p, const Chunk
           float y = (y4[0] + y4[1]) + (y4[2] + y4[3]);
           if (has_z) y *= gz[j];
           if (active) store(p.out, t * p.dim + d, y);
-        }
+      };
+      if (n_here == kU) {  // uniform: a whole group, no per-token guard
+#pragma unroll
+        for (int j = 0; j < kU; ++j) token(j);
+      } else {
+#pragma unroll
+        for (int j = 0; j < kU; ++j)
+          if (j < n_here) token(j);
       }
     }
   }
@@ -1402,7 +1449,7 @@ __device__ __forceinline__ void stage_chunk_tiled(const Params<T>& p, const Chun
       u = detail::ldg(p.u + o);
       const float dout = detail::ldg(p.dout + o);
       float raw = 0.0f;
-      dt = dt_of(p, dl, bias, raw);
+      dt = dt_of_tiled(p, dl, bias, raw);
       dsp = (p.softplus && raw <= 20.0f) ? gate_sigmoid(raw) : 1.0f;
       if (p.z) {
         const float z = detail::ldg(p.z + o);
