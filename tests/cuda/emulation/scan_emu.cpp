@@ -1,6 +1,7 @@
 // Host emulation of the CUDA selective-scan launch sequences (see run.sh) against the double
 // reference, float storage: the tiled kernels (ScanImpl::kTiled: fwd_seq / fwd_chunk with
-// fwd_tokens_tiled, bwd_tiled) on the sequential and the chunked path, packed varlen batches with
+// fwd_tokens_tiled, bwd_tiled; d_state 12: the tiled forward with the per-channel backward) on
+// the sequential and the chunked path, packed varlen batches with
 // an empty sequence and sequences longer than a staging tile (64 tokens) and than a chunk, groups
 // and channel blocks with inactive lanes, all options on and off; and bit-identical outputs of
 // the two paths when every sequence fits one chunk (as test_selective_scan_cuda requires).
@@ -81,13 +82,14 @@ Out run_emu(const Case& c, bool seq, const std::vector<int64_t>& cu, const std::
   };
   const unsigned comb = static_cast<unsigned>((batch * dim * N + 255) / 256);
   SD::scan_impl_override() = SD::ScanImpl::kTiled;
+  constexpr bool kTiledFwd = SD::tiled_fwd_supported<N>();
   if (seq) {
-    emu::launch(dim3(static_cast<unsigned>(batch), gy), dim3(SD::kThreads), 0, [&] { SD::fwd_seq<T, N, true>(p); });
+    emu::launch(dim3(static_cast<unsigned>(batch), gy), dim3(SD::kThreads), 0, [&] { SD::fwd_seq<T, N, kTiledFwd>(p); });
   } else {
     map_slots();
     emu::launch(dim3(static_cast<unsigned>(p.slots), gy), dim3(SD::kThreads), 0, [&] { SD::fwd_local<T, N>(p); });
     emu::launch(dim3(comb), dim3(256), 0, [&] { SD::fwd_combine<T, N>(p); });
-    emu::launch(dim3(static_cast<unsigned>(p.slots), gy), dim3(SD::kThreads), 0, [&] { SD::fwd_chunk<T, N, true>(p); });
+    emu::launch(dim3(static_cast<unsigned>(p.slots), gy), dim3(SD::kThreads), 0, [&] { SD::fwd_chunk<T, N, kTiledFwd>(p); });
   }
   // Backward.
   o.du.assign(L * dim, kNaN);
@@ -106,10 +108,12 @@ Out run_emu(const Case& c, bool seq, const std::vector<int64_t>& cu, const std::
   p.ddelta = o.ddelta.data();
   p.dz = c.z ? o.dz.data() : nullptr;
   p.dinit = (c.init && c.dinit) ? o.dinit.data() : nullptr;
-  constexpr int S = SD::tiled_lanes<N>();
+  constexpr bool kTiledBwd = SD::tiled_bwd_supported<N>();  // else the per-channel backward
+  constexpr int S = kTiledBwd ? SD::tiled_lanes<N>() : 1;
   const int64_t W = dim * N + 2 * dim;
   const int64_t rows = seq ? std::min<int64_t>(2, batch) : p.slots;  // seq: 2 rows, several sequences per block
-  std::vector<float> ws_par(rows * W, kNaN), ws_bc(L * G * p.bpg * 2 * N, kNaN);
+  const int64_t wpg = kTiledBwd ? p.bpg : 2 * p.bpg;  // dB/dC partial rows per (token, group)
+  std::vector<float> ws_par(rows * W, kNaN), ws_bc(L * G * wpg * 2 * N, kNaN);
   p.ws_par = ws_par.data();
   p.ws_bc = ws_bc.data();
   if (!seq) {
@@ -119,16 +123,22 @@ Out run_emu(const Case& c, bool seq, const std::vector<int64_t>& cu, const std::
     emu::launch(dim3(static_cast<unsigned>(p.slots), gy), dim3(SD::kThreads), 0, [&] { SD::bwd_local<T, N>(p); });
     emu::launch(dim3(comb), dim3(256), 0, [&] { SD::bwd_combine<T, N>(p); });
   }
-  const std::size_t smem = SD::bwd_tiled_smem_bytes<N, S>(c.chunk);
-  if (smem > emu::kSmemLimit) std::abort();
-  if (seq)
-    emu::launch(dim3(static_cast<unsigned>(rows), gy), dim3(SD::kThreads * S), smem, [&] { SD::bwd_tiled<T, N, S, true>(p); });
-  else
-    emu::launch(dim3(static_cast<unsigned>(rows), gy), dim3(SD::kThreads * S), smem, [&] { SD::bwd_tiled<T, N, S, false>(p); });
+  if constexpr (kTiledBwd) {
+    const std::size_t smem = SD::bwd_tiled_smem_bytes<N, S>(c.chunk);
+    if (smem > emu::kSmemLimit) std::abort();
+    if (seq)
+      emu::launch(dim3(static_cast<unsigned>(rows), gy), dim3(SD::kThreads * S), smem, [&] { SD::bwd_tiled<T, N, S, true>(p); });
+    else
+      emu::launch(dim3(static_cast<unsigned>(rows), gy), dim3(SD::kThreads * S), smem, [&] { SD::bwd_tiled<T, N, S, false>(p); });
+  } else {
+    const std::size_t smem = SD::bwd_smem_bytes<N>();
+    if (seq) emu::launch(dim3(static_cast<unsigned>(rows), gy), dim3(SD::kThreads), smem, [&] { SD::bwd_seq<T, N>(p); });
+    else emu::launch(dim3(static_cast<unsigned>(rows), gy), dim3(SD::kThreads), smem, [&] { SD::bwd_chunk<T, N>(p); });
+  }
   const int64_t bc_rows = L * G;
   if (bc_rows > 0)
     emu::launch(dim3(static_cast<unsigned>((bc_rows * 2 * N + 255) / 256)), dim3(256), 0, [&] {
-      SD::bwd_reduce_bc<T>(p.ws_bc, bc_rows, p.bpg, N, o.dB.data(), o.dC.data());
+      SD::bwd_reduce_bc<T>(p.ws_bc, bc_rows, wpg, N, o.dB.data(), o.dC.data());
     });
   for (int64_t col = 0; col < W; ++col) {  // sum_params: fixed order over the partial rows
     float acc = 0.0f;
@@ -251,6 +261,8 @@ int main(int argc, char** argv) {
   fails += run<16>({{12, 16, 1, 0, 7}, 64, 16, 1, 16, true, true, true, true, true, true, true}, 13, true);
   std::printf("scan_emu: d_state 32, chunk 12 (segments of 4 + 8), ngroups 1\n");
   fails += run<32>({{25, 4}, 64, 32, 1, 12, true, true, true, true, false, true, true}, 14, false);
+  std::printf("scan_emu: d_state 12 (tiled forward, per-channel backward), chunk 8\n");
+  fails += run<12>({{11, 20}, 64, 12, 1, 8, true, true, true, true, true, true, true}, 16, false);
   if (big) {
     std::printf("scan_emu: d_state 16, chunk 16, 2 sequences of 150 tokens, 3 channel blocks\n");
     fails += run<16>({{150, 141}, 160, 16, 1, 16, true, true, true, true, true, true, true}, 15, false);

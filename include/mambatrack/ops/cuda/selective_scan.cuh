@@ -592,12 +592,20 @@ __device__ __forceinline__ void fwd_tokens_tiled(const Params<T>& p, const Chunk
 }
 
 // Which implementation the forward and backward use: kAuto = kTiled, unless MAMBATRACK_SCAN_LEGACY
-// is defined (then the earlier per-token kernels). The tiled backward covers d_state 16 and 32
-// with chunks of up to kTiledMaxChunk tokens; other cases take the earlier kernels either way.
+// is defined (then the earlier per-token kernels). The tiled forward covers d_state <= 32, the
+// tiled backward d_state 16 and 32 with chunks of up to kTiledMaxChunk tokens; other cases take
+// the earlier kernels either way. The local passes of the chunked path (fwd_local, bwd_local) and
+// the combines are the earlier kernels in both.
 enum class ScanImpl { kAuto, kLegacy, kTiled };
 inline ScanImpl& scan_impl_override() {
   static ScanImpl impl = ScanImpl::kAuto;
   return impl;
+}
+// The tiled forward covers d_state <= 32 (larger states: the earlier kernels, whose registers
+// already hold 2·d_state floats).
+template <int N>
+constexpr bool tiled_fwd_supported() {
+  return N <= 32;
 }
 inline bool tiled_impl() {
   switch (scan_impl_override()) {
@@ -1545,7 +1553,7 @@ __device__ __forceinline__ void bwd_tokens_tiled(const Params<T>& p, const Chunk
       for (int j = 0; j < NS; ++j) h[j] = decay(s, A[j]) * h[j] + Bv[j] * dtu;
     }
     // h holds this lane's states after token ie - 1.
-    #pragma unroll 1
+    #pragma unroll 2
     for (int i = ie - 1; i >= is; --i) {
       const float* q = qs + i * kQ;
       const float s = q[0], dt = q[kThreads], u = q[2 * kThreads], dy = q[3 * kThreads];
@@ -1902,7 +1910,8 @@ void launch_fwd(Params<T> p, cudaStream_t stream) {
   if (sequential_path<T, N>(p)) {
     MAMBATRACK_CHECK(p.batch < (int64_t{1} << 31), ConfigError, "cuda selective_scan: batch ", p.batch,
                      " must stay below 2^31");
-    if (tiled_impl()) fwd_seq<T, N, true><<<dim3(static_cast<unsigned>(p.batch), gy), kThreads, 0, stream>>>(p);
+    if (tiled_fwd_supported<N>() && tiled_impl())
+      fwd_seq<T, N, tiled_fwd_supported<N>()><<<dim3(static_cast<unsigned>(p.batch), gy), kThreads, 0, stream>>>(p);
     else fwd_seq<T, N><<<dim3(static_cast<unsigned>(p.batch), gy), kThreads, 0, stream>>>(p);
     MAMBATRACK_CUDA_CHECK(cudaGetLastError());
     return;
@@ -1914,7 +1923,7 @@ void launch_fwd(Params<T> p, cudaStream_t stream) {
   const int64_t n_comb = p.batch * p.dim * N;
   fwd_combine<T, N><<<static_cast<unsigned>((n_comb + 255) / 256), 256, 0, stream>>>(p);
   MAMBATRACK_CUDA_CHECK(cudaGetLastError());
-  if (tiled_impl()) fwd_chunk<T, N, true><<<grid, kThreads, 0, stream>>>(p);
+  if (tiled_fwd_supported<N>() && tiled_impl()) fwd_chunk<T, N, tiled_fwd_supported<N>()><<<grid, kThreads, 0, stream>>>(p);
   else fwd_chunk<T, N><<<grid, kThreads, 0, stream>>>(p);
   MAMBATRACK_CUDA_CHECK(cudaGetLastError());
 }
