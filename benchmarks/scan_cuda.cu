@@ -254,6 +254,7 @@ void breakdown(const Problem& pr, int64_t chunk) {
       {"bwd_seq_split (sequential path)",
        median_ms([&] { bwd_seq_split<bfloat16, N, S><<<dim3(seq_split_rows, grid.y), kThreads * S, kSplitSmem>>>(p); },
                  20, 3)},
+      {"fwd_local tiled", median_ms([&] { fwd_local<bfloat16, N, true><<<grid, kThreads>>>(p); }, 20, 3)},
       {"fwd_chunk tiled", median_ms([&] { fwd_chunk<bfloat16, N, true><<<grid, kThreads>>>(p); }, 20, 3)},
       {"fwd_seq tiled (sequential path)",
        median_ms([&] { fwd_seq<bfloat16, N, true><<<dim3(static_cast<unsigned>(p.batch), grid.y), kThreads>>>(p); }, 20, 3)},

@@ -87,7 +87,7 @@ Out run_emu(const Case& c, bool seq, const std::vector<int64_t>& cu, const std::
     emu::launch(dim3(static_cast<unsigned>(batch), gy), dim3(SD::kThreads), 0, [&] { SD::fwd_seq<T, N, kTiledFwd>(p); });
   } else {
     map_slots();
-    emu::launch(dim3(static_cast<unsigned>(p.slots), gy), dim3(SD::kThreads), 0, [&] { SD::fwd_local<T, N>(p); });
+    emu::launch(dim3(static_cast<unsigned>(p.slots), gy), dim3(SD::kThreads), 0, [&] { SD::fwd_local<T, N, kTiledFwd>(p); });
     emu::launch(dim3(comb), dim3(256), 0, [&] { SD::fwd_combine<T, N>(p); });
     emu::launch(dim3(static_cast<unsigned>(p.slots), gy), dim3(SD::kThreads), 0, [&] { SD::fwd_chunk<T, N, kTiledFwd>(p); });
   }

@@ -6,9 +6,13 @@
 // channel block) walks whole sequences, one kernel per direction, when the host knows that is
 // enough parallelism (max_seqlen_hint). The d_state 16/32 backward splits the states of a
 // channel over 4 lanes. Deterministic: every cross-thread sum is a fixed-order reduction.
+// Tiled kernels (ScanImpl, the default; MAMBATRACK_SCAN_LEGACY or scan_impl_override() =
+// kLegacy select the earlier per-token ones): the forward handles 8 tokens per step with their
+// loads issued a group ahead; the backward stages each chunk's per-token scalars and rows in
+// shared memory once and splits d_state over lanes 8 states each (chunks <= 16 tokens).
 // Bisection switches (define to restore the earlier code): MAMBATRACK_SCAN_EXPF_DECAY,
 // MAMBATRACK_SCAN_PORTABLE_BF16_STORE, MAMBATRACK_SCAN_PARTIAL_SEGMENT_LAST,
-// MAMBATRACK_SCAN_NO_L2_PREFETCH, MAMBATRACK_SCAN_PRECISE_GATE.
+// MAMBATRACK_SCAN_NO_L2_PREFETCH, MAMBATRACK_SCAN_PRECISE_GATE, MAMBATRACK_SCAN_PRECISE_SOFTPLUS.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -241,11 +245,18 @@ __device__ __forceinline__ void fwd_step(float (&h)[N], const float (&A)[N], con
 }
 
 // Forward pass 1 (chunks that are not their sequence's last): local end state from h = 0, and ΣΔ.
-template <class T, int N>
-__global__ void __launch_bounds__(kThreads, fwd_min_blocks<N>()) fwd_local(Params<T> p) {
+// kTiled: with fwd_tokens_tiled's local pass (defined below).
+template <class T, int N, bool kTiled>
+__device__ void fwd_local_tiled(const Params<T>& p, const ChunkPos& c, int64_t slot);
+template <class T, int N, bool kTiled = false>
+__global__ void __launch_bounds__(kThreads, kTiled ? 8 : fwd_min_blocks<N>()) fwd_local(Params<T> p) {
   const int64_t slot = blockIdx.x;
   ChunkPos c;
   if (!chunk_pos(p, slot, c) || c.k == c.nk - 1) return;
+  if constexpr (kTiled) {
+    fwd_local_tiled<T, N, true>(p, c, slot);
+    return;
+  }
   const Lane l = lane_of(p);
   __shared__ float sB[stage_tokens<N>() * N];
   const bool staged = stage_rows<T, N>(p, c, l.g, sB, nullptr);
@@ -317,7 +328,8 @@ __global__ void fwd_combine(Params<T> p) {
 // The forward's output gate σ(z) = 1 / (1 + e^-z) with the MUFU approximations (ex2.approx of
 // -z·log2 e, rcp.approx; ~3e-7 relative, z -> ±inf give 0 and 1) in 4 instructions instead of the
 // ~20 of detail::sigmoid_f (IEEE expf and division). Defining MAMBATRACK_SCAN_PRECISE_GATE
-// restores detail::sigmoid_f. The backward keeps detail::sigmoid_f.
+// restores detail::sigmoid_f. The earlier backward kernels keep detail::sigmoid_f; the tiled
+// backward uses this one for σ(z) and the softplus derivative σ(Δ + bias).
 __device__ __forceinline__ float gate_sigmoid(float z) {
 #ifdef MAMBATRACK_SCAN_PRECISE_GATE
   return detail::sigmoid_f(z);
@@ -483,14 +495,17 @@ template <int N>
 constexpr int fwd_tiled_min_blocks() {
   return N <= 16 ? 8 : 1;
 }
-template <class T, int N, bool kSaveChunks>
+// kLocal: fwd_local's pass (the state from h and ΣΔ into sd only: no C, z, outputs or saves).
+template <class T, int N, bool kSaveChunks, bool kLocal = false>
 __device__ __forceinline__ void fwd_tokens_tiled(const Params<T>& p, const ChunkPos& c, const Lane& l, float* sB,
-                                                 float* sC, const float (&A)[N], float (&h)[N], int64_t slot0) {
+                                                 float* sC, const float (&A)[N], float (&h)[N], int64_t slot0,
+                                                 float* sd = nullptr) {
   constexpr int kU = kFwdSub;
   constexpr int kTile = stage_tokens<N>() / kU * kU;  // whole token groups per staging tile
   static_assert(kTile >= kU, "the staging tile must hold a token group");
   const int64_t d = l.d;
-  const bool active = l.active, has_z = p.z != nullptr;
+  const bool active = l.active, has_z = !kLocal && p.z != nullptr;
+  float sum_dt = 0.0f;
   const float bias = (active && p.delta_bias) ? detail::ld(p.delta_bias, d) : 0.0f;
   const float Dd = (active && p.D) ? detail::ld(p.D, d) : 0.0f;
   int64_t next_save = c.t0, save_slot = slot0;
@@ -524,7 +539,12 @@ __device__ __forceinline__ void fwd_tokens_tiled(const Params<T>& p, const Chunk
   for (int64_t tt = c.t0; tt < c.t1; tt += kTile) {  // block-uniform
     const int L = static_cast<int>(c.t1 - tt < kTile ? c.t1 - tt : kTile);
     __syncthreads();  // the previous tile's reads of sB / sC are done
-    stage_tile<T, N>(p, tt, L, l.g, sB, sC);
+    if constexpr (kLocal) {
+      for (int e = static_cast<int>(threadIdx.x); e < L * N; e += static_cast<int>(blockDim.x))
+        sB[e] = detail::ldg(p.B + ((tt + e / N) * p.ngroups + l.g) * N + e % N);
+    } else {
+      stage_tile<T, N>(p, tt, L, l.g, sB, sC);
+    }
     __syncthreads();
 #ifndef MAMBATRACK_SCAN_NO_L2_PREFETCH
     if (tt + kTile < c.t1) {  // the next tile's Δ, u, z rows of this warp's channels into L2
@@ -551,8 +571,13 @@ __device__ __forceinline__ void fwd_tokens_tiled(const Params<T>& p, const Chunk
         const float dt = dt_of_tiled(p, rd[j], bias, raw);
         s[j] = scale_dt(dt);
         x[j] = dt * ru[j];
-        yd[j] = Dd * ru[j];
-        gz[j] = has_z ? rz[j] * gate_sigmoid(rz[j]) : 1.0f;
+        if constexpr (kLocal) {
+          if (j < L - i0) sum_dt += dt;  // tokens of the range only, in order
+          yd[j] = gz[j] = 0.0f;
+        } else {
+          yd[j] = Dd * ru[j];
+          gz[j] = has_z ? rz[j] * gate_sigmoid(rz[j]) : 1.0f;
+        }
       }
       load_group(tt + i0 + kU);  // in flight during this group's state updates
       const int n_here = L - i0 < kU ? L - i0 : kU;
@@ -569,9 +594,10 @@ __device__ __forceinline__ void fwd_tokens_tiled(const Params<T>& p, const Chunk
             }
           }
           const float* rowB = sB + (i0 + j) * N;
-          const float* rowC = sC + (i0 + j) * N;
 #pragma unroll
           for (int n = 0; n < N; ++n) h[n] = decay(s[j], A[n]) * h[n] + rowB[n] * x[j];
+          if constexpr (kLocal) return;
+          const float* rowC = sC + (i0 + j) * N;
           float y4[4] = {yd[j], 0.0f, 0.0f, 0.0f};
 #pragma unroll
           for (int n = 0; n < N; ++n) y4[n % 4] += rowC[n] * h[n];
@@ -589,6 +615,25 @@ __device__ __forceinline__ void fwd_tokens_tiled(const Params<T>& p, const Chunk
       }
     }
   }
+  if constexpr (kLocal) *sd = sum_dt;
+}
+
+template <class T, int N, bool kTiled>
+__device__ void fwd_local_tiled(const Params<T>& p, const ChunkPos& c, int64_t slot) {
+  const Lane l = lane_of(p);
+  __shared__ __align__(16) float sB[stage_tokens<N>() * N];
+  float A[N], h[N];
+#pragma unroll
+  for (int n = 0; n < N; ++n) {
+    A[n] = l.active ? detail::ld(p.A, l.d * N + n) : 0.0f;
+    h[n] = 0.0f;
+  }
+  float sd = 0.0f;
+  fwd_tokens_tiled<T, N, false, true>(p, c, l, sB, nullptr, A, h, slot, &sd);
+  if (!l.active) return;
+#pragma unroll
+  for (int n = 0; n < N; ++n) p.ws_state[(slot * p.dim + l.d) * N + n] = h[n];
+  p.ws_sd[slot * p.dim + l.d] = sd;
 }
 
 // Which implementation the forward and backward use: kAuto = kTiled, unless MAMBATRACK_SCAN_LEGACY
@@ -1437,8 +1482,9 @@ constexpr std::size_t bwd_tiled_smem_bytes(int64_t chunk) {
 
 // The chunk's per-(token, channel) scalars into sc[(i·kTiledScalars + k)·kThreads + channel] (i:
 // token in the chunk, k: kTiledScalars kinds; the sigmoids with gate_sigmoid's MUFU approximation) and its B and C rows into sB, sC; every thread of the block calls it
-// (it synchronises at the end). With kPrefetch, also the previous chunk's rows into L2 (the
-// sequential kernel walks chunks in reverse).
+// (it synchronises at the end). With kPrefetch (the sequential kernel, which walks chunks in
+// reverse and then the sequence gridDim.x further), also the rows of the chunk it takes next into
+// L2: the previous chunk, or at a sequence's first chunk the next sequence's last chunk.
 template <class T, int N, int S, bool kPrefetch>
 __device__ __forceinline__ void stage_chunk_tiled(const Params<T>& p, const ChunkPos& c, int64_t g, int ld,
                                                   float* sB, float* sC, float* sc) {
@@ -1483,10 +1529,21 @@ __device__ __forceinline__ void stage_chunk_tiled(const Params<T>& p, const Chun
   }
 #ifndef MAMBATRACK_SCAN_NO_L2_PREFETCH
   if constexpr (kPrefetch) {
-    // Rows [c.t0 - chunk, c.t0) of Δ, u, dout, z for this block's channels: one prefetch per
-    // (token, tensor, 32-channel half).
-    const int64_t pt0 = c.t0 - p.chunk > c.start ? c.t0 - p.chunk : c.start;
-    const int n_pf = static_cast<int>(c.t0 - pt0) * 8;
+    // Rows [pt0, pt1) of Δ, u, dout, z for this block's channels: one prefetch per (token,
+    // tensor, 32-channel half).
+    int64_t pt0 = c.t0 - p.chunk > c.start ? c.t0 - p.chunk : c.start, pt1 = c.t0;
+    if (c.k == 0) {
+      pt0 = pt1 = 0;
+      const int64_t nb = c.b + gridDim.x;
+      if (nb < p.batch) {
+        const int64_t s1 = p.cu[nb], e1 = p.cu[nb + 1];
+        if (s1 >= 0 && e1 > s1 && e1 <= p.tokens) {
+          pt0 = s1 + (e1 - s1 - 1) / p.chunk * p.chunk;
+          pt1 = e1;
+        }
+      }
+    }
+    const int n_pf = static_cast<int>(pt1 - pt0) * 8;
     const int64_t dblock = g * p.per_group + (blockIdx.y % static_cast<uint32_t>(p.bpg)) * kThreads;
     for (int e = static_cast<int>(threadIdx.x); e < n_pf; e += kBlock) {
       const int64_t t = pt0 + e / 8;
@@ -1918,7 +1975,8 @@ void launch_fwd(Params<T> p, cudaStream_t stream) {
   }
   prepare<T, N>(p, stream);
   const dim3 grid(static_cast<unsigned>(p.slots), gy);
-  fwd_local<T, N><<<grid, kThreads, 0, stream>>>(p);
+  if (tiled_fwd_supported<N>() && tiled_impl()) fwd_local<T, N, tiled_fwd_supported<N>()><<<grid, kThreads, 0, stream>>>(p);
+  else fwd_local<T, N><<<grid, kThreads, 0, stream>>>(p);
   MAMBATRACK_CUDA_CHECK(cudaGetLastError());
   const int64_t n_comb = p.batch * p.dim * N;
   fwd_combine<T, N><<<static_cast<unsigned>((n_comb + 255) / 256), 256, 0, stream>>>(p);
