@@ -82,7 +82,7 @@ struct Row {
 Row run(const Problem& pr, int64_t chunk, double bw,
         cuda::scan_detail::ScanPath path = cuda::scan_detail::ScanPath::kAuto,
         cuda::scan_detail::BwdKernel kernel = cuda::scan_detail::BwdKernel::kAuto,
-        cuda::scan_detail::ScanImpl impl = cuda::scan_detail::ScanImpl::kTiled) {
+        cuda::scan_detail::ScanImpl impl = cuda::scan_detail::ScanImpl::kTiled, int lanes = 0) {
   const int64_t N = 16, G = 1, L = pr.batch * pr.len, dim = pr.dim;
   Tensor<int64_t> cu_h(Shape{pr.batch + 1});
   for (int64_t b = 0; b <= pr.batch; ++b) cu_h[b] = b * pr.len;
@@ -131,6 +131,7 @@ Row run(const Problem& pr, int64_t chunk, double bw,
   cuda::scan_detail::scan_path_override() = path;
   cuda::scan_detail::bwd_kernel_override() = kernel;
   cuda::scan_detail::scan_impl_override() = impl;
+  cuda::scan_detail::tiled_lanes_override() = lanes;
   const bool tiled_bwd = impl != cuda::scan_detail::ScanImpl::kLegacy && cuda::scan_detail::use_tiled_bwd<16>(chunk);
   const bool seq = cuda::scan_detail::sequential_path<bfloat16, 16>(cuda::scan_detail::make_params<bfloat16>(
       in, validate_selective_scan_inputs(in)));
@@ -140,8 +141,8 @@ Row run(const Problem& pr, int64_t chunk, double bw,
                       : seq       ? (forced ? "sequential (forced)" : "sequential")
                                   : (forced ? "chunked (forced)" : "chunked");
   const char* impl_label = impl == cuda::scan_detail::ScanImpl::kLegacy ? "legacy"
-                           : tiled_bwd                                    ? "tiled"
-                                                                          : "tiled fwd, split bwd";
+                           : tiled_bwd ? (lanes == 4 ? "tiled, bwd 4 lanes/channel" : "tiled")
+                                       : "tiled fwd, split bwd";
   Row r{pr.name, chunk, label, impl_label, 0, 0, 0, 0, 0, pr.reference_ms, pr.target_ms};
   r.fwd = median_ms([&] { cuda::selective_scan_fwd<bfloat16>(fa); }, runs, warm);
   r.bwd = median_ms([&] { cuda::selective_scan_bwd<bfloat16>(ba); }, runs, warm);
@@ -152,6 +153,7 @@ Row run(const Problem& pr, int64_t chunk, double bw,
   cuda::scan_detail::scan_path_override() = cuda::scan_detail::ScanPath::kAuto;
   cuda::scan_detail::bwd_kernel_override() = cuda::scan_detail::BwdKernel::kAuto;
   cuda::scan_detail::scan_impl_override() = cuda::scan_detail::ScanImpl::kAuto;
+  cuda::scan_detail::tiled_lanes_override() = 0;
   const double act = static_cast<double>(L * dim) * 2, bc = static_cast<double>(L * G * N) * 2;
   const double saved_b = static_cast<double>(saved.numel()) * 2;
   r.bytes_fwd = 3 * act + 2 * bc + act + saved_b;                 // u, delta, z, B, C in; out, saved out
@@ -314,6 +316,11 @@ int main() {
   using cuda::scan_detail::ScanImpl;
   for (const auto& p : problems)
     for (int64_t chunk : {8, 12, 16, 32, 64}) rows.push_back(run(p, chunk, bw));
+  // The tiled backward with 4 lanes per channel instead of 2 (more resident warps), for tuning.
+  for (const auto& p : problems)
+    for (int64_t chunk : {8, 16})
+      rows.push_back(run(p, chunk, bw, cuda::scan_detail::ScanPath::kAuto, cuda::scan_detail::BwdKernel::kAuto,
+                         ScanImpl::kTiled, 4));
   for (const auto& p : problems)
     for (int64_t chunk : {8, 16, 32, 64})
       rows.push_back(run(p, chunk, bw, cuda::scan_detail::ScanPath::kAuto, cuda::scan_detail::BwdKernel::kAuto,

@@ -124,12 +124,17 @@ Out run_emu(const Case& c, bool seq, const std::vector<int64_t>& cu, const std::
     emu::launch(dim3(comb), dim3(256), 0, [&] { SD::bwd_combine<T, N>(p); });
   }
   if constexpr (kTiledBwd) {
-    const std::size_t smem = SD::bwd_tiled_smem_bytes<N, S>(c.chunk);
-    if (smem > emu::kSmemLimit) std::abort();
-    if (seq)
-      emu::launch(dim3(static_cast<unsigned>(rows), gy), dim3(SD::kThreads * S), smem, [&] { SD::bwd_tiled<T, N, S, true>(p); });
-    else
-      emu::launch(dim3(static_cast<unsigned>(rows), gy), dim3(SD::kThreads * S), smem, [&] { SD::bwd_tiled<T, N, S, false>(p); });
+    const auto tiled = [&](auto lanes) {
+      constexpr int kS = decltype(lanes)::value;
+      const std::size_t smem = SD::bwd_tiled_smem_bytes<N, kS>(c.chunk);
+      if (smem > emu::kSmemLimit) std::abort();
+      if (seq)
+        emu::launch(dim3(static_cast<unsigned>(rows), gy), dim3(SD::kThreads * kS), smem, [&] { SD::bwd_tiled<T, N, kS, true>(p); });
+      else
+        emu::launch(dim3(static_cast<unsigned>(rows), gy), dim3(SD::kThreads * kS), smem, [&] { SD::bwd_tiled<T, N, kS, false>(p); });
+    };
+    if (SD::tiled_lanes_now<N>() == 4) tiled(std::integral_constant<int, 4>{});  // tiled_lanes_override
+    else tiled(std::integral_constant<int, S>{});
   } else {
     const std::size_t smem = SD::bwd_smem_bytes<N>();
     if (seq) emu::launch(dim3(static_cast<unsigned>(rows), gy), dim3(SD::kThreads), smem, [&] { SD::bwd_seq<T, N>(p); });
@@ -261,6 +266,10 @@ int main(int argc, char** argv) {
   fails += run<16>({{12, 16, 1, 0, 7}, 64, 16, 1, 16, true, true, true, true, true, true, true}, 13, true);
   std::printf("scan_emu: d_state 32, chunk 12 (segments of 4 + 8), ngroups 1\n");
   fails += run<32>({{25, 4}, 64, 32, 1, 12, true, true, true, true, false, true, true}, 14, false);
+  std::printf("scan_emu: d_state 16, chunk 16, the tiled backward with 4 lanes per channel\n");
+  SD::tiled_lanes_override() = 4;
+  fails += run<16>({{40, 0, 13}, 80, 16, 2, 16, true, true, true, true, true, true, true}, 17, false);
+  SD::tiled_lanes_override() = 0;
   std::printf("scan_emu: d_state 12 (tiled forward, per-channel backward), chunk 8\n");
   fails += run<12>({{11, 20}, 64, 12, 1, 8, true, true, true, true, true, true, true}, 16, false);
   if (big) {

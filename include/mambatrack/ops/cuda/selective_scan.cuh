@@ -1466,6 +1466,16 @@ template <int N>
 constexpr bool tiled_bwd_supported() {
   return N == 16 || N == 32;
 }
+// Tuning switch (bench, A/B): 4 forces 4 lanes per channel (4 states each: twice the threads and
+// resident warps, more lane sums per state) in the tiled backward; 0 = tiled_lanes<N>().
+inline int& tiled_lanes_override() {
+  static int lanes = 0;
+  return lanes;
+}
+template <int N>
+int tiled_lanes_now() {
+  return tiled_lanes_override() == 4 ? 4 : tiled_lanes<N>();
+}
 template <int N>
 constexpr int bwd_tiled_min_blocks() {
   return N <= 16 ? 4 : 2;  // d_state 16: 128 registers (4 blocks of 128 threads), no spills
@@ -1828,7 +1838,8 @@ void prepare(Params<T>& p, cudaStream_t stream) {
 // bwd_seq (and bwd_seq_split) blocks one SM holds.
 struct BwdSetup {
   int seq_blocks_per_sm = 1, seq_split_blocks_per_sm = 1;
-  int seq_tiled_blocks_per_sm[kTiledMaxChunk + 1] = {};  // by chunk length (tiled_bwd_supported<N>())
+  int seq_tiled_blocks_per_sm[kTiledMaxChunk + 1] = {};   // by chunk length, tiled_lanes<N>() lanes
+  int seq_tiled4_blocks_per_sm[kTiledMaxChunk + 1] = {};  // the same with 4 lanes (tiled_lanes_override)
 };
 template <class T, int N>
 BwdSetup bwd_setup() {
@@ -1865,6 +1876,20 @@ BwdSetup bwd_setup() {
             &r->seq_tiled_blocks_per_sm[lc], bwd_tiled<T, N, S, true>, kThreads * S,
             static_cast<int>(bwd_tiled_smem_bytes<N, S>(lc))));
         if (r->seq_tiled_blocks_per_sm[lc] < 1) r->seq_tiled_blocks_per_sm[lc] = 1;
+        r->seq_tiled4_blocks_per_sm[lc] = r->seq_tiled_blocks_per_sm[lc];
+      }
+      if constexpr (S != 4) {
+        constexpr int kMax4 = static_cast<int>(bwd_tiled_smem_bytes<N, 4>(kTiledMaxChunk));
+        MAMBATRACK_CUDA_CHECK(
+            cudaFuncSetAttribute(bwd_tiled<T, N, 4, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, kMax4));
+        MAMBATRACK_CUDA_CHECK(
+            cudaFuncSetAttribute(bwd_tiled<T, N, 4, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, kMax4));
+        for (int lc = 1; lc <= kTiledMaxChunk; ++lc) {
+          MAMBATRACK_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+              &r->seq_tiled4_blocks_per_sm[lc], bwd_tiled<T, N, 4, true>, kThreads * 4,
+              static_cast<int>(bwd_tiled_smem_bytes<N, 4>(lc))));
+          if (r->seq_tiled4_blocks_per_sm[lc] < 1) r->seq_tiled4_blocks_per_sm[lc] = 1;
+        }
       }
     }
     if (r->seq_blocks_per_sm < 1) r->seq_blocks_per_sm = 1;
@@ -1912,7 +1937,8 @@ bool use_tiled_bwd(int64_t chunk) {
 template <class T, int N>
 int64_t seq_resident_blocks(int64_t chunk) {
   const BwdSetup setup = bwd_setup<T, N>();
-  const int per_sm = use_tiled_bwd<N>(chunk) ? setup.seq_tiled_blocks_per_sm[chunk]
+  const int per_sm = use_tiled_bwd<N>(chunk) ? (tiled_lanes_now<N>() == 4 ? setup.seq_tiled4_blocks_per_sm[chunk]
+                                                                           : setup.seq_tiled_blocks_per_sm[chunk])
                      : use_split_bwd<N>()    ? setup.seq_split_blocks_per_sm
                                              : setup.seq_blocks_per_sm;
   return static_cast<int64_t>(device_sm_count()) * per_sm;
@@ -2022,9 +2048,15 @@ void launch_bwd(Params<T> p, const SelectiveScanBwdArgs<T, Cuda>& a, cudaStream_
   if constexpr (tiled_bwd_supported<N>()) {
     if (tiled) {
       constexpr int St = tiled_lanes<N>();
-      const std::size_t smem = bwd_tiled_smem_bytes<N, St>(p.chunk);
-      if (seq) bwd_tiled<T, N, St, true><<<grid, kThreads * St, smem, stream>>>(p);
-      else bwd_tiled<T, N, St, false><<<grid, kThreads * St, smem, stream>>>(p);
+      if (St != 4 && tiled_lanes_now<N>() == 4) {
+        const std::size_t smem = bwd_tiled_smem_bytes<N, 4>(p.chunk);
+        if (seq) bwd_tiled<T, N, 4, true><<<grid, kThreads * 4, smem, stream>>>(p);
+        else bwd_tiled<T, N, 4, false><<<grid, kThreads * 4, smem, stream>>>(p);
+      } else {
+        const std::size_t smem = bwd_tiled_smem_bytes<N, St>(p.chunk);
+        if (seq) bwd_tiled<T, N, St, true><<<grid, kThreads * St, smem, stream>>>(p);
+        else bwd_tiled<T, N, St, false><<<grid, kThreads * St, smem, stream>>>(p);
+      }
       launched = true;
     }
   }
