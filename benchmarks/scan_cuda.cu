@@ -2,7 +2,9 @@
 // d_state 16, z/D/delta_bias/softplus as in a Mamba block): forward, backward and forward+backward
 // median times over CUDA events after a warm-up, the minimum bytes moved (inputs read once,
 // outputs written once), achieved GB/s and the fraction of the measured device-to-device copy
-// bandwidth, next to the reference (mamba_ssm 2.3.x on an H100) time from the issue.
+// bandwidth, next to the reference (mamba_ssm 2.3.x on an H100) time from the issue. Every row
+// runs the tiled kernels (ScanImpl::kTiled, the default) and again the earlier per-token kernels
+// (ScanImpl::kLegacy), so one GPU run compares both.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -72,13 +74,15 @@ struct Row {
   const char* name;
   int64_t chunk;
   const char* path;
+  const char* impl;
   double fwd, bwd, both, bytes_fwd, bytes_bwd, ref, target;
 };
 
 // path: the automatic choice (max_seqlen_hint = the problem's length) or a forced one.
 Row run(const Problem& pr, int64_t chunk, double bw,
         cuda::scan_detail::ScanPath path = cuda::scan_detail::ScanPath::kAuto,
-        cuda::scan_detail::BwdKernel kernel = cuda::scan_detail::BwdKernel::kAuto) {
+        cuda::scan_detail::BwdKernel kernel = cuda::scan_detail::BwdKernel::kAuto,
+        cuda::scan_detail::ScanImpl impl = cuda::scan_detail::ScanImpl::kTiled, int lanes = 0) {
   const int64_t N = 16, G = 1, L = pr.batch * pr.len, dim = pr.dim;
   Tensor<int64_t> cu_h(Shape{pr.batch + 1});
   for (int64_t b = 0; b <= pr.batch; ++b) cu_h[b] = b * pr.len;
@@ -126,6 +130,9 @@ Row run(const Problem& pr, int64_t chunk, double bw,
   const int runs = 30, warm = 5;
   cuda::scan_detail::scan_path_override() = path;
   cuda::scan_detail::bwd_kernel_override() = kernel;
+  cuda::scan_detail::scan_impl_override() = impl;
+  cuda::scan_detail::tiled_lanes_override() = lanes;
+  const bool tiled_bwd = impl != cuda::scan_detail::ScanImpl::kLegacy && cuda::scan_detail::use_tiled_bwd<16>(chunk);
   const bool seq = cuda::scan_detail::sequential_path<bfloat16, 16>(cuda::scan_detail::make_params<bfloat16>(
       in, validate_selective_scan_inputs(in)));
   const bool forced = path != cuda::scan_detail::ScanPath::kAuto;
@@ -133,7 +140,10 @@ Row run(const Problem& pr, int64_t chunk, double bw,
   const char* label = per_channel ? (seq ? "sequential, per-channel bwd" : "chunked, per-channel bwd")
                       : seq       ? (forced ? "sequential (forced)" : "sequential")
                                   : (forced ? "chunked (forced)" : "chunked");
-  Row r{pr.name, chunk, label, 0, 0, 0, 0, 0, pr.reference_ms, pr.target_ms};
+  const char* impl_label = impl == cuda::scan_detail::ScanImpl::kLegacy ? "legacy"
+                           : tiled_bwd ? (lanes == 4 ? "tiled, bwd 4 lanes/channel" : "tiled")
+                                       : "tiled fwd, split bwd";
+  Row r{pr.name, chunk, label, impl_label, 0, 0, 0, 0, 0, pr.reference_ms, pr.target_ms};
   r.fwd = median_ms([&] { cuda::selective_scan_fwd<bfloat16>(fa); }, runs, warm);
   r.bwd = median_ms([&] { cuda::selective_scan_bwd<bfloat16>(ba); }, runs, warm);
   r.both = median_ms([&] {
@@ -142,6 +152,8 @@ Row run(const Problem& pr, int64_t chunk, double bw,
   }, runs, warm);
   cuda::scan_detail::scan_path_override() = cuda::scan_detail::ScanPath::kAuto;
   cuda::scan_detail::bwd_kernel_override() = cuda::scan_detail::BwdKernel::kAuto;
+  cuda::scan_detail::scan_impl_override() = cuda::scan_detail::ScanImpl::kAuto;
+  cuda::scan_detail::tiled_lanes_override() = 0;
   const double act = static_cast<double>(L * dim) * 2, bc = static_cast<double>(L * G * N) * 2;
   const double saved_b = static_cast<double>(saved.numel()) * 4;
   r.bytes_fwd = 3 * act + 2 * bc + act + saved_b;                 // u, delta, z, B, C in; out, saved out
@@ -205,6 +217,15 @@ void breakdown(const Problem& pr, int64_t chunk) {
   const unsigned seq_split_rows = static_cast<unsigned>(std::min<int64_t>(
       p.batch, (static_cast<int64_t>(setup.seq_split_blocks_per_sm) * sms + grid.y - 1) / grid.y));
   constexpr std::size_t kSplitSmem = bwd_split_smem_bytes<N, S>();
+  const bool tiled_ok = chunk <= kTiledMaxChunk;
+  constexpr int St = tiled_lanes<N>();
+  const std::size_t tiled_smem = bwd_tiled_smem_bytes<N, St>(chunk);
+  // The tiled backward with 4 lanes per channel (4 states each) instead of tiled_lanes<N>(), for comparison.
+  const std::size_t tiled_smem4 = bwd_tiled_smem_bytes<N, 4>(chunk);
+  MAMBATRACK_CUDA_CHECK(cudaFuncSetAttribute(bwd_tiled<bfloat16, N, 4, false>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                             static_cast<int>(bwd_tiled_smem_bytes<N, 4>(kTiledMaxChunk))));
+  const unsigned seq_tiled_rows = static_cast<unsigned>(std::min<int64_t>(
+      p.batch, (static_cast<int64_t>(setup.seq_tiled_blocks_per_sm[tiled_ok ? chunk : 1]) * sms + grid.y - 1) / grid.y));
   int blocks_bwd_split = 0;
   MAMBATRACK_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks_bwd_split, bwd_chunk_split<bfloat16, N, S>,
                                                                       kThreads * S, kSplitSmem));
@@ -235,16 +256,36 @@ void breakdown(const Problem& pr, int64_t chunk) {
       {"bwd_seq_split (sequential path)",
        median_ms([&] { bwd_seq_split<bfloat16, N, S><<<dim3(seq_split_rows, grid.y), kThreads * S, kSplitSmem>>>(p); },
                  20, 3)},
+      {"fwd_local tiled", median_ms([&] { fwd_local<bfloat16, N, true><<<grid, kThreads>>>(p); }, 20, 3)},
+      {"fwd_chunk tiled", median_ms([&] { fwd_chunk<bfloat16, N, true><<<grid, kThreads>>>(p); }, 20, 3)},
+      {"fwd_seq tiled (sequential path)",
+       median_ms([&] { fwd_seq<bfloat16, N, true><<<dim3(static_cast<unsigned>(p.batch), grid.y), kThreads>>>(p); }, 20, 3)},
+      {"bwd_tiled (chunked path)", tiled_ok ? median_ms([&] {
+         bwd_tiled<bfloat16, N, St, false><<<grid, kThreads * St, tiled_smem>>>(p);
+       }, 20, 3) : -1.0},
+      {"bwd_tiled (sequential path)", tiled_ok ? median_ms([&] {
+         bwd_tiled<bfloat16, N, St, true><<<dim3(seq_tiled_rows, grid.y), kThreads * St, tiled_smem>>>(p);
+       }, 20, 3) : -1.0},
+      {"bwd_tiled, 4 lanes per channel (chunked)", tiled_ok ? median_ms([&] {
+         bwd_tiled<bfloat16, N, 4, false><<<grid, kThreads * 4, tiled_smem4>>>(p);
+       }, 20, 3) : -1.0},
       {"bwd_reduce_bc", median_ms([&] {
          bwd_reduce_bc<bfloat16><<<static_cast<unsigned>((L * 2 * N + 255) / 256), 256>>>(p.ws_bc, L, wpg, N,
                                                                                           du.data(), dz.data());
        }, 20, 3)},
   };
   MAMBATRACK_CUDA_CHECK(cudaGetLastError());
-  std::printf("\nbreakdown, %s, chunk %lld (%lld slots; blocks/SM: fwd_chunk %d, bwd_chunk %d, bwd_chunk_split %d)\n",
+  int blocks_tiled = 0, blocks_fwd_tiled = 0;
+  if (tiled_ok)
+    MAMBATRACK_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks_tiled, bwd_tiled<bfloat16, N, St, false>,
+                                                                        kThreads * St, tiled_smem));
+  MAMBATRACK_CUDA_CHECK(
+      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks_fwd_tiled, fwd_chunk<bfloat16, N, true>, kThreads, 0));
+  std::printf("\nbreakdown, %s, chunk %lld (%lld slots; blocks/SM: fwd_chunk %d, bwd_chunk %d, bwd_chunk_split %d, "
+              "fwd_chunk tiled %d, bwd_tiled %d)\n",
               pr.name, static_cast<long long>(chunk), static_cast<long long>(p.slots), blocks_fwd, blocks_bwd,
-              blocks_bwd_split);
-  for (const Item& it : items) std::printf("  %-30s %8.3f ms\n", it.name, it.ms);
+              blocks_bwd_split, blocks_fwd_tiled, blocks_tiled);
+  for (const Item& it : items) std::printf("  %-42s %8.3f ms\n", it.name, it.ms);
 }
 
 }  // namespace
@@ -269,25 +310,37 @@ int main() {
       {"64 x 2048, d_inner 1024", 64, 2048, 1024, 13.0, 3.0},
   };
   breakdown(problems[0], 16);
-  breakdown(problems[2], 32);
+  breakdown(problems[1], 16);
+  breakdown(problems[2], 16);
   std::vector<Row> rows;
+  using cuda::scan_detail::ScanImpl;
   for (const auto& p : problems)
-    for (int64_t chunk : {8, 16, 32, 64}) rows.push_back(run(p, chunk, bw));
+    for (int64_t chunk : {8, 12, 16, 32, 64}) rows.push_back(run(p, chunk, bw));
+  // The tiled backward with 4 lanes per channel instead of 2 (more resident warps), for tuning.
+  for (const auto& p : problems)
+    for (int64_t chunk : {8, 16})
+      rows.push_back(run(p, chunk, bw, cuda::scan_detail::ScanPath::kAuto, cuda::scan_detail::BwdKernel::kAuto,
+                         ScanImpl::kTiled, 4));
+  for (const auto& p : problems)
+    for (int64_t chunk : {8, 16, 32, 64})
+      rows.push_back(run(p, chunk, bw, cuda::scan_detail::ScanPath::kAuto, cuda::scan_detail::BwdKernel::kAuto,
+                         ScanImpl::kLegacy));
   // Both paths forced on every problem, to check (and retune) the automatic choice.
   for (const auto& p : problems)
     for (auto path : {cuda::scan_detail::ScanPath::kChunked, cuda::scan_detail::ScanPath::kSequential})
-      rows.push_back(run(p, p.len <= 16 ? 16 : 32, bw, path));
+      for (ScanImpl impl : {ScanImpl::kTiled, ScanImpl::kLegacy})
+        rows.push_back(run(p, 16, bw, path, cuda::scan_detail::BwdKernel::kAuto, impl));
   // The per-channel backward kernel (d_state not split over lanes), automatic path.
   for (const auto& p : problems)
     rows.push_back(run(p, p.len <= 16 ? 16 : 32, bw, cuda::scan_detail::ScanPath::kAuto,
-                       cuda::scan_detail::BwdKernel::kPerChannel));
+                       cuda::scan_detail::BwdKernel::kPerChannel, ScanImpl::kLegacy));
   std::printf("\nselective scan, bf16 inputs, d_state 16, z + D + delta_bias + softplus; median of 30 after 5 warm-up\n");
-  std::printf("| problem | chunk | path | fwd ms | bwd ms | fwd+bwd ms | min MB fwd+bwd | GB/s | %% of copy | floor ms (min bytes / copy) | reference ms | target ms |\n");
-  std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+  std::printf("| problem | chunk | path | kernels | fwd ms | bwd ms | fwd+bwd ms | min MB fwd+bwd | GB/s | %% of copy | floor ms (min bytes / copy) | reference ms | target ms |\n");
+  std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
   for (const Row& r : rows) {
     const double bytes = r.bytes_fwd + r.bytes_bwd, gbs = bytes / (r.both * 1e-3) * 1e-9;
-    std::printf("| %s | %lld | %s | %.3f | %.3f | %.3f | %.1f | %.0f | %.0f%% | %.3f | %.2f | %.1f |\n", r.name,
-                static_cast<long long>(r.chunk), r.path, r.fwd, r.bwd, r.both, bytes * 1e-6, gbs,
+    std::printf("| %s | %lld | %s | %s | %.3f | %.3f | %.3f | %.1f | %.0f | %.0f%% | %.3f | %.2f | %.1f |\n", r.name,
+                static_cast<long long>(r.chunk), r.path, r.impl, r.fwd, r.bwd, r.both, bytes * 1e-6, gbs,
                 100.0 * gbs * 1e9 / bw, bytes / bw * 1e3, r.ref, r.target);
   }
   return 0;

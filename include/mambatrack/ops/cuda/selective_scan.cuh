@@ -6,9 +6,13 @@
 // channel block) walks whole sequences, one kernel per direction, when the host knows that is
 // enough parallelism (max_seqlen_hint). The d_state 16/32 backward splits the states of a
 // channel over 4 lanes. Deterministic: every cross-thread sum is a fixed-order reduction.
+// Tiled kernels (ScanImpl, the default; MAMBATRACK_SCAN_LEGACY or scan_impl_override() =
+// kLegacy select the earlier per-token ones): the forward handles 8 tokens per step with their
+// loads issued a group ahead; the backward stages each chunk's per-token scalars and rows in
+// shared memory once and splits d_state over lanes 8 states each (chunks <= 16 tokens).
 // Bisection switches (define to restore the earlier code): MAMBATRACK_SCAN_EXPF_DECAY,
 // MAMBATRACK_SCAN_PORTABLE_BF16_STORE, MAMBATRACK_SCAN_PARTIAL_SEGMENT_LAST,
-// MAMBATRACK_SCAN_NO_L2_PREFETCH, MAMBATRACK_SCAN_PRECISE_GATE.
+// MAMBATRACK_SCAN_NO_L2_PREFETCH, MAMBATRACK_SCAN_PRECISE_GATE, MAMBATRACK_SCAN_PRECISE_SOFTPLUS.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -247,11 +251,18 @@ __device__ __forceinline__ void fwd_step(float (&h)[N], const float (&A)[N], con
 }
 
 // Forward pass 1 (chunks that are not their sequence's last): local end state from h = 0, and ΣΔ.
-template <class T, int N>
-__global__ void __launch_bounds__(kThreads, fwd_min_blocks<N>()) fwd_local(Params<T> p) {
+// kTiled: with fwd_tokens_tiled's local pass (defined below).
+template <class T, int N, bool kTiled>
+__device__ void fwd_local_tiled(const Params<T>& p, const ChunkPos& c, int64_t slot);
+template <class T, int N, bool kTiled = false>
+__global__ void __launch_bounds__(kThreads, kTiled ? 8 : fwd_min_blocks<N>()) fwd_local(Params<T> p) {
   const int64_t slot = blockIdx.x;
   ChunkPos c;
   if (!chunk_pos(p, slot, c) || c.k == c.nk - 1) return;
+  if constexpr (kTiled) {
+    fwd_local_tiled<T, N, true>(p, c, slot);
+    return;
+  }
   const Lane l = lane_of(p);
   __shared__ float sB[stage_tokens<N>() * N];
   const bool staged = stage_rows<T, N>(p, c, l.g, sB, nullptr);
@@ -323,7 +334,8 @@ __global__ void fwd_combine(Params<T> p) {
 // The forward's output gate σ(z) = 1 / (1 + e^-z) with the MUFU approximations (ex2.approx of
 // -z·log2 e, rcp.approx; ~3e-7 relative, z -> ±inf give 0 and 1) in 4 instructions instead of the
 // ~20 of detail::sigmoid_f (IEEE expf and division). Defining MAMBATRACK_SCAN_PRECISE_GATE
-// restores detail::sigmoid_f. The backward keeps detail::sigmoid_f.
+// restores detail::sigmoid_f. The earlier backward kernels keep detail::sigmoid_f; the tiled
+// backward uses this one for σ(z) and the softplus derivative σ(Δ + bias).
 __device__ __forceinline__ float gate_sigmoid(float z) {
 #ifdef MAMBATRACK_SCAN_PRECISE_GATE
   return detail::sigmoid_f(z);
@@ -448,9 +460,222 @@ __device__ __forceinline__ void fwd_tokens(const Params<T>& p, const ChunkPos& c
   }
 }
 
+// ---- Tiled forward (ScanImpl::kTiled) ---------------------------------------------------------
+// fwd_tokens with the per-token work of a thread's channel done kFwdSub tokens at a time, fully
+// unrolled: the Δ, u, z values of the next kFwdSub tokens are loaded (3·kFwdSub independent
+// loads) before this group's state updates run, their softplus / Δu / gate computed in one
+// batch, and the state updates, the C·h sums (4 partial sums) and the output stores of the group
+// run with constant shared-memory offsets and no per-token loop overhead. The same recurrence
+// (fwd_step's expression) as the other kernels; y is summed in a different order (rounding only).
+constexpr int kFwdSub = 8;
+
+// softplus for the tiled kernels: max(x, 0) + log1p(e^-|x|) with e^-|x| from one MUFU ex2 and
+// log1p(e) = 2·atanh(e / (2 + e)) by its odd series to the s^13 term (|s| <= 1/3: truncation
+// below 1e-8 relative), ~15 instructions instead of the ~45 of log1pf(expf(x)); a few ulp of
+// relative error. x > 20 gives x as softplus_f does. Defining MAMBATRACK_SCAN_PRECISE_SOFTPLUS
+// restores detail::softplus_f (bisection).
+__device__ __forceinline__ float softplus_tiled(float x) {
+#ifdef MAMBATRACK_SCAN_PRECISE_SOFTPLUS
+  return detail::softplus_f(x);
+#else
+  if (x > 20.0f) return x;
+  const float e = decay(scale_dt(-fabsf(x)), 1.0f);  // e^-|x|
+  const float q = __fdividef(e, 2.0f + e), q2 = q * q;
+  float r = 1.0f / 13.0f;
+  r = r * q2 + 1.0f / 11.0f;
+  r = r * q2 + 1.0f / 9.0f;
+  r = r * q2 + 1.0f / 7.0f;
+  r = r * q2 + 1.0f / 5.0f;
+  r = r * q2 + 1.0f / 3.0f;
+  r = r * q2 + 1.0f;
+  return fmaxf(x, 0.0f) + 2.0f * q * r;
+#endif
+}
+template <class T>
+__device__ __forceinline__ float dt_of_tiled(const Params<T>& p, float delta, float bias, float& raw) {
+  raw = delta + bias;
+  return p.softplus ? softplus_tiled(raw) : raw;
+}
+
+template <int N>
+constexpr int fwd_tiled_min_blocks() {
+  return N <= 16 ? 8 : 1;
+}
+// kLocal: fwd_local's pass (the state from h and ΣΔ into sd only: no C, z, outputs or saves).
+template <class T, int N, bool kSaveChunks, bool kLocal = false>
+__device__ __forceinline__ void fwd_tokens_tiled(const Params<T>& p, const ChunkPos& c, const Lane& l, float* sB,
+                                                 float* sC, const float (&A)[N], float (&h)[N], int64_t slot0,
+                                                 float* sd = nullptr) {
+  constexpr int kU = kFwdSub;
+  constexpr int kTile = stage_tokens<N>() / kU * kU;  // whole token groups per staging tile
+  static_assert(kTile >= kU, "the staging tile must hold a token group");
+  const int64_t d = l.d;
+  const bool active = l.active, has_z = !kLocal && p.z != nullptr;
+  float sum_dt = 0.0f;
+  const float bias = (active && p.delta_bias) ? detail::ld(p.delta_bias, d) : 0.0f;
+  const float Dd = (active && p.D) ? detail::ld(p.D, d) : 0.0f;
+  int64_t next_save = c.t0, save_slot = slot0;
+  // Inactive lanes load the group's first channel (valid memory) and store nothing: no per-load
+  // predicate on whole groups.
+  const int64_t dl = active ? d : l.g * p.per_group;
+  float rd[kU], ru[kU], rz[kU];  // raw Δ, u, z of the next token group (zeros past the range)
+  const auto load_group = [&](int64_t t) {
+    const int64_t o = t * p.dim + dl;
+    if (t + kU <= c.t1) {  // uniform
+#pragma unroll
+      for (int j = 0; j < kU; ++j) {
+        const int64_t i = o + j * p.dim;
+        rd[j] = detail::ldg(p.delta + i);
+        ru[j] = detail::ldg(p.u + i);
+        rz[j] = has_z ? detail::ldg(p.z + i) : 0.0f;
+      }
+    } else {
+#pragma unroll
+      for (int j = 0; j < kU; ++j) {
+        const bool ok = t + j < c.t1;
+        const int64_t i = o + j * p.dim;
+        rd[j] = ok ? detail::ldg(p.delta + i) : 0.0f;
+        ru[j] = ok ? detail::ldg(p.u + i) : 0.0f;
+        rz[j] = (ok && has_z) ? detail::ldg(p.z + i) : 0.0f;
+      }
+    }
+  };
+  load_group(c.t0);
+  #pragma unroll 1
+  for (int64_t tt = c.t0; tt < c.t1; tt += kTile) {  // block-uniform
+    const int L = static_cast<int>(c.t1 - tt < kTile ? c.t1 - tt : kTile);
+    __syncthreads();  // the previous tile's reads of sB / sC are done
+    if constexpr (kLocal) {
+      for (int e = static_cast<int>(threadIdx.x); e < L * N; e += static_cast<int>(blockDim.x))
+        sB[e] = detail::ldg(p.B + ((tt + e / N) * p.ngroups + l.g) * N + e % N);
+    } else {
+      stage_tile<T, N>(p, tt, L, l.g, sB, sC);
+    }
+    __syncthreads();
+#ifndef MAMBATRACK_SCAN_NO_L2_PREFETCH
+    if (tt + kTile < c.t1) {  // the next tile's Δ, u, z rows of this warp's channels into L2
+      const int lane = static_cast<int>(threadIdx.x % 32);
+      if (__shfl_sync(0xffffffffu, active ? 1 : 0, 0)) {
+        const int64_t d0 = d - lane;
+        for (int k = lane; k < kTile; k += 32) {
+          const int64_t t = tt + kTile + k;
+          if (t < c.t1) {
+            prefetch_l2(p.delta + t * p.dim + d0);
+            prefetch_l2(p.u + t * p.dim + d0);
+            if (has_z) prefetch_l2(p.z + t * p.dim + d0);
+          }
+        }
+      }
+    }
+#endif
+    #pragma unroll 1
+    for (int i0 = 0; i0 < L; i0 += kU) {
+      float s[kU], x[kU], yd[kU], gz[kU];
+#pragma unroll
+      for (int j = 0; j < kU; ++j) {
+        float raw;
+        const float dt = dt_of_tiled(p, rd[j], bias, raw);
+        s[j] = scale_dt(dt);
+        x[j] = dt * ru[j];
+        if constexpr (kLocal) {
+          if (j < L - i0) sum_dt += dt;  // tokens of the range only, in order
+          yd[j] = gz[j] = 0.0f;
+        } else {
+          yd[j] = Dd * ru[j];
+          gz[j] = has_z ? rz[j] * gate_sigmoid(rz[j]) : 1.0f;
+        }
+      }
+      load_group(tt + i0 + kU);  // in flight during this group's state updates
+      const int n_here = L - i0 < kU ? L - i0 : kU;
+      const auto token = [&](int j) {
+          const int64_t t = tt + i0 + j;
+          if constexpr (kSaveChunks) {
+            if (t == next_save) {
+              if (p.saved && active) {
+#pragma unroll
+                for (int n = 0; n < N; ++n) store(p.saved, (save_slot * p.dim + d) * N + n, h[n]);
+              }
+              next_save += p.chunk;
+              ++save_slot;
+            }
+          }
+          const float* rowB = sB + (i0 + j) * N;
+#pragma unroll
+          for (int n = 0; n < N; ++n) h[n] = decay(s[j], A[n]) * h[n] + rowB[n] * x[j];
+          if constexpr (kLocal) return;
+          const float* rowC = sC + (i0 + j) * N;
+          float y4[4] = {yd[j], 0.0f, 0.0f, 0.0f};
+#pragma unroll
+          for (int n = 0; n < N; ++n) y4[n % 4] += rowC[n] * h[n];
+          float y = (y4[0] + y4[1]) + (y4[2] + y4[3]);
+          if (has_z) y *= gz[j];
+          if (active) store(p.out, t * p.dim + d, y);
+      };
+      if (n_here == kU) {  // uniform: a whole group, no per-token guard
+#pragma unroll
+        for (int j = 0; j < kU; ++j) token(j);
+      } else {
+#pragma unroll
+        for (int j = 0; j < kU; ++j)
+          if (j < n_here) token(j);
+      }
+    }
+  }
+  if constexpr (kLocal) *sd = sum_dt;
+}
+
+template <class T, int N, bool kTiled>
+__device__ void fwd_local_tiled(const Params<T>& p, const ChunkPos& c, int64_t slot) {
+  const Lane l = lane_of(p);
+  __shared__ __align__(16) float sB[stage_tokens<N>() * N];
+  float A[N], h[N];
+#pragma unroll
+  for (int n = 0; n < N; ++n) {
+    A[n] = l.active ? detail::ld(p.A, l.d * N + n) : 0.0f;
+    h[n] = 0.0f;
+  }
+  float sd = 0.0f;
+  fwd_tokens_tiled<T, N, false, true>(p, c, l, sB, nullptr, A, h, slot, &sd);
+  if (!l.active) return;
+#pragma unroll
+  for (int n = 0; n < N; ++n) p.ws_state[(slot * p.dim + l.d) * N + n] = h[n];
+  p.ws_sd[slot * p.dim + l.d] = sd;
+}
+
+// Which implementation the forward and backward use: kAuto = kTiled, unless MAMBATRACK_SCAN_LEGACY
+// is defined (then the earlier per-token kernels). The tiled forward covers d_state <= 32, the
+// tiled backward d_state 16 and 32 with chunks of up to kTiledMaxChunk tokens; other cases take
+// the earlier kernels either way. The local passes of the chunked path (fwd_local, bwd_local) and
+// the combines are the earlier kernels in both.
+enum class ScanImpl { kAuto, kLegacy, kTiled };
+inline ScanImpl& scan_impl_override() {
+  static ScanImpl impl = ScanImpl::kAuto;
+  return impl;
+}
+// The tiled forward covers d_state <= 32 (larger states: the earlier kernels, whose registers
+// already hold 2·d_state floats).
+template <int N>
+constexpr bool tiled_fwd_supported() {
+  return N <= 32;
+}
+inline bool tiled_impl() {
+  switch (scan_impl_override()) {
+    case ScanImpl::kLegacy: return false;
+    case ScanImpl::kTiled: return true;
+    case ScanImpl::kAuto: break;
+  }
+#ifdef MAMBATRACK_SCAN_LEGACY
+  return false;
+#else
+  return true;
+#endif
+}
+
+
 // Forward pass 3: each chunk from its start state; writes out, saved_states and final_state.
-template <class T, int N>
-__global__ void __launch_bounds__(kThreads, fwd_min_blocks<N>()) fwd_chunk(Params<T> p) {
+template <class T, int N, bool kTiled = false>
+__global__ void __launch_bounds__(kThreads, kTiled ? fwd_tiled_min_blocks<N>() : fwd_min_blocks<N>())
+    fwd_chunk(Params<T> p) {
   const int64_t slot = blockIdx.x;
   ChunkPos c;
   if (!chunk_pos(p, slot, c)) return;  // block-uniform
@@ -467,7 +692,8 @@ __global__ void __launch_bounds__(kThreads, fwd_min_blocks<N>()) fwd_chunk(Param
     else h[n] = p.ws_state[(slot * p.dim + d) * N + n];
     if (p.saved && l.active) store(p.saved, (slot * p.dim + d) * N + n, h[n]);
   }
-  fwd_tokens<T, N, false>(p, c, l, sB, sC, A, h, slot);
+  if constexpr (kTiled) fwd_tokens_tiled<T, N, false>(p, c, l, sB, sC, A, h, slot);
+  else fwd_tokens<T, N, false>(p, c, l, sB, sC, A, h, slot);
   if (l.active && c.k == c.nk - 1 && p.final_state) {
 #pragma unroll
     for (int n = 0; n < N; ++n) store(p.final_state, (c.b * p.dim + d) * N + n, h[n]);
@@ -493,8 +719,9 @@ __device__ __forceinline__ bool seq_pos(const Params<T>& p, int64_t b, ChunkPos&
 // initial state in one pass (no fwd_local / fwd_combine), saving the state at every chunk start
 // in the same slots as the chunked path. Used when every sequence fits in one chunk (then each
 // block does exactly what fwd_chunk does for chunk 0, bit for bit); correct for any length.
-template <class T, int N>
-__global__ void __launch_bounds__(kThreads, fwd_min_blocks<N>()) fwd_seq(Params<T> p) {
+template <class T, int N, bool kTiled = false>
+__global__ void __launch_bounds__(kThreads, kTiled ? fwd_tiled_min_blocks<N>() : fwd_min_blocks<N>())
+    fwd_seq(Params<T> p) {
   const int64_t b = blockIdx.x;
   ChunkPos c;
   if (!seq_pos(p, b, c)) return;
@@ -508,7 +735,8 @@ __global__ void __launch_bounds__(kThreads, fwd_min_blocks<N>()) fwd_seq(Params<
     A[n] = l.active ? detail::ld(p.A, d * N + n) : 0.0f;
     h[n] = (l.active && p.init) ? detail::ld(p.init, (b * p.dim + d) * N + n) : 0.0f;
   }
-  fwd_tokens<T, N, true>(p, c, l, sB, sC, A, h, selective_scan_slot_d(b, c.start, p.chunk));
+  if constexpr (kTiled) fwd_tokens_tiled<T, N, true>(p, c, l, sB, sC, A, h, selective_scan_slot_d(b, c.start, p.chunk));
+  else fwd_tokens<T, N, true>(p, c, l, sB, sC, A, h, selective_scan_slot_d(b, c.start, p.chunk));
   if (l.active && p.final_state) {  // empty sequences: the initial state (or zeros)
 #pragma unroll
     for (int n = 0; n < N; ++n) store(p.final_state, (b * p.dim + d) * N + n, h[n]);
@@ -877,6 +1105,9 @@ bool use_split_bwd() {
   }
 }
 
+// The tiled backward (bwd_tiled) for this d_state and chunk (it replaces the split kernels).
+template <int N>
+bool use_tiled_bwd(int64_t chunk);
 // This thread's channel and state lane for the split kernels (block = kThreads channels × S).
 template <int S, class T>
 __device__ __forceinline__ Lane lane_of_split(const Params<T>& p) {
@@ -1218,6 +1449,339 @@ __global__ void __launch_bounds__(kThreads * S, bwd_split_min_blocks<N>()) bwd_s
   }
 }
 
+// ---- Tiled backward (ScanImpl::kTiled) --------------------------------------------------------
+// bwd_tokens_split reorganised so that the state loops do state work only: at each chunk start the
+// block computes every per-(token, channel) scalar of the chunk once (Δ and its softplus
+// derivative, u, the gated dy and the dz factor: one thread per pair, coalesced loads) into
+// shared memory, next to the chunk's B and C rows, so the recomputation and the reverse pass read
+// them with broadcast shared loads instead of loading, converting, owning and shuffling them per
+// token; x = (g'·e^{ΔA})·h_{t-1} and g = g'·e^{ΔA} share one product; ddelta and du need two
+// S-lane sums instead of three. Needs the chunk's scalars in shared memory, so it covers chunks of
+// up to kTiledMaxChunk tokens (the layer picks the chunk; larger ones run bwd_*_split).
+constexpr int kTiledMaxChunk = 16;
+constexpr int kTiledSeg = 8;       // tokens per segment of kept states
+constexpr int kTiledScalars = 6;   // s = Δ·log2 e, Δ, u, dy, dz factor, softplus derivative
+// Lanes per channel of the tiled backward: 8 states per lane (d_state 16: 2 lanes, 32: 4), so the
+// per-token work that is not per state (shared loads, the lane sums, addressing, stores) is
+// spread over 8 states and the lane sums take 1 (or 2) butterfly steps.
+template <int N>
+constexpr int tiled_lanes() {
+  return N / 8 >= 1 ? N / 8 : 1;
+}
+template <int N>
+constexpr bool tiled_bwd_supported() {
+  return N == 16 || N == 32;
+}
+// Tuning switch (bench, A/B): 4 forces 4 lanes per channel (4 states each: twice the threads and
+// resident warps, more lane sums per state) in the tiled backward; 0 = tiled_lanes<N>().
+inline int& tiled_lanes_override() {
+  static int lanes = 0;
+  return lanes;
+}
+template <int N>
+int tiled_lanes_now() {
+  return tiled_lanes_override() == 4 ? 4 : tiled_lanes<N>();
+}
+template <int N>
+constexpr int bwd_tiled_min_blocks() {
+  return N <= 16 ? 4 : 2;  // d_state 16: 128 registers (4 blocks of 128 threads), no spills
+}
+// Dynamic shared memory of the tiled backward for a chunk length (floats: kept states, dB/dC warp
+// sums, B and C rows, the per-token scalars).
+template <int N, int S>
+constexpr std::size_t bwd_tiled_smem_bytes(int64_t chunk) {
+  const std::size_t lc = static_cast<std::size_t>(chunk < kTiledMaxChunk ? chunk : kTiledMaxChunk);
+  return (static_cast<std::size_t>(kTiledSeg) * kThreads * S * (N / S) + kTiledSeg * (kThreads * S / 32) * 2 * N +
+          2 * static_cast<std::size_t>(kTiledMaxChunk) * N + kTiledScalars * lc * kThreads) *
+         sizeof(float);
+}
+
+// The chunk's per-(token, channel) scalars into sc[(i·kTiledScalars + k)·kThreads + channel] (i:
+// token in the chunk, k: kTiledScalars kinds; the sigmoids with gate_sigmoid's MUFU approximation) and its B and C rows into sB, sC; every thread of the block calls it
+// (it synchronises at the end). With kPrefetch (the sequential kernel, which walks chunks in
+// reverse and then the sequence gridDim.x further), also the rows of the chunk it takes next into
+// L2: the previous chunk, or at a sequence's first chunk the next sequence's last chunk.
+template <class T, int N, int S, bool kPrefetch>
+__device__ __forceinline__ void stage_chunk_tiled(const Params<T>& p, const ChunkPos& c, int64_t g, int ld,
+                                                  float* sB, float* sC, float* sc) {
+  constexpr int kBlock = kThreads * S;
+  const int L = static_cast<int>(c.t1 - c.t0);
+  const int cl = static_cast<int>(threadIdx.x % kThreads);  // fixed: kBlock is a multiple of kThreads
+  const int64_t local = (blockIdx.y % static_cast<uint32_t>(p.bpg)) * kThreads + cl;
+  const bool active = local < p.per_group;
+  const int64_t d = g * p.per_group + local;
+  const float bias = (active && p.delta_bias) ? detail::ld(p.delta_bias, d) : 0.0f;
+  for (int i = static_cast<int>(threadIdx.x / kThreads); i < L; i += kBlock / kThreads) {
+    const int64_t o = (c.t0 + i) * p.dim + d;
+    float dt = 0.0f, u = 0.0f, dy = 0.0f, fz = 0.0f, dsp = 1.0f;
+    if (active) {
+      const float dl = detail::ldg(p.delta + o);
+      u = detail::ldg(p.u + o);
+      const float dout = detail::ldg(p.dout + o);
+      float raw = 0.0f;
+      dt = dt_of_tiled(p, dl, bias, raw);
+      dsp = (p.softplus && raw <= 20.0f) ? gate_sigmoid(raw) : 1.0f;
+      if (p.z) {
+        const float z = detail::ldg(p.z + o);
+        const float sg = gate_sigmoid(z);
+        dy = dout * z * sg;
+        fz = dout * sg * (1.0f + z * (1.0f - sg));
+      } else {
+        dy = dout;
+      }
+    }
+    float* q = sc + i * kTiledScalars * kThreads + cl;
+    q[0] = scale_dt(dt);
+    q[kThreads] = dt;
+    q[2 * kThreads] = u;
+    q[3 * kThreads] = dy;
+    q[4 * kThreads] = fz;
+    q[5 * kThreads] = dsp;
+  }
+  for (int e = static_cast<int>(threadIdx.x); e < L * N; e += kBlock) {
+    const int64_t src = ((c.t0 + e / N) * p.ngroups + g) * N + e % N;
+    sB[e] = detail::ldg(p.B + src);
+    sC[e] = detail::ldg(p.C + src);
+  }
+#ifndef MAMBATRACK_SCAN_NO_L2_PREFETCH
+  if constexpr (kPrefetch) {
+    // Rows [pt0, pt1) of Δ, u, dout, z for this block's channels: one prefetch per (token,
+    // tensor, 32-channel half).
+    int64_t pt0 = c.t0 - p.chunk > c.start ? c.t0 - p.chunk : c.start, pt1 = c.t0;
+    if (c.k == 0) {
+      pt0 = pt1 = 0;
+      const int64_t nb = c.b + gridDim.x;
+      if (nb < p.batch) {
+        const int64_t s1 = p.cu[nb], e1 = p.cu[nb + 1];
+        if (s1 >= 0 && e1 > s1 && e1 <= p.tokens) {
+          pt0 = s1 + (e1 - s1 - 1) / p.chunk * p.chunk;
+          pt1 = e1;
+        }
+      }
+    }
+    const int n_pf = static_cast<int>(pt1 - pt0) * 8;
+    const int64_t dblock = g * p.per_group + (blockIdx.y % static_cast<uint32_t>(p.bpg)) * kThreads;
+    for (int e = static_cast<int>(threadIdx.x); e < n_pf; e += kBlock) {
+      const int64_t t = pt0 + e / 8;
+      const int which = e % 4, half = (e / 4) % 2;
+      const T* base = which == 0 ? p.delta : which == 1 ? p.u : which == 2 ? p.dout : p.z;
+      if (base && half * 32 < p.per_group - (dblock - g * p.per_group)) prefetch_l2(base + t * p.dim + dblock + half * 32);
+    }
+  }
+#endif
+  __syncthreads();
+}
+
+// The reverse pass over chunk c for this lane's states [sub·N/S, (sub+1)·N/S) (block-uniform;
+// every thread calls it): per segment of kTiledSeg tokens (last first), recompute the states from
+// the chunk-start state h0 keeping the segment's in shared memory, then the reverse recurrence
+// from the adjoint g (updated in place to the adjoint at the chunk start). The chunk's scalars and
+// rows must be staged (stage_chunk_tiled).
+template <class T, int N, int S>
+__device__ __forceinline__ void bwd_tokens_tiled(const Params<T>& p, const ChunkPos& c, const Lane& l, int sub, int ld,
+                                                 const float* sB, const float* sC, const float* sc, float* hist_base,
+                                                 float* sbc, const float (&A)[N / S], const float (&h0)[N / S], float Dd,
+                                                 float (&g)[N / S], float (&dA)[N / S], float& dD, float& ddb) {
+  constexpr int NS = N / S, kSeg = kTiledSeg, kBlock = kThreads * S, kWarps = kBlock / 32, R = N / 16;
+  static_assert(NS % 4 == 0 && N % 16 == 0 && 32 % S == 0, "unsupported d_state split");
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int n0 = sub * NS;
+  const int64_t block_in_group = blockIdx.y % static_cast<uint32_t>(p.bpg);
+  const bool has_z = p.z != nullptr;
+  const bool writer = l.active && sub == 0;
+  // Scalars of token i (in the chunk) of this lane's channel.
+  const float* qs = sc + threadIdx.x / S;
+  constexpr int kQ = kTiledScalars * kThreads;  // scalars of one token
+  (void)ld;
+  float4* hist = reinterpret_cast<float4*>(hist_base) + threadIdx.x * (NS / 4);
+  const auto row4 = [&](const float* r, int i, float(&v)[NS]) {
+#pragma unroll
+    for (int q = 0; q < NS / 4; ++q) {
+      const float4 w = reinterpret_cast<const float4*>(r + i * N + n0)[q];
+      v[4 * q] = w.x;
+      v[4 * q + 1] = w.y;
+      v[4 * q + 2] = w.z;
+      v[4 * q + 3] = w.w;
+    }
+  };
+  const int L = static_cast<int>(c.t1 - c.t0), nseg = (L + kSeg - 1) / kSeg;
+  for (int seg = nseg - 1; seg >= 0; --seg) {
+    int64_t ss64, se64;
+    segment_bounds<kSeg>(c, nseg, seg, ss64, se64);
+    const int is = static_cast<int>(ss64 - c.t0), ie = static_cast<int>(se64 - c.t0);
+    float h[NS], Bv[NS], Cv[NS];
+#pragma unroll
+    for (int j = 0; j < NS; ++j) h[j] = h0[j];
+    #pragma unroll 1
+    for (int i = 0; i < ie; ++i) {
+      const float* q = qs + i * kQ;
+      const float s = q[0], dtu = q[kThreads] * q[2 * kThreads];
+      row4(sB, i, Bv);
+      if (i >= is) {
+#pragma unroll
+        for (int q = 0; q < NS / 4; ++q)
+          hist[(i - is) * kBlock * (NS / 4) + q] = make_float4(h[4 * q], h[4 * q + 1], h[4 * q + 2], h[4 * q + 3]);
+      }
+#pragma unroll
+      for (int j = 0; j < NS; ++j) h[j] = decay(s, A[j]) * h[j] + Bv[j] * dtu;
+    }
+    // h holds this lane's states after token ie - 1.
+    #pragma unroll 2
+    for (int i = ie - 1; i >= is; --i) {
+      const float* q = qs + i * kQ;
+      const float s = q[0], dt = q[kThreads], u = q[2 * kThreads], dy = q[3 * kThreads];
+      const float dtu = dt * u;
+      const int64_t o = (c.t0 + i) * p.dim + l.d;
+      row4(sB, i, Bv);
+      row4(sC, i, Cv);
+      if (has_z) {  // uniform
+        float yp = 0.0f;
+#pragma unroll
+        for (int j = 0; j < NS; ++j) yp += Cv[j] * h[j];
+        const float y = Dd * u + lanes_sum<S>(yp);
+        if (writer) store(p.dz, o, y * q[4 * kThreads]);
+      }
+      float hp[NS], v[2 * NS];
+#pragma unroll
+      for (int q = 0; q < NS / 4; ++q) {
+        const float4 w = hist[(i - is) * kBlock * (NS / 4) + q];
+        hp[4 * q] = w.x;
+        hp[4 * q + 1] = w.y;
+        hp[4 * q + 2] = w.z;
+        hp[4 * q + 3] = w.w;
+      }
+      float q1 = 0.0f, q2 = 0.0f;
+#pragma unroll
+      for (int j = 0; j < NS; ++j) {
+        const float gv = g[j] + dy * Cv[j];
+        const float gd = gv * decay(s, A[j]);
+        const float x = gd * hp[j];  // ∂L/∂(Δ·A) for this state
+        q1 += x * A[j];
+        q2 += gv * Bv[j];
+        dA[j] += x * dt;
+        v[j] = gv * dtu;        // dB partial
+        v[NS + j] = dy * h[j];  // dC partial
+        g[j] = gd;
+        h[j] = hp[j];  // becomes the state after token i - 1
+      }
+      transpose_sum_to<16, S, 2 * NS, 2 * NS>(v, lane);
+      float* row = sbc + ((i - is) * kWarps + warp) * (2 * N);
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        const int idx = (lane / S) * R + r;
+        row[idx < NS ? n0 + idx : N + n0 + idx - NS] = v[r];
+      }
+      const float ddt = lanes_sum<S>(q1 + q2 * u) * q[5 * kThreads];
+      const float gb = lanes_sum<S>(q2);
+      if (writer) {
+        store(p.du, o, Dd * dy + gb * dt);
+        store(p.ddelta, o, ddt);
+      }
+      ddb += ddt;
+      dD += dy * u;
+    }
+    // dB/dC: the warps' sums of this segment's tokens, added over the warps in order.
+    __syncthreads();
+    const int n_seg = (ie - is) * 2 * N;
+    for (int e = static_cast<int>(threadIdx.x); e < n_seg; e += kBlock) {
+      const int i = e / (2 * N), j = e % (2 * N);
+      float sum = 0.0f;
+#pragma unroll
+      for (int w = 0; w < kWarps; ++w) sum += sbc[(i * kWarps + w) * (2 * N) + j];
+      p.ws_bc[(((ss64 + i) * p.ngroups + l.g) * p.bpg + block_in_group) * (2 * N) + j] = sum;
+    }
+    __syncthreads();  // sbc is free for the next segment
+  }
+}
+
+// The tiled backward kernel: kSeq = false, one block per (slot, channel block) as bwd_chunk_split;
+// kSeq = true, one block per (sequence set, channel block) walking chunks in reverse as
+// bwd_seq_split. Same outputs and partial rows as those.
+template <class T, int N, int S, bool kSeq>
+__global__ void __launch_bounds__(kThreads * S, bwd_tiled_min_blocks<N>()) bwd_tiled(Params<T> p) {
+  extern __shared__ __align__(16) float smem[];
+  constexpr int NS = N / S, kBlock = kThreads * S;
+  const Lane l = lane_of_split<S>(p);
+  const int sub = threadIdx.x % S, n0 = sub * NS;
+  const int64_t d = l.d;
+  const int64_t W = p.dim * N + 2 * p.dim;
+  const int ld = static_cast<int>(p.chunk < kTiledMaxChunk ? p.chunk : kTiledMaxChunk);
+  float* hist = smem;
+  float* sbc = hist + kTiledSeg * kBlock * NS;
+  float* sB = sbc + kTiledSeg * (kBlock / 32) * 2 * N;
+  float* sC = sB + kTiledMaxChunk * N;
+  float* sc = sC + kTiledMaxChunk * N;
+  float A[NS], dA[NS];
+#pragma unroll
+  for (int j = 0; j < NS; ++j) {
+    A[j] = l.active ? detail::ld(p.A, d * N + n0 + j) : 0.0f;
+    dA[j] = 0.0f;
+  }
+  const float Dd = (l.active && p.D) ? detail::ld(p.D, d) : 0.0f;
+  float dD = 0.0f, ddb = 0.0f;
+  int64_t row = blockIdx.x;  // ws_par partial row
+  if constexpr (!kSeq) {
+    const int64_t slot = blockIdx.x;
+    ChunkPos c;
+    if (!chunk_pos(p, slot, c)) {  // unused slot: zero partials (uniform over the block)
+      if (l.active) {
+        for (int j = 0; j < NS; ++j) p.ws_par[slot * W + d * N + n0 + j] = 0.0f;
+        if (sub == 0) {
+          p.ws_par[slot * W + p.dim * N + d] = 0.0f;
+          p.ws_par[slot * W + p.dim * N + p.dim + d] = 0.0f;
+        }
+      }
+      return;
+    }
+    float g[NS], h0[NS];
+#pragma unroll
+    for (int j = 0; j < NS; ++j) {
+      g[j] = l.active ? p.ws_state[(slot * p.dim + d) * N + n0 + j] : 0.0f;
+      h0[j] = l.active ? detail::ld(p.saved_in, (slot * p.dim + d) * N + n0 + j) : 0.0f;
+    }
+    stage_chunk_tiled<T, N, S, false>(p, c, l.g, ld, sB, sC, sc);
+    bwd_tokens_tiled<T, N, S>(p, c, l, sub, ld, sB, sC, sc, hist, sbc, A, h0, Dd, g, dA, dD, ddb);
+    if (l.active && c.k == 0 && p.dinit) {
+#pragma unroll
+      for (int j = 0; j < NS; ++j) store(p.dinit, (c.b * p.dim + d) * N + n0 + j, g[j]);
+    }
+  } else {
+    for (int64_t b = blockIdx.x; b < p.batch; b += gridDim.x) {
+      float g[NS];
+#pragma unroll
+      for (int j = 0; j < NS; ++j)
+        g[j] = (l.active && p.dfinal) ? detail::ld(p.dfinal, (b * p.dim + d) * N + n0 + j) : 0.0f;
+      ChunkPos c;
+      if (seq_pos(p, b, c)) {  // block-uniform
+        const int64_t slot0 = selective_scan_slot_d(b, c.start, p.chunk);
+        for (int64_t k = c.nk - 1; k >= 0; --k) {
+          c.k = k;
+          c.t0 = c.start + k * p.chunk;
+          c.t1 = c.t0 + p.chunk < c.end ? c.t0 + p.chunk : c.end;
+          float h0[NS];
+#pragma unroll
+          for (int j = 0; j < NS; ++j)
+            h0[j] = l.active ? detail::ld(p.saved_in, ((slot0 + k) * p.dim + d) * N + n0 + j) : 0.0f;
+          __syncthreads();  // the previous chunk's reads of the staged rows and scalars are done
+          stage_chunk_tiled<T, N, S, true>(p, c, l.g, ld, sB, sC, sc);
+          bwd_tokens_tiled<T, N, S>(p, c, l, sub, ld, sB, sC, sc, hist, sbc, A, h0, Dd, g, dA, dD, ddb);
+        }
+      }
+      if (l.active && p.dinit) {  // the adjoint at the sequence start (dfinal for empty sequences)
+#pragma unroll
+        for (int j = 0; j < NS; ++j) store(p.dinit, (b * p.dim + d) * N + n0 + j, g[j]);
+      }
+    }
+  }
+  if (!l.active) return;
+#pragma unroll
+  for (int j = 0; j < NS; ++j) p.ws_par[row * W + d * N + n0 + j] = dA[j];
+  if (sub == 0) {
+    p.ws_par[row * W + p.dim * N + d] = dD;
+    p.ws_par[row * W + p.dim * N + p.dim + d] = ddb;
+  }
+}
+
 // dB[t, g, n] = Σ_w partial[t, g, w, n] and dC likewise, warps in order (overwrites dB, dC).
 template <class T>
 __global__ void bwd_reduce_bc(const float* __restrict part, int64_t rows, int64_t wpg, int64_t N, T* __restrict dB,
@@ -1280,6 +1844,8 @@ void prepare(Params<T>& p, cudaStream_t stream) {
 // bwd_seq (and bwd_seq_split) blocks one SM holds.
 struct BwdSetup {
   int seq_blocks_per_sm = 1, seq_split_blocks_per_sm = 1;
+  int seq_tiled_blocks_per_sm[kTiledMaxChunk + 1] = {};   // by chunk length, tiled_lanes<N>() lanes
+  int seq_tiled4_blocks_per_sm[kTiledMaxChunk + 1] = {};  // the same with 4 lanes (tiled_lanes_override)
 };
 template <class T, int N>
 BwdSetup bwd_setup() {
@@ -1303,6 +1869,34 @@ BwdSetup bwd_setup() {
                                                  kSplitSmem));
       MAMBATRACK_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
           &r->seq_split_blocks_per_sm, bwd_seq_split<T, N, S>, kThreads * S, kSplitSmem));
+    }
+    if constexpr (tiled_bwd_supported<N>()) {
+      constexpr int S = tiled_lanes<N>();
+      constexpr int kMax = static_cast<int>(bwd_tiled_smem_bytes<N, S>(kTiledMaxChunk));
+      MAMBATRACK_CUDA_CHECK(
+          cudaFuncSetAttribute(bwd_tiled<T, N, S, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, kMax));
+      MAMBATRACK_CUDA_CHECK(
+          cudaFuncSetAttribute(bwd_tiled<T, N, S, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, kMax));
+      for (int lc = 1; lc <= kTiledMaxChunk; ++lc) {
+        MAMBATRACK_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+            &r->seq_tiled_blocks_per_sm[lc], bwd_tiled<T, N, S, true>, kThreads * S,
+            static_cast<int>(bwd_tiled_smem_bytes<N, S>(lc))));
+        if (r->seq_tiled_blocks_per_sm[lc] < 1) r->seq_tiled_blocks_per_sm[lc] = 1;
+        r->seq_tiled4_blocks_per_sm[lc] = r->seq_tiled_blocks_per_sm[lc];
+      }
+      if constexpr (S != 4) {
+        constexpr int kMax4 = static_cast<int>(bwd_tiled_smem_bytes<N, 4>(kTiledMaxChunk));
+        MAMBATRACK_CUDA_CHECK(
+            cudaFuncSetAttribute(bwd_tiled<T, N, 4, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, kMax4));
+        MAMBATRACK_CUDA_CHECK(
+            cudaFuncSetAttribute(bwd_tiled<T, N, 4, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, kMax4));
+        for (int lc = 1; lc <= kTiledMaxChunk; ++lc) {
+          MAMBATRACK_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+              &r->seq_tiled4_blocks_per_sm[lc], bwd_tiled<T, N, 4, true>, kThreads * 4,
+              static_cast<int>(bwd_tiled_smem_bytes<N, 4>(lc))));
+          if (r->seq_tiled4_blocks_per_sm[lc] < 1) r->seq_tiled4_blocks_per_sm[lc] = 1;
+        }
+      }
     }
     if (r->seq_blocks_per_sm < 1) r->seq_blocks_per_sm = 1;
     if (r->seq_split_blocks_per_sm < 1) r->seq_split_blocks_per_sm = 1;
@@ -1336,11 +1930,23 @@ inline int device_sm_count() {
   MAMBATRACK_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
   return sms > 0 ? sms : 1;
 }
+template <int N>
+bool use_tiled_bwd(int64_t chunk) {
+  if constexpr (!tiled_bwd_supported<N>()) {
+    (void)chunk;
+    return false;
+  } else {
+    return tiled_impl() && chunk >= 1 && chunk <= kTiledMaxChunk && bwd_kernel_override() != BwdKernel::kPerChannel;
+  }
+}
 // Backward blocks of the sequential path that the GPU holds at once.
 template <class T, int N>
-int64_t seq_resident_blocks() {
+int64_t seq_resident_blocks(int64_t chunk) {
   const BwdSetup setup = bwd_setup<T, N>();
-  const int per_sm = use_split_bwd<N>() ? setup.seq_split_blocks_per_sm : setup.seq_blocks_per_sm;
+  const int per_sm = use_tiled_bwd<N>(chunk) ? (tiled_lanes_now<N>() == 4 ? setup.seq_tiled4_blocks_per_sm[chunk]
+                                                                           : setup.seq_tiled_blocks_per_sm[chunk])
+                     : use_split_bwd<N>()    ? setup.seq_split_blocks_per_sm
+                                             : setup.seq_blocks_per_sm;
   return static_cast<int64_t>(device_sm_count()) * per_sm;
 }
 template <class T, int N>
@@ -1353,7 +1959,7 @@ bool sequential_path(const Params<T>& p) {
   if (p.tokens <= p.chunk || (p.max_len_hint > 0 && p.max_len_hint <= p.chunk)) return true;
   if (p.max_len_hint <= 0 || p.batch <= 0) return false;
   const int64_t mean = p.tokens / p.batch;
-  return p.batch * p.ngroups * p.bpg >= seq_resident_blocks<T, N>() && p.max_len_hint <= 2 * mean;
+  return p.batch * p.ngroups * p.bpg >= seq_resident_blocks<T, N>(p.chunk) && p.max_len_hint <= 2 * mean;
 }
 
 // dA/dD/ddelta_bias: out += Σ_r ws_par[r, ·] over `rows` partial rows, all three in one pair of
@@ -1393,25 +1999,30 @@ void launch_fwd(Params<T> p, cudaStream_t stream) {
   if (sequential_path<T, N>(p)) {
     MAMBATRACK_CHECK(p.batch < (int64_t{1} << 31), ConfigError, "cuda selective_scan: batch ", p.batch,
                      " must stay below 2^31");
-    fwd_seq<T, N><<<dim3(static_cast<unsigned>(p.batch), gy), kThreads, 0, stream>>>(p);
+    if (tiled_fwd_supported<N>() && tiled_impl())
+      fwd_seq<T, N, tiled_fwd_supported<N>()><<<dim3(static_cast<unsigned>(p.batch), gy), kThreads, 0, stream>>>(p);
+    else fwd_seq<T, N><<<dim3(static_cast<unsigned>(p.batch), gy), kThreads, 0, stream>>>(p);
     MAMBATRACK_CUDA_CHECK(cudaGetLastError());
     return;
   }
   prepare<T, N>(p, stream);
   const dim3 grid(static_cast<unsigned>(p.slots), gy);
-  fwd_local<T, N><<<grid, kThreads, 0, stream>>>(p);
+  if (tiled_fwd_supported<N>() && tiled_impl()) fwd_local<T, N, tiled_fwd_supported<N>()><<<grid, kThreads, 0, stream>>>(p);
+  else fwd_local<T, N><<<grid, kThreads, 0, stream>>>(p);
   MAMBATRACK_CUDA_CHECK(cudaGetLastError());
   const int64_t n_comb = p.batch * p.dim * N;
   fwd_combine<T, N><<<static_cast<unsigned>((n_comb + 255) / 256), 256, 0, stream>>>(p);
   MAMBATRACK_CUDA_CHECK(cudaGetLastError());
-  fwd_chunk<T, N><<<grid, kThreads, 0, stream>>>(p);
+  if (tiled_fwd_supported<N>() && tiled_impl()) fwd_chunk<T, N, tiled_fwd_supported<N>()><<<grid, kThreads, 0, stream>>>(p);
+  else fwd_chunk<T, N><<<grid, kThreads, 0, stream>>>(p);
   MAMBATRACK_CUDA_CHECK(cudaGetLastError());
 }
 
 template <class T, int N>
 void launch_bwd(Params<T> p, const SelectiveScanBwdArgs<T, Cuda>& a, cudaStream_t stream) {
   constexpr int S = split_lanes<N>();
-  const bool split = use_split_bwd<N>();
+  const bool tiled = use_tiled_bwd<N>(p.chunk);
+  const bool split = tiled || use_split_bwd<N>();
   const int64_t W = p.dim * N + 2 * p.dim;
   const int64_t wpg = split ? p.bpg : 2 * p.bpg;  // dB/dC partial rows per (token, group)
   const int64_t gy = p.ngroups * p.bpg;
@@ -1421,7 +2032,7 @@ void launch_bwd(Params<T> p, const SelectiveScanBwdArgs<T, Cuda>& a, cudaStream_
   int64_t rows = p.slots;  // ws_par partial rows
   if (seq) {
     // One wave: as many block rows as the GPU holds at once, each taking every rows-th sequence.
-    const int64_t resident = seq_resident_blocks<T, N>();
+    const int64_t resident = seq_resident_blocks<T, N>(p.chunk);
     rows = (resident + gy - 1) / gy;
     if (rows > p.batch) rows = p.batch;
     if (rows < 1) rows = 1;
@@ -1440,8 +2051,23 @@ void launch_bwd(Params<T> p, const SelectiveScanBwdArgs<T, Cuda>& a, cudaStream_
     MAMBATRACK_CUDA_CHECK(cudaGetLastError());
   }
   bool launched = false;
+  if constexpr (tiled_bwd_supported<N>()) {
+    if (tiled) {
+      constexpr int St = tiled_lanes<N>();
+      if (St != 4 && tiled_lanes_now<N>() == 4) {
+        const std::size_t smem = bwd_tiled_smem_bytes<N, 4>(p.chunk);
+        if (seq) bwd_tiled<T, N, 4, true><<<grid, kThreads * 4, smem, stream>>>(p);
+        else bwd_tiled<T, N, 4, false><<<grid, kThreads * 4, smem, stream>>>(p);
+      } else {
+        const std::size_t smem = bwd_tiled_smem_bytes<N, St>(p.chunk);
+        if (seq) bwd_tiled<T, N, St, true><<<grid, kThreads * St, smem, stream>>>(p);
+        else bwd_tiled<T, N, St, false><<<grid, kThreads * St, smem, stream>>>(p);
+      }
+      launched = true;
+    }
+  }
   if constexpr (S > 1) {
-    if (split) {
+    if (split && !launched) {
       constexpr std::size_t kSplitSmem = bwd_split_smem_bytes<N, S>();
       if (seq) bwd_seq_split<T, N, S><<<grid, kThreads * S, kSplitSmem, stream>>>(p);
       else bwd_chunk_split<T, N, S><<<grid, kThreads * S, kSplitSmem, stream>>>(p);
