@@ -27,7 +27,9 @@ namespace mambatrack::nn {
 // The reference module's keyword arguments that are not template parameters.
 struct MambaOptions {
   double dt_min = 1e-3, dt_max = 0.1, dt_init_floor = 1e-4, dt_scale = 1.0;
-  int64_t scan_chunk = 64;  // tokens between the scan's saved states (memory/recompute only)
+  // Tokens between the scan's saved states (memory/recompute only); 0: the backend's choice
+  // (Backend::kScanChunk where it names one — the CUDA backends' tiled backward wants <= 16 — else 64).
+  int64_t scan_chunk = 0;
 };
 
 namespace mamba_detail {
@@ -40,6 +42,20 @@ View<T, Device> ensure(Tensor<T, Device>& t, const Shape& shape) {
 inline double softplus(double x) { return x <= 20.0 ? std::log1p(std::exp(x)) : x; }
 inline double silu(double x) { return x / (1.0 + std::exp(-x)); }
 }  // namespace mamba_detail
+
+// The scan chunk a backend prefers (MambaOptions::scan_chunk = 0).
+template <class B, class = void>
+struct BackendScanChunk {
+  static constexpr int64_t value = 64;
+};
+template <class B>
+struct BackendScanChunk<B, std::void_t<decltype(B::kScanChunk)>> {
+  static constexpr int64_t value = B::kScanChunk;
+};
+template <class B>
+constexpr int64_t backend_scan_chunk() {
+  return BackendScanChunk<B>::value;
+}
 
 // Backend: Scalar, Device, Store (add/param/grad), linear_fwd/bwd, accumulate, fill,
 // causal_conv1d_fwd/bwd, selective_scan_fwd/bwd, neg_exp, mul_accumulate (nn/ssm_backend.hpp).
@@ -331,7 +347,7 @@ class MambaMixer {
     in.initial_state = {};
     in.cu_seqlens = cu_seqlens;
     in.delta_softplus = true;
-    in.chunk = opt_.scan_chunk;
+    in.chunk = opt_.scan_chunk > 0 ? opt_.scan_chunk : backend_scan_chunk<Backend>();
     in.max_seqlen_hint = max_seqlen_hint_;
     SelectiveScanFwdArgs<T, Device> f;
     f.in = in;
