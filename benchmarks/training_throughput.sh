@@ -4,7 +4,7 @@
 # hundred optimizer steps. Prints the trainer's tokens/s (mean of the metrics records after the
 # first, which holds the warm-up: allocation, cuBLASLt plan search) and the peak GPU memory the
 # program reports. PRECISION: the GPU's --precision (fp32 or bf16 mixed precision; default fp32);
-# GRAPHS: pretrain-mdm's --cuda-graphs (on or off; default on); ONLY: mambapt or fm4npp to run one.
+# GRAPHS: --cuda-graphs (on or off; default on); ONLY: mambapt or fm4npp to run one.
 #   bash benchmarks/training_throughput.sh BUILD_DIR [cuda|cpu] [STEPS] [fp32|bf16] [on|off] [ONLY]
 set -euo pipefail
 build=${1:?usage: training_throughput.sh BUILD_DIR [cuda|cpu] [STEPS] [fp32|bf16] [on|off] [ONLY]}
@@ -37,7 +37,7 @@ run() {  # name, then the program's arguments
     "$(grep -o 'peak GPU memory: .*' "$log" || echo '')"
 }
 
-echo "device: $device ($precision, CUDA graphs $graphs for MAMBA-PT), $steps steps each; logs in $work"
+echo "device: $device ($precision, CUDA graphs $graphs), $steps steps each; logs in $work"
 # MAMBA-PT base: batch 128 x 4 accumulation, simulated events (20 x 2,000 particles).
 [ "$only" = fm4npp ] || run mambapt-base pretrain-mdm --config "$seeds/mamba-pt/base_config.yaml" \
   --set data.data_dir= --set training.max_steps="$steps" --set logging.log_every_n_steps=20 \
@@ -47,5 +47,5 @@ echo "device: $device ($precision, CUDA graphs $graphs for MAMBA-PT), $steps ste
 for section in mamba_5m mamba2_5m; do
   run "fm4npp-$section" pretrain-fm --config "$seeds/fm4npp/mamba_pretrain.yaml" --config-section "$section" \
     --set data_root= --set total_steps="$steps" --set batch_size=16 --set local_batch_size=16 \
-    --set eval_every_steps=0
+    --set eval_every_steps=0 --cuda-graphs "$graphs"
 done

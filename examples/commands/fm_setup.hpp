@@ -57,6 +57,7 @@ struct FmRun {
   std::string split = "val";  // what the task's held-out events are: val, test or all
   std::string device = "cpu";  // where the task trains: cpu or cuda (resolve_device())
   bool bf16 = false;           // bf16 mixed precision on the GPU (resolve_bf16())
+  bool cuda_graphs = true;     // the GPU replays full micro-batches from CUDA graphs
   int64_t train_events = 0, val_events = 0, train_points = 0, val_points = 0, dropped = 0, params = 0;
 };
 
@@ -261,6 +262,7 @@ inline void setup_fm_task(FmRun& run, const std::string& data_arg, const std::st
   nn::Mamba2Options m2;
   if (headdim > 0) m2.ngroups = c.get<int64_t>("ngroups");
   if (run.device == "cuda") {
+    o.cuda_graphs = run.cuda_graphs;
     run.task =
         make_cuda_fm_task(o, d_state, d_conv, expand, headdim, m2, std::move(train_ev), std::move(val_ev), run.bf16);
   } else if (headdim > 0) {
@@ -277,9 +279,10 @@ inline void setup_fm_task(FmRun& run, const std::string& data_arg, const std::st
 inline FmRun setup_fm_run(const std::string& config_path, const std::string& section,
                           const std::vector<std::string>& sets, const std::string& data_arg,
                           const std::string& run_dir, bool resume, const std::string& device = "cpu",
-                          const std::string& precision = "auto") {
+                          const std::string& precision = "auto", bool cuda_graphs = true) {
   FmRun run;
   run.device = device;
+  run.cuda_graphs = cuda_graphs;
   run.bf16 = resolve_bf16(precision, device, false, "pretrain-fm");  // FM4NPP's configs have no AMP switch
   train::Config& c = run.config;
   if (!section.empty() && config_path.empty()) throw ConfigError("--config-section needs --config FILE");

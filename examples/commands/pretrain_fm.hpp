@@ -28,14 +28,17 @@ inline int run_pretrain_fm(int argc, char** argv) {
       .option("device", "cpu", "cpu, cuda, or auto (the GPU when there is one)")
       .option("precision", "auto",
               "GPU arithmetic: bf16 (mixed precision), fp32, tf32 (fp32, tf32 GEMMs), or auto (fp32: FM4NPP has no AMP)")
+      .option("cuda-graphs", "on", "on: the GPU replays full micro-batches from CUDA graphs; off: eager")
       .flag("resume", "continue from the latest checkpoint in RUN_DIR");
   if (!a.parse(argc, argv)) return 0;
   check_precision_arg(a.str("precision"));  // before any data is simulated
+  const std::string graphs = a.str("cuda-graphs");
+  if (graphs != "on" && graphs != "off") throw ConfigError("--cuda-graphs must be on or off, got '" + graphs + "'");
   const std::string device = resolve_device(a.str("device"), "pretrain-fm");
   set_num_threads(static_cast<int>(a.integer("threads")));
 
   FmRun run = setup_fm_run(a.str("config"), a.str("config-section"), a.all("set"), a.str("data"), a.str("run-dir"),
-                           a.flag_set("resume"), device, a.str("precision"));
+                           a.flag_set("resume"), device, a.str("precision"), graphs == "on");
   std::fprintf(stderr,
                "pretrain-fm: %s data in %s: %lld training events (%lld points) / %lld validation events (%lld points)"
                "%s; %s backbone, %lld trainable parameters; %lld steps of %lld event(s) (accumulation %lld) on %s\n",

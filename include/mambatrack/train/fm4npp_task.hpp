@@ -22,6 +22,7 @@
 #include "mambatrack/nn/point_embedding.hpp"
 #include "mambatrack/ops/losses.hpp"
 #include "mambatrack/train/flat_optimizer.hpp"
+#include "mambatrack/train/graph_mode.hpp"
 #include "mambatrack/train/trainer.hpp"
 
 namespace mambatrack::train {
@@ -33,6 +34,11 @@ struct Fm4nppTaskOptions {
   int64_t batch_size = 16;       // events per micro-batch (the seed's local_batch_size)
   int64_t eval_batch_size = 4;   // events per validation forward
   uint64_t seed = 42;
+  // CUDA backends: full training micro-batches are padded (one extra sequence of zero points) to
+  // the largest first-epoch micro-batch rounded up to 256 tokens, and the embedding + backbone
+  // forward and the backbone backward replay CUDA graphs (train/graph_mode.hpp); a larger
+  // micro-batch of a later epoch runs eagerly. Ignored on host backends.
+  bool cuda_graphs = false;
   nlohmann::json model_config;   // written into model.safetensors
 };
 
@@ -84,6 +90,23 @@ class Fm4nppTask final : public TrainTask {
     embedder_.init(host, o_.seed);
     backbone_.init(host, o_.seed);
     head_.init(host, o_.seed);
+    if constexpr (HasGraphs<Backend>::value) {
+      if (o_.cuda_graphs) {
+        int64_t most = 0;  // the largest full micro-batch of the first epoch
+        for (int64_t b = 0; b < sampler_.batches_per_epoch(); ++b) {
+          const std::vector<int64_t> ids = sampler_.batch(0, b);
+          if (static_cast<int64_t>(ids.size()) != o_.batch_size) continue;
+          int64_t n = 0;
+          for (int64_t i : ids) n += train_[static_cast<std::size_t>(i)].size();
+          most = std::max(most, n);
+        }
+        if (most > 0) {
+          const int64_t budget = (most + 255) / 256 * 256;
+          graph_.budget = GraphBudget{budget, budget, 1};
+          Backend::use_capture_stream();  // before the parameters reach the device
+        }
+      }
+    }
     upload_params(store_);
     baseline_mean_ = target_means(train_, o_.k);
   }
@@ -128,7 +151,14 @@ class Fm4nppTask final : public TrainTask {
       ++cursor_.epoch;
     }
     const int64_t micro = micro_++;
-    backbone_.set_mode(true, o_.seed, static_cast<uint64_t>(micro));
+    int64_t points = 0;
+    for (int64_t i : ids) points += train_[static_cast<std::size_t>(i)].size();
+    // Graph mode: the layers draw step 0's dropout masks plus a device-side step offset.
+    graph_micro_ = graph_.budget.tokens > 0 && static_cast<int64_t>(ids.size()) == o_.batch_size &&
+                           points <= graph_.budget.tokens
+                       ? micro
+                       : -1;
+    backbone_.set_mode(true, o_.seed, graph_micro_ >= 0 ? 0 : static_cast<uint64_t>(micro));
     const Out r = run(train_, ids, grad_scale, true);
     fold_grads(store_);  // nn:: by argument-dependent lookup; fp32 accumulation under mixed precision
     MicroBatchResult out;
@@ -225,13 +255,8 @@ class Fm4nppTask final : public TrainTask {
     for (std::size_t i = 0; i < nerf.size(); ++i) nerf_[i] = static_cast<T>(nerf[i]);
     targets_.assign(batch.knn.begin(), batch.knn.end());
     cu_ = std::move(batch.cu_seqlens);
-    int64_t longest = 0;  // a speed hint for the CUDA scan's choice of path
-    for (std::size_t i = 1; i < cu_.size(); ++i) longest = std::max(longest, cu_[i] - cu_[i - 1]);
-    backbone_.set_max_seqlen_hint(longest);
-    View<const int64_t, Device> cu = upload(cu_, cu_d_);
-    View<const T, Device> h0 = embedder_.forward(ectx_, upload(nerf_, Shape{n, data::nerf_dim(3)}, nerf_d_),
-                                                 upload(energy_, Shape{n, 1}, energy_d_));
-    View<const T, Device> y = backbone_.forward_embedded(bctx_, h0, cu);
+    const bool graph = backward && graph_micro_ >= 0;
+    View<const T, Device> y = graph ? encode_graph(n) : encode(n);
     View<const T, Device> pred = head_.forward(hctx_, y);
     MaskedMseArgs<T, Device> m;
     m.predictions = pred;
@@ -243,9 +268,72 @@ class Fm4nppTask final : public TrainTask {
     out.sum = lr.loss * static_cast<double>(lr.count);
     if (backward && lr.count > 0) {
       View<const T, Device> dy = head_.backward(hctx_, View<const T, Device>(dpred_d_.view()));
-      backbone_.backward(bctx_, dy);  // the embedding is frozen and sees data: nothing further
+      if (graph) backprop_graph(dy);
+      else backbone_.backward(bctx_, dy);  // the embedding is frozen and sees data: nothing further
     }
     return out;
+  }
+
+  // Embedding + backbone forward of the n points staged in nerf_, energy_, cu_ (eager, bctx_).
+  View<const T, Device> encode(int64_t n) {
+    int64_t longest = 0;  // a speed hint for the CUDA scan's choice of path
+    for (std::size_t i = 1; i < cu_.size(); ++i) longest = std::max(longest, cu_[i] - cu_[i - 1]);
+    backbone_.set_max_seqlen_hint(longest);
+    View<const int64_t, Device> cu = upload(cu_, cu_d_);
+    View<const T, Device> h0 = embedder_.forward(ectx_, upload(nerf_, Shape{n, data::nerf_dim(3)}, nerf_d_),
+                                                 upload(energy_, Shape{n, 1}, energy_d_));
+    return backbone_.forward_embedded(bctx_, h0, cu);
+  }
+  // The same in graph mode: zero points appended up to the budget as one more sequence, on the
+  // graph's own buffers and contexts; the first such micro-batch runs eagerly (allocating every
+  // buffer), the next is captured, later ones replay. Returns the real points' rows.
+  View<const T, Device> encode_graph(int64_t n) {
+    if constexpr (HasGraphs<Backend>::value) {
+      const int64_t budget = graph_.budget.tokens, f = data::nerf_dim(3);
+      nerf_.resize(static_cast<std::size_t>(budget * f), T(0));
+      energy_.resize(static_cast<std::size_t>(budget), T(0));
+      cu_.push_back(budget);
+      View<const T, Device> nerf = upload(nerf_, Shape{budget, f}, graph_.nerf_d);
+      View<const T, Device> energy = upload(energy_, Shape{budget, 1}, graph_.energy_d);
+      View<const int64_t, Device> cu = upload(cu_, graph_.cu_d);
+      backbone_.set_max_seqlen_hint(budget);
+      auto forward = [&] { backbone_.forward_embedded(gctx_, embedder_.forward(gectx_, nerf, energy), cu); };
+      Backend::set_dropout_step_offset(static_cast<uint64_t>(graph_micro_));
+      if (!graph_.warm) {
+        forward();
+      } else {
+        if (!graph_.forward.ready()) Backend::capture(graph_.forward, forward);
+        Backend::launch(graph_.forward);
+      }
+      Backend::set_dropout_step_offset(0);
+      return View<const T, Device>(gctx_.y.view()).rows(0, n);
+    } else {
+      (void)n;
+      throw Error("FM4NPP graph mode needs a CUDA backend");
+    }
+  }
+  // The backbone backward in graph mode: dy (the real points' rows) into the zeroed budget-sized
+  // gradient buffer, then the backward graph (eager the first time).
+  void backprop_graph(View<const T, Device> dy) {
+    if constexpr (HasGraphs<Backend>::value) {
+      const int64_t d = o_.backbone.d_model;
+      View<T, Device> all = nn::ensure(graph_.dy_d, Shape{graph_.budget.tokens, d});
+      Backend::fill(all, T(0));
+      Backend::copy(dy, all.rows(0, dy.dim(0)));
+      View<const T, Device> g = all;
+      Backend::set_dropout_step_offset(static_cast<uint64_t>(graph_micro_));
+      if (!graph_.warm) {
+        backbone_.backward(gctx_, g);
+        graph_.warm = true;
+      } else {
+        if (!graph_.backward.ready()) Backend::capture(graph_.backward, [&] { backbone_.backward(gctx_, g); });
+        Backend::launch(graph_.backward);
+      }
+      Backend::set_dropout_step_offset(0);
+    } else {
+      (void)dy;
+      throw Error("FM4NPP graph mode needs a CUDA backend");
+    }
   }
 
   template <class U>
@@ -278,6 +366,29 @@ class Fm4nppTask final : public TrainTask {
   Tensor<int64_t, Device> cu_d_;
   Tensor<T, Device> energy_d_, nerf_d_, dpred_d_;
   Tensor<mse_target_t<T>, Device> targets_d_;
+  // Graph mode (see MdmTask): buffers and contexts the graphs hold, never reshaped.
+  struct NoGraph {
+    bool ready() const { return false; }
+  };
+  template <class B, bool = HasGraphs<B>::value>
+  struct GraphOf {
+    using type = NoGraph;
+  };
+  template <class B>
+  struct GraphOf<B, true> {
+    using type = typename B::Graph;
+  };
+  struct GraphState {
+    GraphBudget budget;  // tokens == 0: graph mode off
+    bool warm = false;
+    Tensor<int64_t, Device> cu_d;
+    Tensor<T, Device> nerf_d, energy_d, dy_d;
+    typename GraphOf<Backend>::type forward, backward;
+  };
+  GraphState graph_;
+  typename nn::FrozenPointEmbedding<Backend>::Context gectx_;
+  typename nn::Backbone<Backend, Mixer>::Context gctx_;
+  int64_t graph_micro_ = -1;  // this training micro-batch's index in graph mode, else -1
 };
 
 }  // namespace mambatrack::train
