@@ -4,7 +4,8 @@
 # hundred optimizer steps. Prints the trainer's tokens/s (mean of the metrics records after the
 # first, which holds the warm-up: allocation, cuBLASLt plan search) and the peak GPU memory the
 # program reports. PRECISION: the GPU's --precision (fp32 or bf16 mixed precision; default fp32);
-# GRAPHS: --cuda-graphs (on or off; default on); ONLY: mambapt or fm4npp to run one.
+# GRAPHS: --cuda-graphs (on or off; default on); ONLY: mambapt or fm4npp to run one; the
+# environment's EXTRA is added to every command line (e.g. EXTRA="--set model.gradient_checkpointing=false").
 #   bash benchmarks/training_throughput.sh BUILD_DIR [cuda|cpu] [STEPS] [fp32|bf16] [on|off] [ONLY]
 set -euo pipefail
 build=${1:?usage: training_throughput.sh BUILD_DIR [cuda|cpu] [STEPS] [fp32|bf16] [on|off] [ONLY]}
@@ -32,7 +33,9 @@ run() {  # name, then the program's arguments
   local name=$1; shift
   rm -rf "$work/$name"
   local log="$work/$name.log"
-  "$exe" "$@" --run-dir "$work/$name" --device "$device" --precision "$precision" >"$log" 2>&1 || { tail -20 "$log"; return 1; }
+  # shellcheck disable=SC2086  # EXTRA: more program options, split on spaces
+  "$exe" "$@" ${EXTRA:-} --run-dir "$work/$name" --device "$device" --precision "$precision" >"$log" 2>&1 ||
+    { tail -20 "$log"; return 1; }
   printf '%-34s %12s tokens/s   %s\n' "$name" "$(rate "$work/$name/metrics.jsonl")" \
     "$(grep -o 'peak GPU memory: .*' "$log" || echo '')"
 }

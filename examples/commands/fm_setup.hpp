@@ -57,7 +57,7 @@ struct FmRun {
   std::string split = "val";  // what the task's held-out events are: val, test or all
   std::string device = "cpu";  // where the task trains: cpu or cuda (resolve_device())
   bool bf16 = false;           // bf16 mixed precision on the GPU (resolve_bf16())
-  bool cuda_graphs = true;     // the GPU replays full micro-batches from CUDA graphs
+  bool cuda_graphs = false;    // the GPU replays full micro-batches from CUDA graphs
   int64_t train_events = 0, val_events = 0, train_points = 0, val_points = 0, dropped = 0, params = 0;
 };
 
@@ -279,7 +279,7 @@ inline void setup_fm_task(FmRun& run, const std::string& data_arg, const std::st
 inline FmRun setup_fm_run(const std::string& config_path, const std::string& section,
                           const std::vector<std::string>& sets, const std::string& data_arg,
                           const std::string& run_dir, bool resume, const std::string& device = "cpu",
-                          const std::string& precision = "auto", bool cuda_graphs = true) {
+                          const std::string& precision = "auto", bool cuda_graphs = false) {
   FmRun run;
   run.device = device;
   run.cuda_graphs = cuda_graphs;

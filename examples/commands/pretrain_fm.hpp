@@ -28,7 +28,9 @@ inline int run_pretrain_fm(int argc, char** argv) {
       .option("device", "cpu", "cpu, cuda, or auto (the GPU when there is one)")
       .option("precision", "auto",
               "GPU arithmetic: bf16 (mixed precision), fp32, tf32 (fp32, tf32 GEMMs), or auto (fp32: FM4NPP has no AMP)")
-      .option("cuda-graphs", "on", "on: the GPU replays full micro-batches from CUDA graphs; off: eager")
+      .option("cuda-graphs", "off",
+              "on: the GPU replays full micro-batches from CUDA graphs (no faster here: FM4NPP's steps are "
+              "compute-bound, and the padding and second context cost memory); off: eager")
       .flag("resume", "continue from the latest checkpoint in RUN_DIR");
   if (!a.parse(argc, argv)) return 0;
   check_precision_arg(a.str("precision"));  // before any data is simulated
