@@ -367,23 +367,12 @@ class Fm4nppTask final : public TrainTask {
   Tensor<T, Device> energy_d_, nerf_d_, dpred_d_;
   Tensor<mse_target_t<T>, Device> targets_d_;
   // Graph mode (see MdmTask): buffers and contexts the graphs hold, never reshaped.
-  struct NoGraph {
-    bool ready() const { return false; }
-  };
-  template <class B, bool = HasGraphs<B>::value>
-  struct GraphOf {
-    using type = NoGraph;
-  };
-  template <class B>
-  struct GraphOf<B, true> {
-    using type = typename B::Graph;
-  };
   struct GraphState {
     GraphBudget budget;  // tokens == 0: graph mode off
     bool warm = false;
     Tensor<int64_t, Device> cu_d;
     Tensor<T, Device> nerf_d, energy_d, dy_d;
-    typename GraphOf<Backend>::type forward, backward;
+    graph_t<Backend> forward, backward;
   };
   GraphState graph_;
   typename nn::FrozenPointEmbedding<Backend>::Context gectx_;

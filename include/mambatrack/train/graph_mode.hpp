@@ -20,6 +20,21 @@ struct HasGraphs : std::false_type {};
 template <class B>
 struct HasGraphs<B, std::void_t<typename B::Graph>> : std::true_type {};
 
+// The Backend's Graph type, or (host backends) a stand-in that is never ready.
+struct NoGraph {
+  bool ready() const { return false; }
+};
+template <class B, bool = HasGraphs<B>::value>
+struct GraphOf {
+  using type = NoGraph;
+};
+template <class B>
+struct GraphOf<B, true> {
+  using type = typename B::Graph;
+};
+template <class B>
+using graph_t = typename GraphOf<B>::type;
+
 struct GraphBudget {
   int64_t tokens = 0;      // every padded batch has exactly this many tokens
   int64_t max_len = 0;     // the longest padding sequence

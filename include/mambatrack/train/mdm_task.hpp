@@ -535,24 +535,13 @@ class MdmTask final : public MdmTaskBase {
   Tensor<T, Device> gathered_d_, dlogits_d_, dy_d_, permuted_d_, ntp_dlogits_d_;
   // Graph mode: the padded batch's own buffers and backbone context (never reshaped: the graphs
   // hold their addresses), the two graphs, and whether the current micro-batch uses them.
-  struct NoGraph {
-    bool ready() const { return false; }
-  };
-  template <class B, bool = HasGraphs<B>::value>
-  struct GraphOf {
-    using type = NoGraph;
-  };
-  template <class B>
-  struct GraphOf<B, true> {
-    using type = typename B::Graph;
-  };
   struct GraphState {
     GraphBudget budget;  // tokens == 0: graph mode off
     bool warm = false;   // the first full batch ran eagerly on gctx_
     std::vector<int64_t> tokens_h, cu_h;
     Tensor<int64_t, Device> ids_d, cu_d;
     Tensor<T, Device> dy_d;
-    typename GraphOf<Backend>::type forward, backward;
+    graph_t<Backend> forward, backward;
   };
   GraphState graph_;
   typename nn::Backbone<Backend, Mixer>::Context gctx_;
