@@ -48,6 +48,10 @@ struct Params {
   int64_t tokens = 0, nheads = 0, ngroups = 1, hpg = 1, batch = 0, slots = 0, nb = 0;
   int P = 0, N = 0, Q = 64;
   bool mma = false;  // bf16 storage, headdim and d_state multiples of 16: tensor-core products
+  // Every sequence fits one chunk (max_seqlen_hint <= Q): slot b is sequence b, no slot map, no
+  // chunk states or adjoints (the kernels read initial_state / dfinal_state directly).
+  bool single = false;
+  int Qs = 0;  // chunk of the chunk-start states in ws_H (0: Q; else Q is a multiple of Qs)
   float dt_min = 0.0f, dt_max = 0.0f;
   int* slot_seq = nullptr;  // slot -> sequence (-1: unused)
   int* slot_k = nullptr;    // slot -> chunk index in its sequence
@@ -67,6 +71,18 @@ struct ChunkPos {
 };
 template <class T>
 __device__ __forceinline__ bool chunk_pos(const Params<T>& p, int64_t slot, ChunkPos& c) {
+  if (p.single) {  // slot = sequence; L may be 0 (empty) or > Q (a wrong hint): see single_edge
+    if (slot >= p.batch) return false;
+    c.b = slot;
+    c.k = 0;
+    c.start = p.cu[slot];
+    c.end = p.cu[slot + 1];
+    c.t0 = c.start;
+    const int64_t len = c.end - c.start;
+    c.L = static_cast<int>(len < 0 ? 0 : len > p.Q ? p.Q + 1 : len);
+    c.nk = len > 0 ? 1 : 0;
+    return true;
+  }
   const int b = p.slot_seq[slot];
   if (b < 0) return false;
   c.b = b;
@@ -79,6 +95,54 @@ __device__ __forceinline__ bool chunk_pos(const Params<T>& p, int64_t slot, Chun
   return true;
 }
 __host__ __device__ __forceinline__ int64_t boundary(int64_t start, int64_t j, int64_t Q) { return start / Q + j - 1; }
+// The ws_H boundary of chunk k's start state (k >= 1): states at chunk Qs, chunks at Q = r·Qs.
+template <class T>
+__device__ __forceinline__ int64_t h_boundary(const Params<T>& p, int64_t start, int64_t k) {
+  const int64_t qs = p.Qs > 0 ? p.Qs : p.Q;
+  return boundary(start, k * (p.Q / qs), qs);
+}
+
+// Single-chunk mode (p.single): a sequence that is empty or longer than the chunk (a wrong
+// max_seqlen_hint), for group g. Empty: final_state = initial_state (or 0) (forward) /
+// dinitial_state = dfinal_state (or 0), zero partials (backward). Too long: NaN outputs (y;
+// dx, ddt, dB, dC, partials), so that a wrong hint cannot pass unnoticed. Returns whether it
+// handled the slot (the kernel then returns).
+template <class T>
+__device__ __forceinline__ bool single_edge(const Params<T>& p, const ChunkPos& c, int64_t g, bool backward) {
+  if (!p.single || (c.L > 0 && c.L <= p.Q)) return false;
+  const int64_t H = p.nheads, PN = static_cast<int64_t>(p.P) * p.N;
+  const float nan = bits_float(0x7fc00000u);
+  const int nt = static_cast<int>(blockDim.x);
+  for (int64_t j = 0; j < p.hpg; ++j) {
+    const int64_t h = g * p.hpg + j;
+    if (c.L == 0) {
+      const T* src = backward ? p.dfinal : p.init;
+      T* dst = backward ? p.dinit : p.final_state;
+      if (dst)
+        for (int64_t e = threadIdx.x; e < PN; e += nt)
+          detail::st(dst, (c.b * H + h) * PN + e, src ? detail::ld(src, (c.b * H + h) * PN + e) : 0.0f);
+    } else {
+      const int64_t rows = c.end - c.start;
+      T* out = backward ? p.dx : p.y;
+      for (int64_t e = threadIdx.x; e < rows * p.P; e += nt)
+        detail::st(out, ((c.t0 + e / p.P) * H + h) * p.P + e % p.P, nan);
+      if (backward)
+        for (int64_t t = threadIdx.x; t < rows; t += nt) detail::st(p.ddt, (c.t0 + t) * H + h, nan);
+      if (!backward && p.final_state)
+        for (int64_t e = threadIdx.x; e < PN; e += nt) detail::st(p.final_state, (c.b * H + h) * PN + e, nan);
+    }
+    if (backward && threadIdx.x < 3) p.ws_par[c.b * 3 * H + threadIdx.x * H + h] = c.L == 0 ? 0.0f : nan;
+  }
+  if (backward && c.L > 0) {
+    const int64_t rows = c.end - c.start;
+    for (int64_t e = threadIdx.x; e < rows * p.N; e += nt) {
+      const int64_t dst = ((c.t0 + e / p.N) * p.ngroups + g) * p.N + e % p.N;
+      detail::st(p.dB, dst, nan);
+      detail::st(p.dC, dst, nan);
+    }
+  }
+  return true;
+}
 
 template <int kUnused = 0>
 __global__ void map_slots(const int64_t* __restrict cu, int64_t batch, int64_t tokens, int64_t chunk, int64_t slots,
@@ -772,7 +836,7 @@ __device__ __forceinline__ void prefetch_head(const Params<T>& p, const ChunkPos
   const int lane = static_cast<int>(threadIdx.x & 31);
   const int64_t PN = static_cast<int64_t>(p.P) * p.N, H = p.nheads;
   const unsigned sb = static_cast<unsigned>(PN * sizeof(float));
-  if (lane == 0 && c.k > 0) prefetch_l2(p.ws_H + (boundary(c.start, c.k, p.Q) * H + hh) * PN, sb);
+  if (lane == 0 && c.k > 0) prefetch_l2(p.ws_H + (h_boundary(p, c.start, c.k) * H + hh) * PN, sb);
   if (lane == 1 && backward && c.k < c.nk - 1) prefetch_l2(p.ws_G + (boundary(c.start, c.k + 1, p.Q) * H + hh) * PN, sb);
   const unsigned rb = static_cast<unsigned>(p.P * sizeof(T));
   if (rb % 16 != 0) return;
@@ -830,6 +894,7 @@ __global__ void __launch_bounds__(kThreads) fwd_out(Params<T> p) {
   ChunkPos c;
   if (!chunk_pos(p, blockIdx.x, c)) return;
   const int64_t g = blockIdx.y;
+  if (single_edge(p, c, g, false)) return;
   const int P = p.P, N = p.N, Q = p.Q, L = c.L;
   const bool mma = mma_type<T>() && p.mma;  // constant false for float storage
   const FwdLayout lay = fwd_layout(Q, N, P, mma);
@@ -890,7 +955,7 @@ __global__ void __launch_bounds__(kThreads) fwd_out(Params<T> p) {
     const int64_t h = g * p.hpg + j;
     StateRef<T> hin;
     hin.N = N;
-    if (c.k > 0) hin.f = p.ws_H + (boundary(c.start, c.k, Q) * H + h) * PN;
+    if (c.k > 0) hin.f = p.ws_H + (h_boundary(p, c.start, c.k) * H + h) * PN;
     else if (p.init) hin.t = p.init + (c.b * H + h) * PN;
     __syncthreads();  // CB written; the previous head's readers are done
     if (j + 1 < p.hpg) prefetch_head(p, c, h + 1, false);
@@ -977,6 +1042,7 @@ __global__ void __launch_bounds__(kThreads, 2) bwd_main(Params<T> p) {
       p.ws_par[slot * 3 * H + (e / p.hpg) * H + g * p.hpg + e % p.hpg] = 0.0f;
     return;
   }
+  if (single_edge(p, c, g, true)) return;
   const int P = p.P, N = p.N, Q = p.Q, L = c.L;
   const BwdLayout lay = bwd_layout(Q, N, P, p.mma);
   const int ldN = lay.ldN, ldP = lay.ldP, ldQ = lay.ldQ, ldE = lay.ldE, ldT = lay.ldT;
@@ -1031,7 +1097,7 @@ __global__ void __launch_bounds__(kThreads, 2) bwd_main(Params<T> p) {
     const int64_t h = g * p.hpg + j;
     StateRef<T> hin, gend;
     hin.N = gend.N = N;
-    if (c.k > 0) hin.f = p.ws_H + (boundary(c.start, c.k, Q) * H + h) * PN;
+    if (c.k > 0) hin.f = p.ws_H + (h_boundary(p, c.start, c.k) * H + h) * PN;
     else if (p.init) hin.t = p.init + (c.b * H + h) * PN;
     if (!last) gend.f = p.ws_G + (boundary(c.start, c.k + 1, Q) * H + h) * PN;
     else if (p.dfinal) gend.t = p.dfinal + (c.b * H + h) * PN;
@@ -1300,6 +1366,7 @@ __global__ void __launch_bounds__(kThreads, 2) bwd_mma(Params<T> p) {
       p.ws_par[slot * 3 * H + (e / p.hpg) * H + g * p.hpg + e % p.hpg] = 0.0f;
     return;
   }
+  if (single_edge(p, c, g, true)) return;
   if constexpr (mma_type<T>()) {
     const int P = p.P, N = p.N, Q = p.Q, L = c.L;
     const BwdMmaLayout lay = bwd_mma_layout(Q, N, P);
@@ -1348,7 +1415,7 @@ __global__ void __launch_bounds__(kThreads, 2) bwd_mma(Params<T> p) {
       const int64_t h = g * p.hpg + j;
       StateRef<T> hin, gend;
       hin.N = gend.N = N;
-      if (c.k > 0) hin.f = p.ws_H + (boundary(c.start, c.k, Q) * H + h) * PN;
+      if (c.k > 0) hin.f = p.ws_H + (h_boundary(p, c.start, c.k) * H + h) * PN;
       else if (p.init) hin.t = p.init + (c.b * H + h) * PN;
       if (!last) gend.f = p.ws_G + (boundary(c.start, c.k + 1, Q) * H + h) * PN;
       else if (p.dfinal) gend.t = p.dfinal + (c.b * H + h) * PN;
@@ -1568,6 +1635,20 @@ inline int64_t pick_chunk(int64_t requested, int64_t N, int64_t P, bool backward
 
 inline std::size_t align_up(std::size_t n) { return (n + 255) / 256 * 256; }
 
+// A/B switches: -DMAMBATRACK_SSD_NO_SINGLE ignores max_seqlen_hint (every call runs the chunk
+// states and state passing, chunk capped at the mean length); -DMAMBATRACK_SSD_NO_SAVED makes
+// ssd_fwd save no states and ssd_bwd recompute them.
+#ifdef MAMBATRACK_SSD_NO_SINGLE
+constexpr bool kSingleChunk = false;
+#else
+constexpr bool kSingleChunk = true;
+#endif
+#ifdef MAMBATRACK_SSD_NO_SAVED
+constexpr bool kSavedStates = false;
+#else
+constexpr bool kSavedStates = true;
+#endif
+
 template <class T>
 Params<T> make_params(const SsdInputs<T, Cuda>& in, const SsdDims& d, int64_t chunk, bool backward) {
   MAMBATRACK_CHECK(d.nheads <= 65535 && d.ngroups <= 65535, ConfigError, "cuda ssd: nheads ", d.nheads,
@@ -1593,10 +1674,14 @@ Params<T> make_params(const SsdInputs<T, Cuda>& in, const SsdDims& d, int64_t ch
   p.P = static_cast<int>(d.headdim);
   p.N = static_cast<int>(d.d_state);
   p.mma = use_mma(mma_type<T>(), d.d_state, d.headdim);
+  // The chunk is capped at the longest sequence when the caller bounds it (max_seqlen_hint), else
+  // at the mean length; with every sequence in one chunk the state passing is the identity.
+  const int64_t hint = kSingleChunk ? in.max_seqlen_hint : 0;
   p.Q = static_cast<int>(pick_chunk(chunk, d.d_state, d.headdim, backward, p.mma, smem_limit(),
-                                    d.batch > 0 ? (d.tokens + d.batch - 1) / d.batch : 0));
-  p.slots = d.batch + d.tokens / p.Q;
-  p.nb = d.tokens / p.Q + 1;
+                                    hint > 0 ? hint : d.batch > 0 ? (d.tokens + d.batch - 1) / d.batch : 0));
+  p.single = hint > 0 && hint <= p.Q;
+  p.slots = p.single ? d.batch : d.batch + d.tokens / p.Q;
+  p.nb = p.single ? 0 : d.tokens / p.Q + 1;
   MAMBATRACK_CHECK(p.slots < (int64_t{1} << 31) && d.batch * d.nheads < (int64_t{1} << 31), ConfigError,
                    "cuda ssd: batch ", d.batch, " and ", d.tokens, " tokens are too many for one call; split the batch");
   p.dt_min = static_cast<float>(in.dt_min);
@@ -1604,23 +1689,26 @@ Params<T> make_params(const SsdInputs<T, Cuda>& in, const SsdDims& d, int64_t ch
   return p;
 }
 
-// Scratch (id 1): slot map, states, adjoints, partials. Builds the slot map on `stream`.
+// Scratch (id `scratch_id`, default 1): slot map, states, adjoints, partials. Builds the slot map
+// on `stream`. `states` (not null): ws_H is that buffer (saved chunk-start states, read or filled
+// by the caller's launches), not scratch. Single-chunk mode needs no slot map, states or adjoints.
 template <class T>
-float* prepare(Params<T>& p, bool backward, cudaStream_t stream) {
+float* prepare(Params<T>& p, bool backward, cudaStream_t stream, const float* states = nullptr, int scratch_id = 1) {
   const std::size_t PN = static_cast<std::size_t>(p.P) * p.N, H = static_cast<std::size_t>(p.nheads);
-  const std::size_t nb = static_cast<std::size_t>(p.nb), slots = static_cast<std::size_t>(p.slots);
-  const std::size_t map_b = align_up(2 * slots * sizeof(int));
+  const std::size_t nb = p.single ? 0 : static_cast<std::size_t>(p.nb), slots = static_cast<std::size_t>(p.slots);
+  const std::size_t map_b = p.single ? 0 : align_up(2 * slots * sizeof(int));
   const std::size_t st_b = align_up(nb * H * PN * sizeof(float));
   const std::size_t dec_b = align_up(nb * H * sizeof(float));
+  const std::size_t h_b = states ? 0 : st_b;
   const std::size_t par_b = backward ? align_up(slots * 3 * H * sizeof(float)) : 0;
   const std::size_t tmp_b = backward ? align_up(((slots + 63) / 64 * H + 1) * sizeof(float)) : 0;
-  const std::size_t total = map_b + st_b + dec_b + (backward ? st_b + dec_b : 0) + par_b + tmp_b;
-  char* base = static_cast<char*>(detail::scratch(1, total));
-  p.slot_seq = reinterpret_cast<int*>(base);
-  p.slot_k = p.slot_seq + slots;
+  const std::size_t total = map_b + h_b + dec_b + (backward ? st_b + dec_b : 0) + par_b + tmp_b;
+  char* base = static_cast<char*>(detail::scratch(scratch_id, total > 0 ? total : 256));
+  p.slot_seq = map_b ? reinterpret_cast<int*>(base) : nullptr;
+  p.slot_k = map_b ? p.slot_seq + slots : nullptr;
   base += map_b;
-  p.ws_H = reinterpret_cast<float*>(base);
-  base += st_b;
+  p.ws_H = states ? const_cast<float*>(states) : reinterpret_cast<float*>(base);  // read-only when given to ssd_bwd
+  base += h_b;
   p.ws_dec = reinterpret_cast<float*>(base);
   base += dec_b;
   float* tmp = nullptr;
@@ -1633,10 +1721,12 @@ float* prepare(Params<T>& p, bool backward, cudaStream_t stream) {
     base += par_b;
     tmp = reinterpret_cast<float*>(base);
   }
-  MAMBATRACK_CUDA_CHECK(cudaMemsetAsync(p.slot_seq, 0xff, slots * sizeof(int), stream));
-  map_slots<<<static_cast<unsigned>((p.batch + 127) / 128), 128, 0, stream>>>(p.cu, p.batch, p.tokens, p.Q, p.slots,
-                                                                              p.slot_seq, p.slot_k);
-  MAMBATRACK_CUDA_CHECK(cudaGetLastError());
+  if (map_b) {
+    MAMBATRACK_CUDA_CHECK(cudaMemsetAsync(p.slot_seq, 0xff, slots * sizeof(int), stream));
+    map_slots<<<static_cast<unsigned>((p.batch + 127) / 128), 128, 0, stream>>>(p.cu, p.batch, p.tokens, p.Q,
+                                                                                p.slots, p.slot_seq, p.slot_k);
+    MAMBATRACK_CUDA_CHECK(cudaGetLastError());
+  }
   return tmp;
 }
 
@@ -1682,33 +1772,82 @@ void launch_bwd_main(const Params<T>& p, cudaStream_t stream) {
 // Forward on `stream`: y, and final_state when given. cu_seqlens lives on the device and is not
 // read by the host: it must be valid (validate it on the host before uploading); sequences with
 // impossible ranges are skipped. The chunk size run is a.chunk_size, reduced when the shared
-// memory of (d_state, headdim) requires it (at most 256). Scratch id 1.
+// memory of (d_state, headdim) requires it (at most 256), capped at max_seqlen_hint (every
+// sequence in one chunk: no state passing) or else at the mean length. With a.saved_states the
+// chunk-start states are computed at the chunk the backward runs and kept there (fp32, shape
+// (tokens / chunk + 1, nheads, headdim, d_state)), or the tensor is emptied when the backward
+// needs none (single chunk) or the forward cannot share them. Scratch ids 1 and 0.
 template <class T>
 void ssd_fwd(const SsdFwdArgs<T, Cuda>& a, cudaStream_t stream = nullptr) {
   namespace D = ssd_cuda_detail;
   D::check_type<T>();
   const SsdDims d = validate_ssd_fwd(a);
   D::Params<T> p = D::make_params<T>(a.in, d, a.chunk_size, /*backward=*/false);
+  // States to save: at the backward's chunk (its make_params), shared by the forward's chunks when
+  // its chunk is a multiple of that one, else the forward runs at the backward's chunk.
+  D::Params<T> ps;
+  bool save = false;
+  if (a.saved_states) {
+    if (D::kSavedStates && d.batch > 0 && d.nheads > 0) {
+      ps = D::make_params<T>(a.in, d, a.chunk_size, /*backward=*/true);
+      save = !ps.single;
+      if (save && p.Q % ps.Q != 0) {
+        const std::size_t need = static_cast<std::size_t>(D::fwd_floats(ps.Q, p.N, p.P, p.mma)) * sizeof(float);
+        if (need <= D::smem_limit()) {
+          p.Q = ps.Q;
+          p.single = false;
+          p.slots = ps.slots;
+          p.nb = ps.nb;
+        } else {
+          save = false;
+        }
+      }
+    }
+    const Shape shape{save ? ps.nb : 0, d.nheads, d.headdim, d.d_state};
+    if (!save) *a.saved_states = Tensor<float, Cuda>();
+    else if (a.saved_states->shape() != shape) *a.saved_states = Tensor<float, Cuda>(shape);
+  }
   if (d.batch == 0 || d.nheads == 0) return;
   p.y = a.y.data;
   p.final_state = ssd_detail::given(a.final_state) ? a.final_state.data : nullptr;
-  D::prepare(p, false, stream);
-  D::launch_states(p, stream);
+  if (save) {
+    ps.final_state = p.final_state;  // pass_states writes the final states of empty sequences
+    D::prepare(ps, false, stream, a.saved_states->data(), 1);
+    D::launch_states(ps, stream);
+    if (p.Q == ps.Q) {
+      p.slot_seq = ps.slot_seq;
+      p.slot_k = ps.slot_k;
+      p.ws_H = ps.ws_H;
+    } else {
+      D::prepare(p, false, stream, a.saved_states->data(), 0);
+      p.Qs = ps.Q;
+    }
+  } else {
+    D::prepare(p, false, stream);
+    if (!p.single) D::launch_states(p, stream);
+  }
   const std::size_t fb = static_cast<std::size_t>(D::fwd_floats(p.Q, p.N, p.P, p.mma)) * sizeof(float);
   D::set_smem(D::fwd_out<T>, fb);
   D::fwd_out<T><<<dim3(static_cast<unsigned>(p.slots), static_cast<unsigned>(p.ngroups)), D::kThreads, fb, stream>>>(p);
   MAMBATRACK_CUDA_CHECK(cudaGetLastError());
 }
 
-// Backward on `stream` (recomputes the chunk states; no saved state needed): overwrites dx,
-// ddt, dB, dC, dinitial_state; accumulates into dA, dD, ddt_bias. No atomics: bit-identical
-// from run to run. Scratch id 1.
+// Backward on `stream`: overwrites dx, ddt, dB, dC, dinitial_state; accumulates into dA, dD,
+// ddt_bias. The chunk-start states come from a.saved_states (the forward's, same inputs and
+// chunk_size) or are recomputed; none are needed when every sequence fits one chunk. No atomics:
+// bit-identical from run to run (and with or without saved states). Scratch id 1.
 template <class T>
 void ssd_bwd(const SsdBwdArgs<T, Cuda>& a, cudaStream_t stream = nullptr) {
   namespace D = ssd_cuda_detail;
   D::check_type<T>();
   const SsdDims d = validate_ssd_bwd(a);
   D::Params<T> p = D::make_params<T>(a.in, d, a.chunk_size, /*backward=*/true);
+  const bool saved = D::kSavedStates && !p.single && ssd_detail::given(a.saved_states) && a.saved_states.shape.numel() > 0;
+  if (saved) {
+    const Shape want{p.nb, d.nheads, d.headdim, d.d_state};
+    MAMBATRACK_CHECK_SHAPE(a.saved_states.shape == want, "ssd backward: saved_states has shape ", a.saved_states.shape,
+                           ", expected ", want, " (pass the saved_states of the forward with the same inputs and chunk_size)");
+  }
   if (d.batch == 0 || d.nheads == 0) return;
   p.dy = a.dy.data;
   p.dfinal = ssd_detail::given(a.dfinal_state) ? a.dfinal_state.data : nullptr;
@@ -1717,13 +1856,16 @@ void ssd_bwd(const SsdBwdArgs<T, Cuda>& a, cudaStream_t stream = nullptr) {
   p.dB = a.dB.data;
   p.dC = a.dC.data;
   p.dinit = ssd_detail::given(a.dinitial_state) ? a.dinitial_state.data : nullptr;
-  float* tmp = D::prepare(p, true, stream);
-  D::launch_states(p, stream);
-  const std::size_t ob = static_cast<std::size_t>(D::outer_floats(p.Q, p.N, p.P)) * sizeof(float);
-  D::chunk_outer<T><<<D::outer_grid(p), D::kThreads, ob, stream>>>(p, 1);
-  MAMBATRACK_CUDA_CHECK(cudaGetLastError());
-  D::pass_states<T><<<D::pass_grid(p), D::kThreads, 0, stream>>>(p, 1);
-  MAMBATRACK_CUDA_CHECK(cudaGetLastError());
+  float* tmp = D::prepare(p, true, stream, saved ? a.saved_states.data : nullptr);
+  if (!p.single) {
+    if (!saved) D::launch_states(p, stream);
+    const std::size_t ob = static_cast<std::size_t>(D::outer_floats(p.Q, p.N, p.P)) * sizeof(float);
+    D::set_smem(D::chunk_outer<T>, ob);
+    D::chunk_outer<T><<<D::outer_grid(p), D::kThreads, ob, stream>>>(p, 1);
+    MAMBATRACK_CUDA_CHECK(cudaGetLastError());
+    D::pass_states<T><<<D::pass_grid(p), D::kThreads, 0, stream>>>(p, 1);
+    MAMBATRACK_CUDA_CHECK(cudaGetLastError());
+  }
   D::launch_bwd_main(p, stream);
   const int64_t H = p.nheads;
   MAMBATRACK_CHECK((p.slots + 63) / 64 < 65536, ConfigError, "cuda ssd: too many chunks (", p.slots, ") for one call");
