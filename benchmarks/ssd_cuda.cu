@@ -234,14 +234,28 @@ void breakdown(const Problem& pr) {
     const dim3 main_grid(static_cast<unsigned>(p.slots), static_cast<unsigned>(p.ngroups));
     std::printf("   %s, single chunk (max_seqlen_hint %ld, chunk %d, %ld blocks)\n", backward ? "backward" : "forward",
                 static_cast<long>(pr.hint), p.Q, static_cast<long>(p.slots));
+    // fwd_short / bwd_short (run by ssd_fwd / ssd_bwd here unless MAMBATRACK_SSD_NO_SHORT) and the
+    // general kernels on the same single-chunk slots.
+    const std::size_t sb = static_cast<std::size_t>(D::short_floats(p.Q, p.N, p.P, p.hpg, backward != 0)) * sizeof(float);
+    const bool short_ok = D::use_short(p, backward != 0, limit) || (!D::kShortKernels && sb <= limit);
     if (!backward) {
       const std::size_t fb = static_cast<std::size_t>(D::fwd_floats(p.Q, p.N, p.P, p.mma)) * sizeof(float);
       D::set_smem(D::fwd_out<T>, fb);
       timed("fwd_out (single chunk)", [&] { D::fwd_out<T><<<main_grid, D::kThreads, fb>>>(p); });
+      if (short_ok) {
+        D::set_smem(D::fwd_short<T>, sb);
+        std::printf("    (fwd_short: %zu bytes of shared memory, %d threads)\n", sb, D::short_threads(p.hpg));
+        timed("fwd_short", [&] { D::fwd_short<T><<<main_grid, D::short_threads(p.hpg), sb>>>(p); });
+      }
     } else {
       const std::size_t bm = static_cast<std::size_t>(D::bwd_mma_floats(p.Q, p.N, p.P)) * sizeof(float);
       D::set_smem(D::bwd_mma<T>, bm);
       timed("bwd_mma (single chunk)", [&] { D::bwd_mma<T><<<main_grid, D::bwd_mma_threads(p.Q), bm>>>(p); });
+      if (short_ok) {
+        D::set_smem(D::bwd_short<T>, sb);
+        std::printf("    (bwd_short: %zu bytes of shared memory, %d threads)\n", sb, D::short_threads(p.hpg));
+        timed("bwd_short", [&] { D::bwd_short<T><<<main_grid, D::short_threads(p.hpg), sb>>>(p); });
+      }
     }
     MAMBATRACK_CUDA_CHECK(cudaGetLastError());
   }

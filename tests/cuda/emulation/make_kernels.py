@@ -13,7 +13,7 @@ for inc in incs:
     s = s.replace(inc, '')
 s = s.replace('#pragma once\n', '#pragma once\n#include "emu.hpp"\n', 1)
 s = s.replace('extern __shared__ float smem[];', 'float* smem = emu::g_smem;')
-assert s.count('extern __shared__ __align__(128) unsigned char ssd_smem[];') == 4
+assert s.count('extern __shared__ __align__(128) unsigned char ssd_smem[];') == 6
 s = s.replace('extern __shared__ __align__(128) unsigned char ssd_smem[];',
               'unsigned char* ssd_smem = reinterpret_cast<unsigned char*>(emu::g_smem);')
 a = s.index('inline std::size_t smem_limit() {'); b = s.index('\n}\n', a) + 3

@@ -15,6 +15,7 @@ struct Case {
   int64_t hint = 0;    // SsdInputs::max_seqlen_hint
   bool saved = false;  // the forward saves its chunk-start states; the backward runs with them and
                        // without them (the two must agree bit for bit)
+  bool final_out = true;  // the forward writes final_state
 };
 
 template <class T>
@@ -90,6 +91,7 @@ int run(const Case& c, uint64_t seed) {
   std::vector<T> y(L * H * P, kNaN), fin(batch * H * P * N, kNaN);
   {
     SsdFwdArgs<T, Cuda> a{in, View<T, Cuda>(y.data(), xs), View<T, Cuda>(fin.data(), ss)};
+    if (!c.final_out) a.final_state = {};
     a.chunk_size = c.chunk;
     const SsdDims d = validate_ssd_fwd(a);
     auto p = D::make_params<T>(a.in, d, a.chunk_size, false);
@@ -103,7 +105,7 @@ int run(const Case& c, uint64_t seed) {
         else save = false;
       }
     }
-    p.y = y.data(); p.final_state = fin.data();
+    p.y = y.data(); p.final_state = c.final_out ? fin.data() : nullptr;
     std::vector<int> map, map2;
     std::vector<float> wsH, wsdec, wsdec2;
     if (save) {
@@ -126,11 +128,15 @@ int run(const Case& c, uint64_t seed) {
       emu::launch(D::outer_grid(p), dim3(D::kThreads), D::outer_floats(p.Q, N, P) * 4, [&] { D::chunk_outer<T>(p, 0); });
       emu::launch(D::pass_grid(p), dim3(D::kThreads), 0, [&] { D::pass_states<T>(p, 0); });
     }
-    emu::launch(dim3(p.slots, G), dim3(D::kThreads), D::fwd_floats(p.Q, N, P, p.mma) * 4, [&] { D::fwd_out<T>(p); });
+    const bool short_fwd = bf && D::use_short(p, false, D::smem_limit());
+    if (short_fwd)
+      emu::launch(dim3(p.slots, G), dim3(D::short_threads(p.hpg)), D::short_floats(p.Q, N, P, p.hpg, false) * 4, [&] { D::fwd_short<T>(p); });
+    else
+      emu::launch(dim3(p.slots, G), dim3(D::kThreads), D::fwd_floats(p.Q, N, P, p.mma) * 4, [&] { D::fwd_out<T>(p); });
     std::printf("case %s H%ld P%ld N%ld G%ld chunk %ld hint %ld (fwd Q %d%s%s)\n", bf ? "bf16" : "fp32", H, P, N, G, c.chunk, c.hint, p.Q,
-                p.single ? ", single chunk" : "", save ? (p.Qs ? ", states saved at the backward's chunk" : ", states saved") : "");
+                p.single ? (short_fwd ? ", single chunk, fwd_short" : ", single chunk") : "", save ? (p.Qs ? ", states saved at the backward's chunk" : ", states saved") : "");
     report("y", y, ry, kA);
-    report("final", fin, rf, kA);
+    if (c.final_out) report("final", fin, rf, kA);
   }
   // ---------- backward (mirror of ssd_bwd) ----------
   struct Grads { std::vector<T> dx, ddt, dB, dC, di, dA, dD, ddb; };
@@ -167,12 +173,16 @@ int run(const Case& c, uint64_t seed) {
       emu::launch(D::pass_grid(p), dim3(D::kThreads), 0, [&] { D::pass_states<T>(p, 1); });
     }
     // the main kernel that ssd_bwd runs (launch_bwd_main): bwd_mma on the tensor-core path
+    const bool short_kernel = bf && D::use_short(p, true, D::smem_limit());
     const bool mma_kernel = bf && D::kBwdMma && p.mma;
-    const int threads = mma_kernel ? D::bwd_mma_threads(p.Q) : D::kThreads;
-    emu::launch(dim3(p.slots, G), dim3(threads), D::bwd_floats(p.Q, N, P, p.mma) * 4, [&] {
-      if (mma_kernel) D::bwd_mma<T>(p);
-      else D::bwd_main<T>(p);
-    });
+    const int threads = short_kernel ? D::short_threads(p.hpg) : mma_kernel ? D::bwd_mma_threads(p.Q) : D::kThreads;
+    if (short_kernel)
+      emu::launch(dim3(p.slots, G), dim3(threads), D::short_floats(p.Q, N, P, p.hpg, true) * 4, [&] { D::bwd_short<T>(p); });
+    else
+      emu::launch(dim3(p.slots, G), dim3(threads), D::bwd_floats(p.Q, N, P, p.mma) * 4, [&] {
+        if (mma_kernel) D::bwd_mma<T>(p);
+        else D::bwd_main<T>(p);
+      });
     for (int q = 0; q < 3; ++q) {
       if (q == 1 && !c.Dp) continue;
       if (q == 2 && !c.bias) continue;
@@ -183,7 +193,7 @@ int run(const Case& c, uint64_t seed) {
         out[h] = T(static_cast<float>(out[h]) + s);
       }
     }
-    std::printf("  (bwd Q %d, %s, %d threads%s%s)\n", p.Q, mma_kernel ? "bwd_mma" : "bwd_main", threads, p.single ? ", single chunk" : "",
+    std::printf("  (bwd Q %d, %s, %d threads%s%s)\n", p.Q, short_kernel ? "bwd_short" : mma_kernel ? "bwd_mma" : "bwd_main", threads, p.single ? ", single chunk" : "",
                 with_saved ? ", saved states" : "");
     return o;
   };
@@ -211,7 +221,7 @@ int run(const Case& c, uint64_t seed) {
 // The short-track skip (max_seqlen_hint: one chunk per sequence, no state passing; empty
 // sequences and initial / final states handled by the output kernels) and saved states (the
 // forward's chunk-start states reused by the backward, bit-identical to recomputing them).
-Case with(Case c, int64_t hint, bool saved) { c.hint = hint; c.saved = saved; return c; }
+Case with(Case c, int64_t hint, bool saved, bool final_out = true) { c.hint = hint; c.saved = saved; c.final_out = final_out; return c; }
 int run_new(int64_t smem_small) {
   int bad = 0;
   bad += run<bfloat16>(with({{16, 16, 5, 16, 0, 13, 1}, 4, 16, 16, 1, 16, true, true, true, true, true, true, 232448}, 16, true), 21);
@@ -222,6 +232,11 @@ int run_new(int64_t smem_small) {
   // a shared-memory limit under which the backward runs half the forward's chunk: the forward's
   // chunks read every other saved state
   bad += run<bfloat16>(with({{100, 70, 3, 64, 0, 130}, 2, 16, 32, 1, 64, true, true, true, true, true, false, size_t(smem_small)}, 0, true), 26);
+  // the short kernels (no initial / final states): chunk 16 and 32, several heads per warp
+  // (12 heads: 8 warps), one head per group, and an empty sequence
+  bad += run<bfloat16>(with({{16, 16, 5, 16, 0, 13, 1}, 4, 16, 16, 1, 16, true, true, false, false, false, true, 232448}, 16, false, false), 28);
+  bad += run<bfloat16>(with({{30, 17, 5, 32, 0, 1}, 12, 16, 32, 1, 64, true, true, false, false, false, false, 232448}, 32, false, false), 29);
+  bad += run<bfloat16>(with({{9, 0, 16, 3}, 4, 32, 48, 4, 64, false, false, false, false, false, false, 232448}, 16, true, false), 30);
   // a hint above the chunk: the usual path (hint only caps the chunk)
   bad += run<bfloat16>(with({{40, 3, 17}, 2, 16, 16, 1, 16, true, true, true, true, true, true, 232448}, 40, true), 27);
   return bad;

@@ -1583,6 +1583,326 @@ __global__ void __launch_bounds__(kThreads, 2) bwd_mma(Params<T> p) {
   }
 }
 
+// Short sequences (single-chunk mode, chunk <= 32, bf16 tensor-core path, no initial or final
+// state or their gradients): one block per (sequence, group), one warp per head (heads of the
+// group strided over the warps), all heads at once instead of in turn. The block stages the
+// group's x (and dy), B, C and raw dt in one batch of loads, forms C·Bᵀ, then every warp runs its
+// head with warp-level syncs only: scalars (dt, cumulative sum by shuffles), M, and y = M·X + D·x
+// (forward), or Gm = dY·Xᵀ, W, Z = W∘C·Bᵀ, dx = Mᵀ·dY + D·dy, the ∂L/∂cs sums and the ddt / dA /
+// dD / ddt_bias partials (backward, the same arithmetic as bwd_mma without H and G); the backward
+// then sums dC = Σ_h (W_h·diag(dt_h))·B and dB = Σ_h (W_h·diag(dt_h))ᵀ·C over the heads in head
+// order inside each 16×16 output tile (tensor cores). Defining MAMBATRACK_SSD_NO_SHORT runs
+// fwd_out / bwd_mma instead.
+#ifdef MAMBATRACK_SSD_NO_SHORT
+constexpr bool kShortKernels = false;
+#else
+constexpr bool kShortKernels = true;
+#endif
+struct ShortLayout {
+  int64_t X, dY, B, C, dt, CB, Wd, warp, per_warp, total;
+  int Qp, ldX, ldQ, ldT;
+  // per-warp offsets (floats): Z (Gm, then W∘C·Bᵀ), M (bf16), T (fp32 staging), 7 × 32 scalars
+  int64_t wZ, wM, wT, wS;
+};
+__host__ __device__ inline ShortLayout short_layout(int64_t Q, int64_t N, int64_t P, int64_t hpg, int64_t nw, bool backward) {
+  ShortLayout l;
+  l.Qp = static_cast<int>((Q + 15) / 16 * 16);
+  const int64_t Qp = l.Qp;
+  l.ldX = static_cast<int>(hpg * P), l.ldQ = l.Qp + 4, l.ldT = static_cast<int>(P + 4);
+  int64_t o = 0;
+  l.X = o, o += round8(Qp * hpg * P / 2);
+  l.dY = o, o += backward ? round8(Qp * hpg * P / 2) : 0;
+  l.B = o, o += round8(Qp * N / 2);
+  l.C = o, o += round8(Qp * N / 2);
+  l.dt = o, o += round8(Qp * hpg);
+  l.CB = o, o += round8(Qp * l.ldQ);
+  l.Wd = o, o += backward ? round8(hpg * Qp * Qp / 2) : 0;
+  int64_t w = 0;
+  l.wZ = w, w += backward ? round8(Qp * l.ldQ) : 0;
+  l.wM = w, w += round8(Qp * Qp / 2);
+  l.wT = w, w += round8(Qp * l.ldT);
+  l.wS = w, w += round8(7 * 32);
+  l.per_warp = w;
+  l.warp = o, o += nw * w;
+  l.total = o;
+  return l;
+}
+// Threads of the short kernels: a warp per head of the group, at most kThreads.
+inline int short_threads(int64_t hpg) { return static_cast<int>(32 * (hpg < kThreads / 32 ? hpg : kThreads / 32)); }
+inline int64_t short_floats(int64_t Q, int64_t N, int64_t P, int64_t hpg, bool backward) {
+  return short_layout(Q, N, P, hpg, short_threads(hpg) / 32, backward).total;
+}
+// Whether the short kernels run for these parameters (both directions check their own).
+template <class T>
+bool use_short(const Params<T>& p, bool backward, std::size_t limit) {
+  if (!kShortKernels || !p.single || !p.mma || p.Q > 32 || p.init) return false;
+  if (backward ? (p.dfinal || p.dinit) : p.final_state != nullptr) return false;
+  return static_cast<std::size_t>(short_floats(p.Q, p.N, p.P, p.hpg, backward)) * sizeof(float) <= limit;
+}
+
+// The warp's scalars of head h over the chunk's L <= 32 tokens (lane t): dt, its derivative, the
+// cumulative sums csdt and cs (double shuffle scan, as chunk_scalars), into s[0..127] (32 each).
+template <class T>
+__device__ __forceinline__ void short_scalars(const Params<T>& p, int L, int64_t h, const float* s_raw, int ld_raw,
+                                              float* s) {
+  const int lane = static_cast<int>(threadIdx.x & 31);
+  float dt = 0.0f, grad = 0.0f;
+  if (lane < L) {
+    const float raw = s_raw[lane * ld_raw] + (p.dt_bias ? detail::ld(p.dt_bias, h) : 0.0f);
+    const float sp = detail::softplus_f(raw);
+    if (sp < p.dt_min) {
+      dt = p.dt_min;
+    } else if (sp > p.dt_max) {
+      dt = p.dt_max;
+    } else {
+      dt = sp;
+      grad = raw > 20.0f ? 1.0f : detail::sigmoid_f(raw);
+    }
+  }
+  double v = lane < L ? static_cast<double>(dt) : 0.0;
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const double u = __shfl_up_sync(0xffffffffu, v, o);
+    if (lane >= o) v += u;
+  }
+  if (lane < L) {
+    const double a = detail::ld(p.A, h);
+    s[lane] = dt;
+    s[32 + lane] = grad;
+    s[64 + lane] = static_cast<float>(v);
+    s[96 + lane] = static_cast<float>(a * v);
+  }
+  __syncwarp();
+}
+
+// Stages the block's inputs of the short kernels: the group's x (and dy) rows (Lp × hpg·P bf16,
+// zero padded), B and C (Lp × N bf16), the group's raw dt (Lp × hpg floats), then C·Bᵀ (fp32,
+// Qp × ldQ) by the warps in turn. Ends synchronised.
+template <class T>
+__device__ __forceinline__ void short_stage(const Params<T>& p, const ChunkPos& c, int64_t g, const ShortLayout& lay,
+                                            float* smem, bool backward) {
+  const int P = p.P, N = p.N, L = c.L, Lp = (L + 15) / 16 * 16, hpg = static_cast<int>(p.hpg);
+  const int64_t H = p.nheads;
+  bfloat16* sX = reinterpret_cast<bfloat16*>(smem + lay.X);
+  bfloat16* sB = reinterpret_cast<bfloat16*>(smem + lay.B);
+  bfloat16* sC = reinterpret_cast<bfloat16*>(smem + lay.C);
+  float* sdt = smem + lay.dt;
+  const T* xg = p.x + (c.t0 * H + g * hpg) * P;
+  if (backward) {
+    const T* dyg = p.dy + (c.t0 * H + g * hpg) * P;
+    load_two_tiles_bf16(xg, dyg, H * P, L, Lp, lay.ldX, sX, reinterpret_cast<bfloat16*>(smem + lay.dY));
+  } else {
+    load_tile_bf16(xg, H * P, L, Lp, lay.ldX, sX);
+  }
+  load_two_tiles_bf16(p.B + (c.t0 * p.ngroups + g) * N, p.C + (c.t0 * p.ngroups + g) * N, p.ngroups * N, L, Lp, N,
+                      sB, sC);
+  for (int e = threadIdx.x; e < L * hpg; e += blockDim.x)
+    sdt[e] = detail::ld(p.dt, (c.t0 + e / hpg) * H + g * hpg + e % hpg);
+  __syncthreads();
+  block_mma2<0, false, true>(Lp, Lp, false, smem + lay.CB, lay.ldQ, N, sC, N, sB, N);  // C·Bᵀ
+  __syncthreads();
+}
+
+template <class T>
+__global__ void __launch_bounds__(kThreads) fwd_short(Params<T> p) {
+  ChunkPos c;
+  if (!chunk_pos(p, blockIdx.x, c)) return;
+  const int64_t g = blockIdx.y;
+  if (single_edge(p, c, g, false)) return;
+  if constexpr (mma_type<T>()) {
+    namespace wmma = nvcuda::wmma;
+    const int P = p.P, N = p.N, L = c.L, Lp = (L + 15) / 16 * 16, hpg = static_cast<int>(p.hpg);
+    const int warp = static_cast<int>(threadIdx.x >> 5), lane = static_cast<int>(threadIdx.x & 31);
+    const int nw = static_cast<int>(blockDim.x >> 5);
+    const ShortLayout lay = short_layout(p.Q, N, P, hpg, nw, false);
+    const int Qp = lay.Qp, ldX = lay.ldX, ldQ = lay.ldQ, ldT = lay.ldT;
+    const int64_t H = p.nheads;
+    extern __shared__ __align__(128) unsigned char ssd_smem[];
+    float* smem = reinterpret_cast<float*>(ssd_smem);
+    short_stage(p, c, g, lay, smem, false);
+    const bfloat16* sX = reinterpret_cast<const bfloat16*>(smem + lay.X);
+    const float* sCB = smem + lay.CB;
+    float* wbase = smem + lay.warp + warp * lay.per_warp;
+    bfloat16* sM = reinterpret_cast<bfloat16*>(wbase + lay.wM);
+    float* sT = wbase + lay.wT;
+    float* s = wbase + lay.wS;
+    for (int j = warp; j < hpg; j += nw) {
+      const int64_t h = g * hpg + j;
+      short_scalars(p, L, h, smem + lay.dt + j, hpg, s);
+      const float* cs = s + 96;
+      for (int e = lane; e < Lp * Lp; e += 32) {  // M (row t, column s), zero padded
+        const int t = e / Lp, u = e % Lp;
+        sM[t * Qp + u] = bfloat16(t < L && u <= t ? sCB[t * ldQ + u] * expf(cs[t] - cs[u]) * s[u] : 0.0f);
+      }
+      __syncwarp();
+      const bfloat16* xh = sX + j * P;
+      for (int tile = 0; tile < (Lp / 16) * (P / 16); ++tile) {  // Y = M·X
+        const int m0 = (tile / (P / 16)) * 16, n0 = (tile % (P / 16)) * 16;
+        wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+        wmma::fill_fragment(acc, 0.0f);
+        mma_tile_k<false, false>(acc, m0, n0, 0, m0 + 16, sM, Qp, xh, ldX);
+        wmma::store_matrix_sync(sT + m0 * ldT + n0, acc, ldT, wmma::mem_row_major);
+      }
+      __syncwarp();
+      const float Dh = p.D ? detail::ld(p.D, h) : 0.0f;
+      for (int e = lane; e < L * P; e += 32) {
+        const int t = e / P, q = e % P;
+        detail::st(p.y, ((c.t0 + t) * H + h) * P + q, sT[t * ldT + q] + Dh * static_cast<float>(xh[t * ldX + q]));
+      }
+      __syncwarp();
+    }
+  }
+}
+
+template <class T>
+__global__ void __launch_bounds__(kThreads) bwd_short(Params<T> p) {
+  const int64_t slot = blockIdx.x, g = blockIdx.y;
+  const int64_t H = p.nheads;
+  ChunkPos c;
+  if (!chunk_pos(p, slot, c)) return;
+  if (single_edge(p, c, g, true)) return;
+  if constexpr (mma_type<T>()) {
+    namespace wmma = nvcuda::wmma;
+    const int P = p.P, N = p.N, L = c.L, Lp = (L + 15) / 16 * 16, hpg = static_cast<int>(p.hpg);
+    const int warp = static_cast<int>(threadIdx.x >> 5), lane = static_cast<int>(threadIdx.x & 31);
+    const int nw = static_cast<int>(blockDim.x >> 5);
+    const ShortLayout lay = short_layout(p.Q, N, P, hpg, nw, true);
+    const int Qp = lay.Qp, ldX = lay.ldX, ldQ = lay.ldQ, ldT = lay.ldT;
+    extern __shared__ __align__(128) unsigned char ssd_smem[];
+    float* smem = reinterpret_cast<float*>(ssd_smem);
+    short_stage(p, c, g, lay, smem, true);
+    const bfloat16* sX = reinterpret_cast<const bfloat16*>(smem + lay.X);
+    const bfloat16* sdY = reinterpret_cast<const bfloat16*>(smem + lay.dY);
+    const bfloat16* sB = reinterpret_cast<const bfloat16*>(smem + lay.B);
+    const bfloat16* sC = reinterpret_cast<const bfloat16*>(smem + lay.C);
+    const float* sCB = smem + lay.CB;
+    bfloat16* sWd = reinterpret_cast<bfloat16*>(smem + lay.Wd);  // hpg × (Qp × Qp): W·diag(dt) per head
+    float* wbase = smem + lay.warp + warp * lay.per_warp;
+    float* sZ = wbase + lay.wZ;
+    bfloat16* sM = reinterpret_cast<bfloat16*>(wbase + lay.wM);
+    float* sT = wbase + lay.wT;
+    float* s = wbase + lay.wS;
+    for (int j = warp; j < hpg; j += nw) {
+      const int64_t h = g * hpg + j;
+      const bfloat16* xh = sX + j * P;
+      const bfloat16* dyh = sdY + j * P;
+      bfloat16* wd = sWd + j * Qp * Qp;
+      short_scalars(p, L, h, smem + lay.dt + j, hpg, s);
+      const float *sdt = s, *sdtg = s + 32, *scsdt = s + 64, *cs = s + 96;
+      float *spos = s + 128, *su = s + 160, *sdD = s + 192;
+      for (int tile = 0; tile < (Lp / 16) * (Lp / 16); ++tile) {  // Gm = dY·Xᵀ
+        const int m0 = (tile / (Lp / 16)) * 16, n0 = (tile % (Lp / 16)) * 16;
+        wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+        wmma::fill_fragment(acc, 0.0f);
+        mma_tile_k<false, true>(acc, m0, n0, 0, P, dyh, ldX, xh, ldX);
+        wmma::store_matrix_sync(sZ + m0 * ldQ + n0, acc, ldQ, wmma::mem_row_major);
+      }
+      __syncwarp();
+      // M, Wd = bf16(W·dt_s) and Z = W∘C·Bᵀ (W = Gm∘exp(cs_t − cs_s), s <= t < L), zero elsewhere.
+      for (int e = lane; e < Lp * Lp; e += 32) {
+        const int t = e / Lp, u = e % Lp;
+        float m = 0.0f, w = 0.0f, z = 0.0f;
+        if (t < L && u <= t) {
+          const float ex = expf(cs[t] - cs[u]);
+          m = sCB[t * ldQ + u] * ex * sdt[u];
+          const float wv = sZ[t * ldQ + u] * ex;
+          w = wv * sdt[u];
+          z = wv * sCB[t * ldQ + u];
+        }
+        sM[t * Qp + u] = bfloat16(m);
+        wd[t * Qp + u] = bfloat16(w);
+        sZ[t * ldQ + u] = z;
+      }
+      __syncwarp();
+      for (int tile = 0; tile < (Lp / 16) * (P / 16); ++tile) {  // Mᵀ·dY (Mᵀ(s, t) = 0 for t < s)
+        const int m0 = (tile / (P / 16)) * 16, n0 = (tile % (P / 16)) * 16;
+        wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+        wmma::fill_fragment(acc, 0.0f);
+        mma_tile_k<true, false>(acc, m0, n0, m0, Lp, sM, Qp, dyh, ldX);
+        wmma::store_matrix_sync(sT + m0 * ldT + n0, acc, ldT, wmma::mem_row_major);
+      }
+      // Per-token sums (lane t): dD_t = dY_t·X_t, pos_t = Σ_s Z(t, s)·dt_s, u_t = Σ_t' Z(t', t).
+      if (lane < L) {
+        const int t = lane;
+        float dd = 0.0f, pos = 0.0f, u = 0.0f;
+        for (int i = 0; i < P; ++i) {
+          const int q = (i + 2 * t) % P;  // rotated: the lanes read different banks
+          dd += static_cast<float>(dyh[t * ldX + q]) * static_cast<float>(xh[t * ldX + q]);
+        }
+        for (int k = 0; k <= t; ++k) pos += sZ[t * ldQ + k] * sdt[k];
+        for (int k = t; k < L; ++k) u += sZ[k * ldQ + t];
+        sdD[t] = dd;
+        spos[t] = pos;
+        su[t] = u;
+      }
+      __syncwarp();
+      {
+        const float Dh = p.D ? detail::ld(p.D, h) : 0.0f;
+        for (int e = lane; e < L * P; e += 32) {
+          const int t = e / P, q = e % P;
+          detail::st(p.dx, ((c.t0 + t) * H + h) * P + q, sT[t * ldT + q] + Dh * static_cast<float>(dyh[t * ldX + q]));
+        }
+      }
+      // The head's scalars in double (as bwd_mma, without H and G): ∂L/∂cs_t = pos_t − dt_t·u_t,
+      // its suffix sums, ddt, and the dA / dD / ddt_bias partials.
+      {
+        const double a = detail::ld(p.A, h);
+        const int t = L - 1 - lane;
+        double dcs = 0.0, u = 0.0;
+        if (t >= 0) {
+          u = static_cast<double>(su[t]);
+          dcs = static_cast<double>(spos[t]) - static_cast<double>(sdt[t]) * u;
+        }
+        double rev = dcs;
+#pragma unroll
+        for (int o = 1; o < 32; o <<= 1) {
+          const double y = __shfl_up_sync(0xffffffffu, rev, o);
+          if (lane >= o) rev += y;
+        }
+        double dA = 0.0, ddb = 0.0, dD = 0.0;
+        if (t >= 0) {
+          dA = dcs * scsdt[t];
+          const float d_raw = static_cast<float>((u + a * rev) * sdtg[t]);
+          detail::st(p.ddt, (c.t0 + t) * H + h, d_raw);
+          ddb = d_raw;
+          dD = sdD[t];
+        }
+        dA = warp_sum_d(dA);
+        ddb = warp_sum_d(ddb);
+        dD = warp_sum_d(dD);
+        if (lane == 0) {
+          p.ws_par[slot * 3 * H + h] = static_cast<float>(dA);
+          p.ws_par[slot * 3 * H + H + h] = static_cast<float>(dD);
+          p.ws_par[slot * 3 * H + 2 * H + h] = static_cast<float>(ddb);
+        }
+      }
+      __syncwarp();
+    }
+    __syncthreads();  // every head's Wd written
+    // dC = Σ_h Wd_h·B (Wd_h(t, s) = 0 for s > t), dB = Σ_h Wd_hᵀ·C (0 for t < s): 16×16 tiles by
+    // the warps in turn, each summed over the heads in order.
+    const int tn = N / 16, tiles = (Lp / 16) * tn;
+    for (int tile = warp; tile < 2 * tiles; tile += nw) {
+      const bool is_dB = tile >= tiles;
+      const int r = is_dB ? tile - tiles : tile, m0 = (r / tn) * 16, n0 = (r % tn) * 16;
+      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+      wmma::fill_fragment(acc, 0.0f);
+      for (int j = 0; j < hpg; ++j) {
+        if (is_dB) mma_tile_k<true, false>(acc, m0, n0, m0, Lp, sWd + j * Qp * Qp, Qp, sC, N);
+        else mma_tile_k<false, false>(acc, m0, n0, 0, m0 + 16, sWd + j * Qp * Qp, Qp, sB, N);
+      }
+      wmma::store_matrix_sync(sT, acc, ldT, wmma::mem_row_major);
+      __syncwarp();
+      T* out = is_dB ? p.dB : p.dC;
+      for (int e = lane; e < 256; e += 32) {
+        const int t = m0 + e / 16, n = n0 + e % 16;
+        if (t < L) detail::st(out, ((c.t0 + t) * p.ngroups + g) * N + n, sT[(e / 16) * ldT + e % 16]);
+      }
+      __syncwarp();
+    }
+  }
+}
+
 template <class T>
 constexpr void check_type() {
   static_assert(std::is_same_v<T, float> || std::is_same_v<T, bfloat16>,
@@ -1750,8 +2070,17 @@ void launch_states(const Params<T>& p, cudaStream_t stream) {
 // (unless MAMBATRACK_SSD_BWD_V1), bwd_main otherwise.
 template <class T>
 void launch_bwd_main(const Params<T>& p, cudaStream_t stream) {
-  const std::size_t bb = static_cast<std::size_t>(bwd_floats(p.Q, p.N, p.P, p.mma)) * sizeof(float);
   const dim3 grid(static_cast<unsigned>(p.slots), static_cast<unsigned>(p.ngroups));
+  if constexpr (mma_type<T>()) {
+    if (use_short(p, true, smem_limit())) {
+      const std::size_t sb = static_cast<std::size_t>(short_floats(p.Q, p.N, p.P, p.hpg, true)) * sizeof(float);
+      set_smem(bwd_short<T>, sb);
+      bwd_short<T><<<grid, short_threads(p.hpg), sb, stream>>>(p);
+      MAMBATRACK_CUDA_CHECK(cudaGetLastError());
+      return;
+    }
+  }
+  const std::size_t bb = static_cast<std::size_t>(bwd_floats(p.Q, p.N, p.P, p.mma)) * sizeof(float);
   bool done = false;
   if constexpr (mma_type<T>() && kBwdMma) {
     if (p.mma) {
@@ -1826,9 +2155,19 @@ void ssd_fwd(const SsdFwdArgs<T, Cuda>& a, cudaStream_t stream = nullptr) {
     D::prepare(p, false, stream);
     if (!p.single) D::launch_states(p, stream);
   }
+  const dim3 grid(static_cast<unsigned>(p.slots), static_cast<unsigned>(p.ngroups));
+  if constexpr (D::mma_type<T>()) {
+    if (D::use_short(p, false, D::smem_limit())) {
+      const std::size_t sb = static_cast<std::size_t>(D::short_floats(p.Q, p.N, p.P, p.hpg, false)) * sizeof(float);
+      D::set_smem(D::fwd_short<T>, sb);
+      D::fwd_short<T><<<grid, D::short_threads(p.hpg), sb, stream>>>(p);
+      MAMBATRACK_CUDA_CHECK(cudaGetLastError());
+      return;
+    }
+  }
   const std::size_t fb = static_cast<std::size_t>(D::fwd_floats(p.Q, p.N, p.P, p.mma)) * sizeof(float);
   D::set_smem(D::fwd_out<T>, fb);
-  D::fwd_out<T><<<dim3(static_cast<unsigned>(p.slots), static_cast<unsigned>(p.ngroups)), D::kThreads, fb, stream>>>(p);
+  D::fwd_out<T><<<grid, D::kThreads, fb, stream>>>(p);
   MAMBATRACK_CUDA_CHECK(cudaGetLastError());
 }
 
