@@ -133,6 +133,7 @@ int run(const Case& c, uint64_t seed) {
       emu::launch(dim3(p.slots, G), dim3(D::short_threads(p.hpg)), D::short_floats(p.Q, N, P, p.hpg, false) * 4, [&] { D::fwd_short<T>(p); });
     else
       emu::launch(dim3(p.slots, G), dim3(D::kThreads), D::fwd_floats(p.Q, N, P, p.mma) * 4, [&] { D::fwd_out<T>(p); });
+    if (p.single) emu::launch(dim3(p.batch), dim3(128), 0, [&] { D::single_edges<T>(p, false); });
     std::printf("case %s H%ld P%ld N%ld G%ld chunk %ld hint %ld (fwd Q %d%s%s)\n", bf ? "bf16" : "fp32", H, P, N, G, c.chunk, c.hint, p.Q,
                 p.single ? (short_fwd ? ", single chunk, fwd_short" : ", single chunk") : "", save ? (p.Qs ? ", states saved at the backward's chunk" : ", states saved") : "");
     report("y", y, ry, kA);
@@ -183,6 +184,7 @@ int run(const Case& c, uint64_t seed) {
         if (mma_kernel) D::bwd_mma<T>(p);
         else D::bwd_main<T>(p);
       });
+    if (p.single) emu::launch(dim3(p.batch), dim3(128), 0, [&] { D::single_edges<T>(p, true); });
     for (int q = 0; q < 3; ++q) {
       if (q == 1 && !c.Dp) continue;
       if (q == 2 && !c.bias) continue;

@@ -12,7 +12,12 @@
 // throughout (bwd_main). d_state and headdim are run-time tile sizes (one instantiation per
 // storage type), restricted to the supported lists of core/supported.hpp. Deterministic: no
 // atomics; dA/dD/ddt_bias are per-(chunk, head) partials summed in a fixed order; dB/dC are
-// summed over the heads of a group in head order inside one block.
+// summed over the heads of a group in head order inside one block. With max_seqlen_hint no
+// larger than the chunk every sequence is one chunk: no slot map, chunk states or state passing,
+// and (bf16, no initial / final states) fwd_short / bwd_short run a warp per head. The forward
+// may save its chunk-start states (SsdFwdArgs::saved_states) for the backward, which then skips
+// their recompute. Switches for A/B timing: MAMBATRACK_SSD_NO_SINGLE, MAMBATRACK_SSD_NO_SHORT,
+// MAMBATRACK_SSD_NO_SAVED, MAMBATRACK_SSD_BWD_V1, MAMBATRACK_SSD_OCCUPANCY_CHUNK.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -71,7 +76,7 @@ struct ChunkPos {
 };
 template <class T>
 __device__ __forceinline__ bool chunk_pos(const Params<T>& p, int64_t slot, ChunkPos& c) {
-  if (p.single) {  // slot = sequence; L may be 0 (empty) or > Q (a wrong hint): see single_edge
+  if (p.single) {  // slot = sequence; empty ones and ones longer than Q (a wrong hint): single_edges
     if (slot >= p.batch) return false;
     c.b = slot;
     c.k = 0;
@@ -79,9 +84,9 @@ __device__ __forceinline__ bool chunk_pos(const Params<T>& p, int64_t slot, Chun
     c.end = p.cu[slot + 1];
     c.t0 = c.start;
     const int64_t len = c.end - c.start;
-    c.L = static_cast<int>(len < 0 ? 0 : len > p.Q ? p.Q + 1 : len);
-    c.nk = len > 0 ? 1 : 0;
-    return true;
+    c.L = static_cast<int>(len);
+    c.nk = 1;
+    return len > 0 && len <= p.Q;
   }
   const int b = p.slot_seq[slot];
   if (b < 0) return false;
@@ -98,12 +103,11 @@ __host__ __device__ __forceinline__ int64_t boundary(int64_t start, int64_t j, i
 // The ws_H boundary of chunk k's start state (k >= 1): states at chunk Qs, chunks at Q = r·Qs.
 template <class T>
 __device__ __forceinline__ int64_t h_boundary(const Params<T>& p, int64_t start, int64_t k) {
-  const int64_t qs = p.Qs > 0 ? p.Qs : p.Q;
-  return boundary(start, k * (p.Q / qs), qs);
+  return p.Qs > 0 ? boundary(start, k * (p.Q / p.Qs), p.Qs) : boundary(start, k, p.Q);
 }
 
 // Single-chunk mode (p.single): a sequence that is empty or longer than the chunk (a wrong
-// max_seqlen_hint), for group g. Empty: final_state = initial_state (or 0) (forward) /
+// max_seqlen_hint), for group g (the output kernels skip these; single_edges runs after them). Empty: final_state = initial_state (or 0) (forward) /
 // dinitial_state = dfinal_state (or 0), zero partials (backward). Too long: NaN outputs (y;
 // dx, ddt, dB, dC, partials), so that a wrong hint cannot pass unnoticed. Returns whether it
 // handled the slot (the kernel then returns).
@@ -142,6 +146,23 @@ __device__ __forceinline__ bool single_edge(const Params<T>& p, const ChunkPos& 
     }
   }
   return true;
+}
+// Grid (batch), after the output kernel: single_edge of every group of sequence blockIdx.x.
+template <class T>
+__global__ void single_edges(Params<T> p, bool backward) {
+  const int64_t b = blockIdx.x;
+  if (b >= p.batch) return;
+  ChunkPos c;
+  c.b = b;
+  c.k = 0;
+  c.start = p.cu[b];
+  c.end = p.cu[b + 1];
+  c.t0 = c.start;
+  const int64_t len = c.end - c.start;
+  if (len > 0 && len <= p.Q) return;
+  c.L = static_cast<int>(len <= 0 ? 0 : p.Q + 1);
+  c.nk = len > 0 ? 1 : 0;
+  for (int64_t g = 0; g < p.ngroups; ++g) single_edge(p, c, g, backward);
 }
 
 template <int kUnused = 0>
@@ -894,7 +915,6 @@ __global__ void __launch_bounds__(kThreads) fwd_out(Params<T> p) {
   ChunkPos c;
   if (!chunk_pos(p, blockIdx.x, c)) return;
   const int64_t g = blockIdx.y;
-  if (single_edge(p, c, g, false)) return;
   const int P = p.P, N = p.N, Q = p.Q, L = c.L;
   const bool mma = mma_type<T>() && p.mma;  // constant false for float storage
   const FwdLayout lay = fwd_layout(Q, N, P, mma);
@@ -951,11 +971,12 @@ __global__ void __launch_bounds__(kThreads) fwd_out(Params<T> p) {
   }
   const bool has_H = c.k > 0 || p.init != nullptr;
   const bool last = c.k == c.nk - 1;
+  const float* hrow = c.k > 0 ? p.ws_H + h_boundary(p, c.start, c.k) * H * PN : nullptr;  // head 0's state
   for (int64_t j = 0; j < p.hpg; ++j) {
     const int64_t h = g * p.hpg + j;
     StateRef<T> hin;
     hin.N = N;
-    if (c.k > 0) hin.f = p.ws_H + (h_boundary(p, c.start, c.k) * H + h) * PN;
+    if (hrow) hin.f = hrow + h * PN;
     else if (p.init) hin.t = p.init + (c.b * H + h) * PN;
     __syncthreads();  // CB written; the previous head's readers are done
     if (j + 1 < p.hpg) prefetch_head(p, c, h + 1, false);
@@ -1042,7 +1063,6 @@ __global__ void __launch_bounds__(kThreads, 2) bwd_main(Params<T> p) {
       p.ws_par[slot * 3 * H + (e / p.hpg) * H + g * p.hpg + e % p.hpg] = 0.0f;
     return;
   }
-  if (single_edge(p, c, g, true)) return;
   const int P = p.P, N = p.N, Q = p.Q, L = c.L;
   const BwdLayout lay = bwd_layout(Q, N, P, p.mma);
   const int ldN = lay.ldN, ldP = lay.ldP, ldQ = lay.ldQ, ldE = lay.ldE, ldT = lay.ldT;
@@ -1366,7 +1386,6 @@ __global__ void __launch_bounds__(kThreads, 2) bwd_mma(Params<T> p) {
       p.ws_par[slot * 3 * H + (e / p.hpg) * H + g * p.hpg + e % p.hpg] = 0.0f;
     return;
   }
-  if (single_edge(p, c, g, true)) return;
   if constexpr (mma_type<T>()) {
     const int P = p.P, N = p.N, Q = p.Q, L = c.L;
     const BwdMmaLayout lay = bwd_mma_layout(Q, N, P);
@@ -1411,13 +1430,16 @@ __global__ void __launch_bounds__(kThreads, 2) bwd_mma(Params<T> p) {
     block_mma2<0, false, true>(Lp, Lp, false, sCB, ldQ, N, sCb, N, sBb, N);  // C·Bᵀ (exact bf16 operands)
     const int warp = static_cast<int>(threadIdx.x >> 5), lane = static_cast<int>(threadIdx.x & 31);
     const int nw = static_cast<int>(blockDim.x >> 5);
+    // The chunk's state rows (head 0), computed once: the 64-bit divisions stay out of the loop.
+    const float* hrow = c.k > 0 ? p.ws_H + h_boundary(p, c.start, c.k) * H * PN : nullptr;
+    const float* grow = !last ? p.ws_G + boundary(c.start, c.k + 1, Q) * H * PN : nullptr;
     for (int64_t j = 0; j < p.hpg; ++j) {
       const int64_t h = g * p.hpg + j;
       StateRef<T> hin, gend;
       hin.N = gend.N = N;
-      if (c.k > 0) hin.f = p.ws_H + (h_boundary(p, c.start, c.k) * H + h) * PN;
+      if (hrow) hin.f = hrow + h * PN;
       else if (p.init) hin.t = p.init + (c.b * H + h) * PN;
-      if (!last) gend.f = p.ws_G + (boundary(c.start, c.k + 1, Q) * H + h) * PN;
+      if (grow) gend.f = grow + h * PN;
       else if (p.dfinal) gend.t = p.dfinal + (c.b * H + h) * PN;
       __syncthreads();  // C·Bᵀ written; the previous head's readers are done
       if (j + 1 < p.hpg) prefetch_head(p, c, h + 1, true);
@@ -1708,7 +1730,6 @@ __global__ void __launch_bounds__(kThreads) fwd_short(Params<T> p) {
   ChunkPos c;
   if (!chunk_pos(p, blockIdx.x, c)) return;
   const int64_t g = blockIdx.y;
-  if (single_edge(p, c, g, false)) return;
   if constexpr (mma_type<T>()) {
     namespace wmma = nvcuda::wmma;
     const int P = p.P, N = p.N, L = c.L, Lp = (L + 15) / 16 * 16, hpg = static_cast<int>(p.hpg);
@@ -1760,7 +1781,6 @@ __global__ void __launch_bounds__(kThreads) bwd_short(Params<T> p) {
   const int64_t H = p.nheads;
   ChunkPos c;
   if (!chunk_pos(p, slot, c)) return;
-  if (single_edge(p, c, g, true)) return;
   if constexpr (mma_type<T>()) {
     namespace wmma = nvcuda::wmma;
     const int P = p.P, N = p.N, L = c.L, Lp = (L + 15) / 16 * 16, hpg = static_cast<int>(p.hpg);
@@ -2068,6 +2088,14 @@ void launch_states(const Params<T>& p, cudaStream_t stream) {
 
 // The backward's main kernel (after the states and adjoints): bwd_mma on the tensor-core path
 // (unless MAMBATRACK_SSD_BWD_V1), bwd_main otherwise.
+// Single-chunk mode: the sequences the output kernels skipped (empty, or a wrong hint).
+template <class T>
+void launch_single_edges(const Params<T>& p, bool backward, cudaStream_t stream) {
+  if (!p.single) return;
+  single_edges<T><<<static_cast<unsigned>(p.batch), 128, 0, stream>>>(p, backward);
+  MAMBATRACK_CUDA_CHECK(cudaGetLastError());
+}
+
 template <class T>
 void launch_bwd_main(const Params<T>& p, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>(p.slots), static_cast<unsigned>(p.ngroups));
@@ -2077,6 +2105,7 @@ void launch_bwd_main(const Params<T>& p, cudaStream_t stream) {
       set_smem(bwd_short<T>, sb);
       bwd_short<T><<<grid, short_threads(p.hpg), sb, stream>>>(p);
       MAMBATRACK_CUDA_CHECK(cudaGetLastError());
+      launch_single_edges(p, true, stream);
       return;
     }
   }
@@ -2094,6 +2123,7 @@ void launch_bwd_main(const Params<T>& p, cudaStream_t stream) {
     bwd_main<T><<<grid, kThreads, bb, stream>>>(p);
   }
   MAMBATRACK_CUDA_CHECK(cudaGetLastError());
+  launch_single_edges(p, true, stream);
 }
 
 }  // namespace ssd_cuda_detail
@@ -2162,6 +2192,7 @@ void ssd_fwd(const SsdFwdArgs<T, Cuda>& a, cudaStream_t stream = nullptr) {
       D::set_smem(D::fwd_short<T>, sb);
       D::fwd_short<T><<<grid, D::short_threads(p.hpg), sb, stream>>>(p);
       MAMBATRACK_CUDA_CHECK(cudaGetLastError());
+      D::launch_single_edges(p, false, stream);
       return;
     }
   }
@@ -2169,6 +2200,7 @@ void ssd_fwd(const SsdFwdArgs<T, Cuda>& a, cudaStream_t stream = nullptr) {
   D::set_smem(D::fwd_out<T>, fb);
   D::fwd_out<T><<<grid, D::kThreads, fb, stream>>>(p);
   MAMBATRACK_CUDA_CHECK(cudaGetLastError());
+  D::launch_single_edges(p, false, stream);
 }
 
 // Backward on `stream`: overwrites dx, ddt, dB, dC, dinitial_state; accumulates into dA, dD,
