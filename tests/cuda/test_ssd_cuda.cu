@@ -134,7 +134,7 @@ void run_case(const SsdCase& sc, uint64_t seed, const Tol& tol) {
     if (sc.saved) fa.saved_states = &saved;
     cuda::ssd_fwd<T>(fa);
     MAMBATRACK_CUDA_CHECK(cudaDeviceSynchronize());
-    INFO("max_seqlen_hint " << sc.hint << ", saved states " << saved.numel() << " floats");
+    INFO("max_seqlen_hint " << sc.hint << ", saved states " << (saved.data() ? saved.numel() : 0) << " floats");
     CHECK_CLOSE("y", to_doubles(y), values(r_y), tol.act);
     if (sc.final_out) CHECK_CLOSE("final_state", to_doubles(fin), values(r_final), tol.act);
 
@@ -161,7 +161,7 @@ void run_case(const SsdCase& sc, uint64_t seed, const Tol& tol) {
       if (sc.D) cb.dD = dD.view();
       if (sc.bias) cb.ddt_bias = ddb.view();
       cb.chunk_size = chunk;
-      if (run == 0 && saved.numel() > 0) cb.saved_states = View<const float, Cuda>(saved.data(), saved.shape());
+      if (run == 0 && saved.data() != nullptr) cb.saved_states = View<const float, Cuda>(saved.data(), saved.shape());
       cuda::ssd_bwd<T>(cb);
       MAMBATRACK_CUDA_CHECK(cudaDeviceSynchronize());
       runs[run] = {to_doubles(dx), to_doubles(ddt), to_doubles(dB), to_doubles(dC), to_doubles(dA)};

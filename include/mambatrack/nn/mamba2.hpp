@@ -219,7 +219,7 @@ class Mamba2Mixer {
     sb.dD = store_->grad(D_);
     sb.ddt_bias = store_->grad(dt_bias_);
     sb.chunk_size = opt_.chunk_size;
-    if (ctx.ssd_states.numel() > 0)
+    if (ctx.ssd_states.data() != nullptr)
       sb.saved_states = View<const float, Device>(ctx.ssd_states.data(), ctx.ssd_states.shape());
     Backend::ssd_bwd(sb);
     Backend::mamba2_a_log_grad(dA, ctx.A.view(), store_->grad(A_log_));

@@ -2163,7 +2163,9 @@ void ssd_fwd(const SsdFwdArgs<T, Cuda>& a, cudaStream_t stream = nullptr) {
       }
     }
     const Shape shape{save ? ps.nb : 0, d.nheads, d.headdim, d.d_state};
-    if (!save) *a.saved_states = Tensor<float, Cuda>();
+    if (!save) {
+      if (a.saved_states->data() != nullptr) *a.saved_states = Tensor<float, Cuda>();  // nothing freed when empty (graph capture)
+    }
     else if (a.saved_states->shape() != shape) *a.saved_states = Tensor<float, Cuda>(shape);
   }
   if (d.batch == 0 || d.nheads == 0) return;
