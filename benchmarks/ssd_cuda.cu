@@ -20,6 +20,7 @@ struct Problem {
   const char* name;
   int64_t batch, len, chunk;
   double target_ms;  // forward+backward bf16 target of the issue
+  int64_t hint;      // max_seqlen_hint of the "as run" rows (every sequence has length len)
 };
 
 constexpr int64_t kH = 8, kP = 64, kN = 128, kG = 1;
@@ -90,8 +91,23 @@ void run(const Problem& pr, double bw, double gemm) {
   const double bytes_f = es * (2 * lhp + lh + 2 * lgn);                         // x, dt, B, C in; y out
   const double bytes_b = es * (3 * lhp + 2 * lh + 4 * lgn);                     // x, dy, dt, B, C in; dx, ddt, dB, dC out
   const double flops_f = fwd_flops(L, qf), flops_b = bwd_flops(L, qb);
-  const double tf = bench::cuda_median_seconds([&] { mambatrack::cuda::ssd_fwd<T>(fa); }, nullptr, 30, 5);
-  const double tfb = bench::cuda_median_seconds([&] {
+  // As a layer runs it: max_seqlen_hint set, the forward's states saved for the backward.
+  Tensor<float, Cuda> saved;
+  SsdFwdArgs<T, Cuda> fn = fa;
+  SsdBwdArgs<T, Cuda> bn = ba;
+  fn.in.max_seqlen_hint = bn.in.max_seqlen_hint = pr.hint;
+  fn.saved_states = &saved;
+  auto fwd_new = [&] { mambatrack::cuda::ssd_fwd<T>(fn); };
+  auto fwd_bwd_new = [&] {
+    mambatrack::cuda::ssd_fwd<T>(fn);
+    bn.saved_states = View<const float, Cuda>(saved.data(), saved.shape());  // empty when not saved
+    mambatrack::cuda::ssd_bwd<T>(bn);
+  };
+  const double tf = bench::cuda_median_seconds(fwd_new, nullptr, 30, 5);
+  const double tfb = bench::cuda_median_seconds(fwd_bwd_new, nullptr, 30, 5);
+  // The previous calls: no hint, no saved states (the backward recomputes them).
+  const double tf0 = bench::cuda_median_seconds([&] { mambatrack::cuda::ssd_fwd<T>(fa); }, nullptr, 30, 5);
+  const double tfb0 = bench::cuda_median_seconds([&] {
     mambatrack::cuda::ssd_fwd<T>(fa);
     mambatrack::cuda::ssd_bwd<T>(ba);
   }, nullptr, 30, 5);
@@ -106,6 +122,8 @@ void run(const Problem& pr, double bw, double gemm) {
   };
   row("fwd", bytes_f, flops_f, tf, 0);
   row("fwd+bwd", bytes_f + bytes_b, flops_f + flops_b, tfb, std::is_same_v<T, float> ? 0 : pr.target_ms);
+  std::printf("%-22s %-4s saved states %.1f MB; without hint and saved states: fwd %.3f ms, fwd+bwd %.3f ms\n", pr.name,
+              type, saved.bytes() * 1e-6, tf0 * 1e3, tfb0 * 1e3);
 }
 
 // Per-kernel times of the bf16 forward+backward (each launch sequence alone, median of 20 after 3
@@ -199,6 +217,79 @@ void breakdown(const Problem& pr) {
     }
     MAMBATRACK_CUDA_CHECK(cudaGetLastError());
   }
+  // The new paths: with max_seqlen_hint = len (single chunk: prepare, fwd_out, bwd_mma only, no
+  // slot map or state passing), else the forward saving its states at the backward's chunk and the
+  // backward reading them (no recompute).
+  in.max_seqlen_hint = pr.hint;
+  for (int backward = 0; backward < 2; ++backward) {
+    D::Params<T> p = D::make_params<T>(in, d, pr.chunk, backward != 0);
+    if (!p.single) continue;
+    p.y = y.data();
+    p.dy = dy.data();
+    p.dx = dx.data();
+    p.ddt = ddt.data();
+    p.dB = dB.data();
+    p.dC = dC.data();
+    D::prepare(p, backward != 0, nullptr);
+    const dim3 main_grid(static_cast<unsigned>(p.slots), static_cast<unsigned>(p.ngroups));
+    std::printf("   %s, single chunk (max_seqlen_hint %ld, chunk %d, %ld blocks)\n", backward ? "backward" : "forward",
+                static_cast<long>(pr.hint), p.Q, static_cast<long>(p.slots));
+    // fwd_short / bwd_short (run by ssd_fwd / ssd_bwd here unless MAMBATRACK_SSD_NO_SHORT) and the
+    // general kernels on the same single-chunk slots.
+    const std::size_t sb = static_cast<std::size_t>(D::short_floats(p.Q, p.N, p.P, p.hpg, backward != 0)) * sizeof(float);
+    const bool short_ok = D::use_short(p, backward != 0, limit) || (!D::kShortKernels && sb <= limit);
+    if (!backward) {
+      const std::size_t fb = static_cast<std::size_t>(D::fwd_floats(p.Q, p.N, p.P, p.mma)) * sizeof(float);
+      D::set_smem(D::fwd_out<T>, fb);
+      timed("fwd_out (single chunk)", [&] { D::fwd_out<T><<<main_grid, D::kThreads, fb>>>(p); });
+      if (short_ok) {
+        D::set_smem(D::fwd_short<T>, sb);
+        std::printf("    (fwd_short: %zu bytes of shared memory, %d threads)\n", sb, D::short_threads(p.hpg));
+        timed("fwd_short", [&] { D::fwd_short<T><<<main_grid, D::short_threads(p.hpg), sb>>>(p); });
+      }
+    } else {
+      const std::size_t bm = static_cast<std::size_t>(D::bwd_mma_floats(p.Q, p.N, p.P)) * sizeof(float);
+      D::set_smem(D::bwd_mma<T>, bm);
+      timed("bwd_mma (single chunk)", [&] { D::bwd_mma<T><<<main_grid, D::bwd_mma_threads(p.Q), bm>>>(p); });
+      if (short_ok) {
+        D::set_smem(D::bwd_short<T>, sb);
+        std::printf("    (bwd_short: %zu bytes of shared memory, %d threads)\n", sb, D::short_threads(p.hpg));
+        timed("bwd_short", [&] { D::bwd_short<T><<<main_grid, D::short_threads(p.hpg), sb>>>(p); });
+      }
+    }
+    MAMBATRACK_CUDA_CHECK(cudaGetLastError());
+  }
+  {
+    const D::Params<T> pb = D::make_params<T>(in, d, pr.chunk, true);
+    if (!pb.single) {
+      Tensor<float, Cuda> saved;
+      SsdFwdArgs<T, Cuda> fa{in, y.view(), {}};
+      fa.chunk_size = pr.chunk;
+      fa.saved_states = &saved;
+      Tensor<T, Cuda> dA(Shape{kH}), dD(Shape{kH}), ddb(Shape{kH});
+      SsdBwdArgs<T, Cuda> ba;
+      ba.in = in;
+      ba.dy = dy.view();
+      ba.dx = dx.view();
+      ba.ddt = ddt.view();
+      ba.dB = dB.view();
+      ba.dC = dC.view();
+      ba.dA = dA.view();
+      ba.dD = dD.view();
+      ba.ddt_bias = ddb.view();
+      ba.chunk_size = pr.chunk;
+      SsdFwdArgs<T, Cuda> f0 = fa;
+      f0.saved_states = nullptr;
+      std::printf("   whole calls: saved states (%.1f MB per call, at the backward's chunk %d)\n",
+                  static_cast<double>(d.tokens / pb.Q + 1) * kH * kP * kN * 4 * 1e-6, pb.Q);
+      timed("ssd_fwd (no saved states)", [&] { mambatrack::cuda::ssd_fwd<T>(f0); });
+      timed("ssd_fwd (saving states)", [&] { mambatrack::cuda::ssd_fwd<T>(fa); });
+      timed("ssd_bwd (recompute)", [&] { mambatrack::cuda::ssd_bwd<T>(ba); });
+      ba.saved_states = View<const float, Cuda>(saved.data(), saved.shape());
+      timed("ssd_bwd (saved states)", [&] { mambatrack::cuda::ssd_bwd<T>(ba); });
+      MAMBATRACK_CUDA_CHECK(cudaGetLastError());
+    }
+  }
 }
 
 }  // namespace
@@ -216,7 +307,7 @@ int main() {
   std::printf("device %s: copy %.0f GB/s (read + write), bf16 GEMM %.0f TFLOP/s\n", prop.name, bw * 1e-9,
               gemm * 1e-12);
   std::printf("SSD: 8 heads x headdim 64, d_state 128, ngroups 1, D and dt_bias; chunk = forward/backward chunk run\n");
-  const Problem problems[] = {{"8 x 8192 tokens", 8, 8192, 64, 3.0}, {"4096 tracks x 16", 4096, 16, 16, 1.0}};
+  const Problem problems[] = {{"8 x 8192 tokens", 8, 8192, 64, 3.0, 8192}, {"4096 tracks x 16", 4096, 16, 16, 1.0, 16}};
   for (const auto& pr : problems) {
     run<bfloat16>(pr, bw, gemm);
     run<float>(pr, bw, gemm);

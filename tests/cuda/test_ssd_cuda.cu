@@ -24,6 +24,9 @@ struct SsdCase {
   int64_t H = 4, P = 16, N = 16, G = 2;
   std::vector<int64_t> chunks = {16};
   bool D = true, bias = true, init = true, dfinal = true, dinit = true, clamp = false;
+  int64_t hint = 0;        // SsdInputs::max_seqlen_hint
+  bool saved = false;      // forward saves its states; backward run 0 reads them, run 1 recomputes
+  bool final_out = true;   // the forward writes final_state
 };
 
 struct Tol {
@@ -115,6 +118,7 @@ void run_case(const SsdCase& sc, uint64_t seed, const Tol& tol) {
   in.cu_seqlens = cu_dev.view();
   in.dt_min = dt_min;
   in.dt_max = dt_max;
+  in.max_seqlen_hint = sc.hint;
 
   for (int64_t chunk : sc.chunks) {
     INFO("seed " << seed << ", nheads " << H << ", headdim " << P << ", d_state " << N << ", ngroups " << G
@@ -124,12 +128,15 @@ void run_case(const SsdCase& sc, uint64_t seed, const Tol& tol) {
     SsdFwdArgs<T, Cuda> fa;
     fa.in = in;
     fa.y = y.view();
-    fa.final_state = fin.view();
+    if (sc.final_out) fa.final_state = fin.view();
     fa.chunk_size = chunk;
+    Tensor<float, Cuda> saved;
+    if (sc.saved) fa.saved_states = &saved;
     cuda::ssd_fwd<T>(fa);
     MAMBATRACK_CUDA_CHECK(cudaDeviceSynchronize());
+    INFO("max_seqlen_hint " << sc.hint << ", saved states " << (saved.data() ? saved.numel() : 0) << " floats");
     CHECK_CLOSE("y", to_doubles(y), values(r_y), tol.act);
-    CHECK_CLOSE("final_state", to_doubles(fin), values(r_final), tol.act);
+    if (sc.final_out) CHECK_CLOSE("final_state", to_doubles(fin), values(r_final), tol.act);
 
     std::vector<std::vector<double>> runs[2];
     for (int run = 0; run < 2; ++run) {
@@ -154,6 +161,7 @@ void run_case(const SsdCase& sc, uint64_t seed, const Tol& tol) {
       if (sc.D) cb.dD = dD.view();
       if (sc.bias) cb.ddt_bias = ddb.view();
       cb.chunk_size = chunk;
+      if (run == 0 && saved.data() != nullptr) cb.saved_states = View<const float, Cuda>(saved.data(), saved.shape());
       cuda::ssd_bwd<T>(cb);
       MAMBATRACK_CUDA_CHECK(cudaDeviceSynchronize());
       runs[run] = {to_doubles(dx), to_doubles(ddt), to_doubles(dB), to_doubles(dC), to_doubles(dA)};
@@ -175,7 +183,7 @@ void run_case(const SsdCase& sc, uint64_t seed, const Tol& tol) {
     for (std::size_t i = 0; i < runs[0].size(); ++i)
       for (std::size_t j = 0; j < runs[0][i].size(); ++j)
         differing += !(runs[0][i][j] == runs[1][i][j]) && !(std::isnan(runs[0][i][j]) && std::isnan(runs[1][i][j]));
-    INFO("gradient elements differing between two identical backward runs");
+    INFO("gradient elements differing between two backward runs (with saved states, then recomputing them)");
     CHECK(differing == 0);
   }
 }
@@ -277,6 +285,94 @@ TEST_CASE("cuda ssd bf16: many short tracks and long sequences, ngroups 1 and 2,
   sc.init = true;
   sc.clamp = true;
   run_case<bfloat16>(sc, test::test_seed(617), kTolBF16);
+}
+
+// max_seqlen_hint: every sequence in one chunk, no state passing. Without initial / final
+// states (as a layer trains) bf16 runs fwd_short / bwd_short, with them fwd_out / bwd_mma.
+TEST_CASE("cuda ssd bf16: short tracks under max_seqlen_hint, with and without states", "[cuda]") {
+  SsdCase sc;
+  sc.lens = std::vector<int64_t>(120, 16);
+  sc.lens.insert(sc.lens.end(), {1, 5, 0, 13, 9});
+  sc.H = 8;
+  sc.P = 64;
+  sc.N = 128;
+  sc.G = 1;
+  sc.chunks = {64};
+  sc.hint = 16;
+  sc.init = sc.dfinal = sc.dinit = sc.final_out = false;
+  sc.saved = true;  // single chunk: nothing to save, both backward runs recompute nothing
+  run_case<bfloat16>(sc, test::test_seed(619), kTolBF16);
+  sc.lens = {30, 17, 5, 32, 0, 1, 32};
+  sc.H = 12;
+  sc.P = 16;
+  sc.N = 32;
+  sc.hint = 32;  // chunk 32
+  run_case<bfloat16>(sc, test::test_seed(620), kTolBF16);
+  sc.init = sc.dfinal = sc.dinit = sc.final_out = true;
+  sc.G = 2;
+  sc.H = 4;
+  run_case<bfloat16>(sc, test::test_seed(621), kTolBF16);
+  sc.lens = {7, 12, 0, 3};  // fp32: SIMT kernels, single chunk
+  sc.P = sc.N = 12;
+  sc.hint = 12;
+  run_case<float>(sc, test::test_seed(622), kTolF32);
+}
+
+// Saved states: the backward reads the forward's chunk-start states instead of recomputing them
+// and gives the same bits (run_case compares the two backward runs); the bf16 target shape runs
+// the forward at chunk 64 over states saved at the backward's chunk 32.
+TEST_CASE("cuda ssd: saved states give the recomputing backward's bits", "[cuda]") {
+  SsdCase sc;
+  sc.lens = {100, 3, 64, 0, 200};
+  sc.H = 2;
+  sc.P = 64;
+  sc.N = 128;
+  sc.G = 1;
+  sc.chunks = {64};
+  sc.saved = true;
+  run_case<bfloat16>(sc, test::test_seed(623), kTolBF16);
+  sc.lens = {1, 2, 3, 7, 64, 100, 0, 33};
+  sc.H = 4;
+  sc.P = 16;
+  sc.N = 16;
+  sc.G = 2;
+  sc.chunks = {16, 24};
+  sc.hint = 100;  // above the chunk: only caps it
+  run_case<float>(sc, test::test_seed(624), kTolF32);
+}
+
+TEST_CASE("cuda ssd: a max_seqlen_hint below a sequence's length gives NaN, not wrong numbers", "[cuda]") {
+  const int64_t L = 25, H = 2, P = 16, N = 16;
+  Philox rng(test::test_seed(625), 23);
+  auto x = make<bfloat16>(Shape{L, H, P}, rng, -1, 1);
+  auto dt = make<bfloat16>(Shape{L, H}, rng, -1.5, 1.0);
+  auto A = make<bfloat16>(Shape{H}, rng, -2.0, -0.3);
+  auto B = make<bfloat16>(Shape{L, 1, N}, rng, -1, 1);
+  auto C = make<bfloat16>(Shape{L, 1, N}, rng, -1, 1);
+  Tensor<int64_t> cu_h(Shape{3});
+  cu_h[0] = 0;
+  cu_h[1] = 20;  // longer than the hint's chunk of 16
+  cu_h[2] = L;
+  auto cu = to_device<int64_t>(cu_h.view());
+  SsdInputs<bfloat16, Cuda> in;
+  in.x = x.dev.view();
+  in.dt = dt.dev.view();
+  in.A = A.dev.view();
+  in.B = B.dev.view();
+  in.C = C.dev.view();
+  in.cu_seqlens = cu.view();
+  in.max_seqlen_hint = 16;
+  Tensor<bfloat16, Cuda> y(Shape{L, H, P});
+  MAMBATRACK_CUDA_CHECK(cudaMemset(y.data(), 0, y.bytes()));  // finite: the NaN must come from the kernel
+  SsdFwdArgs<bfloat16, Cuda> fa{in, y.view(), {}};
+  fa.chunk_size = 64;
+  cuda::ssd_fwd<bfloat16>(fa);
+  MAMBATRACK_CUDA_CHECK(cudaDeviceSynchronize());
+  const std::vector<double> yv = to_doubles(y);
+  int64_t nan_first = 0, nan_second = 0;
+  for (int64_t i = 0; i < L * H * P; ++i) (i < 20 * H * P ? nan_first : nan_second) += std::isnan(yv[static_cast<std::size_t>(i)]);
+  CHECK(nan_first == 20 * H * P);  // the too-long sequence: every output NaN
+  CHECK(nan_second == 0);          // the other one computed
 }
 
 TEST_CASE("cuda ssd: bad shapes and unsupported d_state / headdim throw", "[cuda]") {

@@ -101,9 +101,10 @@ class Mamba2Mixer {
     View<const int64_t, Device> cu_seqlens;
     Tensor<T, Device> zx, xbc_in, xbc, xs, B, C, z, dt, A, y, normed, out;  // forward
     Tensor<T, Device> dx;
+    Tensor<float, Device> ssd_states;  // the SSD forward's chunk-start states (CUDA; may stay empty)
     std::shared_ptr<BackwardWorkspace> backward_workspace = std::make_shared<BackwardWorkspace>();
     std::size_t bytes() const {
-      std::size_t n = backward_workspace->bytes();
+      std::size_t n = backward_workspace->bytes() + ssd_states.bytes();
       for (const Tensor<T, Device>* t : {&zx, &xbc_in, &xbc, &xs, &B, &C, &z, &dt, &A, &y, &normed, &out, &dx})
         n += t->bytes();
       return n;
@@ -218,6 +219,8 @@ class Mamba2Mixer {
     sb.dD = store_->grad(D_);
     sb.ddt_bias = store_->grad(dt_bias_);
     sb.chunk_size = opt_.chunk_size;
+    if (ctx.ssd_states.data() != nullptr)
+      sb.saved_states = View<const float, Device>(ctx.ssd_states.data(), ctx.ssd_states.shape());
     Backend::ssd_bwd(sb);
     Backend::mamba2_a_log_grad(dA, ctx.A.view(), store_->grad(A_log_));
     // conv + SiLU over [x, B, C]
@@ -340,6 +343,9 @@ class Mamba2Mixer {
 
   const Mamba2Sizes& sizes() const { return s_; }
   const Mamba2Options& options() const { return opt_; }
+  // Host-side upper bound on every sequence's length (0: unknown), passed to the SSD as a speed
+  // hint (SsdInputs::max_seqlen_hint); it must be a true bound.
+  void set_max_seqlen_hint(int64_t n) { max_seqlen_hint_ = n; }
   void set_chunk_size(int64_t chunk) {
     MAMBATRACK_CHECK(chunk >= 1, ConfigError, "mamba2: chunk_size must be >= 1, got ", chunk);
     opt_.chunk_size = chunk;
@@ -380,6 +386,7 @@ class Mamba2Mixer {
     in.cu_seqlens = ctx.cu_seqlens;
     in.dt_min = static_cast<T>(opt_.dt_limit_min);
     in.dt_max = static_cast<T>(opt_.dt_limit_max);
+    in.max_seqlen_hint = max_seqlen_hint_;
     return in;
   }
 
@@ -411,6 +418,7 @@ class Mamba2Mixer {
     sf.y = ws(ctx.y, Shape{n, H, P});
     sf.final_state = final_state;
     sf.chunk_size = opt_.chunk_size;
+    sf.saved_states = &ctx.ssd_states;
     Backend::ssd_fwd(sf);
     Args<GatedRmsNormFwdArgs> na;
     na.y = ctx.y.view().reshape(Shape{n, di});
@@ -427,6 +435,7 @@ class Mamba2Mixer {
 
   Mamba2Sizes s_;
   Mamba2Options opt_;
+  int64_t max_seqlen_hint_ = 0;
   Store* store_ = nullptr;
   ParamHandle in_proj_, conv_w_, conv_b_, dt_bias_, A_log_, D_, norm_w_, out_proj_;
 };

@@ -48,6 +48,11 @@ struct SsdInputs {
   View<const int64_t, Device> cu_seqlens;  // (batch + 1)
   T dt_min = T(0);              // dt clamp (Mamba2's dt_limit); the default (0, inf) is a no-op
   T dt_max = ssd_detail::infinity<T>();
+  // Optional host-side upper bound on every sequence's length (0: unknown), a speed hint: the
+  // CUDA SSD caps its chunk at it and, when every sequence then fits one chunk, runs no state
+  // passing at all. It must be a true bound: a sequence longer than the chunk it picks gets NaN
+  // outputs (and gradients), never silently wrong ones.
+  int64_t max_seqlen_hint = 0;
 };
 
 template <class T, class Device = Host>
@@ -56,6 +61,11 @@ struct SsdFwdArgs {
   View<T, Device> y;            // (tokens, nheads, headdim), overwritten
   View<T, Device> final_state;  // (batch, nheads, headdim, d_state), optional, overwritten
   int64_t chunk_size = 64;      // chunked backends only; the result does not depend on it
+  // Optional (null: none): the chunk-start states (fp32) for the backward with the same inputs
+  // and chunk_size, so that it does not recompute them. A chunked backend (CUDA) resizes the
+  // tensor when its shape differs (its shape is the backend's business; it may leave it empty
+  // when its backward needs no states); other backends leave it untouched.
+  Tensor<float, Device>* saved_states = nullptr;
 };
 
 // Backward: gradients of activations (dx, ddt, dB, dC, dinitial_state) are OVERWRITTEN;
@@ -76,6 +86,9 @@ struct SsdBwdArgs {
   View<T, Device> dD;                   // (nheads), +=, optional (needed when D is given)
   View<T, Device> ddt_bias;             // (nheads), +=, optional (needed when dt_bias is given)
   int64_t chunk_size = 64;
+  // Optional: SsdFwdArgs::saved_states as filled by the forward with the same inputs and
+  // chunk_size (empty: recompute). Backends that recompute anyway ignore it.
+  View<const float, Device> saved_states;
 };
 
 struct SsdDims {

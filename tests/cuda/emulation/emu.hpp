@@ -56,6 +56,7 @@ inline double __shfl_xor_sync(unsigned, double v, int o) {
   emu::g_warp_bars[w]->arrive_and_wait();
   return r;
 }
+inline void __syncwarp(unsigned = 0xffffffffu) { emu::g_warp_bars[threadIdx.x / 32]->arrive_and_wait(); }
 inline double __shfl_up_sync(unsigned, double v, unsigned o) {
   const unsigned t = threadIdx.x, w = t / 32;
   emu::g_xchd[t] = v;

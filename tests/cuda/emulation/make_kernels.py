@@ -13,7 +13,7 @@ for inc in incs:
     s = s.replace(inc, '')
 s = s.replace('#pragma once\n', '#pragma once\n#include "emu.hpp"\n', 1)
 s = s.replace('extern __shared__ float smem[];', 'float* smem = emu::g_smem;')
-assert s.count('extern __shared__ __align__(128) unsigned char ssd_smem[];') == 4
+assert s.count('extern __shared__ __align__(128) unsigned char ssd_smem[];') == 6
 s = s.replace('extern __shared__ __align__(128) unsigned char ssd_smem[];',
               'unsigned char* ssd_smem = reinterpret_cast<unsigned char*>(emu::g_smem);')
 a = s.index('inline std::size_t smem_limit() {'); b = s.index('\n}\n', a) + 3
@@ -21,7 +21,7 @@ s = s[:a] + 'inline std::size_t smem_limit() { return emu::kSmemLimit; }\n' + s[
 # Few blocks, so that the grid-stride loops over slots and (sequence, head) pairs run.
 assert 'kOuterBlocks = 4096, kPassBlocks = 1024' in s
 s = s.replace('kOuterBlocks = 4096, kPassBlocks = 1024', 'kOuterBlocks = 8, kPassBlocks = 3')
-s = s[:s.index('// Scratch (id 1)')] + '}  // namespace ssd_cuda_detail\n}  // namespace mambatrack::cuda\n'
+s = s[:s.index('// Scratch (id ')] + '}  // namespace ssd_cuda_detail\n}  // namespace mambatrack::cuda\n'
 open(os.path.join(out, 'ssd_kern.hpp'), 'w').write(s)
 
 s = open(os.path.join(root, 'gated_rmsnorm.cuh')).read()

@@ -12,7 +12,12 @@
 // throughout (bwd_main). d_state and headdim are run-time tile sizes (one instantiation per
 // storage type), restricted to the supported lists of core/supported.hpp. Deterministic: no
 // atomics; dA/dD/ddt_bias are per-(chunk, head) partials summed in a fixed order; dB/dC are
-// summed over the heads of a group in head order inside one block.
+// summed over the heads of a group in head order inside one block. With max_seqlen_hint no
+// larger than the chunk every sequence is one chunk: no slot map, chunk states or state passing,
+// and (bf16, no initial / final states) fwd_short / bwd_short run a warp per head. The forward
+// may save its chunk-start states (SsdFwdArgs::saved_states) for the backward, which then skips
+// their recompute. Switches for A/B timing: MAMBATRACK_SSD_NO_SINGLE, MAMBATRACK_SSD_NO_SHORT,
+// MAMBATRACK_SSD_NO_SAVED, MAMBATRACK_SSD_BWD_V1, MAMBATRACK_SSD_OCCUPANCY_CHUNK.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -48,6 +53,10 @@ struct Params {
   int64_t tokens = 0, nheads = 0, ngroups = 1, hpg = 1, batch = 0, slots = 0, nb = 0;
   int P = 0, N = 0, Q = 64;
   bool mma = false;  // bf16 storage, headdim and d_state multiples of 16: tensor-core products
+  // Every sequence fits one chunk (max_seqlen_hint <= Q): slot b is sequence b, no slot map, no
+  // chunk states or adjoints (the kernels read initial_state / dfinal_state directly).
+  bool single = false;
+  int Qs = 0;  // chunk of the chunk-start states in ws_H (0: Q; else Q is a multiple of Qs)
   float dt_min = 0.0f, dt_max = 0.0f;
   int* slot_seq = nullptr;  // slot -> sequence (-1: unused)
   int* slot_k = nullptr;    // slot -> chunk index in its sequence
@@ -67,6 +76,18 @@ struct ChunkPos {
 };
 template <class T>
 __device__ __forceinline__ bool chunk_pos(const Params<T>& p, int64_t slot, ChunkPos& c) {
+  if (p.single) {  // slot = sequence; empty ones and ones longer than Q (a wrong hint): single_edges
+    if (slot >= p.batch) return false;
+    c.b = slot;
+    c.k = 0;
+    c.start = p.cu[slot];
+    c.end = p.cu[slot + 1];
+    c.t0 = c.start;
+    const int64_t len = c.end - c.start;
+    c.L = static_cast<int>(len);
+    c.nk = 1;
+    return len > 0 && len <= p.Q;
+  }
   const int b = p.slot_seq[slot];
   if (b < 0) return false;
   c.b = b;
@@ -79,6 +100,70 @@ __device__ __forceinline__ bool chunk_pos(const Params<T>& p, int64_t slot, Chun
   return true;
 }
 __host__ __device__ __forceinline__ int64_t boundary(int64_t start, int64_t j, int64_t Q) { return start / Q + j - 1; }
+// The ws_H boundary of chunk k's start state (k >= 1): states at chunk Qs, chunks at Q = r·Qs.
+template <class T>
+__device__ __forceinline__ int64_t h_boundary(const Params<T>& p, int64_t start, int64_t k) {
+  return p.Qs > 0 ? boundary(start, k * (p.Q / p.Qs), p.Qs) : boundary(start, k, p.Q);
+}
+
+// Single-chunk mode (p.single): a sequence that is empty or longer than the chunk (a wrong
+// max_seqlen_hint), for group g (the output kernels skip these; single_edges runs after them). Empty: final_state = initial_state (or 0) (forward) /
+// dinitial_state = dfinal_state (or 0), zero partials (backward). Too long: NaN outputs (y;
+// dx, ddt, dB, dC, partials), so that a wrong hint cannot pass unnoticed. Returns whether it
+// handled the slot (the kernel then returns).
+template <class T>
+__device__ __forceinline__ bool single_edge(const Params<T>& p, const ChunkPos& c, int64_t g, bool backward) {
+  if (!p.single || (c.L > 0 && c.L <= p.Q)) return false;
+  const int64_t H = p.nheads, PN = static_cast<int64_t>(p.P) * p.N;
+  const float nan = bits_float(0x7fc00000u);
+  const int nt = static_cast<int>(blockDim.x);
+  for (int64_t j = 0; j < p.hpg; ++j) {
+    const int64_t h = g * p.hpg + j;
+    if (c.L == 0) {
+      const T* src = backward ? p.dfinal : p.init;
+      T* dst = backward ? p.dinit : p.final_state;
+      if (dst)
+        for (int64_t e = threadIdx.x; e < PN; e += nt)
+          detail::st(dst, (c.b * H + h) * PN + e, src ? detail::ld(src, (c.b * H + h) * PN + e) : 0.0f);
+    } else {
+      const int64_t rows = c.end - c.start;
+      T* out = backward ? p.dx : p.y;
+      for (int64_t e = threadIdx.x; e < rows * p.P; e += nt)
+        detail::st(out, ((c.t0 + e / p.P) * H + h) * p.P + e % p.P, nan);
+      if (backward)
+        for (int64_t t = threadIdx.x; t < rows; t += nt) detail::st(p.ddt, (c.t0 + t) * H + h, nan);
+      if (!backward && p.final_state)
+        for (int64_t e = threadIdx.x; e < PN; e += nt) detail::st(p.final_state, (c.b * H + h) * PN + e, nan);
+    }
+    if (backward && threadIdx.x < 3) p.ws_par[c.b * 3 * H + threadIdx.x * H + h] = c.L == 0 ? 0.0f : nan;
+  }
+  if (backward && c.L > 0) {
+    const int64_t rows = c.end - c.start;
+    for (int64_t e = threadIdx.x; e < rows * p.N; e += nt) {
+      const int64_t dst = ((c.t0 + e / p.N) * p.ngroups + g) * p.N + e % p.N;
+      detail::st(p.dB, dst, nan);
+      detail::st(p.dC, dst, nan);
+    }
+  }
+  return true;
+}
+// Grid (batch), after the output kernel: single_edge of every group of sequence blockIdx.x.
+template <class T>
+__global__ void single_edges(Params<T> p, bool backward) {
+  const int64_t b = blockIdx.x;
+  if (b >= p.batch) return;
+  ChunkPos c;
+  c.b = b;
+  c.k = 0;
+  c.start = p.cu[b];
+  c.end = p.cu[b + 1];
+  c.t0 = c.start;
+  const int64_t len = c.end - c.start;
+  if (len > 0 && len <= p.Q) return;
+  c.L = static_cast<int>(len <= 0 ? 0 : p.Q + 1);
+  c.nk = len > 0 ? 1 : 0;
+  for (int64_t g = 0; g < p.ngroups; ++g) single_edge(p, c, g, backward);
+}
 
 template <int kUnused = 0>
 __global__ void map_slots(const int64_t* __restrict cu, int64_t batch, int64_t tokens, int64_t chunk, int64_t slots,
@@ -772,7 +857,7 @@ __device__ __forceinline__ void prefetch_head(const Params<T>& p, const ChunkPos
   const int lane = static_cast<int>(threadIdx.x & 31);
   const int64_t PN = static_cast<int64_t>(p.P) * p.N, H = p.nheads;
   const unsigned sb = static_cast<unsigned>(PN * sizeof(float));
-  if (lane == 0 && c.k > 0) prefetch_l2(p.ws_H + (boundary(c.start, c.k, p.Q) * H + hh) * PN, sb);
+  if (lane == 0 && c.k > 0) prefetch_l2(p.ws_H + (h_boundary(p, c.start, c.k) * H + hh) * PN, sb);
   if (lane == 1 && backward && c.k < c.nk - 1) prefetch_l2(p.ws_G + (boundary(c.start, c.k + 1, p.Q) * H + hh) * PN, sb);
   const unsigned rb = static_cast<unsigned>(p.P * sizeof(T));
   if (rb % 16 != 0) return;
@@ -886,11 +971,12 @@ __global__ void __launch_bounds__(kThreads) fwd_out(Params<T> p) {
   }
   const bool has_H = c.k > 0 || p.init != nullptr;
   const bool last = c.k == c.nk - 1;
+  const float* hrow = c.k > 0 ? p.ws_H + h_boundary(p, c.start, c.k) * H * PN : nullptr;  // head 0's state
   for (int64_t j = 0; j < p.hpg; ++j) {
     const int64_t h = g * p.hpg + j;
     StateRef<T> hin;
     hin.N = N;
-    if (c.k > 0) hin.f = p.ws_H + (boundary(c.start, c.k, Q) * H + h) * PN;
+    if (hrow) hin.f = hrow + h * PN;
     else if (p.init) hin.t = p.init + (c.b * H + h) * PN;
     __syncthreads();  // CB written; the previous head's readers are done
     if (j + 1 < p.hpg) prefetch_head(p, c, h + 1, false);
@@ -1031,7 +1117,7 @@ __global__ void __launch_bounds__(kThreads, 2) bwd_main(Params<T> p) {
     const int64_t h = g * p.hpg + j;
     StateRef<T> hin, gend;
     hin.N = gend.N = N;
-    if (c.k > 0) hin.f = p.ws_H + (boundary(c.start, c.k, Q) * H + h) * PN;
+    if (c.k > 0) hin.f = p.ws_H + (h_boundary(p, c.start, c.k) * H + h) * PN;
     else if (p.init) hin.t = p.init + (c.b * H + h) * PN;
     if (!last) gend.f = p.ws_G + (boundary(c.start, c.k + 1, Q) * H + h) * PN;
     else if (p.dfinal) gend.t = p.dfinal + (c.b * H + h) * PN;
@@ -1344,13 +1430,16 @@ __global__ void __launch_bounds__(kThreads, 2) bwd_mma(Params<T> p) {
     block_mma2<0, false, true>(Lp, Lp, false, sCB, ldQ, N, sCb, N, sBb, N);  // C·Bᵀ (exact bf16 operands)
     const int warp = static_cast<int>(threadIdx.x >> 5), lane = static_cast<int>(threadIdx.x & 31);
     const int nw = static_cast<int>(blockDim.x >> 5);
+    // The chunk's state rows (head 0), computed once: the 64-bit divisions stay out of the loop.
+    const float* hrow = c.k > 0 ? p.ws_H + h_boundary(p, c.start, c.k) * H * PN : nullptr;
+    const float* grow = !last ? p.ws_G + boundary(c.start, c.k + 1, Q) * H * PN : nullptr;
     for (int64_t j = 0; j < p.hpg; ++j) {
       const int64_t h = g * p.hpg + j;
       StateRef<T> hin, gend;
       hin.N = gend.N = N;
-      if (c.k > 0) hin.f = p.ws_H + (boundary(c.start, c.k, Q) * H + h) * PN;
+      if (hrow) hin.f = hrow + h * PN;
       else if (p.init) hin.t = p.init + (c.b * H + h) * PN;
-      if (!last) gend.f = p.ws_G + (boundary(c.start, c.k + 1, Q) * H + h) * PN;
+      if (grow) gend.f = grow + h * PN;
       else if (p.dfinal) gend.t = p.dfinal + (c.b * H + h) * PN;
       __syncthreads();  // C·Bᵀ written; the previous head's readers are done
       if (j + 1 < p.hpg) prefetch_head(p, c, h + 1, true);
@@ -1516,6 +1605,324 @@ __global__ void __launch_bounds__(kThreads, 2) bwd_mma(Params<T> p) {
   }
 }
 
+// Short sequences (single-chunk mode, chunk <= 32, bf16 tensor-core path, no initial or final
+// state or their gradients): one block per (sequence, group), one warp per head (heads of the
+// group strided over the warps), all heads at once instead of in turn. The block stages the
+// group's x (and dy), B, C and raw dt in one batch of loads, forms C·Bᵀ, then every warp runs its
+// head with warp-level syncs only: scalars (dt, cumulative sum by shuffles), M, and y = M·X + D·x
+// (forward), or Gm = dY·Xᵀ, W, Z = W∘C·Bᵀ, dx = Mᵀ·dY + D·dy, the ∂L/∂cs sums and the ddt / dA /
+// dD / ddt_bias partials (backward, the same arithmetic as bwd_mma without H and G); the backward
+// then sums dC = Σ_h (W_h·diag(dt_h))·B and dB = Σ_h (W_h·diag(dt_h))ᵀ·C over the heads in head
+// order inside each 16×16 output tile (tensor cores). Defining MAMBATRACK_SSD_NO_SHORT runs
+// fwd_out / bwd_mma instead.
+#ifdef MAMBATRACK_SSD_NO_SHORT
+constexpr bool kShortKernels = false;
+#else
+constexpr bool kShortKernels = true;
+#endif
+struct ShortLayout {
+  int64_t X, dY, B, C, dt, CB, Wd, warp, per_warp, total;
+  int Qp, ldX, ldQ, ldT;
+  // per-warp offsets (floats): Z (Gm, then W∘C·Bᵀ), M (bf16), T (fp32 staging), 7 × 32 scalars
+  int64_t wZ, wM, wT, wS;
+};
+__host__ __device__ inline ShortLayout short_layout(int64_t Q, int64_t N, int64_t P, int64_t hpg, int64_t nw, bool backward) {
+  ShortLayout l;
+  l.Qp = static_cast<int>((Q + 15) / 16 * 16);
+  const int64_t Qp = l.Qp;
+  l.ldX = static_cast<int>(hpg * P), l.ldQ = l.Qp + 4, l.ldT = static_cast<int>(P + 4);
+  int64_t o = 0;
+  l.X = o, o += round8(Qp * hpg * P / 2);
+  l.dY = o, o += backward ? round8(Qp * hpg * P / 2) : 0;
+  l.B = o, o += round8(Qp * N / 2);
+  l.C = o, o += round8(Qp * N / 2);
+  l.dt = o, o += round8(Qp * hpg);
+  l.CB = o, o += round8(Qp * l.ldQ);
+  l.Wd = o, o += backward ? round8(hpg * Qp * Qp / 2) : 0;
+  int64_t w = 0;
+  l.wZ = w, w += backward ? round8(Qp * l.ldQ) : 0;
+  l.wM = w, w += round8(Qp * Qp / 2);
+  l.wT = w, w += round8(Qp * l.ldT);
+  l.wS = w, w += round8(7 * 32);
+  l.per_warp = w;
+  l.warp = o, o += nw * w;
+  l.total = o;
+  return l;
+}
+// Threads of the short kernels: a warp per head of the group, at most kThreads.
+inline int short_threads(int64_t hpg) { return static_cast<int>(32 * (hpg < kThreads / 32 ? hpg : kThreads / 32)); }
+inline int64_t short_floats(int64_t Q, int64_t N, int64_t P, int64_t hpg, bool backward) {
+  return short_layout(Q, N, P, hpg, short_threads(hpg) / 32, backward).total;
+}
+// Whether the short kernels run for these parameters (both directions check their own).
+template <class T>
+bool use_short(const Params<T>& p, bool backward, std::size_t limit) {
+  if (!kShortKernels || !p.single || !p.mma || p.Q > 32 || p.init) return false;
+  if (backward ? (p.dfinal || p.dinit) : p.final_state != nullptr) return false;
+  return static_cast<std::size_t>(short_floats(p.Q, p.N, p.P, p.hpg, backward)) * sizeof(float) <= limit;
+}
+
+// The warp's scalars of head h over the chunk's L <= 32 tokens (lane t): dt, its derivative, the
+// cumulative sums csdt and cs (double shuffle scan, as chunk_scalars), into s[0..127] (32 each).
+template <class T>
+__device__ __forceinline__ void short_scalars(const Params<T>& p, int L, int64_t h, const float* s_raw, int ld_raw,
+                                              float* s) {
+  const int lane = static_cast<int>(threadIdx.x & 31);
+  float dt = 0.0f, grad = 0.0f;
+  if (lane < L) {
+    const float raw = s_raw[lane * ld_raw] + (p.dt_bias ? detail::ld(p.dt_bias, h) : 0.0f);
+    const float sp = detail::softplus_f(raw);
+    if (sp < p.dt_min) {
+      dt = p.dt_min;
+    } else if (sp > p.dt_max) {
+      dt = p.dt_max;
+    } else {
+      dt = sp;
+      grad = raw > 20.0f ? 1.0f : detail::sigmoid_f(raw);
+    }
+  }
+  double v = lane < L ? static_cast<double>(dt) : 0.0;
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const double u = __shfl_up_sync(0xffffffffu, v, o);
+    if (lane >= o) v += u;
+  }
+  if (lane < L) {
+    const double a = detail::ld(p.A, h);
+    s[lane] = dt;
+    s[32 + lane] = grad;
+    s[64 + lane] = static_cast<float>(v);
+    s[96 + lane] = static_cast<float>(a * v);
+  }
+  __syncwarp();
+}
+
+// Stages the block's inputs of the short kernels: the group's x (and dy) rows (Lp × hpg·P bf16,
+// zero padded), B and C (Lp × N bf16), the group's raw dt (Lp × hpg floats), then C·Bᵀ (fp32,
+// Qp × ldQ) by the warps in turn. Ends synchronised.
+template <class T>
+__device__ __forceinline__ void short_stage(const Params<T>& p, const ChunkPos& c, int64_t g, const ShortLayout& lay,
+                                            float* smem, bool backward) {
+  const int P = p.P, N = p.N, L = c.L, Lp = (L + 15) / 16 * 16, hpg = static_cast<int>(p.hpg);
+  const int64_t H = p.nheads;
+  bfloat16* sX = reinterpret_cast<bfloat16*>(smem + lay.X);
+  bfloat16* sB = reinterpret_cast<bfloat16*>(smem + lay.B);
+  bfloat16* sC = reinterpret_cast<bfloat16*>(smem + lay.C);
+  float* sdt = smem + lay.dt;
+  const T* xg = p.x + (c.t0 * H + g * hpg) * P;
+  if (backward) {
+    const T* dyg = p.dy + (c.t0 * H + g * hpg) * P;
+    load_two_tiles_bf16(xg, dyg, H * P, L, Lp, lay.ldX, sX, reinterpret_cast<bfloat16*>(smem + lay.dY));
+  } else {
+    load_tile_bf16(xg, H * P, L, Lp, lay.ldX, sX);
+  }
+  load_two_tiles_bf16(p.B + (c.t0 * p.ngroups + g) * N, p.C + (c.t0 * p.ngroups + g) * N, p.ngroups * N, L, Lp, N,
+                      sB, sC);
+  for (int e = threadIdx.x; e < L * hpg; e += blockDim.x)
+    sdt[e] = detail::ld(p.dt, (c.t0 + e / hpg) * H + g * hpg + e % hpg);
+  __syncthreads();
+  block_mma2<0, false, true>(Lp, Lp, false, smem + lay.CB, lay.ldQ, N, sC, N, sB, N);  // C·Bᵀ
+  __syncthreads();
+}
+
+template <class T>
+__global__ void __launch_bounds__(kThreads) fwd_short(Params<T> p) {
+  ChunkPos c;
+  if (!chunk_pos(p, blockIdx.x, c)) return;
+  const int64_t g = blockIdx.y;
+  if constexpr (mma_type<T>()) {
+    namespace wmma = nvcuda::wmma;
+    const int P = p.P, N = p.N, L = c.L, Lp = (L + 15) / 16 * 16, hpg = static_cast<int>(p.hpg);
+    const int warp = static_cast<int>(threadIdx.x >> 5), lane = static_cast<int>(threadIdx.x & 31);
+    const int nw = static_cast<int>(blockDim.x >> 5);
+    const ShortLayout lay = short_layout(p.Q, N, P, hpg, nw, false);
+    const int Qp = lay.Qp, ldX = lay.ldX, ldQ = lay.ldQ, ldT = lay.ldT;
+    const int64_t H = p.nheads;
+    extern __shared__ __align__(128) unsigned char ssd_smem[];
+    float* smem = reinterpret_cast<float*>(ssd_smem);
+    short_stage(p, c, g, lay, smem, false);
+    const bfloat16* sX = reinterpret_cast<const bfloat16*>(smem + lay.X);
+    const float* sCB = smem + lay.CB;
+    float* wbase = smem + lay.warp + warp * lay.per_warp;
+    bfloat16* sM = reinterpret_cast<bfloat16*>(wbase + lay.wM);
+    float* sT = wbase + lay.wT;
+    float* s = wbase + lay.wS;
+    for (int j = warp; j < hpg; j += nw) {
+      const int64_t h = g * hpg + j;
+      short_scalars(p, L, h, smem + lay.dt + j, hpg, s);
+      const float* cs = s + 96;
+      for (int e = lane; e < Lp * Lp; e += 32) {  // M (row t, column s), zero padded
+        const int t = e / Lp, u = e % Lp;
+        sM[t * Qp + u] = bfloat16(t < L && u <= t ? sCB[t * ldQ + u] * expf(cs[t] - cs[u]) * s[u] : 0.0f);
+      }
+      __syncwarp();
+      const bfloat16* xh = sX + j * P;
+      for (int tile = 0; tile < (Lp / 16) * (P / 16); ++tile) {  // Y = M·X
+        const int m0 = (tile / (P / 16)) * 16, n0 = (tile % (P / 16)) * 16;
+        wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+        wmma::fill_fragment(acc, 0.0f);
+        mma_tile_k<false, false>(acc, m0, n0, 0, m0 + 16, sM, Qp, xh, ldX);
+        wmma::store_matrix_sync(sT + m0 * ldT + n0, acc, ldT, wmma::mem_row_major);
+      }
+      __syncwarp();
+      const float Dh = p.D ? detail::ld(p.D, h) : 0.0f;
+      for (int e = lane; e < L * P; e += 32) {
+        const int t = e / P, q = e % P;
+        detail::st(p.y, ((c.t0 + t) * H + h) * P + q, sT[t * ldT + q] + Dh * static_cast<float>(xh[t * ldX + q]));
+      }
+      __syncwarp();
+    }
+  }
+}
+
+template <class T>
+__global__ void __launch_bounds__(kThreads) bwd_short(Params<T> p) {
+  const int64_t slot = blockIdx.x, g = blockIdx.y;
+  const int64_t H = p.nheads;
+  ChunkPos c;
+  if (!chunk_pos(p, slot, c)) return;
+  if constexpr (mma_type<T>()) {
+    namespace wmma = nvcuda::wmma;
+    const int P = p.P, N = p.N, L = c.L, Lp = (L + 15) / 16 * 16, hpg = static_cast<int>(p.hpg);
+    const int warp = static_cast<int>(threadIdx.x >> 5), lane = static_cast<int>(threadIdx.x & 31);
+    const int nw = static_cast<int>(blockDim.x >> 5);
+    const ShortLayout lay = short_layout(p.Q, N, P, hpg, nw, true);
+    const int Qp = lay.Qp, ldX = lay.ldX, ldQ = lay.ldQ, ldT = lay.ldT;
+    extern __shared__ __align__(128) unsigned char ssd_smem[];
+    float* smem = reinterpret_cast<float*>(ssd_smem);
+    short_stage(p, c, g, lay, smem, true);
+    const bfloat16* sX = reinterpret_cast<const bfloat16*>(smem + lay.X);
+    const bfloat16* sdY = reinterpret_cast<const bfloat16*>(smem + lay.dY);
+    const bfloat16* sB = reinterpret_cast<const bfloat16*>(smem + lay.B);
+    const bfloat16* sC = reinterpret_cast<const bfloat16*>(smem + lay.C);
+    const float* sCB = smem + lay.CB;
+    bfloat16* sWd = reinterpret_cast<bfloat16*>(smem + lay.Wd);  // hpg × (Qp × Qp): W·diag(dt) per head
+    float* wbase = smem + lay.warp + warp * lay.per_warp;
+    float* sZ = wbase + lay.wZ;
+    bfloat16* sM = reinterpret_cast<bfloat16*>(wbase + lay.wM);
+    float* sT = wbase + lay.wT;
+    float* s = wbase + lay.wS;
+    for (int j = warp; j < hpg; j += nw) {
+      const int64_t h = g * hpg + j;
+      const bfloat16* xh = sX + j * P;
+      const bfloat16* dyh = sdY + j * P;
+      bfloat16* wd = sWd + j * Qp * Qp;
+      short_scalars(p, L, h, smem + lay.dt + j, hpg, s);
+      const float *sdt = s, *sdtg = s + 32, *scsdt = s + 64, *cs = s + 96;
+      float *spos = s + 128, *su = s + 160, *sdD = s + 192;
+      for (int tile = 0; tile < (Lp / 16) * (Lp / 16); ++tile) {  // Gm = dY·Xᵀ
+        const int m0 = (tile / (Lp / 16)) * 16, n0 = (tile % (Lp / 16)) * 16;
+        wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+        wmma::fill_fragment(acc, 0.0f);
+        mma_tile_k<false, true>(acc, m0, n0, 0, P, dyh, ldX, xh, ldX);
+        wmma::store_matrix_sync(sZ + m0 * ldQ + n0, acc, ldQ, wmma::mem_row_major);
+      }
+      __syncwarp();
+      // M, Wd = bf16(W·dt_s) and Z = W∘C·Bᵀ (W = Gm∘exp(cs_t − cs_s), s <= t < L), zero elsewhere.
+      for (int e = lane; e < Lp * Lp; e += 32) {
+        const int t = e / Lp, u = e % Lp;
+        float m = 0.0f, w = 0.0f, z = 0.0f;
+        if (t < L && u <= t) {
+          const float ex = expf(cs[t] - cs[u]);
+          m = sCB[t * ldQ + u] * ex * sdt[u];
+          const float wv = sZ[t * ldQ + u] * ex;
+          w = wv * sdt[u];
+          z = wv * sCB[t * ldQ + u];
+        }
+        sM[t * Qp + u] = bfloat16(m);
+        wd[t * Qp + u] = bfloat16(w);
+        sZ[t * ldQ + u] = z;
+      }
+      __syncwarp();
+      for (int tile = 0; tile < (Lp / 16) * (P / 16); ++tile) {  // Mᵀ·dY (Mᵀ(s, t) = 0 for t < s)
+        const int m0 = (tile / (P / 16)) * 16, n0 = (tile % (P / 16)) * 16;
+        wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+        wmma::fill_fragment(acc, 0.0f);
+        mma_tile_k<true, false>(acc, m0, n0, m0, Lp, sM, Qp, dyh, ldX);
+        wmma::store_matrix_sync(sT + m0 * ldT + n0, acc, ldT, wmma::mem_row_major);
+      }
+      // Per-token sums (lane t): dD_t = dY_t·X_t, pos_t = Σ_s Z(t, s)·dt_s, u_t = Σ_t' Z(t', t).
+      if (lane < L) {
+        const int t = lane;
+        float dd = 0.0f, pos = 0.0f, u = 0.0f;
+        for (int i = 0; i < P; ++i) {
+          const int q = (i + 2 * t) % P;  // rotated: the lanes read different banks
+          dd += static_cast<float>(dyh[t * ldX + q]) * static_cast<float>(xh[t * ldX + q]);
+        }
+        for (int k = 0; k <= t; ++k) pos += sZ[t * ldQ + k] * sdt[k];
+        for (int k = t; k < L; ++k) u += sZ[k * ldQ + t];
+        sdD[t] = dd;
+        spos[t] = pos;
+        su[t] = u;
+      }
+      __syncwarp();
+      {
+        const float Dh = p.D ? detail::ld(p.D, h) : 0.0f;
+        for (int e = lane; e < L * P; e += 32) {
+          const int t = e / P, q = e % P;
+          detail::st(p.dx, ((c.t0 + t) * H + h) * P + q, sT[t * ldT + q] + Dh * static_cast<float>(dyh[t * ldX + q]));
+        }
+      }
+      // The head's scalars in double (as bwd_mma, without H and G): ∂L/∂cs_t = pos_t − dt_t·u_t,
+      // its suffix sums, ddt, and the dA / dD / ddt_bias partials.
+      {
+        const double a = detail::ld(p.A, h);
+        const int t = L - 1 - lane;
+        double dcs = 0.0, u = 0.0;
+        if (t >= 0) {
+          u = static_cast<double>(su[t]);
+          dcs = static_cast<double>(spos[t]) - static_cast<double>(sdt[t]) * u;
+        }
+        double rev = dcs;
+#pragma unroll
+        for (int o = 1; o < 32; o <<= 1) {
+          const double y = __shfl_up_sync(0xffffffffu, rev, o);
+          if (lane >= o) rev += y;
+        }
+        double dA = 0.0, ddb = 0.0, dD = 0.0;
+        if (t >= 0) {
+          dA = dcs * scsdt[t];
+          const float d_raw = static_cast<float>((u + a * rev) * sdtg[t]);
+          detail::st(p.ddt, (c.t0 + t) * H + h, d_raw);
+          ddb = d_raw;
+          dD = sdD[t];
+        }
+        dA = warp_sum_d(dA);
+        ddb = warp_sum_d(ddb);
+        dD = warp_sum_d(dD);
+        if (lane == 0) {
+          p.ws_par[slot * 3 * H + h] = static_cast<float>(dA);
+          p.ws_par[slot * 3 * H + H + h] = static_cast<float>(dD);
+          p.ws_par[slot * 3 * H + 2 * H + h] = static_cast<float>(ddb);
+        }
+      }
+      __syncwarp();
+    }
+    __syncthreads();  // every head's Wd written
+    // dC = Σ_h Wd_h·B (Wd_h(t, s) = 0 for s > t), dB = Σ_h Wd_hᵀ·C (0 for t < s): 16×16 tiles by
+    // the warps in turn, each summed over the heads in order.
+    const int tn = N / 16, tiles = (Lp / 16) * tn;
+    for (int tile = warp; tile < 2 * tiles; tile += nw) {
+      const bool is_dB = tile >= tiles;
+      const int r = is_dB ? tile - tiles : tile, m0 = (r / tn) * 16, n0 = (r % tn) * 16;
+      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+      wmma::fill_fragment(acc, 0.0f);
+      for (int j = 0; j < hpg; ++j) {
+        if (is_dB) mma_tile_k<true, false>(acc, m0, n0, m0, Lp, sWd + j * Qp * Qp, Qp, sC, N);
+        else mma_tile_k<false, false>(acc, m0, n0, 0, m0 + 16, sWd + j * Qp * Qp, Qp, sB, N);
+      }
+      wmma::store_matrix_sync(sT, acc, ldT, wmma::mem_row_major);
+      __syncwarp();
+      T* out = is_dB ? p.dB : p.dC;
+      for (int e = lane; e < 256; e += 32) {
+        const int t = m0 + e / 16, n = n0 + e % 16;
+        if (t < L) detail::st(out, ((c.t0 + t) * p.ngroups + g) * N + n, sT[(e / 16) * ldT + e % 16]);
+      }
+      __syncwarp();
+    }
+  }
+}
+
 template <class T>
 constexpr void check_type() {
   static_assert(std::is_same_v<T, float> || std::is_same_v<T, bfloat16>,
@@ -1568,6 +1975,20 @@ inline int64_t pick_chunk(int64_t requested, int64_t N, int64_t P, bool backward
 
 inline std::size_t align_up(std::size_t n) { return (n + 255) / 256 * 256; }
 
+// A/B switches: -DMAMBATRACK_SSD_NO_SINGLE ignores max_seqlen_hint (every call runs the chunk
+// states and state passing, chunk capped at the mean length); -DMAMBATRACK_SSD_NO_SAVED makes
+// ssd_fwd save no states and ssd_bwd recompute them.
+#ifdef MAMBATRACK_SSD_NO_SINGLE
+constexpr bool kSingleChunk = false;
+#else
+constexpr bool kSingleChunk = true;
+#endif
+#ifdef MAMBATRACK_SSD_NO_SAVED
+constexpr bool kSavedStates = false;
+#else
+constexpr bool kSavedStates = true;
+#endif
+
 template <class T>
 Params<T> make_params(const SsdInputs<T, Cuda>& in, const SsdDims& d, int64_t chunk, bool backward) {
   MAMBATRACK_CHECK(d.nheads <= 65535 && d.ngroups <= 65535, ConfigError, "cuda ssd: nheads ", d.nheads,
@@ -1593,10 +2014,14 @@ Params<T> make_params(const SsdInputs<T, Cuda>& in, const SsdDims& d, int64_t ch
   p.P = static_cast<int>(d.headdim);
   p.N = static_cast<int>(d.d_state);
   p.mma = use_mma(mma_type<T>(), d.d_state, d.headdim);
+  // The chunk is capped at the longest sequence when the caller bounds it (max_seqlen_hint), else
+  // at the mean length; with every sequence in one chunk the state passing is the identity.
+  const int64_t hint = kSingleChunk ? in.max_seqlen_hint : 0;
   p.Q = static_cast<int>(pick_chunk(chunk, d.d_state, d.headdim, backward, p.mma, smem_limit(),
-                                    d.batch > 0 ? (d.tokens + d.batch - 1) / d.batch : 0));
-  p.slots = d.batch + d.tokens / p.Q;
-  p.nb = d.tokens / p.Q + 1;
+                                    hint > 0 ? hint : d.batch > 0 ? (d.tokens + d.batch - 1) / d.batch : 0));
+  p.single = hint > 0 && hint <= p.Q;
+  p.slots = p.single ? d.batch : d.batch + d.tokens / p.Q;
+  p.nb = p.single ? 0 : d.tokens / p.Q + 1;
   MAMBATRACK_CHECK(p.slots < (int64_t{1} << 31) && d.batch * d.nheads < (int64_t{1} << 31), ConfigError,
                    "cuda ssd: batch ", d.batch, " and ", d.tokens, " tokens are too many for one call; split the batch");
   p.dt_min = static_cast<float>(in.dt_min);
@@ -1604,23 +2029,26 @@ Params<T> make_params(const SsdInputs<T, Cuda>& in, const SsdDims& d, int64_t ch
   return p;
 }
 
-// Scratch (id 1): slot map, states, adjoints, partials. Builds the slot map on `stream`.
+// Scratch (id `scratch_id`, default 1): slot map, states, adjoints, partials. Builds the slot map
+// on `stream`. `states` (not null): ws_H is that buffer (saved chunk-start states, read or filled
+// by the caller's launches), not scratch. Single-chunk mode needs no slot map, states or adjoints.
 template <class T>
-float* prepare(Params<T>& p, bool backward, cudaStream_t stream) {
+float* prepare(Params<T>& p, bool backward, cudaStream_t stream, const float* states = nullptr, int scratch_id = 1) {
   const std::size_t PN = static_cast<std::size_t>(p.P) * p.N, H = static_cast<std::size_t>(p.nheads);
-  const std::size_t nb = static_cast<std::size_t>(p.nb), slots = static_cast<std::size_t>(p.slots);
-  const std::size_t map_b = align_up(2 * slots * sizeof(int));
+  const std::size_t nb = p.single ? 0 : static_cast<std::size_t>(p.nb), slots = static_cast<std::size_t>(p.slots);
+  const std::size_t map_b = p.single ? 0 : align_up(2 * slots * sizeof(int));
   const std::size_t st_b = align_up(nb * H * PN * sizeof(float));
   const std::size_t dec_b = align_up(nb * H * sizeof(float));
+  const std::size_t h_b = states ? 0 : st_b;
   const std::size_t par_b = backward ? align_up(slots * 3 * H * sizeof(float)) : 0;
   const std::size_t tmp_b = backward ? align_up(((slots + 63) / 64 * H + 1) * sizeof(float)) : 0;
-  const std::size_t total = map_b + st_b + dec_b + (backward ? st_b + dec_b : 0) + par_b + tmp_b;
-  char* base = static_cast<char*>(detail::scratch(1, total));
-  p.slot_seq = reinterpret_cast<int*>(base);
-  p.slot_k = p.slot_seq + slots;
+  const std::size_t total = map_b + h_b + dec_b + (backward ? st_b + dec_b : 0) + par_b + tmp_b;
+  char* base = static_cast<char*>(detail::scratch(scratch_id, total > 0 ? total : 256));
+  p.slot_seq = map_b ? reinterpret_cast<int*>(base) : nullptr;
+  p.slot_k = map_b ? p.slot_seq + slots : nullptr;
   base += map_b;
-  p.ws_H = reinterpret_cast<float*>(base);
-  base += st_b;
+  p.ws_H = states ? const_cast<float*>(states) : reinterpret_cast<float*>(base);  // read-only when given to ssd_bwd
+  base += h_b;
   p.ws_dec = reinterpret_cast<float*>(base);
   base += dec_b;
   float* tmp = nullptr;
@@ -1633,10 +2061,12 @@ float* prepare(Params<T>& p, bool backward, cudaStream_t stream) {
     base += par_b;
     tmp = reinterpret_cast<float*>(base);
   }
-  MAMBATRACK_CUDA_CHECK(cudaMemsetAsync(p.slot_seq, 0xff, slots * sizeof(int), stream));
-  map_slots<<<static_cast<unsigned>((p.batch + 127) / 128), 128, 0, stream>>>(p.cu, p.batch, p.tokens, p.Q, p.slots,
-                                                                              p.slot_seq, p.slot_k);
-  MAMBATRACK_CUDA_CHECK(cudaGetLastError());
+  if (map_b) {
+    MAMBATRACK_CUDA_CHECK(cudaMemsetAsync(p.slot_seq, 0xff, slots * sizeof(int), stream));
+    map_slots<<<static_cast<unsigned>((p.batch + 127) / 128), 128, 0, stream>>>(p.cu, p.batch, p.tokens, p.Q,
+                                                                                p.slots, p.slot_seq, p.slot_k);
+    MAMBATRACK_CUDA_CHECK(cudaGetLastError());
+  }
   return tmp;
 }
 
@@ -1658,10 +2088,28 @@ void launch_states(const Params<T>& p, cudaStream_t stream) {
 
 // The backward's main kernel (after the states and adjoints): bwd_mma on the tensor-core path
 // (unless MAMBATRACK_SSD_BWD_V1), bwd_main otherwise.
+// Single-chunk mode: the sequences the output kernels skipped (empty, or a wrong hint).
+template <class T>
+void launch_single_edges(const Params<T>& p, bool backward, cudaStream_t stream) {
+  if (!p.single) return;
+  single_edges<T><<<static_cast<unsigned>(p.batch), 128, 0, stream>>>(p, backward);
+  MAMBATRACK_CUDA_CHECK(cudaGetLastError());
+}
+
 template <class T>
 void launch_bwd_main(const Params<T>& p, cudaStream_t stream) {
-  const std::size_t bb = static_cast<std::size_t>(bwd_floats(p.Q, p.N, p.P, p.mma)) * sizeof(float);
   const dim3 grid(static_cast<unsigned>(p.slots), static_cast<unsigned>(p.ngroups));
+  if constexpr (mma_type<T>()) {
+    if (use_short(p, true, smem_limit())) {
+      const std::size_t sb = static_cast<std::size_t>(short_floats(p.Q, p.N, p.P, p.hpg, true)) * sizeof(float);
+      set_smem(bwd_short<T>, sb);
+      bwd_short<T><<<grid, short_threads(p.hpg), sb, stream>>>(p);
+      MAMBATRACK_CUDA_CHECK(cudaGetLastError());
+      launch_single_edges(p, true, stream);
+      return;
+    }
+  }
+  const std::size_t bb = static_cast<std::size_t>(bwd_floats(p.Q, p.N, p.P, p.mma)) * sizeof(float);
   bool done = false;
   if constexpr (mma_type<T>() && kBwdMma) {
     if (p.mma) {
@@ -1675,6 +2123,7 @@ void launch_bwd_main(const Params<T>& p, cudaStream_t stream) {
     bwd_main<T><<<grid, kThreads, bb, stream>>>(p);
   }
   MAMBATRACK_CUDA_CHECK(cudaGetLastError());
+  launch_single_edges(p, true, stream);
 }
 
 }  // namespace ssd_cuda_detail
@@ -1682,33 +2131,96 @@ void launch_bwd_main(const Params<T>& p, cudaStream_t stream) {
 // Forward on `stream`: y, and final_state when given. cu_seqlens lives on the device and is not
 // read by the host: it must be valid (validate it on the host before uploading); sequences with
 // impossible ranges are skipped. The chunk size run is a.chunk_size, reduced when the shared
-// memory of (d_state, headdim) requires it (at most 256). Scratch id 1.
+// memory of (d_state, headdim) requires it (at most 256), capped at max_seqlen_hint (every
+// sequence in one chunk: no state passing) or else at the mean length. With a.saved_states the
+// chunk-start states are computed at the chunk the backward runs and kept there (fp32, shape
+// (tokens / chunk + 1, nheads, headdim, d_state)), or the tensor is emptied when the backward
+// needs none (single chunk) or the forward cannot share them. Scratch ids 1 and 0.
 template <class T>
 void ssd_fwd(const SsdFwdArgs<T, Cuda>& a, cudaStream_t stream = nullptr) {
   namespace D = ssd_cuda_detail;
   D::check_type<T>();
   const SsdDims d = validate_ssd_fwd(a);
   D::Params<T> p = D::make_params<T>(a.in, d, a.chunk_size, /*backward=*/false);
+  // States to save: at the backward's chunk (its make_params), shared by the forward's chunks when
+  // its chunk is a multiple of that one, else the forward runs at the backward's chunk.
+  D::Params<T> ps;
+  bool save = false;
+  if (a.saved_states) {
+    if (D::kSavedStates && d.batch > 0 && d.nheads > 0) {
+      ps = D::make_params<T>(a.in, d, a.chunk_size, /*backward=*/true);
+      save = !ps.single;
+      if (save && p.Q % ps.Q != 0) {
+        const std::size_t need = static_cast<std::size_t>(D::fwd_floats(ps.Q, p.N, p.P, p.mma)) * sizeof(float);
+        if (need <= D::smem_limit()) {
+          p.Q = ps.Q;
+          p.single = false;
+          p.slots = ps.slots;
+          p.nb = ps.nb;
+        } else {
+          save = false;
+        }
+      }
+    }
+    const Shape shape{save ? ps.nb : 0, d.nheads, d.headdim, d.d_state};
+    if (!save) {
+      if (a.saved_states->data() != nullptr) *a.saved_states = Tensor<float, Cuda>();  // nothing freed when empty (graph capture)
+    }
+    else if (a.saved_states->shape() != shape) *a.saved_states = Tensor<float, Cuda>(shape);
+  }
   if (d.batch == 0 || d.nheads == 0) return;
   p.y = a.y.data;
   p.final_state = ssd_detail::given(a.final_state) ? a.final_state.data : nullptr;
-  D::prepare(p, false, stream);
-  D::launch_states(p, stream);
+  if (save) {
+    ps.final_state = p.final_state;  // pass_states writes the final states of empty sequences
+    D::prepare(ps, false, stream, a.saved_states->data(), 1);
+    D::launch_states(ps, stream);
+    if (p.Q == ps.Q) {
+      p.slot_seq = ps.slot_seq;
+      p.slot_k = ps.slot_k;
+      p.ws_H = ps.ws_H;
+    } else {
+      D::prepare(p, false, stream, a.saved_states->data(), 0);
+      p.Qs = ps.Q;
+    }
+  } else {
+    D::prepare(p, false, stream);
+    if (!p.single) D::launch_states(p, stream);
+  }
+  const dim3 grid(static_cast<unsigned>(p.slots), static_cast<unsigned>(p.ngroups));
+  if constexpr (D::mma_type<T>()) {
+    if (D::use_short(p, false, D::smem_limit())) {
+      const std::size_t sb = static_cast<std::size_t>(D::short_floats(p.Q, p.N, p.P, p.hpg, false)) * sizeof(float);
+      D::set_smem(D::fwd_short<T>, sb);
+      D::fwd_short<T><<<grid, D::short_threads(p.hpg), sb, stream>>>(p);
+      MAMBATRACK_CUDA_CHECK(cudaGetLastError());
+      D::launch_single_edges(p, false, stream);
+      return;
+    }
+  }
   const std::size_t fb = static_cast<std::size_t>(D::fwd_floats(p.Q, p.N, p.P, p.mma)) * sizeof(float);
   D::set_smem(D::fwd_out<T>, fb);
-  D::fwd_out<T><<<dim3(static_cast<unsigned>(p.slots), static_cast<unsigned>(p.ngroups)), D::kThreads, fb, stream>>>(p);
+  D::fwd_out<T><<<grid, D::kThreads, fb, stream>>>(p);
   MAMBATRACK_CUDA_CHECK(cudaGetLastError());
+  D::launch_single_edges(p, false, stream);
 }
 
-// Backward on `stream` (recomputes the chunk states; no saved state needed): overwrites dx,
-// ddt, dB, dC, dinitial_state; accumulates into dA, dD, ddt_bias. No atomics: bit-identical
-// from run to run. Scratch id 1.
+// Backward on `stream`: overwrites dx, ddt, dB, dC, dinitial_state; accumulates into dA, dD,
+// ddt_bias. The chunk-start states come from a.saved_states (the forward's, same inputs and
+// chunk_size) or are recomputed; none are needed when every sequence fits one chunk. No atomics:
+// bit-identical from run to run (and with or without saved states). Scratch id 1.
 template <class T>
 void ssd_bwd(const SsdBwdArgs<T, Cuda>& a, cudaStream_t stream = nullptr) {
   namespace D = ssd_cuda_detail;
   D::check_type<T>();
   const SsdDims d = validate_ssd_bwd(a);
   D::Params<T> p = D::make_params<T>(a.in, d, a.chunk_size, /*backward=*/true);
+  const bool saved = D::kSavedStates && !p.single && ssd_detail::given(a.saved_states) && a.saved_states.shape.numel() > 0;
+  if (saved) {
+    const Shape want{p.nb, d.nheads, d.headdim, d.d_state};
+    MAMBATRACK_CHECK_SHAPE(a.saved_states.shape == want, "ssd backward: saved_states has shape ", a.saved_states.shape,
+                           ", expected ", want, " (pass the saved_states of the forward with the same inputs and chunk_size)");
+  }
   if (d.batch == 0 || d.nheads == 0) return;
   p.dy = a.dy.data;
   p.dfinal = ssd_detail::given(a.dfinal_state) ? a.dfinal_state.data : nullptr;
@@ -1717,13 +2229,16 @@ void ssd_bwd(const SsdBwdArgs<T, Cuda>& a, cudaStream_t stream = nullptr) {
   p.dB = a.dB.data;
   p.dC = a.dC.data;
   p.dinit = ssd_detail::given(a.dinitial_state) ? a.dinitial_state.data : nullptr;
-  float* tmp = D::prepare(p, true, stream);
-  D::launch_states(p, stream);
-  const std::size_t ob = static_cast<std::size_t>(D::outer_floats(p.Q, p.N, p.P)) * sizeof(float);
-  D::chunk_outer<T><<<D::outer_grid(p), D::kThreads, ob, stream>>>(p, 1);
-  MAMBATRACK_CUDA_CHECK(cudaGetLastError());
-  D::pass_states<T><<<D::pass_grid(p), D::kThreads, 0, stream>>>(p, 1);
-  MAMBATRACK_CUDA_CHECK(cudaGetLastError());
+  float* tmp = D::prepare(p, true, stream, saved ? a.saved_states.data : nullptr);
+  if (!p.single) {
+    if (!saved) D::launch_states(p, stream);
+    const std::size_t ob = static_cast<std::size_t>(D::outer_floats(p.Q, p.N, p.P)) * sizeof(float);
+    D::set_smem(D::chunk_outer<T>, ob);
+    D::chunk_outer<T><<<D::outer_grid(p), D::kThreads, ob, stream>>>(p, 1);
+    MAMBATRACK_CUDA_CHECK(cudaGetLastError());
+    D::pass_states<T><<<D::pass_grid(p), D::kThreads, 0, stream>>>(p, 1);
+    MAMBATRACK_CUDA_CHECK(cudaGetLastError());
+  }
   D::launch_bwd_main(p, stream);
   const int64_t H = p.nheads;
   MAMBATRACK_CHECK((p.slots + 63) / 64 < 65536, ConfigError, "cuda ssd: too many chunks (", p.slots, ") for one call");
