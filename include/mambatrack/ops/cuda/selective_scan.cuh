@@ -1816,7 +1816,8 @@ __global__ void __launch_bounds__(kThreads * S, bwd_tiled_min_blocks<N>()) bwd_t
       float h0[NS];
       load_saved<scan_state_t<T>, NS>(p.saved_in, ((slot0 + k) * p.dim + d) * N + n0, l.active, h0);
       if (k != k1 - 1) __syncthreads();  // the previous chunk's reads of the staged rows and scalars are done
-      stage_chunk_tiled<T, N, S, true>(p, cc, l.g, ld, sB, sC, sc, k > k0);  // the next one into L2
+      // The next one into L2 (not with 4 lanes per channel: its 64 registers would spill).
+      stage_chunk_tiled<T, N, S, S == tiled_lanes<N>()>(p, cc, l.g, ld, sB, sC, sc, k > k0);
       bwd_tokens_tiled<T, N, S>(p, cc, l, sub, ld, sB, sC, sc, hist, sbc, A, h0, Dd, g, dA, dD, ddb);
     }
     if (l.active && c.k == 0 && p.dinit) {
@@ -2128,9 +2129,13 @@ void launch_fwd(Params<T> p, cudaStream_t stream) {
   const int64_t n_comb = p.batch * p.dim * N;
   fwd_combine<T, N><<<static_cast<unsigned>((n_comb + 255) / 256), 256, 0, stream>>>(p);
   MAMBATRACK_CUDA_CHECK(cudaGetLastError());
-  if (grouped) fwd_chunk<T, N, tiled_fwd_supported<N>(), true><<<grid, kThreads, 0, stream>>>(p);
-  else if (tiled_fwd_supported<N>() && tiled_impl()) fwd_chunk<T, N, tiled_fwd_supported<N>()><<<grid, kThreads, 0, stream>>>(p);
-  else fwd_chunk<T, N><<<grid, kThreads, 0, stream>>>(p);
+  if constexpr (tiled_fwd_supported<N>()) {  // no grouped instantiation for the others
+    if (grouped) fwd_chunk<T, N, true, true><<<grid, kThreads, 0, stream>>>(p);
+    else if (tiled_impl()) fwd_chunk<T, N, true><<<grid, kThreads, 0, stream>>>(p);
+    else fwd_chunk<T, N><<<grid, kThreads, 0, stream>>>(p);
+  } else {
+    fwd_chunk<T, N><<<grid, kThreads, 0, stream>>>(p);
+  }
   MAMBATRACK_CUDA_CHECK(cudaGetLastError());
 }
 
