@@ -4,12 +4,15 @@
 // outputs written once), achieved GB/s and the fraction of the measured device-to-device copy
 // bandwidth, next to the reference (mamba_ssm 2.3.x on an H100) time from the issue. Every row
 // runs the tiled kernels (ScanImpl::kTiled, the default) and again the earlier per-token kernels
-// (ScanImpl::kLegacy), so one GPU run compares both.
+// (ScanImpl::kLegacy), so one GPU run compares both. The chunked path's rows say how many saved
+// chunks each pass chunk holds (chunk_group; "passes x1" = the earlier single-chunk passes), and
+// rows with chunk_group_override() = 1 and other counts compare them.
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cstdio>
 #include <ctime>
+#include <string>
 #include <vector>
 
 #include "mambatrack/cuda.cuh"
@@ -75,6 +78,7 @@ struct Row {
   int64_t chunk;
   const char* path;
   const char* impl;
+  std::string group;  // chunked path: saved chunks per pass chunk
   double fwd, bwd, both, bytes_fwd, bytes_bwd, ref, target;
 };
 
@@ -82,7 +86,7 @@ struct Row {
 Row run(const Problem& pr, int64_t chunk, double bw,
         cuda::scan_detail::ScanPath path = cuda::scan_detail::ScanPath::kAuto,
         cuda::scan_detail::BwdKernel kernel = cuda::scan_detail::BwdKernel::kAuto,
-        cuda::scan_detail::ScanImpl impl = cuda::scan_detail::ScanImpl::kTiled, int lanes = 0) {
+        cuda::scan_detail::ScanImpl impl = cuda::scan_detail::ScanImpl::kTiled, int lanes = 0, int group = 0) {
   const int64_t N = 16, G = 1, L = pr.batch * pr.len, dim = pr.dim;
   Tensor<int64_t> cu_h(Shape{pr.batch + 1});
   for (int64_t b = 0; b <= pr.batch; ++b) cu_h[b] = b * pr.len;
@@ -132,6 +136,7 @@ Row run(const Problem& pr, int64_t chunk, double bw,
   cuda::scan_detail::bwd_kernel_override() = kernel;
   cuda::scan_detail::scan_impl_override() = impl;
   cuda::scan_detail::tiled_lanes_override() = lanes;
+  cuda::scan_detail::chunk_group_override() = group;
   const bool tiled_bwd = impl != cuda::scan_detail::ScanImpl::kLegacy && cuda::scan_detail::use_tiled_bwd<16>(chunk);
   const bool seq = cuda::scan_detail::sequential_path<bfloat16, 16>(cuda::scan_detail::make_params<bfloat16>(
       in, validate_selective_scan_inputs(in)));
@@ -143,7 +148,10 @@ Row run(const Problem& pr, int64_t chunk, double bw,
   const char* impl_label = impl == cuda::scan_detail::ScanImpl::kLegacy ? "legacy"
                            : tiled_bwd ? (lanes == 4 ? "tiled, bwd 4 lanes/channel" : "tiled")
                                        : "tiled fwd, split bwd";
-  Row r{pr.name, chunk, label, impl_label, 0, 0, 0, 0, 0, pr.reference_ms, pr.target_ms};
+  const int64_t m = seq ? 0 : cuda::scan_detail::chunk_group(cuda::scan_detail::make_params<bfloat16>(
+      in, validate_selective_scan_inputs(in)));
+  const std::string group_label = m == 0 ? std::string("") : ", passes x" + std::to_string(m);
+  Row r{pr.name, chunk, label, impl_label, group_label, 0, 0, 0, 0, 0, pr.reference_ms, pr.target_ms};
   r.fwd = median_ms([&] { cuda::selective_scan_fwd<bfloat16>(fa); }, runs, warm);
   r.bwd = median_ms([&] { cuda::selective_scan_bwd<bfloat16>(ba); }, runs, warm);
   r.both = median_ms([&] {
@@ -154,6 +162,7 @@ Row run(const Problem& pr, int64_t chunk, double bw,
   cuda::scan_detail::bwd_kernel_override() = cuda::scan_detail::BwdKernel::kAuto;
   cuda::scan_detail::scan_impl_override() = cuda::scan_detail::ScanImpl::kAuto;
   cuda::scan_detail::tiled_lanes_override() = 0;
+  cuda::scan_detail::chunk_group_override() = 0;
   const double act = static_cast<double>(L * dim) * 2, bc = static_cast<double>(L * G * N) * 2;
   const double saved_b = static_cast<double>(saved.numel()) * 4;
   r.bytes_fwd = 3 * act + 2 * bc + act + saved_b;                 // u, delta, z, B, C in; out, saved out
@@ -236,6 +245,16 @@ void breakdown(const Problem& pr, int64_t chunk) {
   int blocks_bwd = 0, blocks_fwd = 0;
   MAMBATRACK_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks_bwd, bwd_chunk<bfloat16, N>, kThreads, kSmem));
   MAMBATRACK_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks_fwd, fwd_chunk<bfloat16, N>, kThreads, 0));
+  // The chunked path's passes over 4 saved chunks (grouped_params), with their own slot map.
+  Params<bfloat16> q = grouped_params(p, 4);
+  int* qmap = nullptr;
+  MAMBATRACK_CUDA_CHECK(cudaMalloc(&qmap, static_cast<std::size_t>(2 * q.slots) * sizeof(int)));
+  MAMBATRACK_CUDA_CHECK(cudaMemset(qmap, 0xff, static_cast<std::size_t>(q.slots) * sizeof(int)));
+  q.slot_seq = qmap;
+  q.slot_k = qmap + q.slots;
+  map_slots<<<static_cast<unsigned>((q.batch + 127) / 128), 128>>>(q.cu, q.batch, q.tokens, q.chunk, q.slots,
+                                                                    q.slot_seq, q.slot_k);
+  const dim3 gq(static_cast<unsigned>(q.slots), grid.y);
   struct Item {
     const char* name;
     double ms;
@@ -269,6 +288,15 @@ void breakdown(const Problem& pr, int64_t chunk) {
       {"bwd_tiled, 4 lanes per channel (chunked)", tiled_ok ? median_ms([&] {
          bwd_tiled<bfloat16, N, 4, false><<<grid, kThreads * 4, tiled_smem4>>>(p);
        }, 20, 3) : -1.0},
+      {"fwd_local tiled, passes x4 (grouped)", median_ms([&] { fwd_local<bfloat16, N, true><<<gq, kThreads>>>(q); }, 20, 3)},
+      {"fwd_combine, passes x4", median_ms([&] { fwd_combine<bfloat16, N><<<comb, 256>>>(q); }, 20, 3)},
+      {"fwd_chunk tiled, passes x4 (saves each chunk)",
+       median_ms([&] { fwd_chunk<bfloat16, N, true, true><<<gq, kThreads>>>(q); }, 20, 3)},
+      {"bwd_local, passes x4", median_ms([&] { bwd_local<bfloat16, N><<<gq, kThreads>>>(q); }, 20, 3)},
+      {"bwd_combine, passes x4", median_ms([&] { bwd_combine<bfloat16, N><<<comb, 256>>>(q); }, 20, 3)},
+      {"bwd_tiled (chunked path), passes x4", tiled_ok ? median_ms([&] {
+         bwd_tiled<bfloat16, N, St, false><<<gq, kThreads * St, tiled_smem>>>(q);
+       }, 20, 3) : -1.0},
       {"bwd_reduce_bc", median_ms([&] {
          bwd_reduce_bc<bfloat16><<<static_cast<unsigned>((L * 2 * N + 255) / 256), 256>>>(p.ws_bc, L, wpg, N,
                                                                                           du.data(), dz.data());
@@ -285,7 +313,8 @@ void breakdown(const Problem& pr, int64_t chunk) {
               "fwd_chunk tiled %d, bwd_tiled %d)\n",
               pr.name, static_cast<long long>(chunk), static_cast<long long>(p.slots), blocks_fwd, blocks_bwd,
               blocks_bwd_split, blocks_fwd_tiled, blocks_tiled);
-  for (const Item& it : items) std::printf("  %-42s %8.3f ms\n", it.name, it.ms);
+  for (const Item& it : items) std::printf("  %-46s %8.3f ms\n", it.name, it.ms);
+  MAMBATRACK_CUDA_CHECK(cudaFree(qmap));
 }
 
 }  // namespace
@@ -325,6 +354,19 @@ int main() {
     for (int64_t chunk : {8, 16, 32, 64})
       rows.push_back(run(p, chunk, bw, cuda::scan_detail::ScanPath::kAuto, cuda::scan_detail::BwdKernel::kAuto,
                          ScanImpl::kLegacy));
+  // The chunked path's passes over single chunks (chunk_group_override() = 1: the earlier
+  // launch sequence) and over 2, 4, 8 chunks, on the long-sequence problem; then forced
+  // chunked with single-chunk passes on the others.
+  for (int64_t chunk : {12, 16})
+    for (int group : {1, 2, 4, 8})
+      rows.push_back(run(problems[1], chunk, bw, cuda::scan_detail::ScanPath::kAuto,
+                         cuda::scan_detail::BwdKernel::kAuto, ScanImpl::kTiled, 0, group));
+  for (int64_t chunk : {8})
+    rows.push_back(run(problems[1], chunk, bw, cuda::scan_detail::ScanPath::kAuto,
+                       cuda::scan_detail::BwdKernel::kAuto, ScanImpl::kTiled, 0, 1));
+  for (const Problem* p : {&problems[0], &problems[2]})
+    rows.push_back(run(*p, 16, bw, cuda::scan_detail::ScanPath::kChunked, cuda::scan_detail::BwdKernel::kAuto,
+                       ScanImpl::kTiled, 0, 1));
   // Both paths forced on every problem, to check (and retune) the automatic choice.
   for (const auto& p : problems)
     for (auto path : {cuda::scan_detail::ScanPath::kChunked, cuda::scan_detail::ScanPath::kSequential})
@@ -339,8 +381,8 @@ int main() {
   std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
   for (const Row& r : rows) {
     const double bytes = r.bytes_fwd + r.bytes_bwd, gbs = bytes / (r.both * 1e-3) * 1e-9;
-    std::printf("| %s | %lld | %s | %s | %.3f | %.3f | %.3f | %.1f | %.0f | %.0f%% | %.3f | %.2f | %.1f |\n", r.name,
-                static_cast<long long>(r.chunk), r.path, r.impl, r.fwd, r.bwd, r.both, bytes * 1e-6, gbs,
+    std::printf("| %s | %lld | %s%s | %s | %.3f | %.3f | %.3f | %.1f | %.0f | %.0f%% | %.3f | %.2f | %.1f |\n", r.name,
+                static_cast<long long>(r.chunk), r.path, r.group.c_str(), r.impl, r.fwd, r.bwd, r.both, bytes * 1e-6, gbs,
                 100.0 * gbs * 1e9 / bw, bytes / bw * 1e3, r.ref, r.target);
   }
   return 0;

@@ -1,7 +1,9 @@
 // Host emulation of the CUDA selective-scan launch sequences (see run.sh) against the double
 // reference, float storage: the tiled kernels (ScanImpl::kTiled: fwd_seq / fwd_chunk with
 // fwd_tokens_tiled, bwd_tiled; d_state 12: the tiled forward with the per-channel backward) on
-// the sequential and the chunked path, packed varlen batches with
+// the sequential and the chunked path (passes over single chunks, and over 3 chunks each:
+// grouped_params, bit-identical to the former when every sequence fits one chunk), packed varlen
+// batches with
 // an empty sequence and sequences longer than a staging tile (64 tokens) and than a chunk, groups
 // and channel blocks with inactive lanes, all options on and off; and bit-identical outputs of
 // the two paths when every sequence fits one chunk (as test_selective_scan_cuda requires).
@@ -35,8 +37,9 @@ struct Out {
   std::vector<float> out, fin, du, ddelta, dB, dC, dz, dinit, dA, dD, ddb;
 };
 
+// Chunked path: saved chunks per pass chunk (grouped_params; 1 = the passes over single chunks).
 template <int N>
-Out run_emu(const Case& c, bool seq, const std::vector<int64_t>& cu, const std::vector<float>& u,
+Out run_emu(const Case& c, bool seq, int64_t group, const std::vector<int64_t>& cu, const std::vector<float>& u,
             const std::vector<float>& delta, const std::vector<float>& A, const std::vector<float>& B,
             const std::vector<float>& C, const std::vector<float>& Dv, const std::vector<float>& bias,
             const std::vector<float>& z, const std::vector<float>& init, const std::vector<float>& dout,
@@ -59,7 +62,8 @@ Out run_emu(const Case& c, bool seq, const std::vector<int64_t>& cu, const std::
   in.delta_softplus = c.softplus;
   in.chunk = c.chunk;
   const SelectiveScanSizes s = validate_selective_scan_inputs(in);
-  SD::Params<T> p = SD::make_params<T>(in, s);
+  const SD::Params<T> p0 = SD::make_params<T>(in, s);
+  SD::Params<T> p = SD::grouped_params(p0, seq ? 1 : group);  // the forward's passes
   Out o;
   o.out.assign(L * dim, kNaN);
   o.fin.assign(batch * dim * N, kNaN);
@@ -89,7 +93,24 @@ Out run_emu(const Case& c, bool seq, const std::vector<int64_t>& cu, const std::
     map_slots();
     emu::launch(dim3(static_cast<unsigned>(p.slots), gy), dim3(SD::kThreads), 0, [&] { SD::fwd_local<T, N, kTiledFwd>(p); });
     emu::launch(dim3(comb), dim3(256), 0, [&] { SD::fwd_combine<T, N>(p); });
-    emu::launch(dim3(static_cast<unsigned>(p.slots), gy), dim3(SD::kThreads), 0, [&] { SD::fwd_chunk<T, N, kTiledFwd>(p); });
+    if (p.chunk != p.save_chunk)
+      emu::launch(dim3(static_cast<unsigned>(p.slots), gy), dim3(SD::kThreads), 0, [&] { SD::fwd_chunk<T, N, kTiledFwd, true>(p); });
+    else
+      emu::launch(dim3(static_cast<unsigned>(p.slots), gy), dim3(SD::kThreads), 0, [&] { SD::fwd_chunk<T, N, kTiledFwd>(p); });
+  }
+  if (!SD::tiled_bwd_supported<N>() && p.chunk != p0.chunk) {  // launch_bwd groups the passes of the tiled backward only
+    const SD::Params<T> pg = p;
+    p = p0;
+    p.out = pg.out;
+    p.final_state = pg.final_state;
+    p.saved = pg.saved;
+    map.assign(2 * p.slots, -1);
+    ws_state.assign(p.slots * dim * N, kNaN);
+    ws_sd.assign(p.slots * dim, kNaN);
+    p.slot_seq = map.data();
+    p.slot_k = map.data() + p.slots;
+    p.ws_state = ws_state.data();
+    p.ws_sd = ws_sd.data();
   }
   // Backward.
   o.du.assign(L * dim, kNaN);
@@ -211,10 +232,12 @@ int run(const Case& c, uint64_t seed, bool check_paths_equal) {
   const auto fu = f(u), fdelta = f(delta), fA = f(A), fB = f(B), fC = f(C), fD = f(Dv), fbias = f(bias), fz = f(z),
              finit = f(init), fdout = f(dout), fdfin = f(dfin), fdA0 = f(dA0), fdD0 = f(dD0), fdb0 = f(db0);
   int fails = 0;
-  Out res[2];
-  for (int path = 0; path < 2; ++path) {
+  // Paths: sequential; chunked over single chunks; chunked with passes over 3 chunks (grouped_params).
+  Out res[3];
+  const char* names[3] = {"sequential", "chunked", "chunked x3"};
+  for (int path = 0; path < 3; ++path) {
     const bool seq = path == 0;
-    const Out o = run_emu<N>(c, seq, cu, fu, fdelta, fA, fB, fC, fD, fbias, fz, finit, fdout, fdfin, fdA0, fdD0, fdb0);
+    const Out o = run_emu<N>(c, seq, path == 2 ? 3 : 1, cu, fu, fdelta, fA, fB, fC, fD, fbias, fz, finit, fdout, fdfin, fdA0, fdD0, fdb0);
     // Tolerances (fp32 storage and arithmetic, MUFU-free emulation): 2e-5 on activations and
     // states (relative 2-norm), 5e-5 on ddelta (a sum of many products), 1e-4 on the parameter
     // gradients (sums over every token).
@@ -232,7 +255,7 @@ int run(const Case& c, uint64_t seed, bool check_paths_equal) {
       const double e = rel(k.g, k.w);
       const bool ok = e <= k.tol;
       if (!ok) ++fails;
-      std::printf("  %-10s N %2d chunk %2lld %-14s rel %.2e %s\n", seq ? "sequential" : "chunked", N,
+      std::printf("  %-10s N %2d chunk %2lld %-14s rel %.2e %s\n", names[path], N,
                   static_cast<long long>(c.chunk), k.name, e, ok ? "ok" : "FAIL");
     }
     res[path] = o;
@@ -248,6 +271,15 @@ int run(const Case& c, uint64_t seed, bool check_paths_equal) {
       if (!same) ++fails;
       std::printf("  sequential == chunked bit for bit: %-14s %s\n", e.first, same ? "ok" : "FAIL");
     }
+    // The grouped passes against the single-chunk ones (the same per-chunk work when every
+    // sequence fits one chunk).
+    const std::vector<float> Out::*fields[] = {&Out::out, &Out::fin, &Out::du, &Out::ddelta, &Out::dB, &Out::dC,
+                                               &Out::dz, &Out::dinit};
+    bool same3 = true;
+    for (auto fld : fields)
+      same3 = same3 && std::memcmp((res[1].*fld).data(), (res[2].*fld).data(), (res[1].*fld).size() * 4) == 0;
+    if (!same3) ++fails;
+    std::printf("  chunked == chunked x3 bit for bit: %s\n", same3 ? "ok" : "FAIL");
   }
   return fails;
 }

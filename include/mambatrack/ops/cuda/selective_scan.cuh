@@ -9,7 +9,10 @@
 // Tiled kernels (ScanImpl, the default; MAMBATRACK_SCAN_LEGACY or scan_impl_override() =
 // kLegacy select the earlier per-token ones): the forward handles 8 tokens per step with their
 // loads issued a group ahead; the backward stages each chunk's per-token scalars and rows in
-// shared memory once and splits d_state over lanes 8 states each (chunks <= 16 tokens).
+// shared memory once and splits d_state over lanes 8 states each (chunks <= 16 tokens). With the
+// tiled kernels the chunked path's passes run over groups of ~64 tokens of saved chunks
+// (grouped_params, chunk_group; chunk_group_override() = 1 or MAMBATRACK_SCAN_NO_CHUNK_GROUP
+// restore single-chunk passes): local and combine passes on 4x fewer chunk states.
 // Bisection switches (define to restore the earlier code): MAMBATRACK_SCAN_EXPF_DECAY,
 // MAMBATRACK_SCAN_PORTABLE_BF16_STORE, MAMBATRACK_SCAN_PARTIAL_SEGMENT_LAST,
 // MAMBATRACK_SCAN_NO_L2_PREFETCH, MAMBATRACK_SCAN_PRECISE_GATE, MAMBATRACK_SCAN_PRECISE_SOFTPLUS.
@@ -76,6 +79,10 @@ struct Params {
   T *du = nullptr, *ddelta = nullptr, *dz = nullptr;
   S* dinit = nullptr;
   int64_t tokens = 0, dim = 0, ngroups = 1, batch = 0, chunk = 64, slots = 0, per_group = 0, bpg = 0;
+  // The chunk of saved_states (SelectiveScanInputs::chunk). `chunk` above is the chunked path's
+  // pass length: save_chunk, or a multiple of it (grouped_params: each pass block walks several
+  // saved chunks in order).
+  int64_t save_chunk = 64;
   bool softplus = true;
   bool vec_bc = false;  // B, C rows 16-byte aligned: vector loads
   int64_t max_len_hint = 0;  // SelectiveScanInputs::max_seqlen_hint (host only)
@@ -216,6 +223,63 @@ __device__ __forceinline__ void store(bfloat16* p, int64_t i, float v) {
   reinterpret_cast<unsigned short*>(p)[i] = b;
 }
 #endif
+
+// K consecutive states of one (slot, channel) from or to float memory: 16-byte accesses where q is
+// 16-byte aligned (a warp's 16-float rows then take 4 wide accesses instead of 16 scalar ones,
+// each touching 32 sectors), scalar ones otherwise. The same values either way.
+template <int K>
+__device__ __forceinline__ void store_states(float* q, const float (&h)[K]) {
+  if constexpr (K % 4 == 0) {
+    if ((reinterpret_cast<std::uintptr_t>(q) & 15) == 0) {
+#pragma unroll
+      for (int i = 0; i < K / 4; ++i)
+        reinterpret_cast<float4*>(q)[i] = make_float4(h[4 * i], h[4 * i + 1], h[4 * i + 2], h[4 * i + 3]);
+      return;
+    }
+  }
+#pragma unroll
+  for (int n = 0; n < K; ++n) q[n] = h[n];
+}
+template <int K>
+__device__ __forceinline__ void load_states(const float* q, float (&h)[K]) {
+  if constexpr (K % 4 == 0) {
+    if ((reinterpret_cast<std::uintptr_t>(q) & 15) == 0) {
+#pragma unroll
+      for (int i = 0; i < K / 4; ++i) {
+        const float4 w = reinterpret_cast<const float4*>(q)[i];
+        h[4 * i] = w.x;
+        h[4 * i + 1] = w.y;
+        h[4 * i + 2] = w.z;
+        h[4 * i + 3] = w.w;
+      }
+      return;
+    }
+  }
+#pragma unroll
+  for (int n = 0; n < K; ++n) h[n] = q[n];
+}
+// The saved chunk-start state h of (slot, channel d) (saved_states is float for every CUDA storage type).
+template <class S, int N>
+__device__ __forceinline__ void save_state(S* saved, int64_t slot, int64_t dim, int64_t d, const float (&h)[N]) {
+  if constexpr (std::is_same_v<S, float>) {
+    store_states<N>(saved + (slot * dim + d) * N, h);
+  } else {
+#pragma unroll
+    for (int n = 0; n < N; ++n) store(saved, (slot * dim + d) * N + n, h[n]);
+  }
+}
+// K saved states from element i on (zeros on inactive lanes).
+template <class S, int K>
+__device__ __forceinline__ void load_saved(const S* saved, int64_t i, bool active, float (&h)[K]) {
+  if constexpr (std::is_same_v<S, float>) {
+    if (active) {
+      load_states<K>(saved + i, h);
+      return;
+    }
+  }
+#pragma unroll
+  for (int n = 0; n < K; ++n) h[n] = active ? detail::ld(saved, i + n) : 0.0f;
+}
 
 template <class T>
 __device__ __forceinline__ float dt_of(const Params<T>& p, float delta, float bias, float& raw) {
@@ -441,7 +505,7 @@ __device__ __forceinline__ void fwd_tokens(const Params<T>& p, const ChunkPos& c
 #pragma unroll
             for (int n = 0; n < N; ++n) store(p.saved, (save_slot * p.dim + d) * N + n, h[n]);
           }
-          next_save += p.chunk;
+          next_save += p.save_chunk;
           ++save_slot;
         }
       }
@@ -591,11 +655,8 @@ __device__ __forceinline__ void fwd_tokens_tiled(const Params<T>& p, const Chunk
           const int64_t t = tt + i0 + j;
           if constexpr (kSaveChunks) {
             if (t == next_save) {
-              if (p.saved && active) {
-#pragma unroll
-                for (int n = 0; n < N; ++n) store(p.saved, (save_slot * p.dim + d) * N + n, h[n]);
-              }
-              next_save += p.chunk;
+              if (p.saved && active) save_state<scan_state_t<T>, N>(p.saved, save_slot, p.dim, d, h);
+              next_save += p.save_chunk;
               ++save_slot;
             }
           }
@@ -673,7 +734,9 @@ inline bool tiled_impl() {
 
 
 // Forward pass 3: each chunk from its start state; writes out, saved_states and final_state.
-template <class T, int N, bool kTiled = false>
+// kGroup (grouped_params: p.chunk a multiple of p.save_chunk): saves the state at every saved
+// chunk start of the pass chunk, as fwd_seq does for a whole sequence.
+template <class T, int N, bool kTiled = false, bool kGroup = false>
 __global__ void __launch_bounds__(kThreads, kTiled ? fwd_tiled_min_blocks<N>() : fwd_min_blocks<N>())
     fwd_chunk(Params<T> p) {
   const int64_t slot = blockIdx.x;
@@ -690,10 +753,13 @@ __global__ void __launch_bounds__(kThreads, kTiled ? fwd_tiled_min_blocks<N>() :
     if (!l.active) h[n] = 0.0f;
     else if (c.k == 0) h[n] = p.init ? detail::ld(p.init, (c.b * p.dim + d) * N + n) : 0.0f;
     else h[n] = p.ws_state[(slot * p.dim + d) * N + n];
-    if (p.saved && l.active) store(p.saved, (slot * p.dim + d) * N + n, h[n]);
+    if (!kTiled && !kGroup && p.saved && l.active) store(p.saved, (slot * p.dim + d) * N + n, h[n]);
   }
-  if constexpr (kTiled) fwd_tokens_tiled<T, N, false>(p, c, l, sB, sC, A, h, slot);
-  else fwd_tokens<T, N, false>(p, c, l, sB, sC, A, h, slot);
+  if (kTiled && !kGroup && p.saved && l.active) save_state<scan_state_t<T>, N>(p.saved, slot, p.dim, d, h);
+  // kGroup: the saved slot of the pass chunk's first saved chunk (selective_scan_slot at save_chunk).
+  const int64_t slot0 = kGroup ? c.b + c.start / p.save_chunk + (c.t0 - c.start) / p.save_chunk : slot;
+  if constexpr (kTiled) fwd_tokens_tiled<T, N, kGroup>(p, c, l, sB, sC, A, h, slot0);
+  else fwd_tokens<T, N, kGroup>(p, c, l, sB, sC, A, h, slot0);
   if (l.active && c.k == c.nk - 1 && p.final_state) {
 #pragma unroll
     for (int n = 0; n < N; ++n) store(p.final_state, (c.b * p.dim + d) * N + n, h[n]);
@@ -1500,10 +1566,12 @@ constexpr std::size_t bwd_tiled_smem_bytes(int64_t chunk) {
 // token in the chunk, k: kTiledScalars kinds; the sigmoids with gate_sigmoid's MUFU approximation) and its B and C rows into sB, sC; every thread of the block calls it
 // (it synchronises at the end). With kPrefetch (the sequential kernel, which walks chunks in
 // reverse and then the sequence gridDim.x further), also the rows of the chunk it takes next into
-// L2: the previous chunk, or at a sequence's first chunk the next sequence's last chunk.
+// L2: the previous chunk, or at a sequence's first chunk the next sequence's last chunk. The
+// chunked kernel over grouped passes prefetches the previous chunk while `prefetch` (its pass
+// chunk has one).
 template <class T, int N, int S, bool kPrefetch>
 __device__ __forceinline__ void stage_chunk_tiled(const Params<T>& p, const ChunkPos& c, int64_t g, int ld,
-                                                  float* sB, float* sC, float* sc) {
+                                                  float* sB, float* sC, float* sc, bool prefetch = true) {
   constexpr int kBlock = kThreads * S;
   const int L = static_cast<int>(c.t1 - c.t0);
   const int cl = static_cast<int>(threadIdx.x % kThreads);  // fixed: kBlock is a multiple of kThreads
@@ -1544,10 +1612,10 @@ __device__ __forceinline__ void stage_chunk_tiled(const Params<T>& p, const Chun
     sC[e] = detail::ldg(p.C + src);
   }
 #ifndef MAMBATRACK_SCAN_NO_L2_PREFETCH
-  if constexpr (kPrefetch) {
+  if (kPrefetch && prefetch) {
     // Rows [pt0, pt1) of Δ, u, dout, z for this block's channels: one prefetch per (token,
     // tensor, 32-channel half).
-    int64_t pt0 = c.t0 - p.chunk > c.start ? c.t0 - p.chunk : c.start, pt1 = c.t0;
+    int64_t pt0 = c.t0 - p.save_chunk > c.start ? c.t0 - p.save_chunk : c.start, pt1 = c.t0;
     if (c.k == 0) {
       pt0 = pt1 = 0;
       const int64_t nb = c.b + gridDim.x;
@@ -1705,7 +1773,7 @@ __global__ void __launch_bounds__(kThreads * S, bwd_tiled_min_blocks<N>()) bwd_t
   const int sub = threadIdx.x % S, n0 = sub * NS;
   const int64_t d = l.d;
   const int64_t W = p.dim * N + 2 * p.dim;
-  const int ld = static_cast<int>(p.chunk < kTiledMaxChunk ? p.chunk : kTiledMaxChunk);
+  const int ld = static_cast<int>(p.save_chunk < kTiledMaxChunk ? p.save_chunk : kTiledMaxChunk);
   float* hist = smem;
   float* sbc = hist + kTiledSeg * kBlock * NS;
   float* sB = sbc + kTiledSeg * (kBlock / 32) * 2 * N;
@@ -1733,14 +1801,25 @@ __global__ void __launch_bounds__(kThreads * S, bwd_tiled_min_blocks<N>()) bwd_t
       }
       return;
     }
-    float g[NS], h0[NS];
+    float g[NS];
 #pragma unroll
-    for (int j = 0; j < NS; ++j) {
-      g[j] = l.active ? p.ws_state[(slot * p.dim + d) * N + n0 + j] : 0.0f;
-      h0[j] = l.active ? detail::ld(p.saved_in, (slot * p.dim + d) * N + n0 + j) : 0.0f;
+    for (int j = 0; j < NS; ++j) g[j] = l.active ? p.ws_state[(slot * p.dim + d) * N + n0 + j] : 0.0f;
+    // The saved chunks of this pass chunk in reverse (one when p.chunk == p.save_chunk; several
+    // with grouped_params), the adjoint carried from one to the next as in the kSeq kernel.
+    const int64_t cs = p.save_chunk, slot0 = c.b + c.start / cs;
+    const int64_t k0 = (c.t0 - c.start) / cs, k1 = (c.t1 - c.start + cs - 1) / cs;
+    for (int64_t k = k1 - 1; k >= k0; --k) {  // block-uniform
+      ChunkPos cc = c;
+      cc.k = k;
+      cc.t0 = c.start + k * cs;
+      cc.t1 = cc.t0 + cs < c.t1 ? cc.t0 + cs : c.t1;
+      float h0[NS];
+      load_saved<scan_state_t<T>, NS>(p.saved_in, ((slot0 + k) * p.dim + d) * N + n0, l.active, h0);
+      if (k != k1 - 1) __syncthreads();  // the previous chunk's reads of the staged rows and scalars are done
+      // The next one into L2 (not with 4 lanes per channel: its 64 registers would spill).
+      stage_chunk_tiled<T, N, S, S == tiled_lanes<N>()>(p, cc, l.g, ld, sB, sC, sc, k > k0);
+      bwd_tokens_tiled<T, N, S>(p, cc, l, sub, ld, sB, sC, sc, hist, sbc, A, h0, Dd, g, dA, dD, ddb);
     }
-    stage_chunk_tiled<T, N, S, false>(p, c, l.g, ld, sB, sC, sc);
-    bwd_tokens_tiled<T, N, S>(p, c, l, sub, ld, sB, sC, sc, hist, sbc, A, h0, Dd, g, dA, dD, ddb);
     if (l.active && c.k == 0 && p.dinit) {
 #pragma unroll
       for (int j = 0; j < NS; ++j) store(p.dinit, (c.b * p.dim + d) * N + n0 + j, g[j]);
@@ -1759,9 +1838,7 @@ __global__ void __launch_bounds__(kThreads * S, bwd_tiled_min_blocks<N>()) bwd_t
           c.t0 = c.start + k * p.chunk;
           c.t1 = c.t0 + p.chunk < c.end ? c.t0 + p.chunk : c.end;
           float h0[NS];
-#pragma unroll
-          for (int j = 0; j < NS; ++j)
-            h0[j] = l.active ? detail::ld(p.saved_in, ((slot0 + k) * p.dim + d) * N + n0 + j) : 0.0f;
+          load_saved<scan_state_t<T>, NS>(p.saved_in, ((slot0 + k) * p.dim + d) * N + n0, l.active, h0);
           __syncthreads();  // the previous chunk's reads of the staged rows and scalars are done
           stage_chunk_tiled<T, N, S, true>(p, c, l.g, ld, sB, sC, sc);
           bwd_tokens_tiled<T, N, S>(p, c, l, sub, ld, sB, sC, sc, hist, sbc, A, h0, Dd, g, dA, dD, ddb);
@@ -1813,6 +1890,7 @@ Params<T> make_params(const In& in, const SelectiveScanSizes& s) {
   p.ngroups = s.ngroups;
   p.batch = s.batch;
   p.chunk = in.chunk;
+  p.save_chunk = in.chunk;
   p.slots = s.batch + s.tokens / in.chunk;
   p.per_group = s.dim / s.ngroups;
   p.bpg = (p.per_group + kThreads - 1) / kThreads;
@@ -1821,6 +1899,18 @@ Params<T> make_params(const In& in, const SelectiveScanSizes& s) {
   const auto aligned = [](const void* q) { return reinterpret_cast<std::uintptr_t>(q) % 16 == 0; };
   p.vec_bc = aligned(p.B) && aligned(p.C);
   return p;
+}
+
+// The chunked path's passes over chunks of m saved chunks (m·save_chunk tokens): fewer, longer
+// local / combine / chunk blocks (the local and combine passes read and write m times fewer chunk
+// states), while the chunk pass saves the state at every saved chunk start and the tiled backward
+// walks its saved chunks in reverse. m = 1: the passes of the saved chunks themselves.
+template <class T>
+Params<T> grouped_params(const Params<T>& p, int64_t m) {
+  Params<T> q = p;
+  q.chunk = p.save_chunk * (m > 1 ? m : 1);
+  q.slots = p.batch + p.tokens / q.chunk;
+  return q;
 }
 
 // Slot map and the chunk-state workspaces (scratch ids 0..2).
@@ -1993,6 +2083,30 @@ void sum_params(const Params<T>& p, int64_t rows, const SelectiveScanBwdArgs<T, 
   MAMBATRACK_CUDA_CHECK(cudaGetLastError());
 }
 
+// Saved chunks per pass chunk of the chunked path (grouped_params) with the tiled kernels: about
+// kGroupTokens tokens per pass chunk, halved while the pass would have fewer than 4 waves of
+// forward blocks. chunk_group_override(): 0 = this choice, 1 = the earlier passes over single
+// chunks, m > 1 = m chunks; MAMBATRACK_SCAN_NO_CHUNK_GROUP = 1 (bisection). The legacy kernels
+// always take 1. Rounding only: the chunk-start states are combined over longer ranges.
+constexpr int64_t kGroupTokens = 64;
+inline int& chunk_group_override() {
+  static int m = 0;
+  return m;
+}
+template <class T>
+int64_t chunk_group(const Params<T>& p) {
+  if (!tiled_impl()) return 1;
+  if (chunk_group_override() > 0) return chunk_group_override();
+#ifdef MAMBATRACK_SCAN_NO_CHUNK_GROUP
+  return 1;
+#else
+  int64_t m = p.chunk >= kGroupTokens ? 1 : kGroupTokens / p.chunk;
+  const int64_t want = 4 * 8 * static_cast<int64_t>(device_sm_count());  // 4 waves of 8 blocks/SM
+  while (m > 1 && (p.batch + p.tokens / (p.chunk * m)) * p.ngroups * p.bpg < want) m /= 2;
+  return m;
+#endif
+}
+
 template <class T, int N>
 void launch_fwd(Params<T> p, cudaStream_t stream) {
   const unsigned gy = static_cast<unsigned>(p.ngroups * p.bpg);
@@ -2005,6 +2119,8 @@ void launch_fwd(Params<T> p, cudaStream_t stream) {
     MAMBATRACK_CUDA_CHECK(cudaGetLastError());
     return;
   }
+  const bool grouped = tiled_fwd_supported<N>() && tiled_impl() && chunk_group(p) > 1;
+  if (grouped) p = grouped_params(p, chunk_group(p));
   prepare<T, N>(p, stream);
   const dim3 grid(static_cast<unsigned>(p.slots), gy);
   if (tiled_fwd_supported<N>() && tiled_impl()) fwd_local<T, N, tiled_fwd_supported<N>()><<<grid, kThreads, 0, stream>>>(p);
@@ -2013,8 +2129,13 @@ void launch_fwd(Params<T> p, cudaStream_t stream) {
   const int64_t n_comb = p.batch * p.dim * N;
   fwd_combine<T, N><<<static_cast<unsigned>((n_comb + 255) / 256), 256, 0, stream>>>(p);
   MAMBATRACK_CUDA_CHECK(cudaGetLastError());
-  if (tiled_fwd_supported<N>() && tiled_impl()) fwd_chunk<T, N, tiled_fwd_supported<N>()><<<grid, kThreads, 0, stream>>>(p);
-  else fwd_chunk<T, N><<<grid, kThreads, 0, stream>>>(p);
+  if constexpr (tiled_fwd_supported<N>()) {  // no grouped instantiation for the others
+    if (grouped) fwd_chunk<T, N, true, true><<<grid, kThreads, 0, stream>>>(p);
+    else if (tiled_impl()) fwd_chunk<T, N, true><<<grid, kThreads, 0, stream>>>(p);
+    else fwd_chunk<T, N><<<grid, kThreads, 0, stream>>>(p);
+  } else {
+    fwd_chunk<T, N><<<grid, kThreads, 0, stream>>>(p);
+  }
   MAMBATRACK_CUDA_CHECK(cudaGetLastError());
 }
 
@@ -2037,6 +2158,9 @@ void launch_bwd(Params<T> p, const SelectiveScanBwdArgs<T, Cuda>& a, cudaStream_
     if (rows > p.batch) rows = p.batch;
     if (rows < 1) rows = 1;
   } else {
+    // Grouped passes with the tiled backward only (it walks a pass chunk's saved chunks).
+    if (tiled && chunk_group(p) > 1) p = grouped_params(p, chunk_group(p));
+    rows = p.slots;
     prepare<T, N>(p, stream);
   }
   p.ws_par = static_cast<float*>(detail::scratch(3, static_cast<std::size_t>(rows * W) * sizeof(float)));
@@ -2055,11 +2179,11 @@ void launch_bwd(Params<T> p, const SelectiveScanBwdArgs<T, Cuda>& a, cudaStream_
     if (tiled) {
       constexpr int St = tiled_lanes<N>();
       if (St != 4 && tiled_lanes_now<N>() == 4) {
-        const std::size_t smem = bwd_tiled_smem_bytes<N, 4>(p.chunk);
+        const std::size_t smem = bwd_tiled_smem_bytes<N, 4>(p.save_chunk);
         if (seq) bwd_tiled<T, N, 4, true><<<grid, kThreads * 4, smem, stream>>>(p);
         else bwd_tiled<T, N, 4, false><<<grid, kThreads * 4, smem, stream>>>(p);
       } else {
-        const std::size_t smem = bwd_tiled_smem_bytes<N, St>(p.chunk);
+        const std::size_t smem = bwd_tiled_smem_bytes<N, St>(p.save_chunk);
         if (seq) bwd_tiled<T, N, St, true><<<grid, kThreads * St, smem, stream>>>(p);
         else bwd_tiled<T, N, St, false><<<grid, kThreads * St, smem, stream>>>(p);
       }
