@@ -2,7 +2,8 @@
 // Mamba mixers (bidirectional with token + position embeddings, or causal with checkpointing on
 // the frozen point embedding), dropout in training mode, the MDM (on gathered rows), NTP and k-NNN
 // heads, templated on the backend; a random varlen batch as float values and its copy on a
-// backend; one forward + backward through every part.
+// backend; one forward + backward through every part; ModelPair sets up a GPU model and its
+// float64 reference twin with the same weights.
 #pragma once
 
 #include <cstdint>
@@ -195,5 +196,27 @@ void step(Model<B>& m, Contexts<B>& c, const Batch<B>& in) {
   B::accumulate(dh_knn, dh);
   c.dinput = m.backbone.backward(c.bb, View<const T, D>(dh));
 }
+
+// The model on a GPU backend G and on the float64 reference backend, registered in their stores,
+// the GPU's initialised (fp32 master) weights copied into the reference. Not movable: the models
+// hold their stores' addresses.
+template <class G>
+struct ModelPair {
+  Model<G> gpu;
+  Model<RefB> ref;
+  typename G::Store gs;
+  nn::ReferenceStore rs;
+  explicit ModelPair(const Config& cfg) : gpu(cfg), ref(cfg) {
+    gpu.register_params(gs);
+    ref.register_params(rs);
+    gs.finalize();
+    rs.finalize();
+    gpu.init(gs.host());
+    gs.upload();
+    rs.copy_from(gs.host());
+  }
+  ModelPair(const ModelPair&) = delete;
+  ModelPair& operator=(const ModelPair&) = delete;
+};
 
 }  // namespace mambatrack::test::nn_fixture

@@ -50,17 +50,11 @@ void compare_bf16_model(const test::nn_fixture::Config& cfg, uint64_t seed) {
   using namespace test::nn_fixture;
   INFO("seed " << seed << ", embedded " << cfg.embedded << ", bidirectional " << cfg.bidirectional
                 << ", checkpointing " << cfg.checkpointing);
-  Model<Bf16B> gm(cfg);
-  Model<RefB> rm(cfg);
-  nn::CudaMixedParameterStore gs;
-  nn::ReferenceStore rs;
-  gm.register_params(gs);
-  rm.register_params(rs);
-  gs.finalize();
-  rs.finalize();
-  gm.init(gs.host());
-  gs.upload();
-  rs.copy_from(gs.host());  // the reference gets the fp32 master weights
+  ModelPair<Bf16B> pair(cfg);  // the reference gets the fp32 master weights
+  Model<Bf16B>& gm = pair.gpu;
+  Model<RefB>& rm = pair.ref;
+  nn::CudaMixedParameterStore& gs = pair.gs;
+  nn::ReferenceStore& rs = pair.rs;
 
   Contexts<Bf16B> gc;
   Contexts<RefB> rc;

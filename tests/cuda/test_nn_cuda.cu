@@ -38,17 +38,11 @@ std::vector<double> doubles(View<const float, Cuda> v) { return test::to_doubles
 void compare_model(const Config& cfg, uint64_t seed) {
   INFO("seed " << seed << ", embedded " << cfg.embedded << ", bidirectional " << cfg.bidirectional
                 << ", checkpointing " << cfg.checkpointing);
-  Model<GpuB> gm(cfg);
-  Model<RefB> rm(cfg);
-  nn::CudaParameterStore gs;
-  nn::ReferenceStore rs;
-  gm.register_params(gs);
-  rm.register_params(rs);
-  gs.finalize();
-  rs.finalize();
-  gm.init(gs.host());
-  gs.upload();
-  rs.copy_from(gs.host());
+  ModelPair<GpuB> pair(cfg);
+  Model<GpuB>& gm = pair.gpu;
+  Model<RefB>& rm = pair.ref;
+  nn::CudaParameterStore& gs = pair.gs;
+  nn::ReferenceStore& rs = pair.rs;
 
   Contexts<GpuB> gc;
   Contexts<RefB> rc;
