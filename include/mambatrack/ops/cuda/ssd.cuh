@@ -867,46 +867,6 @@ __device__ __forceinline__ void prefetch_head(const Params<T>& p, const ChunkPos
   }
 }
 
-// stage_states as bwd_main was measured with (the states by reference), kept for A/B timing.
-template <class T>
-__device__ __noinline__ float stage_states_v1(const StateRef<T>& hs, bfloat16* sH, const StateRef<T>& gs,
-                                              bfloat16* sG, bool dot, int PN) {
-  const int n4 = PN / 4, nt = static_cast<int>(blockDim.x);
-  const bool rh = sH || dot, rg = sG || dot;
-  float r = 0.0f;
-  for (int i0 = static_cast<int>(threadIdx.x); i0 < n4; i0 += kStageBatch * nt) {
-    float4 hv[kStageBatch], gv[kStageBatch];
-#pragma unroll
-    for (int u = 0; u < kStageBatch; ++u) {
-      const int i = i0 + u * nt;
-      if (i < n4) {
-        if (rh) hv[u] = hs.four(4 * i);
-        if (rg) gv[u] = gs.four(4 * i);
-      }
-    }
-#pragma unroll
-    for (int u = 0; u < kStageBatch; ++u) {
-      const int i = i0 + u * nt;
-      if (i < n4) {
-        if (sH) {
-          sH[4 * i] = bfloat16(hv[u].x);
-          sH[4 * i + 1] = bfloat16(hv[u].y);
-          sH[4 * i + 2] = bfloat16(hv[u].z);
-          sH[4 * i + 3] = bfloat16(hv[u].w);
-        }
-        if (sG) {
-          sG[4 * i] = bfloat16(gv[u].x);
-          sG[4 * i + 1] = bfloat16(gv[u].y);
-          sG[4 * i + 2] = bfloat16(gv[u].z);
-          sG[4 * i + 3] = bfloat16(gv[u].w);
-        }
-        if (dot) r += gv[u].x * hv[u].x + gv[u].y * hv[u].y + gv[u].z * hv[u].z + gv[u].w * hv[u].w;
-      }
-    }
-  }
-  return r;
-}
-
 // Forward output of one chunk and one group (heads of the group in turn): y, and final_state in
 // the sequence's last chunk. Grid (slots, ngroups). The chunk-start state is read from global
 // memory (L1/L2); with bf16 storage (mma) the product C·H_inᵀ runs on tensor cores.
@@ -1139,10 +1099,10 @@ __global__ void __launch_bounds__(kThreads, 2) bwd_main(Params<T> p) {
        // summed in order by thread 0 below), in one batched pass over global memory
       float r;
       if constexpr (mma_type<T>())
-        r = stage_states_v1(hin, p.mma && has_H ? sHb : nullptr, gend, p.mma && has_G ? sGb : nullptr,
+        r = stage_states(hin, p.mma && has_H ? sHb : nullptr, gend, p.mma && has_G ? sGb : nullptr,
                          has_G && has_H, P * N);
       else
-        r = stage_states_v1(hin, nullptr, gend, nullptr, has_G && has_H, P * N);
+        r = stage_states(hin, nullptr, gend, nullptr, has_G && has_H, P * N);
       r = warp_sum(r);
       if ((threadIdx.x & 31) == 0) s_red[threadIdx.x >> 5] = r;
     }
