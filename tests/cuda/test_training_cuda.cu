@@ -48,7 +48,69 @@ void compare_curves(const std::vector<double>& cpu, const std::vector<double>& g
   CHECK(cpu.back() < cpu.front());  // the runs train at all
 }
 
+// A task with its deferred results turned off: the Trainer then takes the eager path (a read-back
+// per micro-batch and for the norm, the update launched from the host).
+class EagerTask final : public train::TrainTask {
+ public:
+  explicit EagerTask(train::TrainTask& t) : t_(t) {}
+  nn::ParameterStore& store() override { return t_.store(); }
+  train::MicroBatchResult train_micro_batch(int64_t step, double s) override { return t_.train_micro_batch(step, s); }
+  std::map<std::string, double> evaluate() override { return t_.evaluate(); }
+  int64_t epoch() const override { return t_.epoch(); }
+  nlohmann::json model_config() const override { return t_.model_config(); }
+  void save_state(nn::TrainState& s) const override { t_.save_state(s); }
+  void load_state(const nn::TrainState& s) override { t_.load_state(s); }
+  std::unique_ptr<train::FlatOptimizer> make_optimizer() override { return t_.make_optimizer(); }
+
+ private:
+  train::TrainTask& t_;
+};
+
+int64_t differing(const std::vector<double>& a, const std::vector<double>& b) {
+  REQUIRE(a.size() == b.size());
+  int64_t n = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) n += std::memcmp(&a[i], &b[i], sizeof(double)) != 0;
+  return n;
+}
+
 }  // namespace
+
+// Deferred results (one read-back per step, the update decided on the device) change nothing:
+// the same kernels in the same order, so the losses equal the eager path's bit for bit.
+TEST_CASE("cuda training: deferred steps give the eager path's losses bit for bit", "[cuda][train][deferred]") {
+  const uint64_t seed = test::test_seed(5155);
+  INFO("seed " << seed);
+  {
+    test::TinyMdmData d = test::tiny_mdm_data(seed);
+    using Mixer = nn::MambaMixer<nn::CudaBackend>;
+    auto run = [&](bool deferred, const std::string& dir) {
+      train::MdmTask<nn::CudaBackend, Mixer> task(test::tiny_mdm_options(d.vocab, seed),
+                                                  nn::make_mamba<nn::CudaBackend>(16, 4, 2, 32), d.train, d.val);
+      CHECK(task.defers_results());
+      train::TrainerOptions t = test::tiny_trainer_options(fresh_dir(dir));
+      t.accumulation_steps = 2;
+      t.clip_value = 0.5;
+      EagerTask eager(task);
+      return deferred ? train::Trainer(t, task).run().losses : train::Trainer(t, eager).run().losses;
+    };
+    const std::vector<double> deferred = run(true, "mdm_deferred"), eager = run(false, "mdm_eager");
+    CHECK(differing(deferred, eager) == 0);
+  }
+  {
+    test::TinyFmEvents ev = test::tiny_fm_events(seed, 4, 1, 5);
+    using Mixer = nn::Mamba2Mixer<nn::CudaBackend>;
+    auto run = [&](bool deferred, const std::string& dir) {
+      train::Fm4nppTask<nn::CudaBackend, Mixer> task(test::tiny_fm_options(seed, 5),
+                                                     nn::make_mamba2<nn::CudaBackend>(64, 4, 2, 16, 32), ev.train,
+                                                     ev.val);
+      EagerTask eager(task);
+      const train::TrainerOptions t = test::tiny_trainer_options(fresh_dir(dir));
+      return deferred ? train::Trainer(t, task).run().losses : train::Trainer(t, eager).run().losses;
+    };
+    const std::vector<double> deferred = run(true, "fm_deferred"), eager = run(false, "fm_eager");
+    CHECK(differing(deferred, eager) == 0);
+  }
+}
 
 TEST_CASE("cuda training: MDM+NTP loss curve equals the CPU's for 50 steps", "[cuda][train]") {
   const uint64_t seed = test::test_seed(5150);
@@ -86,9 +148,10 @@ TEST_CASE("cuda training: FM4NPP Mamba2 loss curve equals the CPU's for 50 steps
   compare_curves(cpu, trainer.run().losses);
 }
 
-// Graph mode (MdmTaskOptions::cuda_graphs): full batches padded to the token budget, the
-// backbone's forward and backward replayed from CUDA graphs. The real tokens' results are those
-// of the eager run up to summation order (the padded GEMMs may tile differently): step 1 within
+// Graph mode (MdmTaskOptions::cuda_graphs): full batches padded to the token budget, each
+// micro-batch's backbone, head, loss and backward replayed from a CUDA graph (the MDM head over
+// every row, the unmasked ones ignored). The real tokens' results are those of the eager run up
+// to summation order (padded GEMMs tile differently, the loss sums over more rows): step 1 within
 // 1e-5, the 50-step curve within the fp32 bound above; two graph runs agree bit for bit.
 TEST_CASE("cuda training: MDM+NTP with CUDA graphs follows the eager GPU run and repeats exactly",
           "[cuda][train][graphs]") {

@@ -1,6 +1,7 @@
 // [cpu] The task-level Backend ops of the host backends (nn/host_backend_base.hpp): gather_rows,
-// scatter_add_rows (distinct indices), argmax_rows (first maximum), the loss forwards and the
-// host "transfers", on CpuBackend (float) and ReferenceBackend (double), against plain loops.
+// scatter_add_rows (distinct indices), argmax_rows (first maximum), count_correct, mean_pool_bwd
+// (rows outside the sequences get 0), the loss forwards (and their `result`) and the host
+// "transfers", on CpuBackend (float) and ReferenceBackend (double), against plain loops.
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -73,4 +74,35 @@ TEMPLATE_TEST_CASE("host backends: gather/scatter rows, argmax, transfers", "[cp
   const LossResult rr = reference::cross_entropy({xd.view(), labels.view(), dld.view()});
   CHECK(r.count == rr.count);
   CHECK(r.loss == Approx(rr.loss).epsilon(1e-5));  // fp32 softmax sums
+
+  // A `result` view gets {loss, count} as well (the device backends' deferred form).
+  Tensor<double> result(Shape{2});
+  result[0] = result[1] = -1;
+  ce.result = result.view();
+  const LossResult r2 = TestType::cross_entropy(ce);
+  CHECK(result[0] == r2.loss);
+  CHECK(result[1] == static_cast<double>(r2.count));
+
+  // count_correct: labels equal to the argmax on some rows, ignored on others (first maximum wins).
+  int64_t want = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    labels[i] = i % 5 == 0 ? kIgnoreIndex : i % 2 ? am[i] : static_cast<int64_t>(rng.below(w));
+    if (i == 3) labels[i] = 4;  // row 3's tie: column 4 holds the maximum too, but column 1 comes first
+    want += labels[i] != kIgnoreIndex && labels[i] == am[i];
+  }
+  Tensor<double> correct(Shape{1});
+  TestType::count_correct(x.view(), labels.view(), kIgnoreIndex, correct.view());
+  CHECK(correct[0] == static_cast<double>(want));
+  CHECK(want >= n / 4);
+
+  // mean_pool_bwd: rows past the last sequence get 0.
+  Tensor<int64_t> cu(Shape{3});
+  cu[0] = 0, cu[1] = 10, cu[2] = 25;
+  Tensor<T> dp(Shape{2, w}), dx(Shape{n, w});
+  for (int64_t i = 0; i < dp.numel(); ++i) dp[i] = static_cast<T>(rng.uniform(-1.0, 1.0));
+  for (int64_t i = 0; i < dx.numel(); ++i) dx[i] = T(7);
+  TestType::mean_pool_bwd(dp.view(), cu.view(), dx.view());
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t c = 0; c < w; ++c)
+      CHECK(dx.at(t, c) == (t < 10 ? dp.at(0, c) / T(10) : t < 25 ? dp.at(1, c) / T(15) : T(0)));
 }

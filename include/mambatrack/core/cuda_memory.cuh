@@ -19,6 +19,7 @@ namespace mambatrack {
 namespace detail {
 inline void cuda_check(cudaError_t status, const char* call, const char* file, int line) {
   if (status != cudaSuccess) {
+    cudaGetLastError();  // a non-sticky error must not resurface in the next, unrelated launch check
     throw DeviceError(std::string(file) + ":" + std::to_string(line) + ": " + call + " failed: " +
                       cudaGetErrorName(status) + " (" + cudaGetErrorString(status) + ")");
   }

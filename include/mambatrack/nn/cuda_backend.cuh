@@ -313,7 +313,34 @@ struct CudaBackendT {
       cuda_kernels::argmax_rows_kernel<T><<<g, cuda_kernels::kThreads, 0, stream()>>>(x.data, out.data, n, w);
     });
   }
-  // The loss value is read back to the host: these synchronise the stream.
+  // out[0] = the rows whose label (not ignore_index) is the first column holding the row's maximum
+  // (an accuracy count left on the device: no synchronisation).
+  static void count_correct(DView<const T> logits, DView<const int64_t> labels, int64_t ignore_index,
+                            DView<double> out) {
+    const int64_t n = logits.rank() == 0 ? 0 : logits.dim(0), w = width(logits);
+    MAMBATRACK_CHECK_SHAPE(labels.numel() == n && out.numel() == 1 && (n == 0 || w >= 1), "count_correct: logits ",
+                           logits.shape, ", labels ", labels.shape, ", out ", out.shape);
+    auto* count = context().template scratch_as<unsigned long long>(1, 3);
+    MAMBATRACK_CUDA_CHECK(cudaMemsetAsync(count, 0, sizeof(*count), stream()));
+    if (n > 0) {
+      const auto blocks = static_cast<unsigned>((n * 32 + cuda_kernels::kThreads - 1) / cuda_kernels::kThreads);
+      cuda_kernels::count_correct_kernel<T>
+          <<<blocks, cuda_kernels::kThreads, 0, stream()>>>(logits.data, labels.data, n, w, ignore_index, count);
+    }
+    cuda_kernels::u64_to_double_kernel<><<<1, 1, 0, stream()>>>(count, out.data);
+    cuda_kernels::check("count_correct");
+  }
+  // Small double buffers of results left on the device (the tasks' deferred statistics).
+  static void fill_zero(DView<double> x) {
+    if (x.numel() > 0) MAMBATRACK_CUDA_CHECK(cudaMemsetAsync(x.data, 0, x.bytes(), stream()));
+  }
+  static void copy(DView<const double> x, DView<double> y) {
+    MAMBATRACK_CHECK_SHAPE(x.numel() == y.numel(), "copy: ", x.shape, " into ", y.shape);
+    if (x.numel() > 0)
+      MAMBATRACK_CUDA_CHECK(cudaMemcpyAsync(y.data, x.data, x.bytes(), cudaMemcpyDeviceToDevice, stream()));
+  }
+  static void to_host(DView<const double> src, View<double, Host> dst) { d2h<double>(src, dst); }
+  // Without CrossEntropyArgs::result the loss value is read back to the host: these synchronise.
   static LossResult cross_entropy(const CrossEntropyArgs<T, Cuda>& a) {
     return mambatrack::cuda::cross_entropy(a, context());
   }

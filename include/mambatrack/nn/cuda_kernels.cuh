@@ -134,7 +134,9 @@ __global__ void mean_pool_bwd_kernel(const T* dp, const int64_t* cu, T* dx, int6
   MAMBATRACK_NN_GRID_LOOP(i, tokens * d) {
     const int64_t t = i / d, c = i - t * d;
     const int64_t s = sequence_of(cu, batch, t);
-    dx[i] = st<T>(ld(dp[s * d + c]) / static_cast<acc_t<T>>(cu[s + 1] - cu[s]));
+    // Rows outside every sequence (a batch padded beyond cu[batch]) get no gradient.
+    dx[i] = t < cu[0] || t >= cu[batch] ? st<T>(0.0f)
+                                        : st<T>(ld(dp[s * d + c]) / static_cast<acc_t<T>>(cu[s + 1] - cu[s]));
   }
 }
 // out[:, off:off+w] = x (copy) or out = x[:, off:off+w] (take); one thread per element of the block.
@@ -190,6 +192,41 @@ __global__ void argmax_rows_kernel(const T* x, int64_t* out, int64_t n, int64_t 
       }
     out[r] = best;
   }
+}
+
+// *count += rows whose label (not `ignore`) is the first column holding the row's maximum; one
+// warp per row, integer atomics (exact, so the total does not depend on their order).
+template <class T>
+__global__ void count_correct_kernel(const T* x, const int64_t* labels, int64_t n, int64_t w, int64_t ignore,
+                                     unsigned long long* count) {
+  const int lane = threadIdx.x % 32;
+  const int64_t r = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / 32;
+  if (r >= n) return;
+  const int64_t y = labels[r];
+  if (y == ignore) return;
+  const T* row = x + r * w;
+  acc_t<T> bv = -INFINITY;
+  int64_t best = w;
+  for (int64_t c = lane; c < w; c += 32) {  // the first maximum of this lane's columns
+    const acc_t<T> v = ld(row[c]);
+    if (best == w || v > bv) {
+      bv = v;
+      best = c;
+    }
+  }
+  for (int o = 16; o > 0; o >>= 1) {  // the largest value, the smallest column among equals
+    const acc_t<T> ov = __shfl_xor_sync(0xffffffffu, bv, o);
+    const int64_t oc = __shfl_xor_sync(0xffffffffu, best, o);
+    if (ov > bv || (ov == bv && oc < best)) {
+      bv = ov;
+      best = oc;
+    }
+  }
+  if (lane == 0 && best == y) atomicAdd(count, 1ull);
+}
+template <int kUnused = 0>
+__global__ void u64_to_double_kernel(const unsigned long long* in, double* out) {
+  *out = static_cast<double>(*in);
 }
 
 #undef MAMBATRACK_NN_GRID_LOOP

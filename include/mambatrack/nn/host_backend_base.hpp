@@ -53,8 +53,32 @@ struct HostBackendBase {
     host::scatter_add_rows(src, idx, out);
   }
   static void argmax_rows(View<const T> x, View<int64_t> out) { host::argmax_rows(x, out); }
-  static LossResult cross_entropy(const CrossEntropyArgs<T>& a) { return host_losses::cross_entropy(a); }
-  static LossResult masked_mse(const MaskedMseArgs<T>& a) { return host_losses::masked_mse(a); }
+  static LossResult cross_entropy(const CrossEntropyArgs<T>& a) { return deliver(host_losses::cross_entropy(a), a.result); }
+  static LossResult masked_mse(const MaskedMseArgs<T>& a) { return deliver(host_losses::masked_mse(a), a.result); }
+  // out[0] = the rows whose label (not ignore_index) is the first column holding the row's maximum.
+  static void count_correct(View<const T> logits, View<const int64_t> labels, int64_t ignore_index, View<double> out) {
+    const int64_t n = logits.dim(0), w = logits.dim(1);
+    MAMBATRACK_CHECK_SHAPE(labels.numel() == n && out.numel() == 1, "count_correct: logits ", logits.shape,
+                           ", labels ", labels.shape, ", out ", out.shape);
+    int64_t correct = 0;
+    for (int64_t r = 0; r < n; ++r) {
+      if (labels.data[r] == ignore_index) continue;
+      const T* row = logits.data + r * w;
+      int64_t best = 0;
+      for (int64_t c = 1; c < w; ++c)
+        if (row[c] > row[best]) best = c;
+      correct += best == labels.data[r];
+    }
+    out.data[0] = static_cast<double>(correct);
+  }
+  // The loss also into `result` when the caller asked for it there (CrossEntropyArgs::result).
+  static LossResult deliver(LossResult r, View<double> result) {
+    if (ops::present(result)) {
+      result.data[0] = r.loss;
+      result.data[1] = static_cast<double>(r.count);
+    }
+    return r;
+  }
   // Host <-> "device" transfers: plain copies on a host backend.
   static void to_device(View<const float> src, View<float> dst) { mambatrack::copy(src, dst); }
   static void to_device(View<const double> src, View<double> dst) { mambatrack::copy(src, dst); }

@@ -101,7 +101,11 @@ void mean_pool(View<const T> x, View<const int64_t> cu, View<T> pooled) {
 // dx[t] = dpooled[s] / n_s (overwritten).
 template <class T>
 void mean_pool_bwd(View<const T> dpooled, View<const int64_t> cu, View<T> dx) {
-  const int64_t d = dx.dim(1);
+  const int64_t d = dx.dim(1), b = cu.numel() - 1, rows = dx.dim(0);
+  // Rows outside every sequence (a batch padded beyond cu[b]) get no gradient.
+  for (int64_t t = 0; t < rows; ++t)
+    if (b < 1 || t < cu[0] || t >= cu[b])
+      for (int64_t c = 0; c < d; ++c) dx.data[t * d + c] = T(0);
   for (int64_t s = 0; s + 1 < cu.numel(); ++s) {
     const int64_t n = cu[s + 1] - cu[s];
     for (int64_t t = cu[s]; t < cu[s + 1]; ++t)

@@ -45,6 +45,11 @@ struct CrossEntropyArgs {
   // (−1: counted by the op). A device backend then skips its counting pass, the read-back that
   // waits for it and its label range check: the caller must have checked the labels itself.
   int64_t host_count = -1;
+  // Where a device backend leaves {mean loss, count} (2 doubles) instead of reading the loss back:
+  // no synchronisation, so the op can run inside a CUDA graph. The returned LossResult then has
+  // count −1; the caller reads `result` later. The labels must have been checked by the caller: a
+  // label outside [0, V) that is not ignore_index makes the loss NaN. Host backends fill it too.
+  View<double, Device> result;
 
   int64_t tokens() const { return logits.dim(0); }
   int64_t classes() const { return logits.dim(1); }
@@ -52,6 +57,7 @@ struct CrossEntropyArgs {
     ops::check_rank2(logits, "cross_entropy", "logits");
     ops::check_vector(labels, tokens(), "cross_entropy", "labels");
     if (ops::present(dlogits)) ops::check_matrix(dlogits, tokens(), classes(), "cross_entropy", "dlogits");
+    if (ops::present(result)) ops::check_vector(result, 2, "cross_entropy", "result");
     MAMBATRACK_CHECK(label_smoothing >= 0 && label_smoothing < 1, ConfigError,
                      "cross_entropy: label_smoothing must be in [0, 1), got ", label_smoothing);
     MAMBATRACK_CHECK(classes() >= 2 || label_smoothing == 0, ConfigError, "cross_entropy: label smoothing needs",
@@ -121,6 +127,7 @@ struct MaskedMseArgs {
   bool skip_pad_targets = true;
   double pad_value = kMsePadValue;
   double grad_scale = 1.0;
+  View<double, Device> result;  // as CrossEntropyArgs::result: {mean loss, count}, no read-back
   void check() const {
     MAMBATRACK_CHECK_SHAPE(predictions.numel() == targets.numel(), "masked_mse: predictions ",
                            predictions.shape, " and targets ", targets.shape, " differ in size");
@@ -130,6 +137,7 @@ struct MaskedMseArgs {
     if (ops::present(dpredictions))
       MAMBATRACK_CHECK_SHAPE(dpredictions.numel() == predictions.numel(), "masked_mse: dpredictions ",
                              dpredictions.shape, " does not match predictions ", predictions.shape);
+    if (ops::present(result)) ops::check_vector(result, 2, "masked_mse", "result");
   }
 };
 

@@ -45,6 +45,18 @@ inline std::vector<TrainableSpan> trainable_spans(const nn::ParameterStore& stor
   return spans;
 }
 
+// A step's losses and metrics left on the device by a task (TrainTask::device_stats): `count`
+// doubles at the device address `data`.
+struct DeviceStats {
+  const double* data = nullptr;
+  int64_t count = 0;
+};
+// What a deferred step did, read back after it (FlatOptimizer::deferred_outcome).
+struct DeferredOutcome {
+  double grad_norm = 0;  // before clipping
+  bool applied = false;  // false: skipped on the device (a non-finite norm or stat)
+};
+
 class FlatOptimizer {
  public:
   virtual ~FlatOptimizer() = default;
@@ -58,6 +70,18 @@ class FlatOptimizer {
   // `state`; load() takes both back after nn::load_checkpoint filled the host store.
   virtual void save(nn::TrainState& state) = 0;
   virtual void load(const nn::TrainState& state) = 0;
+  // The device optimizers' whole update with nothing read back: the gradient norm, clipping by
+  // norm (clip_norm > 0) and by value (clip_value > 0) and the AdamW step, all skipped on the
+  // device when the norm or one of `stats` is not finite. deferred_outcome() then reads the norm
+  // and whether the step was applied (synchronising).
+  virtual bool supports_deferred() const { return false; }
+  virtual void step_deferred(int64_t /*adam_step*/, const optim::AdamWConfig& /*c*/, double /*clip_norm*/,
+                             double /*clip_value*/, DeviceStats /*stats*/) {
+    throw Error("this optimizer has no deferred step (FlatOptimizer::supports_deferred is false)");
+  }
+  virtual DeferredOutcome deferred_outcome() {
+    throw Error("this optimizer has no deferred step (FlatOptimizer::supports_deferred is false)");
+  }
 
  protected:
   static const std::vector<float>& moment(const nn::TrainState& state, const char* name, std::size_t n) {

@@ -4,6 +4,8 @@
 // (nn/point_embedding.hpp), a causal Backbone (Mamba or Mamba2 mixers), KnnHead Linear(d → 3k),
 // and the masked MSE over the valid target elements (FM4NPP: mean over all elements ≠ −100 of
 // the batch). Batch order and dropout are pure functions of (seed, data cursor): resume is exact.
+// On a CUDA backend the training loss stays on the device until the step ends (deferred results,
+// train/trainer.hpp).
 #pragma once
 
 #include <algorithm>
@@ -35,8 +37,8 @@ struct Fm4nppTaskOptions {
   int64_t eval_batch_size = 4;   // events per validation forward
   uint64_t seed = 42;
   // CUDA backends: full training micro-batches are padded (one extra sequence of zero points) to
-  // the largest first-epoch micro-batch rounded up to 256 tokens, and the embedding + backbone
-  // forward and the backbone backward replay CUDA graphs (train/graph_mode.hpp); a larger
+  // the largest first-epoch micro-batch rounded up to 256 tokens, and each one (embedding,
+  // backbone, head, loss and backward) replays one CUDA graph (train/graph_mode.hpp); a larger
   // micro-batch of a later epoch runs eagerly. Ignored on host backends.
   bool cuda_graphs = false;
   nlohmann::json model_config;   // written into model.safetensors
@@ -153,19 +155,60 @@ class Fm4nppTask final : public TrainTask {
     const int64_t micro = micro_++;
     int64_t points = 0;
     for (int64_t i : ids) points += train_[static_cast<std::size_t>(i)].size();
-    // Graph mode: the layers draw step 0's dropout masks plus a device-side step offset.
-    graph_micro_ = graph_.budget.tokens > 0 && static_cast<int64_t>(ids.size()) == o_.batch_size &&
+    // Graph mode (inside a deferred step only): the layers draw step 0's dropout masks plus a
+    // device-side step offset.
+    graph_micro_ = in_step_ && graph_.budget.tokens > 0 && static_cast<int64_t>(ids.size()) == o_.batch_size &&
                            points <= graph_.budget.tokens
                        ? micro
                        : -1;
     backbone_.set_mode(true, o_.seed, graph_micro_ >= 0 ? 0 : static_cast<uint64_t>(micro));
-    const Out r = run(train_, ids, grad_scale, true);
+    View<double, Device> slot;  // deferred: this micro-batch's {loss, count} on the device
+    if (in_step_) {
+      const int64_t k = pending_;
+      MAMBATRACK_CHECK(k < stats_d_.dim(0), ShapeError, "pretrain-fm: micro-batch ", k + 1, " of a step begun for ",
+                       stats_d_.dim(0), " (begin_step)");
+      slot = View<double, Device>(stats_d_.data() + 2 * k, Shape{2});
+      ++pending_;
+    }
+    const Out r = run(train_, ids, grad_scale, true, slot);
     fold_grads(store_);  // nn:: by argument-dependent lookup; fp32 accumulation under mixed precision
     MicroBatchResult out;
-    out.loss = r.loss();
     out.tokens = r.tokens;
-    out.metrics["knn_mse"] = out.loss;
+    out.pending = in_step_;
+    if (!out.pending) {
+      out.loss = r.loss();
+      out.metrics["knn_mse"] = out.loss;
+    }
     return out;
+  }
+
+  // Deferred results on CUDA backends (TrainTask): {loss, count} per micro-batch.
+  bool defers_results() const override { return HasGraphs<Backend>::value; }
+  void begin_step(int64_t micro_batches) override {
+    if constexpr (HasGraphs<Backend>::value) {
+      nn::ensure(stats_d_, Shape{micro_batches, 2});
+      Backend::fill_zero(stats_d_.view());
+      pending_ = 0;
+      in_step_ = true;
+    }
+  }
+  DeviceStats device_stats() override { return DeviceStats{stats_d_.data(), stats_d_.numel()}; }
+  void finish_step(std::vector<MicroBatchResult>& results) override {
+    if constexpr (HasGraphs<Backend>::value) {
+      MAMBATRACK_CHECK(static_cast<int64_t>(results.size()) == pending_, ShapeError, "pretrain-fm: ", results.size(),
+                       " results for ", pending_, " queued micro-batches");
+      stats_h_.resize(static_cast<std::size_t>(stats_d_.numel()));
+      Backend::to_host(View<const double, Device>(stats_d_.view()), View<double>(stats_h_.data(), stats_d_.shape()));
+      for (std::size_t k = 0; k < results.size(); ++k) {
+        results[k].loss = stats_h_[2 * k];
+        results[k].metrics["knn_mse"] = results[k].loss;
+        results[k].pending = false;
+      }
+      pending_ = 0;
+      in_step_ = false;
+    } else {
+      (void)results;
+    }
   }
 
   // Over all held-out events in order: "loss" = "knn_mse" = the masked MSE over every valid
@@ -233,8 +276,10 @@ class Fm4nppTask final : public TrainTask {
   }
 
   // Forward (and with `backward`, backward adding grad_scale · ∂loss/∂θ) on the events `ids`.
+  // With `stats` (deferred training results: loss, count) nothing is read back and the returned
+  // Out holds only the tokens.
   Out run(const std::vector<data::Fm4nppEvent>& events, const std::vector<int64_t>& ids, double grad_scale,
-          bool backward) {
+          bool backward, View<double, Device> stats = {}) {
     std::vector<const data::Fm4nppEvent*> ptrs;
     ptrs.reserve(ids.size());
     for (int64_t i : ids) ptrs.push_back(&events[static_cast<std::size_t>(i)]);
@@ -255,21 +300,31 @@ class Fm4nppTask final : public TrainTask {
     for (std::size_t i = 0; i < nerf.size(); ++i) nerf_[i] = static_cast<T>(nerf[i]);
     targets_.assign(batch.knn.begin(), batch.knn.end());
     cu_ = std::move(batch.cu_seqlens);
-    const bool graph = backward && graph_micro_ >= 0;
-    View<const T, Device> y = graph ? encode_graph(n) : encode(n);
+    const bool deferred = ops::present(stats);
+    if constexpr (HasGraphs<Backend>::value) {
+      if (backward && graph_micro_ >= 0) {
+        MAMBATRACK_CHECK(deferred, ShapeError, "pretrain-fm: graph mode needs deferred results");
+        run_graph_step(grad_scale, stats);
+        return out;
+      }
+    }
+    View<const T, Device> y = encode(n);
     View<const T, Device> pred = head_.forward(hctx_, y);
     MaskedMseArgs<T, Device> m;
     m.predictions = pred;
     m.targets = upload(targets_, Shape{n, w}, targets_d_);
     if (backward) m.dpredictions = nn::ensure(dpred_d_, Shape{n, w});
     m.grad_scale = grad_scale;
+    m.result = stats;
     const LossResult lr = Backend::masked_mse(m);
-    out.count = lr.count;
-    out.sum = lr.loss * static_cast<double>(lr.count);
-    if (backward && lr.count > 0) {
+    if (!deferred) {
+      out.count = lr.count;
+      out.sum = lr.loss * static_cast<double>(lr.count);
+    }
+    // Deferred, the count is not known here: a batch without targets then back-propagates zeros.
+    if (backward && (deferred || lr.count > 0)) {
       View<const T, Device> dy = head_.backward(hctx_, View<const T, Device>(dpred_d_.view()));
-      if (graph) backprop_graph(dy);
-      else backbone_.backward(bctx_, dy);  // the embedding is frozen and sees data: nothing further
+      backbone_.backward(bctx_, dy);  // the embedding is frozen and sees data: nothing further
     }
     return out;
   }
@@ -284,54 +339,47 @@ class Fm4nppTask final : public TrainTask {
                                                  upload(energy_, Shape{n, 1}, energy_d_));
     return backbone_.forward_embedded(bctx_, h0, cu);
   }
-  // The same in graph mode: zero points appended up to the budget as one more sequence, on the
-  // graph's own buffers and contexts; the first such micro-batch runs eagerly (allocating every
-  // buffer), the next is captured, later ones replay. Returns the real points' rows.
-  View<const T, Device> encode_graph(int64_t n) {
+  // Graph mode: zero points appended up to the budget as one more sequence (their targets are the
+  // padding value, so they get no loss), uploaded into the graph's own buffers; then embedding,
+  // backbone, head, loss and backward over the whole budget on the graph's contexts, run eagerly
+  // the first time (every buffer allocated), captured the second, replayed from then on.
+  void run_graph_step(double grad_scale, View<double, Device> stats) {
     if constexpr (HasGraphs<Backend>::value) {
-      const int64_t budget = graph_.budget.tokens, f = data::nerf_dim(3);
+      const int64_t budget = graph_.budget.tokens, f = data::nerf_dim(3), w = 3 * o_.k;
       nerf_.resize(static_cast<std::size_t>(budget * f), T(0));
       energy_.resize(static_cast<std::size_t>(budget), T(0));
+      targets_.resize(static_cast<std::size_t>(budget * w), static_cast<mse_target_t<T>>(kMsePadValue));
       cu_.push_back(budget);
       View<const T, Device> nerf = upload(nerf_, Shape{budget, f}, graph_.nerf_d);
       View<const T, Device> energy = upload(energy_, Shape{budget, 1}, graph_.energy_d);
+      View<const mse_target_t<T>, Device> targets = upload(targets_, Shape{budget, w}, graph_.targets_d);
       View<const int64_t, Device> cu = upload(cu_, graph_.cu_d);
       backbone_.set_max_seqlen_hint(budget);
-      auto forward = [&] { backbone_.forward_embedded(gctx_, embedder_.forward(gectx_, nerf, energy), cu); };
+      View<double, Device> result(graph_.result_d.data(), Shape{2});
+      auto step = [&] {
+        View<const T, Device> y = backbone_.forward_embedded(gctx_, embedder_.forward(gectx_, nerf, energy), cu);
+        MaskedMseArgs<T, Device> m;
+        m.predictions = head_.forward(ghctx_, y);
+        m.targets = targets;
+        m.dpredictions = nn::ensure(graph_.dpred_d, Shape{budget, w});
+        m.grad_scale = grad_scale;
+        m.result = result;
+        Backend::masked_mse(m);
+        backbone_.backward(gctx_, head_.backward(ghctx_, View<const T, Device>(graph_.dpred_d.view())));
+      };
       Backend::set_dropout_step_offset(static_cast<uint64_t>(graph_micro_));
       if (!graph_.warm) {
-        forward();
-      } else {
-        if (!graph_.forward.ready()) Backend::capture(graph_.forward, forward);
-        Backend::launch(graph_.forward);
-      }
-      Backend::set_dropout_step_offset(0);
-      return View<const T, Device>(gctx_.y.view()).rows(0, n);
-    } else {
-      (void)n;
-      throw Error("FM4NPP graph mode needs a CUDA backend");
-    }
-  }
-  // The backbone backward in graph mode: dy (the real points' rows) into the zeroed budget-sized
-  // gradient buffer, then the backward graph (eager the first time).
-  void backprop_graph(View<const T, Device> dy) {
-    if constexpr (HasGraphs<Backend>::value) {
-      const int64_t d = o_.backbone.d_model;
-      View<T, Device> all = nn::ensure(graph_.dy_d, Shape{graph_.budget.tokens, d});
-      Backend::fill(all, T(0));
-      Backend::copy(dy, all.rows(0, dy.dim(0)));
-      View<const T, Device> g = all;
-      Backend::set_dropout_step_offset(static_cast<uint64_t>(graph_micro_));
-      if (!graph_.warm) {
-        backbone_.backward(gctx_, g);
+        step();
         graph_.warm = true;
       } else {
-        if (!graph_.backward.ready()) Backend::capture(graph_.backward, [&] { backbone_.backward(gctx_, g); });
-        Backend::launch(graph_.backward);
+        if (!graph_.step.ready()) Backend::capture(graph_.step, step);
+        Backend::launch(graph_.step);
       }
       Backend::set_dropout_step_offset(0);
+      Backend::copy(View<const double, Device>(result), stats);
     } else {
-      (void)dy;
+      (void)grad_scale;
+      (void)stats;
       throw Error("FM4NPP graph mode needs a CUDA backend");
     }
   }
@@ -366,17 +414,25 @@ class Fm4nppTask final : public TrainTask {
   Tensor<int64_t, Device> cu_d_;
   Tensor<T, Device> energy_d_, nerf_d_, dpred_d_;
   Tensor<mse_target_t<T>, Device> targets_d_;
-  // Graph mode (see MdmTask): buffers and contexts the graphs hold, never reshaped.
+  // Deferred results: {loss, count} per micro-batch of the step, and their host copy.
+  Tensor<double, Device> stats_d_;
+  std::vector<double> stats_h_;
+  int64_t pending_ = 0;   // micro-batches queued in this step
+  bool in_step_ = false;  // between begin_step and finish_step
+  // Graph mode (see MdmTask): buffers and contexts the graph holds, never reshaped.
   struct GraphState {
     GraphBudget budget;  // tokens == 0: graph mode off
     bool warm = false;
     Tensor<int64_t, Device> cu_d;
-    Tensor<T, Device> nerf_d, energy_d, dy_d;
-    graph_t<Backend> forward, backward;
+    Tensor<T, Device> nerf_d, energy_d, dpred_d;
+    Tensor<mse_target_t<T>, Device> targets_d;
+    Tensor<double, Device> result_d{Shape{2}};
+    graph_t<Backend> step;  // the whole micro-batch
   };
   GraphState graph_;
   typename nn::FrozenPointEmbedding<Backend>::Context gectx_;
   typename nn::Backbone<Backend, Mixer>::Context gctx_;
+  typename nn::KnnHead<Backend>::Context ghctx_;
   int64_t graph_micro_ = -1;  // this training micro-batch's index in graph mode, else -1
 };
 

@@ -8,6 +8,9 @@
 // per-token and per-pair predictions on any track set for evaluation (train/mdm_metrics.hpp).
 // The Backend picks the device: masks, pairs and packing are built on the host, the model, the
 // row gathers, the loss and the argmax run where the Backend runs (CpuBackend or CudaBackend).
+// On a CUDA backend the training results stay on the device until the step ends (deferred
+// results, train/trainer.hpp), and in graph mode each full micro-batch (backbone, head, loss and
+// backward) is one CUDA graph.
 #pragma once
 
 #include <algorithm>
@@ -48,8 +51,10 @@ struct MdmTaskOptions {
   double ntp_weight = 0.5;
   bool alternate = true;         // MAMBA-PT: even micro-batches MDM, odd NTP; false: both, weighted
   // CUDA backends: full training batches are padded to batch_size × (longest track) tokens and
-  // the backbone's forward and backward replay CUDA graphs (train/graph_mode.hpp). The heads,
-  // losses and evaluation stay eager. Ignored on host backends.
+  // each micro-batch's device work (backbone, head, loss, count of correct predictions, backward)
+  // replays a CUDA graph (train/graph_mode.hpp), one for MDM and one for NTP micro-batches; the
+  // MDM head then classifies every row, the unmasked ones with an ignored label. Evaluation stays
+  // eager. Ignored on host backends.
   bool cuda_graphs = false;
   nlohmann::json model_config;   // written into model.safetensors
 };
@@ -131,32 +136,73 @@ class MdmTask final : public MdmTaskBase {
     }
     const int64_t micro = micro_++;
     const data::PackedBatch batch = data::pack_batch(train_, ids);
-    // Graph mode: the layers draw step 0's dropout masks plus a device-side step offset.
-    graph_micro_ = graph_.budget.tokens > 0 && batch.size() == o_.batch_size ? micro : -1;
-    backbone_.set_mode(true, o_.seed, graph_micro_ >= 0 ? 0 : static_cast<uint64_t>(micro));
-    ntp_head_.set_mode(true, o_.seed, static_cast<uint64_t>(micro));
+    // Graph mode (inside a deferred step only): the layers draw step 0's dropout masks plus a
+    // device-side step offset.
+    graph_micro_ = in_step_ && graph_.budget.tokens > 0 && batch.size() == o_.batch_size ? micro : -1;
+    const auto drop_step = static_cast<uint64_t>(graph_micro_ >= 0 ? 0 : micro);
+    backbone_.set_mode(true, o_.seed, drop_step);
+    ntp_head_.set_mode(true, o_.seed, drop_step);
     MicroBatchResult r;
     r.tokens = batch.num_tokens();
     const bool do_mdm = !o_.alternate || micro % 2 == 0;
     const bool do_ntp = !o_.alternate || micro % 2 == 1;
+    // Deferred results: this micro-batch's {loss, count, correct} of MDM and of NTP on the device.
+    View<double, Device> slot;
+    if (in_step_) {
+      const auto k = static_cast<int64_t>(pending_.size());
+      MAMBATRACK_CHECK(k < stats_d_.dim(0), ShapeError, "pretrain-mdm: micro-batch ", k + 1, " of a step begun for ",
+                       stats_d_.dim(0), " (begin_step)");
+      slot = View<double, Device>(stats_d_.data() + k * kStats, Shape{kStats});
+      pending_.push_back(Pending{do_mdm, do_ntp});
+      r.pending = true;
+    }
+    auto part = [&](int64_t first) {
+      return ops::present(slot) ? View<double, Device>(slot.data + first, Shape{3}) : View<double, Device>();
+    };
     if (do_mdm) {
-      const MdmOut m = mdm_step(batch, o_.schedule.rate(epoch), epoch, grad_scale * o_.mdm_weight, true);
-      r.loss += o_.mdm_weight * m.loss;
-      if (m.count > 0) {
-        r.metrics["mdm_loss"] = m.loss;
-        r.metrics["mdm_accuracy"] = static_cast<double>(m.correct) / static_cast<double>(m.count);
-      }
+      const MdmOut m = mdm_step(batch, o_.schedule.rate(epoch), epoch, grad_scale * o_.mdm_weight, true, nullptr,
+                                part(0));
+      if (!r.pending) add_mdm(r, m.loss, m.count, m.correct);
     }
     if (do_ntp) {
       const NtpOut n = ntp_step(train_, batch, Philox(o_.seed ^ 0x4e5450ull, static_cast<uint64_t>(micro)),
-                                grad_scale * o_.ntp_weight, true);
-      r.loss += o_.ntp_weight * n.loss;
-      r.metrics["ntp_loss"] = n.loss;
-      r.metrics["ntp_accuracy"] = n.accuracy();
+                                grad_scale * o_.ntp_weight, true, part(3));
+      if (!r.pending) add_ntp(r, n.loss, n.count, n.correct);
     }
     fold_grads(store_);  // nn:: by argument-dependent lookup; fp32 accumulation under mixed precision
     (void)step;
     return r;
+  }
+
+  // Deferred results on CUDA backends (TrainTask): kStats doubles per micro-batch.
+  bool defers_results() const override { return HasGraphs<Backend>::value; }
+  void begin_step(int64_t micro_batches) override {
+    if constexpr (HasGraphs<Backend>::value) {
+      nn::ensure(stats_d_, Shape{micro_batches, kStats});
+      Backend::fill_zero(stats_d_.view());
+      pending_.clear();
+      in_step_ = true;
+    }
+  }
+  DeviceStats device_stats() override { return DeviceStats{stats_d_.data(), stats_d_.numel()}; }
+  void finish_step(std::vector<MicroBatchResult>& results) override {
+    if constexpr (HasGraphs<Backend>::value) {
+      MAMBATRACK_CHECK(results.size() == pending_.size(), ShapeError, "pretrain-mdm: ", results.size(),
+                       " results for ", pending_.size(), " queued micro-batches");
+      stats_h_.resize(static_cast<std::size_t>(stats_d_.numel()));
+      Backend::to_host(View<const double, Device>(stats_d_.view()), View<double>(stats_h_.data(), stats_d_.shape()));
+      for (std::size_t k = 0; k < pending_.size(); ++k) {
+        const double* v = stats_h_.data() + k * kStats;
+        MicroBatchResult& r = results[k];
+        if (pending_[k].mdm) add_mdm(r, v[0], static_cast<int64_t>(v[1]), static_cast<int64_t>(v[2]));
+        if (pending_[k].ntp) add_ntp(r, v[3], static_cast<int64_t>(v[4]), static_cast<int64_t>(v[5]));
+        r.pending = false;
+      }
+      pending_.clear();
+      in_step_ = false;
+    } else {
+      (void)results;
+    }
   }
 
   // Validation: MDM at the schedule's validation rate (seed's 0.5) and NTP, over all held-out
@@ -283,6 +329,20 @@ class MdmTask final : public MdmTaskBase {
     }
   };
 
+  // A micro-batch's MDM and NTP results into its MicroBatchResult (eager or read back).
+  void add_mdm(MicroBatchResult& r, double loss, int64_t count, int64_t correct) const {
+    r.loss += o_.mdm_weight * loss;
+    if (count > 0) {
+      r.metrics["mdm_loss"] = loss;
+      r.metrics["mdm_accuracy"] = static_cast<double>(correct) / static_cast<double>(count);
+    }
+  }
+  void add_ntp(MicroBatchResult& r, double loss, int64_t count, int64_t correct) const {
+    r.loss += o_.ntp_weight * loss;
+    r.metrics["ntp_loss"] = loss;
+    r.metrics["ntp_accuracy"] = count ? static_cast<double>(correct) / static_cast<double>(count) : 0.0;
+  }
+
   static data::SamplerOptions sampler_options(const MdmTaskOptions& o) {
     data::SamplerOptions s;
     s.batch_size = o.batch_size;
@@ -292,10 +352,12 @@ class MdmTask final : public MdmTaskBase {
   }
 
   // MDM on one batch: mask, encode, head on the masked positions only, smoothed CE. With
-  // `backward`, adds grad_scale · ∂loss/∂θ into the store's gradients.
-  // With `record`, appends each masked token's track, position, label and prediction to it.
+  // `backward`, adds grad_scale · ∂loss/∂θ into the store's gradients. With `stats` (deferred
+  // training results, 3 doubles: loss, count, correct) nothing is read back and the returned
+  // MdmOut is empty; otherwise the results are read back. With `record`, appends each masked
+  // token's track, position, label and prediction to it.
   MdmOut mdm_step(const data::PackedBatch& batch, double rate, int64_t epoch, double grad_scale, bool backward,
-                  MdmPredictions* record = nullptr) {
+                  MdmPredictions* record = nullptr, View<double, Device> stats = {}) {
     data::MaskOptions mo = o_.mask;
     mo.rate = rate;
     mo.vocab_size = o_.backbone.vocab;
@@ -305,7 +367,35 @@ class MdmTask final : public MdmTaskBase {
     const auto m = static_cast<int64_t>(masked.masked_positions.size());
     if (m == 0) return out;  // too short to mask at this rate (the seed skips such batches too)
     const int64_t n = batch.num_tokens(), d = o_.backbone.d_model, vocab = o_.backbone.vocab;
-    View<const T, Device> y = encode(masked.input, batch.cu_seqlens, backward).first;
+    const bool deferred = ops::present(stats);
+    if constexpr (HasGraphs<Backend>::value) {
+      if (backward && graph_micro_ >= 0) {  // graph mode: the head on every row, unmasked rows ignored
+        MAMBATRACK_CHECK(deferred, ShapeError, "pretrain-mdm: graph mode needs deferred results");
+        graph_.labels_h.assign(static_cast<std::size_t>(graph_.budget.tokens), kIgnoreIndex);
+        for (int64_t p : masked.masked_positions) graph_.labels_h[p] = masked.labels[p];
+        const GraphInputs in = graph_inputs(masked.input, batch.cu_seqlens);
+        View<const int64_t, Device> labels = upload(graph_.labels_h, graph_.labels_d);
+        View<double, Device> result(graph_.result_d.data(), Shape{3});
+        run_graph(graph_.mdm, graph_.mdm_warm, [&] {
+          View<const T, Device> y = backbone_.forward_tokens(gctx_, in.ids, in.cu);
+          View<const T, Device> logits = mdm_head_.forward(gmctx_, y);
+          CrossEntropyArgs<T, Device> ce;
+          ce.logits = logits;
+          ce.labels = labels;
+          ce.dlogits = nn::ensure(graph_.dlogits_d, Shape{graph_.budget.tokens, vocab});
+          ce.label_smoothing = o_.label_smoothing;
+          ce.form = SmoothingForm::kMambaPt;
+          ce.grad_scale = grad_scale;
+          ce.result = View<double, Device>(result.data, Shape{2});
+          Backend::cross_entropy(ce);
+          Backend::count_correct(logits, labels, kIgnoreIndex, View<double, Device>(result.data + 2, Shape{1}));
+          backbone_.backward(gctx_, mdm_head_.backward(gmctx_, View<const T, Device>(graph_.dlogits_d.view())));
+        });
+        Backend::copy(View<const double, Device>(result), stats);
+        return out;
+      }
+    }
+    View<const T, Device> y = encode(masked.input, batch.cu_seqlens).first;
     positions_.assign(masked.masked_positions.begin(), masked.masked_positions.end());
     labels_.resize(static_cast<std::size_t>(m));
     for (int64_t i = 0; i < m; ++i) labels_[i] = masked.labels[positions_[i]];
@@ -321,45 +411,52 @@ class MdmTask final : public MdmTaskBase {
     ce.form = SmoothingForm::kMambaPt;
     ce.grad_scale = grad_scale;
     ce.host_count = m;  // every label is a real token (check_sequences): no device count and sync
-    const LossResult lr = Backend::cross_entropy(ce);
-    out.loss = lr.loss;
-    out.count = lr.count;
-    View<int64_t, Device> pred_d = nn::ensure(predicted_d_, Shape{m});
-    Backend::argmax_rows(logits, pred_d);
-    predicted_.resize(static_cast<std::size_t>(m));
-    Backend::to_host(View<const int64_t, Device>(pred_d), View<int64_t>(predicted_.data(), Shape{m}));
-    for (int64_t i = 0; i < m; ++i) {
-      const int64_t predicted = predicted_[i];
-      out.correct += predicted == labels_[i];
-      if (record) {
-        const int64_t p = positions_[i];
-        const int64_t s = std::upper_bound(batch.cu_seqlens.begin(), batch.cu_seqlens.end(), p) -
-                          batch.cu_seqlens.begin() - 1;
-        record->track.push_back(s);
-        record->position.push_back(p - batch.cu_seqlens[s]);
-        record->label.push_back(static_cast<int32_t>(labels_[i]));
-        record->predicted.push_back(static_cast<int32_t>(predicted));
+    if (deferred) {
+      ce.host_count = -1;  // counted on the device, as the graph does (the same bits)
+      ce.result = View<double, Device>(stats.data, Shape{2});
+      Backend::cross_entropy(ce);
+      Backend::count_correct(logits, ce.labels, kIgnoreIndex, View<double, Device>(stats.data + 2, Shape{1}));
+    } else {
+      const LossResult lr = Backend::cross_entropy(ce);
+      out.loss = lr.loss;
+      out.count = lr.count;
+      View<int64_t, Device> pred_d = nn::ensure(predicted_d_, Shape{m});
+      Backend::argmax_rows(logits, pred_d);
+      predicted_.resize(static_cast<std::size_t>(m));
+      Backend::to_host(View<const int64_t, Device>(pred_d), View<int64_t>(predicted_.data(), Shape{m}));
+      for (int64_t i = 0; i < m; ++i) {
+        const int64_t predicted = predicted_[i];
+        out.correct += predicted == labels_[i];
+        if (record) {
+          const int64_t p = positions_[i];
+          const int64_t s = std::upper_bound(batch.cu_seqlens.begin(), batch.cu_seqlens.end(), p) -
+                            batch.cu_seqlens.begin() - 1;
+          record->track.push_back(s);
+          record->position.push_back(p - batch.cu_seqlens[s]);
+          record->label.push_back(static_cast<int32_t>(labels_[i]));
+          record->predicted.push_back(static_cast<int32_t>(predicted));
+        }
       }
     }
     if (backward) {
       View<const T, Device> dx = mdm_head_.backward(mctx_, View<const T, Device>(dlogits_d_.view()));
-      View<T, Device> dy = zeroed_dy(n, d);
+      View<T, Device> dy = nn::ensure(dy_d_, Shape{n, d});
+      Backend::fill(dy, T(0));
       Backend::scatter_add_rows(dx, pos, dy);
-      backprop();
+      backbone_.backward(bctx_, View<const T, Device>(dy_d_.view()));
     }
     return out;
   }
 
   // NTP on one batch: encode the unmasked tracks once, pair each with a permuted partner,
-  // 2-class CE on |p1| > |p2|.
+  // 2-class CE on |p1| > |p2|. `stats` as for mdm_step.
   NtpOut ntp_step(const data::TrackSequences& src, const data::PackedBatch& batch, Philox rng, double grad_scale,
-                  bool backward) {
+                  bool backward, View<double, Device> stats = {}) {
     const int64_t n = batch.num_tokens(), d = o_.backbone.d_model, b = batch.size();
     std::vector<float> p(static_cast<std::size_t>(b));
     for (int64_t i = 0; i < b; ++i) p[i] = src.p[batch.sample_ids[i]];
     const data::NtpPairs pairs = data::permutation_pairs(p, rng);
     const std::vector<int64_t>& cu_h = batch.cu_seqlens;
-    const auto [y, cu] = encode(batch.tokens, cu_h, backward);
     // The partners' rows, sequence by sequence in pair order (every row once: a permutation).
     cu2_.assign(1, 0);
     rows_.clear();
@@ -368,37 +465,79 @@ class MdmTask final : public MdmTaskBase {
       for (int64_t t = cu_h[s]; t < cu_h[s + 1]; ++t) rows_.push_back(t);
       cu2_.push_back(cu2_.back() + cu_h[s + 1] - cu_h[s]);
     }
+    ntp_labels_.assign(pairs.label.begin(), pairs.label.end());
+    const bool deferred = ops::present(stats);
+    if constexpr (HasGraphs<Backend>::value) {
+      if (backward && graph_micro_ >= 0) {  // graph mode: every row of the padded batch, padding in place
+        MAMBATRACK_CHECK(deferred, ShapeError, "pretrain-mdm: graph mode needs deferred results");
+        for (int64_t t = n; t < graph_.budget.tokens; ++t) rows_.push_back(t);
+        const GraphInputs in = graph_inputs(batch.tokens, cu_h);
+        View<const int64_t, Device> rows = upload(rows_, graph_.rows_d);
+        View<const int64_t, Device> cu2 = upload(cu2_, graph_.cu2_d);
+        View<const int64_t, Device> labels = upload(ntp_labels_, graph_.ntp_labels_d);
+        View<const int64_t, Device> cu1(in.cu.data, Shape{b + 1});  // the real sequences
+        View<double, Device> result(graph_.result_d.data() + 3, Shape{3});
+        run_graph(graph_.ntp, graph_.ntp_warm, [&] {
+          View<const T, Device> y = backbone_.forward_tokens(gctx_, in.ids, in.cu);
+          View<T, Device> permuted = nn::ensure(graph_.permuted_d, Shape{graph_.budget.tokens, d});
+          Backend::gather_rows(y, rows, permuted);
+          View<const T, Device> logits = ntp_head_.forward(gnctx_, y, cu1, View<const T, Device>(permuted), cu2);
+          CrossEntropyArgs<T, Device> ce;
+          ce.logits = logits;
+          ce.labels = labels;
+          ce.dlogits = nn::ensure(graph_.ntp_dlogits_d, Shape{b, 2});
+          ce.grad_scale = grad_scale;
+          ce.result = View<double, Device>(result.data, Shape{2});
+          Backend::cross_entropy(ce);
+          Backend::count_correct(logits, labels, kIgnoreIndex, View<double, Device>(result.data + 2, Shape{1}));
+          const auto [dx1, dx2] = ntp_head_.backward(gnctx_, View<const T, Device>(graph_.ntp_dlogits_d.view()));
+          View<T, Device> dy = nn::ensure(graph_.dy_d, Shape{graph_.budget.tokens, d});
+          Backend::copy(dx1, dy);  // rows outside the real sequences get 0 from the head
+          Backend::scatter_add_rows(dx2, rows, dy);
+          backbone_.backward(gctx_, View<const T, Device>(dy));
+        });
+        Backend::copy(View<const double, Device>(result), stats);
+        return NtpOut{};
+      }
+    }
+    const auto [y, cu] = encode(batch.tokens, cu_h);
     View<const int64_t, Device> rows = upload(rows_, rows_d_);
     View<T, Device> permuted = nn::ensure(permuted_d_, Shape{n, d});
     Backend::gather_rows(y, rows, permuted);
     View<const T, Device> logits =
         ntp_head_.forward(nctx_, y, cu, View<const T, Device>(permuted), upload(cu2_, cu2_d_));
-    ntp_labels_.assign(pairs.label.begin(), pairs.label.end());
     CrossEntropyArgs<T, Device> ce;
     ce.logits = logits;
     ce.labels = upload(ntp_labels_, ntp_labels_d_);
     ce.dlogits = nn::ensure(ntp_dlogits_d_, Shape{b, 2});
     ce.grad_scale = grad_scale;
     ce.host_count = b;  // labels 0 or 1, one per pair
-    const LossResult lr = Backend::cross_entropy(ce);
     NtpOut out;
-    out.loss = lr.loss;
-    out.count = lr.count;
-    const std::vector<T>& lg = download(logits, logits_h_);
-    for (int64_t k = 0; k < b; ++k) {
-      const int pred = value(lg[2 * k + 1]) > value(lg[2 * k]) ? 1 : 0;
-      const int label = pairs.label[k];
-      out.correct += pred == label;
-      out.tp += pred == 1 && label == 1;
-      out.fp += pred == 1 && label == 0;
-      out.fn += pred == 0 && label == 1;
+    if (deferred) {
+      ce.host_count = -1;  // counted on the device, as the graph does (the same bits)
+      ce.result = View<double, Device>(stats.data, Shape{2});
+      Backend::cross_entropy(ce);
+      Backend::count_correct(logits, ce.labels, kIgnoreIndex, View<double, Device>(stats.data + 2, Shape{1}));
+    } else {
+      const LossResult lr = Backend::cross_entropy(ce);
+      out.loss = lr.loss;
+      out.count = lr.count;
+      const std::vector<T>& lg = download(logits, logits_h_);
+      for (int64_t k = 0; k < b; ++k) {
+        const int pred = value(lg[2 * k + 1]) > value(lg[2 * k]) ? 1 : 0;
+        const int label = pairs.label[k];
+        out.correct += pred == label;
+        out.tp += pred == 1 && label == 1;
+        out.fp += pred == 1 && label == 0;
+        out.fn += pred == 0 && label == 1;
+      }
     }
     if (backward) {
       const auto [dx1, dx2] = ntp_head_.backward(nctx_, View<const T, Device>(ntp_dlogits_d_.view()));
-      View<T, Device> dy = zeroed_dy(n, d);
+      View<T, Device> dy = nn::ensure(dy_d_, Shape{n, d});
       Backend::copy(dx1, dy);
       Backend::scatter_add_rows(dx2, rows, dy);  // route the partners' gradients back
-      backprop();
+      backbone_.backward(bctx_, View<const T, Device>(dy_d_.view()));
     }
     return out;
   }
@@ -418,67 +557,40 @@ class MdmTask final : public MdmTaskBase {
     }
   }
 
-  // The backbone forward of one batch: returns its output rows and the device cu_seqlens of the
-  // batch's real sequences. Eager on bctx_, or in graph mode (a full training batch, `train`):
-  // padded to the budget on gctx_, the first full batch run eagerly (every buffer allocated), the
-  // next captured, later ones replayed. The rows returned are the real tokens' either way.
+  // The eager backbone forward of one batch on bctx_: its output rows and the device cu_seqlens.
   template <class I>
   std::pair<View<const T, Device>, View<const int64_t, Device>> encode(const std::vector<I>& tokens,
-                                                                      const std::vector<int64_t>& cu, bool train) {
-    graph_now_ = train && graph_micro_ >= 0;
-    if constexpr (HasGraphs<Backend>::value) {
-      if (graph_now_) {
-        pad_to_budget(tokens, cu, graph_.budget, o_.backbone.padding_idx, graph_.tokens_h, graph_.cu_h);
-        View<const int64_t, Device> ids = upload(graph_.tokens_h, graph_.ids_d);
-        View<const int64_t, Device> cu_all = upload(graph_.cu_h, graph_.cu_d);
-        backbone_.set_max_seqlen_hint(graph_.budget.max_len);
-        Backend::set_dropout_step_offset(static_cast<uint64_t>(graph_micro_));
-        if (!graph_.warm) {
-          backbone_.forward_tokens(gctx_, ids, cu_all);
-        } else {
-          if (!graph_.forward.ready())
-            Backend::capture(graph_.forward, [&] { backbone_.forward_tokens(gctx_, ids, cu_all); });
-          Backend::launch(graph_.forward);
-        }
-        Backend::set_dropout_step_offset(0);  // the heads' dropout is eager
-        const auto n = static_cast<int64_t>(tokens.size());
-        return {View<const T, Device>(gctx_.y.view()).rows(0, n),
-                View<const int64_t, Device>(graph_.cu_d.data(), Shape{static_cast<int64_t>(cu.size())})};
-      }
-    }
+                                                                      const std::vector<int64_t>& cu) {
     hint_max_seqlen(cu);
     View<const int64_t, Device> cu_d = upload(cu, cu_d_);
     return {backbone_.forward_tokens(bctx_, upload(tokens, ids_d_), cu_d), cu_d};
   }
-  // The gradient buffer of encode()'s output rows, zeroed (in graph mode the padding rows too).
-  View<T, Device> zeroed_dy(int64_t n, int64_t d) {
-    if (graph_now_) {
-      View<T, Device> all = nn::ensure(graph_.dy_d, Shape{graph_.budget.tokens, d});
-      Backend::fill(all, T(0));
-      return all.rows(0, n);
-    }
-    View<T, Device> dy = nn::ensure(dy_d_, Shape{n, d});
-    Backend::fill(dy, T(0));
-    return dy;
+
+  // Graph mode: a full batch padded to the budget and uploaded into the graphs' own buffers (the
+  // uploads are queued ahead of the graph, outside it).
+  struct GraphInputs {
+    View<const int64_t, Device> ids, cu;
+  };
+  template <class I>
+  GraphInputs graph_inputs(const std::vector<I>& tokens, const std::vector<int64_t>& cu) {
+    pad_to_budget(tokens, cu, graph_.budget, o_.backbone.padding_idx, graph_.tokens_h, graph_.cu_h);
+    backbone_.set_max_seqlen_hint(graph_.budget.max_len);
+    return GraphInputs{upload(graph_.tokens_h, graph_.ids_d), upload(graph_.cu_h, graph_.cu_d)};
   }
-  // The backbone backward of the last encode() with zeroed_dy()'s buffer.
-  void backprop() {
-    if constexpr (HasGraphs<Backend>::value) {
-      if (graph_now_) {
-        View<const T, Device> dy = graph_.dy_d.view();
-        Backend::set_dropout_step_offset(static_cast<uint64_t>(graph_micro_));  // checkpointed blocks redraw
-        if (!graph_.warm) {
-          backbone_.backward(gctx_, dy);
-          graph_.warm = true;
-        } else {
-          if (!graph_.backward.ready()) Backend::capture(graph_.backward, [&] { backbone_.backward(gctx_, dy); });
-          Backend::launch(graph_.backward);
-        }
-        Backend::set_dropout_step_offset(0);
-        return;
-      }
+  // Runs f (the device part of a full training micro-batch, on the graph contexts) with this
+  // micro-batch's dropout offset: eagerly the first time (every buffer allocated), captured the
+  // second, replayed from then on.
+  template <class Graph, class F>
+  void run_graph(Graph& g, bool& warm, F&& f) {
+    Backend::set_dropout_step_offset(static_cast<uint64_t>(graph_micro_));
+    if (!warm) {
+      f();
+      warm = true;
+    } else {
+      if (!g.ready()) Backend::capture(g, f);
+      Backend::launch(g);
     }
-    backbone_.backward(bctx_, View<const T, Device>(dy_d_.view()));
+    Backend::set_dropout_step_offset(0);
   }
 
   // Tells the backbone the longest sequence of the coming forward (a speed hint for the CUDA scan).
@@ -530,23 +642,35 @@ class MdmTask final : public MdmTaskBase {
   typename nn::MdmHead<Backend>::Context mctx_;
   typename nn::NtpHead<Backend>::Context nctx_;
   std::vector<int64_t> positions_, labels_, predicted_, rows_, cu2_, ntp_labels_, staging_;
+  // Deferred results: kStats doubles per micro-batch of the step (MDM loss, count, correct, then
+  // NTP's), what each micro-batch ran, and their host copy.
+  static constexpr int64_t kStats = 6;
+  struct Pending {
+    bool mdm = false, ntp = false;
+  };
+  Tensor<double, Device> stats_d_;
+  std::vector<Pending> pending_;
+  std::vector<double> stats_h_;
+  bool in_step_ = false;  // between begin_step and finish_step: micro-batches defer their results
   std::vector<T> logits_h_;
   Tensor<int64_t, Device> ids_d_, cu_d_, cu2_d_, positions_d_, labels_d_, ntp_labels_d_, predicted_d_, rows_d_;
   Tensor<T, Device> gathered_d_, dlogits_d_, dy_d_, permuted_d_, ntp_dlogits_d_;
-  // Graph mode: the padded batch's own buffers and backbone context (never reshaped: the graphs
-  // hold their addresses), the two graphs, and whether the current micro-batch uses them.
+  // Graph mode: the padded batch's own buffers and contexts (never reshaped: the graphs hold
+  // their addresses), the MDM and NTP micro-batch graphs, and the results they write.
   struct GraphState {
     GraphBudget budget;  // tokens == 0: graph mode off
-    bool warm = false;   // the first full batch ran eagerly on gctx_
-    std::vector<int64_t> tokens_h, cu_h;
-    Tensor<int64_t, Device> ids_d, cu_d;
-    Tensor<T, Device> dy_d;
-    graph_t<Backend> forward, backward;
+    bool mdm_warm = false, ntp_warm = false;  // the first full batch of each kind ran eagerly
+    std::vector<int64_t> tokens_h, cu_h, labels_h;
+    Tensor<int64_t, Device> ids_d, cu_d, labels_d, rows_d, cu2_d, ntp_labels_d;
+    Tensor<T, Device> dy_d, dlogits_d, permuted_d, ntp_dlogits_d;
+    Tensor<double, Device> result_d{Shape{kStats}};
+    graph_t<Backend> mdm, ntp;
   };
   GraphState graph_;
   typename nn::Backbone<Backend, Mixer>::Context gctx_;
+  typename nn::MdmHead<Backend>::Context gmctx_;
+  typename nn::NtpHead<Backend>::Context gnctx_;
   int64_t graph_micro_ = -1;  // this training micro-batch's index in graph mode, else -1
-  bool graph_now_ = false;    // the last encode() ran in graph mode
 };
 
 }  // namespace mambatrack::train

@@ -45,6 +45,7 @@ struct MicroBatchResult {
   double loss = 0.0;
   std::map<std::string, double> metrics;
   int64_t tokens = 0;
+  bool pending = false;  // loss and metrics still on the device (TrainTask::defers_results)
 };
 
 // A model, its data and its loss, driven by the Trainer.
@@ -69,6 +70,17 @@ class TrainTask {
   // Where the flat buffers are updated: on the host store by default; a GPU task returns its
   // device optimizer (train/cuda_optimizer.cuh).
   virtual std::unique_ptr<FlatOptimizer> make_optimizer() { return std::make_unique<HostFlatOptimizer>(store()); }
+
+  // Deferred results (device tasks): the step runs with no read-back until its end. begin_step()
+  // comes before the step's micro-batches; train_micro_batch() then only queues its work and
+  // returns `pending` results, whose losses and metrics wait on the device in device_stats()
+  // (doubles that are all finite in a healthy step: the optimizer skips the update on the device
+  // when one of them or the gradient norm is not). finish_step() reads them back into the
+  // results (one synchronisation).
+  virtual bool defers_results() const { return false; }
+  virtual void begin_step(int64_t /*micro_batches*/) {}
+  virtual DeviceStats device_stats() { return {}; }
+  virtual void finish_step(std::vector<MicroBatchResult>& /*results*/) {}
 };
 
 struct TrainerOptions {
@@ -184,15 +196,36 @@ class Trainer {
       }
     };
 
+    // Device tasks with a device optimizer keep the whole step on the GPU (one read-back at its end).
+    const bool deferred = task_.defers_results() && optimizer->supports_deferred();
+    std::vector<MicroBatchResult> results;
     while (step < opt_.max_steps && !signals.stop_requested()) {
       optimizer->zero_grad();
+      const double scale = 1.0 / static_cast<double>(opt_.accumulation_steps);
+      if (deferred) task_.begin_step(opt_.accumulation_steps);
+      results.clear();
+      for (int64_t m = 0; m < opt_.accumulation_steps; ++m) results.push_back(task_.train_micro_batch(step, scale));
+      const double lr = opt_.schedule.lr(step, task_.epoch());
+      optim::AdamWConfig c = opt_.adamw;
+      c.lr = lr;
+      const int64_t adam_step = step + 1 - guard.skipped_total();  // if this step is applied
+      double gnorm = 0;
+      bool device_applied = true;  // deferred: what the device did, which the guard must confirm
+      if (deferred) {
+        // Norm, clipping, the finiteness check and AdamW on the device, then the one read-back.
+        optimizer->step_deferred(adam_step, c, opt_.clip_norm, opt_.clip_value, task_.device_stats());
+        task_.finish_step(results);
+        const DeferredOutcome out = optimizer->deferred_outcome();
+        gnorm = out.grad_norm;
+        device_applied = out.applied;
+      } else {
+        gnorm = optimizer->grad_norm(opt_.clip_norm);
+      }
       double loss = 0;
       std::map<std::string, double> metrics;
       std::map<std::string, int> reported;
       int64_t tokens = 0;
-      const double scale = 1.0 / static_cast<double>(opt_.accumulation_steps);
-      for (int64_t m = 0; m < opt_.accumulation_steps; ++m) {
-        const MicroBatchResult r = task_.train_micro_batch(step, scale);
+      for (const MicroBatchResult& r : results) {
         loss += r.loss * scale;
         for (const auto& [k, v] : r.metrics) {
           metrics[k] += v;
@@ -201,14 +234,16 @@ class Trainer {
         tokens += r.tokens;
       }
       for (auto& [k, v] : metrics) v /= reported[k];
-      const double gnorm = optimizer->grad_norm(opt_.clip_norm);
-      const double lr = opt_.schedule.lr(step, task_.epoch());
       if (guard.check(step, loss, gnorm)) {
-        if (opt_.clip_value > 0) optimizer->clip_value(opt_.clip_value);
-        optim::AdamWConfig c = opt_.adamw;
-        c.lr = lr;
-        optimizer->step(step + 1 - guard.skipped_total(), c);
+        MAMBATRACK_CHECK(device_applied, DeviceError, "step ", step, ": the device skipped an update whose loss (",
+                         loss, ") and gradient norm (", gnorm, ") are finite");
+        if (!deferred) {
+          if (opt_.clip_value > 0) optimizer->clip_value(opt_.clip_value);
+          optimizer->step(adam_step, c);
+        }
       } else {
+        MAMBATRACK_CHECK(!deferred || !device_applied, DeviceError, "step ", step, ": the device applied an update whose loss (",
+                         loss, ") or gradient norm (", gnorm, ") is not finite");
         ++summary.skipped;
       }
       ++step;

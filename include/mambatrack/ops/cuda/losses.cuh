@@ -4,7 +4,8 @@
 // of 4096 elements per block). Per-row / per-chunk losses go to double partials summed in a
 // fixed order (detail::ordered_sum): deterministic. Labels are checked and the counted elements
 // counted first (integer atomics, exact; one sync), so the gradient scale 1/count is known
-// before the gradients are written; the loss is read back with a second sync.
+// before the gradients are written; the loss is read back with a second sync. With `result`
+// (deferred) the kernels read the count on the device and the mean goes to `result`: no sync.
 #pragma once
 
 #include "mambatrack/ops/cuda/common.cuh"
@@ -48,22 +49,33 @@ __device__ __forceinline__ float warp_sum_f(float v) {
   return v;
 }
 
+// The gradient scale grad_scale / count, from the device count when there is one (deferred
+// results); the same double division and rounding as the host's.
+__device__ __forceinline__ float loss_scale(float scale, const unsigned long long* count, double grad_scale) {
+  if (!count) return scale;
+  return *count > 0 ? static_cast<float>(grad_scale / static_cast<double>(*count)) : 0.0f;
+}
+
 template <class T>
 __global__ void cross_entropy_kernel(const T* __restrict__ logits, const int64_t* __restrict__ labels,
                                      T* __restrict__ dlogits, int64_t n, int64_t v, int64_t ignore, float on,
-                                     float off, double on_d, double off_d, float scale, double* __restrict__ part) {
+                                     float off, double on_d, double off_d, float scale_h,
+                                     const unsigned long long* __restrict__ count, double grad_scale,
+                                     double* __restrict__ part) {
   const int lane = threadIdx.x & 31;
   const int64_t t = blockIdx.x * static_cast<int64_t>(kLossThreads / 32) + (threadIdx.x >> 5);
   if (t >= n) return;
   const T* z = logits + t * v;
   T* g = dlogits ? dlogits + t * v : nullptr;
   const int64_t y = labels[t];
-  if (y == ignore) {
+  const bool bad = y != ignore && (y < 0 || y >= v);  // only where the caller skipped the check
+  if (y == ignore || bad) {
     if (g)
       for (int64_t c = lane; c < v; c += 32) g[c] = from_f<T>(0.0f);
-    if (lane == 0) part[t] = 0.0;
+    if (lane == 0) part[t] = bad ? static_cast<double>(NAN) : 0.0;
     return;
   }
+  const float scale = loss_scale(scale_h, count, grad_scale);
   float m = -INFINITY;
   for (int64_t c = lane; c < v; c += 32) m = fmaxf(m, to_f(z[c]));
   m = warp_max(m);
@@ -95,6 +107,7 @@ __global__ void chunk_loss_kernel(Op op, int64_t n, double* __restrict__ part) {
   using Reduce = cub::BlockReduce<double, kLossThreads>;
   __shared__ typename Reduce::TempStorage tmp;
   const int64_t b = blockIdx.x * kLossChunk, e = min(n, b + kLossChunk);
+  op.prepare();
   double s = 0;
   for (int64_t i = b + threadIdx.x; i < e; i += kLossThreads) s += op(i);
   const double total = Reduce(tmp).Sum(s);
@@ -106,6 +119,7 @@ struct BceOp {
   const float* y;
   float* g;
   float scale;
+  __device__ void prepare() {}
   __device__ double operator()(int64_t i) const {
     const float zi = z[i], yi = y[i];
     if (g) g[i] = scale * (1.0f / (1.0f + expf(-zi)) - yi);
@@ -121,6 +135,9 @@ struct MseOp {
   T* g;
   float scale, pad;
   bool skip_pad;
+  const unsigned long long* count = nullptr;  // deferred results: scale = 2·grad_scale / *count
+  double grad_scale2 = 0;
+  __device__ void prepare() { scale = loss_scale(scale, count, grad_scale2); }
   __device__ bool counted(int64_t i) const { return (!mask || mask[i] != 0) && !(skip_pad && t[i] == pad); }
   __device__ double operator()(int64_t i) const {
     const float d = to_f(p[i]) - t[i];
@@ -149,6 +166,28 @@ inline double read_total(const double* part, int64_t parts, CudaContext& ctx) {
   return h;
 }
 
+// Deferred results: result = {Σ part / count + add, count} (0 loss for count 0), the partials
+// summed in ordered_sum's order; NaN when `bad` holds a position (an invalid label).
+template <int kUnused = 0>
+__global__ void loss_finalize_kernel(const double* __restrict__ part, int64_t n, const unsigned long long* count,
+                                     const unsigned long long* bad, double add, double* __restrict__ result) {
+  using Reduce = cub::BlockReduce<double, kSumThreads>;
+  __shared__ typename Reduce::TempStorage tmp;
+  double s = 0;
+  for (int64_t i = threadIdx.x; i < n; i += kSumThreads) s += part[i];
+  const double total = Reduce(tmp).Sum(s);
+  if (threadIdx.x == 0) {
+    const double c = static_cast<double>(*count);
+    result[0] = bad && *bad != ~0ull ? static_cast<double>(NAN) : c > 0 ? total / c + add : 0.0;
+    result[1] = c;
+  }
+}
+template <int kUnused = 0>
+__global__ void ce_counters_init_kernel(unsigned long long* counters) {
+  counters[0] = 0ull;
+  counters[1] = ~0ull;
+}
+
 template <class T>
 LossResult cross_entropy_impl(const CrossEntropyArgs<T, Cuda>& a, CudaContext& ctx) {
   a.check();
@@ -156,6 +195,24 @@ LossResult cross_entropy_impl(const CrossEntropyArgs<T, Cuda>& a, CudaContext& c
   LossResult r;
   if (n == 0) return r;
   cudaStream_t s = ctx.stream();
+  double on_d, off_d;
+  a.smoothing_weights(on_d, off_d);
+  const unsigned grid = static_cast<unsigned>((n + kLossThreads / 32 - 1) / (kLossThreads / 32));
+  if (ops::present(a.result)) {  // deferred: count, loss and mean on the device, nothing read back
+    auto* counters = ctx.scratch_as<unsigned long long>(2, 2);
+    ce_counters_init_kernel<><<<1, 1, 0, s>>>(counters);
+    ce_count_kernel<><<<grid_for(n, 256, 1024), 256, 0, s>>>(a.labels.data, n, v, a.ignore_index, counters);
+    double* part = ctx.scratch_as<double>(static_cast<std::size_t>(n), 0);
+    cross_entropy_kernel<T><<<grid, kLossThreads, 0, s>>>(a.logits.data, a.labels.data, a.dlogits.data, n, v,
+                                                         a.ignore_index, static_cast<float>(on_d),
+                                                         static_cast<float>(off_d), on_d, off_d, 0.0f, counters,
+                                                         a.grad_scale, part);
+    loss_finalize_kernel<><<<1, kSumThreads, 0, s>>>(part, n, counters, counters + 1,
+                                                    a.kl_divergence ? a.q_log_q() : 0.0, a.result.data);
+    check_launch("cross_entropy");
+    r.count = -1;
+    return r;
+  }
   if (a.host_count >= 0) {
     MAMBATRACK_CHECK_SHAPE(a.host_count <= n, "cross_entropy: host_count ", a.host_count, " exceeds the ", n,
                            " tokens");
@@ -177,14 +234,12 @@ LossResult cross_entropy_impl(const CrossEntropyArgs<T, Cuda>& a, CudaContext& c
     }
     r.count = static_cast<int64_t>(h[0]);
   }
-  double on_d, off_d;
-  a.smoothing_weights(on_d, off_d);
   const float scale = r.count > 0 ? static_cast<float>(a.grad_scale / static_cast<double>(r.count)) : 0.0f;
   double* part = ctx.scratch_as<double>(static_cast<std::size_t>(n), 0);
-  const unsigned grid = static_cast<unsigned>((n + kLossThreads / 32 - 1) / (kLossThreads / 32));
   cross_entropy_kernel<T><<<grid, kLossThreads, 0, s>>>(a.logits.data, a.labels.data, a.dlogits.data, n, v,
                                                        a.ignore_index, static_cast<float>(on_d),
-                                                       static_cast<float>(off_d), on_d, off_d, scale, part);
+                                                       static_cast<float>(off_d), on_d, off_d, scale, nullptr,
+                                                       0.0, part);
   check_launch("cross_entropy");
   const double total = read_total(part, n, ctx);
   if (r.count > 0) r.loss = total / static_cast<double>(r.count) + (a.kl_divergence ? a.q_log_q() : 0.0);
@@ -232,12 +287,24 @@ LossResult masked_mse_impl(const MaskedMseArgs<T, Cuda>& a, CudaContext& ctx) {
   MAMBATRACK_CUDA_CHECK(cudaMemsetAsync(count, 0, sizeof(*count), s));
   detail::mse_count_kernel<T><<<detail::grid_for(n, 256, 1024), 256, 0, s>>>(op, n, count);
   detail::check_launch("masked_mse");
+  const int64_t parts = (n + detail::kLossChunk - 1) / detail::kLossChunk;
+  if (ops::present(a.result)) {  // deferred: the scale from the device count, nothing read back
+    op.count = count;
+    op.grad_scale2 = 2.0 * a.grad_scale;
+    double* part = ctx.scratch_as<double>(static_cast<std::size_t>(parts), 0);
+    detail::chunk_loss_kernel<float, detail::MseOp<T>>
+        <<<static_cast<unsigned>(parts), detail::kLossThreads, 0, s>>>(op, n, part);
+    detail::loss_finalize_kernel<><<<1, detail::kSumThreads, 0, s>>>(part, parts, count, nullptr, 0.0,
+                                                                     a.result.data);
+    detail::check_launch("masked_mse");
+    r.count = -1;
+    return r;
+  }
   unsigned long long h = 0;
   MAMBATRACK_CUDA_CHECK(cudaMemcpyAsync(&h, count, sizeof(h), cudaMemcpyDeviceToHost, s));
   MAMBATRACK_CUDA_CHECK(cudaStreamSynchronize(s));
   r.count = static_cast<int64_t>(h);
   op.scale = r.count > 0 ? static_cast<float>(2.0 * a.grad_scale / static_cast<double>(r.count)) : 0.0f;
-  const int64_t parts = (n + detail::kLossChunk - 1) / detail::kLossChunk;
   double* part = ctx.scratch_as<double>(static_cast<std::size_t>(parts), 0);
   detail::chunk_loss_kernel<float, detail::MseOp<T>><<<static_cast<unsigned>(parts), detail::kLossThreads, 0, s>>>(op, n, part);
   detail::check_launch("masked_mse");

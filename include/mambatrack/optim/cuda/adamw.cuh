@@ -19,10 +19,26 @@ struct AdamWKernelArgs {
   float b1, b2, one_b1, one_b2, eps, step_size, bc2_sqrt, decay;
 };
 
+// The kernel's scalars for a step (the same floats on every path, so they agree bit for bit).
+inline AdamWKernelArgs adamw_kernel_args(const optim::AdamWConfig& c, int64_t step) {
+  const auto sc = optim::detail::adamw_scalars(c, step);
+  return AdamWKernelArgs{static_cast<float>(c.beta1),         static_cast<float>(c.beta2),
+                         static_cast<float>(1.0 - c.beta1),   static_cast<float>(1.0 - c.beta2),
+                         static_cast<float>(c.eps),           static_cast<float>(sc.step_size),
+                         static_cast<float>(sc.bc2_sqrt),     static_cast<float>(sc.decay_factor)};
+}
+
+// k_dev (deferred steps, CUDA graphs): the scalars are read from the device, and nothing is
+// updated unless *apply is nonzero.
 template <int kUnused = 0>
 __global__ void adamw_kernel(float* __restrict__ p, const float* __restrict__ g, float* __restrict__ m,
                              float* __restrict__ v, int64_t n, const int64_t* __restrict__ ranges, int nranges,
-                             AdamWKernelArgs k) {
+                             AdamWKernelArgs k, const AdamWKernelArgs* __restrict__ k_dev = nullptr,
+                             const int* __restrict__ apply = nullptr) {
+  if (k_dev) {  // uniform over the grid
+    if (!*apply) return;
+    k = *k_dev;
+  }
   // ranges: 2·nranges int64 (begin, end), sorted by begin, not overlapping.
   __shared__ int64_t sr[2 * kAdamMaxSharedRanges];
   const bool staged = nranges <= kAdamMaxSharedRanges;
@@ -64,12 +80,7 @@ inline void adamw_step(const optim::AdamWArgs<float, Cuda>& a, CudaContext& ctx)
       ranges.push_back(s.end);
     }
   if (n == 0) return;
-  const auto sc = optim::detail::adamw_scalars(a.config, a.step);
-  const auto& c = a.config;
-  const detail::AdamWKernelArgs k{static_cast<float>(c.beta1),         static_cast<float>(c.beta2),
-                                  static_cast<float>(1.0 - c.beta1),   static_cast<float>(1.0 - c.beta2),
-                                  static_cast<float>(c.eps),           static_cast<float>(sc.step_size),
-                                  static_cast<float>(sc.bc2_sqrt),     static_cast<float>(sc.decay_factor)};
+  const detail::AdamWKernelArgs k = detail::adamw_kernel_args(a.config, a.step);
   int64_t* dr = nullptr;
   if (!ranges.empty()) {
     dr = ctx.scratch_as<int64_t>(ranges.size(), 2);
@@ -78,6 +89,25 @@ inline void adamw_step(const optim::AdamWArgs<float, Cuda>& a, CudaContext& ctx)
   }
   detail::adamw_kernel<><<<detail::grid_for(n, 256, 4096), 256, 0, ctx.stream()>>>(
       a.param.data, a.grad.data, a.exp_avg.data, a.exp_avg_sq.data, n, dr, static_cast<int>(ranges.size() / 2), k);
+  detail::check_launch("adamw");
+}
+
+namespace detail {
+// *out = k, queued on a stream (a step's scalars for the deferred form; no host buffer to keep).
+template <int kUnused = 0>
+__global__ void set_adamw_args_kernel(AdamWKernelArgs* out, AdamWKernelArgs k) {
+  *out = k;
+}
+}  // namespace detail
+
+// The deferred form (train/cuda_optimizer.cuh): `ranges` already on the device (2·nranges int64),
+// the scalars and the apply flag read on the device. Queues one kernel; capturable.
+inline void adamw_step_device(float* param, const float* grad, float* exp_avg, float* exp_avg_sq, int64_t n,
+                              const int64_t* ranges, int nranges, const detail::AdamWKernelArgs* args,
+                              const int* apply, cudaStream_t stream) {
+  if (n == 0) return;
+  detail::adamw_kernel<><<<detail::grid_for(n, 256, 4096), 256, 0, stream>>>(
+      param, grad, exp_avg, exp_avg_sq, n, ranges, nranges, detail::AdamWKernelArgs{}, args, apply);
   detail::check_launch("adamw");
 }
 
