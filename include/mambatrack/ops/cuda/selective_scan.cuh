@@ -21,6 +21,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <mutex>
 #include <type_traits>
 
@@ -1859,6 +1860,409 @@ __global__ void __launch_bounds__(kThreads * S, bwd_tiled_min_blocks<N>()) bwd_t
   }
 }
 
+// ---- Tiled backward, two channels per thread (BwdVariant::kV2, d_state 16) --------------------
+// bwd_tiled with each thread holding 8 states of TWO channels of the block (channels pi and
+// pi + 32, pi = threadIdx.x / 2; states [8·sub, 8·sub + 8), sub = threadIdx.x % 2), 64 threads a
+// block. The two channels share the B and C row loads, and their dB/dC partials (same group,
+// same token, same state) are added in registers (one FFMA) before the cross-lane transposing
+// sum, which so costs half as much per state update; the per-channel sums (y, ddelta, du) of the
+// two channels are one reduce-scatter step over the 2 state lanes (each lane ends with one
+// channel's sums and writes that channel's outputs). The kept states are laid out so that a
+// warp's 16-byte accesses are conflict-free. Same outputs and partial rows as bwd_tiled; the dB/dC
+// partials differ from it in rounding only (the two channels are added first).
+template <int N>
+constexpr bool tiled2_bwd_supported() {
+  return N == 16;
+}
+template <int N>
+constexpr std::size_t bwd_tiled2_smem_bytes(int64_t chunk) {
+  const std::size_t lc = static_cast<std::size_t>(chunk < kTiledMaxChunk ? chunk : kTiledMaxChunk);
+  return (static_cast<std::size_t>(kTiledSeg) * kThreads * N + kTiledSeg * (kThreads / 32) * 2 * N +
+          2 * static_cast<std::size_t>(kTiledMaxChunk) * N + kTiledScalars * lc * kThreads) *
+         sizeof(float);
+}
+// Which tiled backward runs (A/B switch): kAuto = kV2 where tiled2_bwd_supported<N>() unless the
+// environment variable MAMBATRACK_SCAN_BWD_V2 is "0" (read once); kV1 = bwd_tiled; kV2 = bwd_tiled2
+// where supported. tiled_lanes_override() = 4 always takes bwd_tiled with 4 lanes.
+enum class BwdVariant { kAuto, kV1, kV2 };
+inline BwdVariant& bwd_variant_override() {
+  static BwdVariant v = BwdVariant::kAuto;
+  return v;
+}
+inline bool bwd_v2_env() {
+  static const bool on = [] {
+    const char* e = std::getenv("MAMBATRACK_SCAN_BWD_V2");
+    return !(e && e[0] == '0');
+  }();
+  return on;
+}
+template <int N>
+bool use_tiled2_bwd() {
+  if constexpr (!tiled2_bwd_supported<N>()) {
+    return false;
+  } else {
+    if (tiled_lanes_override() == 4) return false;
+    switch (bwd_variant_override()) {
+      case BwdVariant::kV1: return false;
+      case BwdVariant::kV2: return true;
+      case BwdVariant::kAuto: break;
+    }
+    return bwd_v2_env();
+  }
+}
+
+// stage_chunk_tiled for bwd_tiled2 (kThreads threads, one channel each, every token of the chunk):
+// the same values in the same layout, with the Δ, u, dout, z loads of 4 tokens issued before any
+// of them is used (one load latency per 4 tokens instead of per token); rows and L2 prefetch as
+// stage_chunk_tiled. Every thread of the block calls it (it synchronises at the end).
+template <class T, int N>
+__device__ __forceinline__ void stage_chunk_tiled2(const Params<T>& p, const ChunkPos& c, int64_t g, float* sB, float* sC,
+                                                   float* sc, bool prefetch = true) {
+  constexpr int kB = 4;
+  const int L = static_cast<int>(c.t1 - c.t0);
+  const int cl = static_cast<int>(threadIdx.x);
+  const int64_t local = (blockIdx.y % static_cast<uint32_t>(p.bpg)) * kThreads + cl;
+  const bool active = local < p.per_group;
+  const int64_t d = g * p.per_group + local;
+  const float bias = (active && p.delta_bias) ? detail::ld(p.delta_bias, d) : 0.0f;
+  const bool has_z = p.z != nullptr;
+  const T* pd = p.delta + c.t0 * p.dim + d;
+  const T* pu = p.u + c.t0 * p.dim + d;
+  const T* po = p.dout + c.t0 * p.dim + d;
+  const T* pz = has_z ? p.z + c.t0 * p.dim + d : nullptr;
+  for (int i0 = 0; i0 < L; i0 += kB) {
+    float dl[kB], uu[kB], dd[kB], zz[kB];
+#pragma unroll
+    for (int k = 0; k < kB; ++k) {
+      const bool on = active && i0 + k < L;
+      const int64_t o = static_cast<int64_t>(i0 + k) * p.dim;
+      dl[k] = on ? detail::ldg(pd + o) : 0.0f;
+      uu[k] = on ? detail::ldg(pu + o) : 0.0f;
+      dd[k] = on ? detail::ldg(po + o) : 0.0f;
+      zz[k] = (on && has_z) ? detail::ldg(pz + o) : 0.0f;
+    }
+#pragma unroll
+    for (int k = 0; k < kB; ++k) {
+      const int i = i0 + k;
+      if (i >= L) break;
+      float dt = 0.0f, dy = 0.0f, fz = 0.0f, dsp = 1.0f;
+      if (active) {
+        float raw = 0.0f;
+        dt = dt_of_tiled(p, dl[k], bias, raw);
+        dsp = (p.softplus && raw <= 20.0f) ? gate_sigmoid(raw) : 1.0f;
+        if (has_z) {
+          const float z = zz[k];
+          const float sg = gate_sigmoid(z);
+          dy = dd[k] * z * sg;
+          fz = dd[k] * sg * (1.0f + z * (1.0f - sg));
+        } else {
+          dy = dd[k];
+        }
+      }
+      float* q = sc + i * kTiledScalars * kThreads + cl;
+      q[0] = scale_dt(dt);
+      q[kThreads] = dt;
+      q[2 * kThreads] = uu[k];
+      q[3 * kThreads] = dy;
+      q[4 * kThreads] = fz;
+      q[5 * kThreads] = dsp;
+    }
+  }
+  for (int e = cl; e < L * N; e += kThreads) {
+    const int64_t src = ((c.t0 + e / N) * p.ngroups + g) * N + e % N;
+    sB[e] = detail::ldg(p.B + src);
+    sC[e] = detail::ldg(p.C + src);
+  }
+#ifndef MAMBATRACK_SCAN_NO_L2_PREFETCH
+  if (prefetch) {
+    // As stage_chunk_tiled: rows [pt0, pt1) of Δ, u, dout, z of the chunk this block takes next.
+    int64_t pt0 = c.t0 - p.save_chunk > c.start ? c.t0 - p.save_chunk : c.start, pt1 = c.t0;
+    if (c.k == 0) {
+      pt0 = pt1 = 0;
+      const int64_t nb = c.b + gridDim.x;
+      if (nb < p.batch) {
+        const int64_t s1 = p.cu[nb], e1 = p.cu[nb + 1];
+        if (s1 >= 0 && e1 > s1 && e1 <= p.tokens) {
+          pt0 = s1 + (e1 - s1 - 1) / p.chunk * p.chunk;
+          pt1 = e1;
+        }
+      }
+    }
+    const int n_pf = static_cast<int>(pt1 - pt0) * 8;
+    const int64_t dblock = g * p.per_group + (blockIdx.y % static_cast<uint32_t>(p.bpg)) * kThreads;
+    for (int e = cl; e < n_pf; e += kThreads) {
+      const int64_t t = pt0 + e / 8;
+      const int which = e % 4, half = (e / 4) % 2;
+      const T* base = which == 0 ? p.delta : which == 1 ? p.u : which == 2 ? p.dout : p.z;
+      if (base && half * 32 < p.per_group - (dblock - g * p.per_group)) prefetch_l2(base + t * p.dim + dblock + half * 32);
+    }
+  }
+#endif
+  __syncthreads();
+}
+
+// bwd_tokens_tiled for the two channels cA = pi, cB = pi + 32 of this thread (arrays of 2·8:
+// channel A's states first). mine: this lane's output channel (sub ? B : A); its sums dD, ddb.
+template <class T, int N>
+__device__ __forceinline__ void bwd_tokens_tiled2(const Params<T>& p, const ChunkPos& c, int64_t gidx, int64_t d_mine,
+                                                  bool act_mine, const float* sB, const float* sC, const float* sc,
+                                                  float4* hist, float* sbc, const float (&A)[N], const float (&h0)[N],
+                                                  float Dd_mine, float (&g)[N], float (&dA)[N], float& dD, float& ddb) {
+  constexpr int NS = N / 2, kSeg = kTiledSeg, kWarps = kThreads / 32, R = N / 16;
+  static_assert(N == 16, "bwd_tokens_tiled2: d_state 16 only");
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, sub = threadIdx.x % 2;
+  const int n0 = sub * NS;
+  const int pi = static_cast<int>(threadIdx.x / 2);
+  const int64_t block_in_group = blockIdx.y % static_cast<uint32_t>(p.bpg);
+  const bool has_z = p.z != nullptr;
+  constexpr int kQ = kTiledScalars * kThreads;  // scalars of one token
+  const float* qa = sc + pi;                    // channel A's scalars; channel B's at +32
+  const float* qm = sc + pi + (sub ? 32 : 0);   // this lane's output channel
+  const auto row4 = [&](const float* r, int i, float(&v)[NS]) {
+#pragma unroll
+    for (int q = 0; q < NS / 4; ++q) {
+      const float4 w = reinterpret_cast<const float4*>(r + i * N + n0)[q];
+      v[4 * q] = w.x;
+      v[4 * q + 1] = w.y;
+      v[4 * q + 2] = w.z;
+      v[4 * q + 3] = w.w;
+    }
+  };
+  // Kept state of token k (in the segment), float4 q (0..3): hist[(k·4 + q)·kThreads + thread].
+  const int L = static_cast<int>(c.t1 - c.t0), nseg = (L + kSeg - 1) / kSeg;
+  for (int seg = nseg - 1; seg >= 0; --seg) {
+    int64_t ss64, se64;
+    segment_bounds<kSeg>(c, nseg, seg, ss64, se64);
+    const int is = static_cast<int>(ss64 - c.t0), ie = static_cast<int>(se64 - c.t0);
+    float h[N], Bv[NS], Cv[NS];
+#pragma unroll
+    for (int j = 0; j < N; ++j) h[j] = h0[j];
+#pragma unroll 1
+    for (int i = 0; i < ie; ++i) {
+      const float* q = qa + i * kQ;
+      const float sa = q[0], sb = q[32];
+      const float dtua = q[kThreads] * q[2 * kThreads], dtub = q[kThreads + 32] * q[2 * kThreads + 32];
+      row4(sB, i, Bv);
+      if (i >= is) {
+        float4* hk = hist + (i - is) * 4 * kThreads + threadIdx.x;
+#pragma unroll
+        for (int r = 0; r < 4; ++r) hk[r * kThreads] = make_float4(h[4 * r], h[4 * r + 1], h[4 * r + 2], h[4 * r + 3]);
+      }
+#pragma unroll
+      for (int j = 0; j < NS; ++j) {
+        h[j] = decay(sa, A[j]) * h[j] + Bv[j] * dtua;
+        h[NS + j] = decay(sb, A[NS + j]) * h[NS + j] + Bv[j] * dtub;
+      }
+    }
+    // h holds both channels' states after token ie - 1.
+#pragma unroll 2
+    for (int i = ie - 1; i >= is; --i) {
+      const float* q = qa + i * kQ;
+      const float sa = q[0], dta = q[kThreads], ua = q[2 * kThreads], dya = q[3 * kThreads];
+      const float sb = q[32], dtb = q[kThreads + 32], ub = q[2 * kThreads + 32], dyb = q[3 * kThreads + 32];
+      const float dtua = dta * ua, dtub = dtb * ub;
+      row4(sB, i, Bv);
+      row4(sC, i, Cv);
+      float ypa = 0.0f, ypb = 0.0f;
+      if (has_z) {  // uniform
+#pragma unroll
+        for (int j = 0; j < NS; ++j) {
+          ypa += Cv[j] * h[j];
+          ypb += Cv[j] * h[NS + j];
+        }
+      }
+      float hp[N], v[2 * NS];
+      const float4* hk = hist + (i - is) * 4 * kThreads + threadIdx.x;
+#pragma unroll
+      for (int r = 0; r < 4; ++r) {
+        const float4 w = hk[r * kThreads];
+        hp[4 * r] = w.x;
+        hp[4 * r + 1] = w.y;
+        hp[4 * r + 2] = w.z;
+        hp[4 * r + 3] = w.w;
+      }
+      float q1a = 0.0f, q2a = 0.0f, q1b = 0.0f, q2b = 0.0f;
+#pragma unroll
+      for (int j = 0; j < NS; ++j) {
+        const float gva = g[j] + dya * Cv[j];
+        const float gvb = g[NS + j] + dyb * Cv[j];
+        const float gda = gva * decay(sa, A[j]);
+        const float gdb = gvb * decay(sb, A[NS + j]);
+        const float xa = gda * hp[j], xb = gdb * hp[NS + j];  // ∂L/∂(Δ·A) for this state
+        q1a += xa * A[j];
+        q1b += xb * A[NS + j];
+        q2a += gva * Bv[j];
+        q2b += gvb * Bv[j];
+        dA[j] += xa * dta;
+        dA[NS + j] += xb * dtb;
+        v[j] = gva * dtua + gvb * dtub;        // dB partial of the two channels
+        v[NS + j] = dya * h[j] + dyb * h[NS + j];  // dC partial
+        g[j] = gda;
+        g[NS + j] = gdb;
+        h[j] = hp[j];  // becomes the state after token i - 1
+        h[NS + j] = hp[NS + j];
+      }
+      transpose_sum_to<16, 2, 2 * NS, 2 * NS>(v, lane);
+      float* row = sbc + ((i - is) * kWarps + warp) * (2 * N);
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        const int idx = (lane / 2) * R + r;
+        row[idx < NS ? n0 + idx : N + n0 + idx - NS] = v[r];
+      }
+      // Per-channel sums over the 2 state lanes, reduce-scattered: lane sub keeps its channel's.
+      const float ra = q1a + q2a * ua, rb = q1b + q2b * ub;
+      const float r_keep = sub ? rb : ra, r_send = sub ? ra : rb;
+      const float g_keep = sub ? q2b : q2a, g_send = sub ? q2a : q2b;
+      const float rs = r_keep + __shfl_xor_sync(0xffffffffu, r_send, 1);
+      const float gb = g_keep + __shfl_xor_sync(0xffffffffu, g_send, 1);
+      const float dt_m = sub ? dtb : dta, u_m = sub ? ub : ua, dy_m = sub ? dyb : dya;
+      const int64_t o = (c.t0 + i) * p.dim + d_mine;
+      if (has_z) {  // uniform
+        const float y_keep = sub ? ypb : ypa, y_send = sub ? ypa : ypb;
+        const float y = Dd_mine * u_m + (y_keep + __shfl_xor_sync(0xffffffffu, y_send, 1));
+        if (act_mine) store(p.dz, o, y * qm[i * kQ + 4 * kThreads]);
+      }
+      const float ddt = rs * qm[i * kQ + 5 * kThreads];
+      if (act_mine) {
+        store(p.du, o, Dd_mine * dy_m + gb * dt_m);
+        store(p.ddelta, o, ddt);
+      }
+      ddb += ddt;
+      dD += dy_m * u_m;
+    }
+    // dB/dC: the warps' sums of this segment's tokens, added over the warps in order.
+    __syncthreads();
+    const int n_seg = (ie - is) * 2 * N;
+    for (int e = static_cast<int>(threadIdx.x); e < n_seg; e += kThreads) {
+      const int i = e / (2 * N), j = e % (2 * N);
+      float sum = 0.0f;
+#pragma unroll
+      for (int w = 0; w < kWarps; ++w) sum += sbc[(i * kWarps + w) * (2 * N) + j];
+      p.ws_bc[(((ss64 + i) * p.ngroups + gidx) * p.bpg + block_in_group) * (2 * N) + j] = sum;
+    }
+    __syncthreads();  // sbc and hist are free for the next segment
+  }
+}
+
+// bwd_tiled with two channels per thread (bwd_tokens_tiled2); kThreads threads a block.
+template <class T, int N, bool kSeq>
+__global__ void __launch_bounds__(kThreads, 4) bwd_tiled2(Params<T> p) {
+  extern __shared__ __align__(16) float smem[];
+  constexpr int NS = N / 2;
+  const int sub = threadIdx.x % 2, n0 = sub * NS;
+  const int pi = static_cast<int>(threadIdx.x / 2);
+  const uint32_t bpg = static_cast<uint32_t>(p.bpg);
+  const int64_t gidx = blockIdx.y / bpg;
+  const int64_t local_a = (blockIdx.y % bpg) * kThreads + pi, local_b = local_a + 32;
+  const bool act_a = local_a < p.per_group, act_b = local_b < p.per_group;
+  const int64_t d_a = gidx * p.per_group + local_a, d_b = d_a + 32;
+  const int64_t d_mine = sub ? d_b : d_a;
+  const bool act_mine = sub ? act_b : act_a;
+  const int64_t W = p.dim * N + 2 * p.dim;
+  float4* hist = reinterpret_cast<float4*>(smem);
+  float* sbc = smem + kTiledSeg * kThreads * N;
+  float* sB = sbc + kTiledSeg * (kThreads / 32) * 2 * N;
+  float* sC = sB + kTiledMaxChunk * N;
+  float* sc = sC + kTiledMaxChunk * N;
+  float A[N], dA[N];
+#pragma unroll
+  for (int j = 0; j < NS; ++j) {
+    A[j] = act_a ? detail::ld(p.A, d_a * N + n0 + j) : 0.0f;
+    A[NS + j] = act_b ? detail::ld(p.A, d_b * N + n0 + j) : 0.0f;
+    dA[j] = 0.0f;
+    dA[NS + j] = 0.0f;
+  }
+  const float Dd_mine = (act_mine && p.D) ? detail::ld(p.D, d_mine) : 0.0f;
+  float dD = 0.0f, ddb = 0.0f;
+  const auto load_h0 = [&](int64_t slot, float(&h0)[N]) {
+    float ha[NS], hb[NS];
+    load_saved<scan_state_t<T>, NS>(p.saved_in, (slot * p.dim + d_a) * N + n0, act_a, ha);
+    load_saved<scan_state_t<T>, NS>(p.saved_in, (slot * p.dim + d_b) * N + n0, act_b, hb);
+#pragma unroll
+    for (int j = 0; j < NS; ++j) {
+      h0[j] = ha[j];
+      h0[NS + j] = hb[j];
+    }
+  };
+  const auto store_dinit = [&](int64_t b, const float(&g)[N]) {
+#pragma unroll
+    for (int j = 0; j < NS; ++j) {
+      if (act_a) store(p.dinit, (b * p.dim + d_a) * N + n0 + j, g[j]);
+      if (act_b) store(p.dinit, (b * p.dim + d_b) * N + n0 + j, g[NS + j]);
+    }
+  };
+  int64_t row = blockIdx.x;  // ws_par partial row
+  if constexpr (!kSeq) {
+    const int64_t slot = blockIdx.x;
+    ChunkPos c;
+    if (!chunk_pos(p, slot, c)) {  // unused slot: zero partials (uniform over the block)
+      for (int j = 0; j < NS; ++j) {
+        if (act_a) p.ws_par[slot * W + d_a * N + n0 + j] = 0.0f;
+        if (act_b) p.ws_par[slot * W + d_b * N + n0 + j] = 0.0f;
+      }
+      if (act_mine) {
+        p.ws_par[slot * W + p.dim * N + d_mine] = 0.0f;
+        p.ws_par[slot * W + p.dim * N + p.dim + d_mine] = 0.0f;
+      }
+      return;
+    }
+    float g[N];
+#pragma unroll
+    for (int j = 0; j < NS; ++j) {
+      g[j] = act_a ? p.ws_state[(slot * p.dim + d_a) * N + n0 + j] : 0.0f;
+      g[NS + j] = act_b ? p.ws_state[(slot * p.dim + d_b) * N + n0 + j] : 0.0f;
+    }
+    const int64_t cs = p.save_chunk, slot0 = c.b + c.start / cs;
+    const int64_t k0 = (c.t0 - c.start) / cs, k1 = (c.t1 - c.start + cs - 1) / cs;
+    for (int64_t k = k1 - 1; k >= k0; --k) {  // block-uniform
+      ChunkPos cc = c;
+      cc.k = k;
+      cc.t0 = c.start + k * cs;
+      cc.t1 = cc.t0 + cs < c.t1 ? cc.t0 + cs : c.t1;
+      float h0[N];
+      load_h0(slot0 + k, h0);
+      if (k != k1 - 1) __syncthreads();  // the previous chunk's reads of the staged rows and scalars are done
+      stage_chunk_tiled2<T, N>(p, cc, gidx, sB, sC, sc, k > k0);
+      bwd_tokens_tiled2<T, N>(p, cc, gidx, d_mine, act_mine, sB, sC, sc, hist, sbc, A, h0, Dd_mine, g, dA, dD, ddb);
+    }
+    if (c.k == 0 && p.dinit) store_dinit(c.b, g);
+  } else {
+    for (int64_t b = blockIdx.x; b < p.batch; b += gridDim.x) {
+      float g[N];
+#pragma unroll
+      for (int j = 0; j < NS; ++j) {
+        g[j] = (act_a && p.dfinal) ? detail::ld(p.dfinal, (b * p.dim + d_a) * N + n0 + j) : 0.0f;
+        g[NS + j] = (act_b && p.dfinal) ? detail::ld(p.dfinal, (b * p.dim + d_b) * N + n0 + j) : 0.0f;
+      }
+      ChunkPos c;
+      if (seq_pos(p, b, c)) {  // block-uniform
+        const int64_t slot0 = selective_scan_slot_d(b, c.start, p.chunk);
+        for (int64_t k = c.nk - 1; k >= 0; --k) {
+          c.k = k;
+          c.t0 = c.start + k * p.chunk;
+          c.t1 = c.t0 + p.chunk < c.end ? c.t0 + p.chunk : c.end;
+          float h0[N];
+          load_h0(slot0 + k, h0);
+          __syncthreads();  // the previous chunk's reads of the staged rows and scalars are done
+          stage_chunk_tiled2<T, N>(p, c, gidx, sB, sC, sc);
+          bwd_tokens_tiled2<T, N>(p, c, gidx, d_mine, act_mine, sB, sC, sc, hist, sbc, A, h0, Dd_mine, g, dA, dD,
+                                  ddb);
+        }
+      }
+      if (p.dinit) store_dinit(b, g);  // the adjoint at the sequence start (dfinal for empty sequences)
+    }
+  }
+#pragma unroll
+  for (int j = 0; j < NS; ++j) {
+    if (act_a) p.ws_par[row * W + d_a * N + n0 + j] = dA[j];
+    if (act_b) p.ws_par[row * W + d_b * N + n0 + j] = dA[NS + j];
+  }
+  if (act_mine) {
+    p.ws_par[row * W + p.dim * N + d_mine] = dD;
+    p.ws_par[row * W + p.dim * N + p.dim + d_mine] = ddb;
+  }
+}
+
 // dB[t, g, n] = Σ_w partial[t, g, w, n] and dC likewise, warps in order (overwrites dB, dC).
 template <class T>
 __global__ void bwd_reduce_bc(const float* __restrict part, int64_t rows, int64_t wpg, int64_t N, T* __restrict dB,
@@ -1936,6 +2340,7 @@ struct BwdSetup {
   int seq_blocks_per_sm = 1, seq_split_blocks_per_sm = 1;
   int seq_tiled_blocks_per_sm[kTiledMaxChunk + 1] = {};   // by chunk length, tiled_lanes<N>() lanes
   int seq_tiled4_blocks_per_sm[kTiledMaxChunk + 1] = {};  // the same with 4 lanes (tiled_lanes_override)
+  int seq_tiled2_blocks_per_sm[kTiledMaxChunk + 1] = {};  // bwd_tiled2 (two channels per thread)
 };
 template <class T, int N>
 BwdSetup bwd_setup() {
@@ -1988,6 +2393,19 @@ BwdSetup bwd_setup() {
         }
       }
     }
+    if constexpr (tiled2_bwd_supported<N>()) {
+      constexpr int kMax2 = static_cast<int>(bwd_tiled2_smem_bytes<N>(kTiledMaxChunk));
+      MAMBATRACK_CUDA_CHECK(
+          cudaFuncSetAttribute(bwd_tiled2<T, N, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, kMax2));
+      MAMBATRACK_CUDA_CHECK(
+          cudaFuncSetAttribute(bwd_tiled2<T, N, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, kMax2));
+      for (int lc = 1; lc <= kTiledMaxChunk; ++lc) {
+        MAMBATRACK_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+            &r->seq_tiled2_blocks_per_sm[lc], bwd_tiled2<T, N, true>, kThreads,
+            static_cast<int>(bwd_tiled2_smem_bytes<N>(lc))));
+        if (r->seq_tiled2_blocks_per_sm[lc] < 1) r->seq_tiled2_blocks_per_sm[lc] = 1;
+      }
+    }
     if (r->seq_blocks_per_sm < 1) r->seq_blocks_per_sm = 1;
     if (r->seq_split_blocks_per_sm < 1) r->seq_split_blocks_per_sm = 1;
   };
@@ -2034,6 +2452,7 @@ template <class T, int N>
 int64_t seq_resident_blocks(int64_t chunk) {
   const BwdSetup setup = bwd_setup<T, N>();
   const int per_sm = use_tiled_bwd<N>(chunk) ? (tiled_lanes_now<N>() == 4 ? setup.seq_tiled4_blocks_per_sm[chunk]
+                                                 : use_tiled2_bwd<N>()      ? setup.seq_tiled2_blocks_per_sm[chunk]
                                                                            : setup.seq_tiled_blocks_per_sm[chunk])
                      : use_split_bwd<N>()    ? setup.seq_split_blocks_per_sm
                                              : setup.seq_blocks_per_sm;
@@ -2178,7 +2597,13 @@ void launch_bwd(Params<T> p, const SelectiveScanBwdArgs<T, Cuda>& a, cudaStream_
   if constexpr (tiled_bwd_supported<N>()) {
     if (tiled) {
       constexpr int St = tiled_lanes<N>();
-      if (St != 4 && tiled_lanes_now<N>() == 4) {
+      if (use_tiled2_bwd<N>()) {
+        if constexpr (tiled2_bwd_supported<N>()) {
+          const std::size_t smem = bwd_tiled2_smem_bytes<N>(p.save_chunk);
+          if (seq) bwd_tiled2<T, N, true><<<grid, kThreads, smem, stream>>>(p);
+          else bwd_tiled2<T, N, false><<<grid, kThreads, smem, stream>>>(p);
+        }
+      } else if (St != 4 && tiled_lanes_now<N>() == 4) {
         const std::size_t smem = bwd_tiled_smem_bytes<N, 4>(p.save_chunk);
         if (seq) bwd_tiled<T, N, 4, true><<<grid, kThreads * 4, smem, stream>>>(p);
         else bwd_tiled<T, N, 4, false><<<grid, kThreads * 4, smem, stream>>>(p);
