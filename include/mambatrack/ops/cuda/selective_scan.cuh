@@ -2001,34 +2001,47 @@ __device__ __forceinline__ void stage_chunk_tiled2(const Params<T>& p, const Chu
   __syncthreads();
 }
 
-// bwd_tokens_tiled for the two channels cA = pi, cB = pi + 32 of this thread (arrays of 2·8:
-// channel A's states first). mine: this lane's output channel (sub ? B : A); its sums dD, ddb.
+// bwd_tokens_tiled for the two channels of this thread, in register slots 0 and 1 (arrays of 2·8,
+// slot 0's states first): slot 0 is this lane's own channel (pi + 32·sub, whose outputs it
+// writes), slot 1 the other one (pi + 32·(1 - sub)), so the two state lanes of a channel pair hold
+// the channels in opposite slots and the per-channel reduce-scatter needs no selects. State
+// register j of a lane is state n0 + (j ^ flip), flip = 4 on lanes with lane bit 16 set (the two
+// float4 halves of its B and C rows swapped, by address), so the first step of the dB/dC
+// transposing sum (over lane bit 16) needs no selects either.
 template <class T, int N>
 __device__ __forceinline__ void bwd_tokens_tiled2(const Params<T>& p, const ChunkPos& c, int64_t gidx, int64_t d_mine,
                                                   bool act_mine, const float* sB, const float* sC, const float* sc,
                                                   float4* hist, float* sbc, const float (&A)[N], const float (&h0)[N],
                                                   float Dd_mine, float (&g)[N], float (&dA)[N], float& dD, float& ddb) {
-  constexpr int NS = N / 2, kSeg = kTiledSeg, kWarps = kThreads / 32, R = N / 16;
+  constexpr int NS = N / 2, kSeg = kTiledSeg, kWarps = kThreads / 32;
   static_assert(N == 16, "bwd_tokens_tiled2: d_state 16 only");
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, sub = threadIdx.x % 2;
   const int n0 = sub * NS;
+  const int qf = (lane >> 4) & 1;  // the float4 halves of this lane's 8 states swapped
   const int pi = static_cast<int>(threadIdx.x / 2);
   const int64_t block_in_group = blockIdx.y % static_cast<uint32_t>(p.bpg);
   const bool has_z = p.z != nullptr;
   constexpr int kQ = kTiledScalars * kThreads;  // scalars of one token
-  const float* qa = sc + pi;                    // channel A's scalars; channel B's at +32
-  const float* qm = sc + pi + (sub ? 32 : 0);   // this lane's output channel
+  const float* q0 = sc + pi + (sub ? 32 : 0);    // slot 0's (this lane's channel) scalars
+  const int q1o = sub ? -32 : 32;                // slot 1's, relative to slot 0's
+  const int r0 = n0 + 4 * qf, r1 = n0 + 4 * (1 - qf);  // row offsets of state registers 0-3, 4-7
   const auto row4 = [&](const float* r, int i, float(&v)[NS]) {
-#pragma unroll
-    for (int q = 0; q < NS / 4; ++q) {
-      const float4 w = reinterpret_cast<const float4*>(r + i * N + n0)[q];
-      v[4 * q] = w.x;
-      v[4 * q + 1] = w.y;
-      v[4 * q + 2] = w.z;
-      v[4 * q + 3] = w.w;
-    }
+    const float4 w0 = *reinterpret_cast<const float4*>(r + i * N + r0);
+    const float4 w1 = *reinterpret_cast<const float4*>(r + i * N + r1);
+    v[0] = w0.x;
+    v[1] = w0.y;
+    v[2] = w0.z;
+    v[3] = w0.w;
+    v[4] = w1.x;
+    v[5] = w1.y;
+    v[6] = w1.z;
+    v[7] = w1.w;
   };
-  // Kept state of token k (in the segment), float4 q (0..3): hist[(k·4 + q)·kThreads + thread].
+  // After the transposing sum lane L holds the (dB or dC, state) sum below.
+  const int out_kind = (lane >> 3) & 1;
+  const int out_state = n0 + (((lane >> 4) & 1) << 2) + (((lane >> 2) & 1) << 1) + ((lane >> 1) & 1);
+  const int out_col = out_kind * N + out_state;
+  // Kept state of token k (in the segment), float4 r (0..3): hist[(k·4 + r)·kThreads + thread].
   const int L = static_cast<int>(c.t1 - c.t0), nseg = (L + kSeg - 1) / kSeg;
   for (int seg = nseg - 1; seg >= 0; --seg) {
     int64_t ss64, se64;
@@ -2039,9 +2052,9 @@ __device__ __forceinline__ void bwd_tokens_tiled2(const Params<T>& p, const Chun
     for (int j = 0; j < N; ++j) h[j] = h0[j];
 #pragma unroll 1
     for (int i = 0; i < ie; ++i) {
-      const float* q = qa + i * kQ;
-      const float sa = q[0], sb = q[32];
-      const float dtua = q[kThreads] * q[2 * kThreads], dtub = q[kThreads + 32] * q[2 * kThreads + 32];
+      const float* q = q0 + i * kQ;
+      const float sa = q[0], sb = q[q1o];
+      const float dtua = q[kThreads] * q[2 * kThreads], dtub = q[kThreads + q1o] * q[2 * kThreads + q1o];
       row4(sB, i, Bv);
       if (i >= is) {
         float4* hk = hist + (i - is) * 4 * kThreads + threadIdx.x;
@@ -2057,9 +2070,9 @@ __device__ __forceinline__ void bwd_tokens_tiled2(const Params<T>& p, const Chun
     // h holds both channels' states after token ie - 1.
 #pragma unroll 2
     for (int i = ie - 1; i >= is; --i) {
-      const float* q = qa + i * kQ;
+      const float* q = q0 + i * kQ;
       const float sa = q[0], dta = q[kThreads], ua = q[2 * kThreads], dya = q[3 * kThreads];
-      const float sb = q[32], dtb = q[kThreads + 32], ub = q[2 * kThreads + 32], dyb = q[3 * kThreads + 32];
+      const float sb = q[q1o], dtb = q[kThreads + q1o], ub = q[2 * kThreads + q1o], dyb = q[3 * kThreads + q1o];
       const float dtua = dta * ua, dtub = dtb * ub;
       row4(sB, i, Bv);
       row4(sC, i, Cv);
@@ -2095,40 +2108,35 @@ __device__ __forceinline__ void bwd_tokens_tiled2(const Params<T>& p, const Chun
         q2b += gvb * Bv[j];
         dA[j] += xa * dta;
         dA[NS + j] += xb * dtb;
-        v[j] = gva * dtua + gvb * dtub;        // dB partial of the two channels
-        v[NS + j] = dya * h[j] + dyb * h[NS + j];  // dC partial
+        // v: dB, dC partials of the two channels, as [dB 0-3, dC 0-3, dB 4-7, dC 4-7].
+        const int vi = (j & 3) + (j & 4) * 2;
+        v[vi] = gva * dtua + gvb * dtub;
+        v[vi + 4] = dya * h[j] + dyb * h[NS + j];
         g[j] = gda;
         g[NS + j] = gdb;
         h[j] = hp[j];  // becomes the state after token i - 1
         h[NS + j] = hp[NS + j];
       }
-      transpose_sum_to<16, 2, 2 * NS, 2 * NS>(v, lane);
-      float* row = sbc + ((i - is) * kWarps + warp) * (2 * N);
+      // Lane bit 16: the partner's registers 4-7 are this lane's states 0-3 and the other way round.
 #pragma unroll
-      for (int r = 0; r < R; ++r) {
-        const int idx = (lane / 2) * R + r;
-        row[idx < NS ? n0 + idx : N + n0 + idx - NS] = v[r];
-      }
-      // Per-channel sums over the 2 state lanes, reduce-scattered: lane sub keeps its channel's.
-      const float ra = q1a + q2a * ua, rb = q1b + q2b * ub;
-      const float r_keep = sub ? rb : ra, r_send = sub ? ra : rb;
-      const float g_keep = sub ? q2b : q2a, g_send = sub ? q2a : q2b;
-      const float rs = r_keep + __shfl_xor_sync(0xffffffffu, r_send, 1);
-      const float gb = g_keep + __shfl_xor_sync(0xffffffffu, g_send, 1);
-      const float dt_m = sub ? dtb : dta, u_m = sub ? ub : ua, dy_m = sub ? dyb : dya;
+      for (int k = 0; k < NS; ++k) v[k] += __shfl_xor_sync(0xffffffffu, v[k + NS], 16);
+      transpose_sum_to<8, 2, NS, 2 * NS>(v, lane);
+      sbc[((i - is) * kWarps + warp) * (2 * N) + out_col] = v[0];
+      // Per-channel sums over the 2 state lanes (the partner holds this lane's channel in slot 1).
+      const float rs = (q1a + q2a * ua) + __shfl_xor_sync(0xffffffffu, q1b + q2b * ub, 1);
+      const float gb = q2a + __shfl_xor_sync(0xffffffffu, q2b, 1);
       const int64_t o = (c.t0 + i) * p.dim + d_mine;
       if (has_z) {  // uniform
-        const float y_keep = sub ? ypb : ypa, y_send = sub ? ypa : ypb;
-        const float y = Dd_mine * u_m + (y_keep + __shfl_xor_sync(0xffffffffu, y_send, 1));
-        if (act_mine) store(p.dz, o, y * qm[i * kQ + 4 * kThreads]);
+        const float y = Dd_mine * ua + (ypa + __shfl_xor_sync(0xffffffffu, ypb, 1));
+        if (act_mine) store(p.dz, o, y * q[4 * kThreads]);
       }
-      const float ddt = rs * qm[i * kQ + 5 * kThreads];
+      const float ddt = rs * q[5 * kThreads];
       if (act_mine) {
-        store(p.du, o, Dd_mine * dy_m + gb * dt_m);
+        store(p.du, o, Dd_mine * dya + gb * dta);
         store(p.ddelta, o, ddt);
       }
       ddb += ddt;
-      dD += dy_m * u_m;
+      dD += dya * ua;
     }
     // dB/dC: the warps' sums of this segment's tokens, added over the warps in order.
     __syncthreads();
@@ -2150,14 +2158,15 @@ __global__ void __launch_bounds__(kThreads, 4) bwd_tiled2(Params<T> p) {
   extern __shared__ __align__(16) float smem[];
   constexpr int NS = N / 2;
   const int sub = threadIdx.x % 2, n0 = sub * NS;
+  const int flip = ((threadIdx.x >> 4) & 1) * 4;  // state register j holds state n0 + (j ^ flip)
   const int pi = static_cast<int>(threadIdx.x / 2);
   const uint32_t bpg = static_cast<uint32_t>(p.bpg);
   const int64_t gidx = blockIdx.y / bpg;
-  const int64_t local_a = (blockIdx.y % bpg) * kThreads + pi, local_b = local_a + 32;
-  const bool act_a = local_a < p.per_group, act_b = local_b < p.per_group;
-  const int64_t d_a = gidx * p.per_group + local_a, d_b = d_a + 32;
-  const int64_t d_mine = sub ? d_b : d_a;
-  const bool act_mine = sub ? act_b : act_a;
+  // Slot 0: this lane's channel (pi + 32·sub), slot 1: the other channel of the pair.
+  const int64_t local0 = (blockIdx.y % bpg) * kThreads + pi + (sub ? 32 : 0);
+  const int64_t local1 = (blockIdx.y % bpg) * kThreads + pi + (sub ? 0 : 32);
+  const bool act0 = local0 < p.per_group, act1 = local1 < p.per_group;
+  const int64_t d0 = gidx * p.per_group + local0, d1 = gidx * p.per_group + local1;
   const int64_t W = p.dim * N + 2 * p.dim;
   float4* hist = reinterpret_cast<float4*>(smem);
   float* sbc = smem + kTiledSeg * kThreads * N;
@@ -2167,28 +2176,32 @@ __global__ void __launch_bounds__(kThreads, 4) bwd_tiled2(Params<T> p) {
   float A[N], dA[N];
 #pragma unroll
   for (int j = 0; j < NS; ++j) {
-    A[j] = act_a ? detail::ld(p.A, d_a * N + n0 + j) : 0.0f;
-    A[NS + j] = act_b ? detail::ld(p.A, d_b * N + n0 + j) : 0.0f;
+    A[j] = act0 ? detail::ld(p.A, d0 * N + n0 + (j ^ flip)) : 0.0f;
+    A[NS + j] = act1 ? detail::ld(p.A, d1 * N + n0 + (j ^ flip)) : 0.0f;
     dA[j] = 0.0f;
     dA[NS + j] = 0.0f;
   }
-  const float Dd_mine = (act_mine && p.D) ? detail::ld(p.D, d_mine) : 0.0f;
+  const float Dd_mine = (act0 && p.D) ? detail::ld(p.D, d0) : 0.0f;
   float dD = 0.0f, ddb = 0.0f;
   const auto load_h0 = [&](int64_t slot, float(&h0)[N]) {
-    float ha[NS], hb[NS];
-    load_saved<scan_state_t<T>, NS>(p.saved_in, (slot * p.dim + d_a) * N + n0, act_a, ha);
-    load_saved<scan_state_t<T>, NS>(p.saved_in, (slot * p.dim + d_b) * N + n0, act_b, hb);
+    float a0[4], a1[4], b0[4], b1[4];
+    load_saved<scan_state_t<T>, 4>(p.saved_in, (slot * p.dim + d0) * N + n0 + flip, act0, a0);
+    load_saved<scan_state_t<T>, 4>(p.saved_in, (slot * p.dim + d0) * N + n0 + (4 - flip), act0, a1);
+    load_saved<scan_state_t<T>, 4>(p.saved_in, (slot * p.dim + d1) * N + n0 + flip, act1, b0);
+    load_saved<scan_state_t<T>, 4>(p.saved_in, (slot * p.dim + d1) * N + n0 + (4 - flip), act1, b1);
 #pragma unroll
-    for (int j = 0; j < NS; ++j) {
-      h0[j] = ha[j];
-      h0[NS + j] = hb[j];
+    for (int j = 0; j < 4; ++j) {
+      h0[j] = a0[j];
+      h0[4 + j] = a1[j];
+      h0[NS + j] = b0[j];
+      h0[NS + 4 + j] = b1[j];
     }
   };
   const auto store_dinit = [&](int64_t b, const float(&g)[N]) {
 #pragma unroll
     for (int j = 0; j < NS; ++j) {
-      if (act_a) store(p.dinit, (b * p.dim + d_a) * N + n0 + j, g[j]);
-      if (act_b) store(p.dinit, (b * p.dim + d_b) * N + n0 + j, g[NS + j]);
+      if (act0) store(p.dinit, (b * p.dim + d0) * N + n0 + (j ^ flip), g[j]);
+      if (act1) store(p.dinit, (b * p.dim + d1) * N + n0 + (j ^ flip), g[NS + j]);
     }
   };
   int64_t row = blockIdx.x;  // ws_par partial row
@@ -2197,20 +2210,20 @@ __global__ void __launch_bounds__(kThreads, 4) bwd_tiled2(Params<T> p) {
     ChunkPos c;
     if (!chunk_pos(p, slot, c)) {  // unused slot: zero partials (uniform over the block)
       for (int j = 0; j < NS; ++j) {
-        if (act_a) p.ws_par[slot * W + d_a * N + n0 + j] = 0.0f;
-        if (act_b) p.ws_par[slot * W + d_b * N + n0 + j] = 0.0f;
+        if (act0) p.ws_par[slot * W + d0 * N + n0 + j] = 0.0f;
+        if (act1) p.ws_par[slot * W + d1 * N + n0 + j] = 0.0f;
       }
-      if (act_mine) {
-        p.ws_par[slot * W + p.dim * N + d_mine] = 0.0f;
-        p.ws_par[slot * W + p.dim * N + p.dim + d_mine] = 0.0f;
+      if (act0) {
+        p.ws_par[slot * W + p.dim * N + d0] = 0.0f;
+        p.ws_par[slot * W + p.dim * N + p.dim + d0] = 0.0f;
       }
       return;
     }
     float g[N];
 #pragma unroll
     for (int j = 0; j < NS; ++j) {
-      g[j] = act_a ? p.ws_state[(slot * p.dim + d_a) * N + n0 + j] : 0.0f;
-      g[NS + j] = act_b ? p.ws_state[(slot * p.dim + d_b) * N + n0 + j] : 0.0f;
+      g[j] = act0 ? p.ws_state[(slot * p.dim + d0) * N + n0 + (j ^ flip)] : 0.0f;
+      g[NS + j] = act1 ? p.ws_state[(slot * p.dim + d1) * N + n0 + (j ^ flip)] : 0.0f;
     }
     const int64_t cs = p.save_chunk, slot0 = c.b + c.start / cs;
     const int64_t k0 = (c.t0 - c.start) / cs, k1 = (c.t1 - c.start + cs - 1) / cs;
@@ -2223,7 +2236,7 @@ __global__ void __launch_bounds__(kThreads, 4) bwd_tiled2(Params<T> p) {
       load_h0(slot0 + k, h0);
       if (k != k1 - 1) __syncthreads();  // the previous chunk's reads of the staged rows and scalars are done
       stage_chunk_tiled2<T, N>(p, cc, gidx, sB, sC, sc, k > k0);
-      bwd_tokens_tiled2<T, N>(p, cc, gidx, d_mine, act_mine, sB, sC, sc, hist, sbc, A, h0, Dd_mine, g, dA, dD, ddb);
+      bwd_tokens_tiled2<T, N>(p, cc, gidx, d0, act0, sB, sC, sc, hist, sbc, A, h0, Dd_mine, g, dA, dD, ddb);
     }
     if (c.k == 0 && p.dinit) store_dinit(c.b, g);
   } else {
@@ -2231,8 +2244,8 @@ __global__ void __launch_bounds__(kThreads, 4) bwd_tiled2(Params<T> p) {
       float g[N];
 #pragma unroll
       for (int j = 0; j < NS; ++j) {
-        g[j] = (act_a && p.dfinal) ? detail::ld(p.dfinal, (b * p.dim + d_a) * N + n0 + j) : 0.0f;
-        g[NS + j] = (act_b && p.dfinal) ? detail::ld(p.dfinal, (b * p.dim + d_b) * N + n0 + j) : 0.0f;
+        g[j] = (act0 && p.dfinal) ? detail::ld(p.dfinal, (b * p.dim + d0) * N + n0 + (j ^ flip)) : 0.0f;
+        g[NS + j] = (act1 && p.dfinal) ? detail::ld(p.dfinal, (b * p.dim + d1) * N + n0 + (j ^ flip)) : 0.0f;
       }
       ChunkPos c;
       if (seq_pos(p, b, c)) {  // block-uniform
@@ -2245,8 +2258,7 @@ __global__ void __launch_bounds__(kThreads, 4) bwd_tiled2(Params<T> p) {
           load_h0(slot0 + k, h0);
           __syncthreads();  // the previous chunk's reads of the staged rows and scalars are done
           stage_chunk_tiled2<T, N>(p, c, gidx, sB, sC, sc);
-          bwd_tokens_tiled2<T, N>(p, c, gidx, d_mine, act_mine, sB, sC, sc, hist, sbc, A, h0, Dd_mine, g, dA, dD,
-                                  ddb);
+          bwd_tokens_tiled2<T, N>(p, c, gidx, d0, act0, sB, sC, sc, hist, sbc, A, h0, Dd_mine, g, dA, dD, ddb);
         }
       }
       if (p.dinit) store_dinit(b, g);  // the adjoint at the sequence start (dfinal for empty sequences)
@@ -2254,12 +2266,12 @@ __global__ void __launch_bounds__(kThreads, 4) bwd_tiled2(Params<T> p) {
   }
 #pragma unroll
   for (int j = 0; j < NS; ++j) {
-    if (act_a) p.ws_par[row * W + d_a * N + n0 + j] = dA[j];
-    if (act_b) p.ws_par[row * W + d_b * N + n0 + j] = dA[NS + j];
+    if (act0) p.ws_par[row * W + d0 * N + n0 + (j ^ flip)] = dA[j];
+    if (act1) p.ws_par[row * W + d1 * N + n0 + (j ^ flip)] = dA[NS + j];
   }
-  if (act_mine) {
-    p.ws_par[row * W + p.dim * N + d_mine] = dD;
-    p.ws_par[row * W + p.dim * N + p.dim + d_mine] = ddb;
+  if (act0) {
+    p.ws_par[row * W + p.dim * N + d0] = dD;
+    p.ws_par[row * W + p.dim * N + p.dim + d0] = ddb;
   }
 }
 
