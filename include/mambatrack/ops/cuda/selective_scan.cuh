@@ -1926,38 +1926,42 @@ __device__ __forceinline__ void stage_chunk_tiled2(const Params<T>& p, const Chu
   const int64_t d = g * p.per_group + local;
   const float bias = (active && p.delta_bias) ? detail::ld(p.delta_bias, d) : 0.0f;
   const bool has_z = p.z != nullptr;
-  const T* pd = p.delta + c.t0 * p.dim + d;
-  const T* pu = p.u + c.t0 * p.dim + d;
-  const T* po = p.dout + c.t0 * p.dim + d;
-  const T* pz = has_z ? p.z + c.t0 * p.dim + d : nullptr;
+  // One pointer per tensor, advanced a row per token (no per-token 64-bit index arithmetic); on
+  // inactive lanes they are never dereferenced (and z's stands in for u's when there is no z).
+  const int64_t base = c.t0 * p.dim + d, dim = p.dim;
+  const T* pd = p.delta + base;
+  const T* pu = p.u + base;
+  const T* po = p.dout + base;
+  const T* pz = (has_z ? p.z : p.u) + base;
   for (int i0 = 0; i0 < L; i0 += kB) {
     float dl[kB], uu[kB], dd[kB], zz[kB];
 #pragma unroll
     for (int k = 0; k < kB; ++k) {
       const bool on = active && i0 + k < L;
-      const int64_t o = static_cast<int64_t>(i0 + k) * p.dim;
-      dl[k] = on ? detail::ldg(pd + o) : 0.0f;
-      uu[k] = on ? detail::ldg(pu + o) : 0.0f;
-      dd[k] = on ? detail::ldg(po + o) : 0.0f;
-      zz[k] = (on && has_z) ? detail::ldg(pz + o) : 0.0f;
+      dl[k] = on ? detail::ldg(pd) : 0.0f;
+      uu[k] = on ? detail::ldg(pu) : 0.0f;
+      dd[k] = on ? detail::ldg(po) : 0.0f;
+      zz[k] = (on && has_z) ? detail::ldg(pz) : 0.0f;
+      pd += dim;
+      pu += dim;
+      po += dim;
+      pz += dim;
     }
+    // Branch-free on inactive lanes: there u = dy = fz = 0 (the loads' zeros), which zeroes
+    // every contribution of the channel whatever its Δ (A and the adjoint are zero there too).
 #pragma unroll
     for (int k = 0; k < kB; ++k) {
       const int i = i0 + k;
       if (i >= L) break;
-      float dt = 0.0f, dy = 0.0f, fz = 0.0f, dsp = 1.0f;
-      if (active) {
-        float raw = 0.0f;
-        dt = dt_of_tiled(p, dl[k], bias, raw);
-        dsp = (p.softplus && raw <= 20.0f) ? gate_sigmoid(raw) : 1.0f;
-        if (has_z) {
-          const float z = zz[k];
-          const float sg = gate_sigmoid(z);
-          dy = dd[k] * z * sg;
-          fz = dd[k] * sg * (1.0f + z * (1.0f - sg));
-        } else {
-          dy = dd[k];
-        }
+      float raw = 0.0f;
+      const float dt = dt_of_tiled(p, dl[k], bias, raw);
+      const float dsp = (p.softplus && raw <= 20.0f) ? gate_sigmoid(raw) : 1.0f;
+      float dy = dd[k], fz = 0.0f;
+      if (has_z) {
+        const float z = zz[k];
+        const float sg = gate_sigmoid(z);
+        dy = dd[k] * z * sg;
+        fz = dd[k] * sg * (1.0f + z * (1.0f - sg));
       }
       float* q = sc + i * kTiledScalars * kThreads + cl;
       q[0] = scale_dt(dt);
