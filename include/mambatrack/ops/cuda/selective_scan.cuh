@@ -12,7 +12,10 @@
 // shared memory once and splits d_state over lanes 8 states each (chunks <= 16 tokens). With the
 // tiled kernels the chunked path's passes run over groups of ~64 tokens of saved chunks
 // (grouped_params, chunk_group; chunk_group_override() = 1 or MAMBATRACK_SCAN_NO_CHUNK_GROUP
-// restore single-chunk passes): local and combine passes on 4x fewer chunk states.
+// restore single-chunk passes): local and combine passes on 4x fewer chunk states. d_state 16
+// backward (BwdVariant, default kV2): bwd_tiled2, two channels per thread (their B/C row loads
+// shared, their dB/dC partials added in registers before the cross-lane sums);
+// bwd_variant_override() = kV1 or MAMBATRACK_SCAN_BWD_V2=0 select bwd_tiled (A/B).
 // Bisection switches (define to restore the earlier code): MAMBATRACK_SCAN_EXPF_DECAY,
 // MAMBATRACK_SCAN_PORTABLE_BF16_STORE, MAMBATRACK_SCAN_PARTIAL_SEGMENT_LAST,
 // MAMBATRACK_SCAN_NO_L2_PREFETCH, MAMBATRACK_SCAN_PRECISE_GATE, MAMBATRACK_SCAN_PRECISE_SOFTPLUS.
