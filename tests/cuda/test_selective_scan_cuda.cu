@@ -467,7 +467,7 @@ TEST_CASE("cuda selective_scan: the first tiled backward (bwd_tiled, one channel
   } guard;
   ScanCase sc;
   sc.lens = {1, 2, 3, 7, 64, 130, 0, 33};
-  sc.dim = 80;  // 40 channels per group: the second half of each block's channel pairs inactive
+  sc.dim = 80;  // 40 channels per group: inactive channels in the blocks (lanes that compute on zeros)
   sc.N = 16;
   sc.G = 2;
   sc.chunk = 12;

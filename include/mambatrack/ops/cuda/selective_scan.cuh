@@ -1864,9 +1864,10 @@ __global__ void __launch_bounds__(kThreads * S, bwd_tiled_min_blocks<N>()) bwd_t
 }
 
 // ---- Tiled backward, two channels per thread (BwdVariant::kV2, d_state 16) --------------------
-// bwd_tiled with each thread holding 8 states of TWO channels of the block (channels pi and
-// pi + 32, pi = threadIdx.x / 2; states [8·sub, 8·sub + 8), sub = threadIdx.x % 2), 64 threads a
-// block. The two channels share the B and C row loads, and their dB/dC partials (same group,
+// bwd_tiled with each thread holding 8 states of TWO channels of the block (channels
+// pair_channel(pi) and pair_channel(pi) + 16, pi = threadIdx.x / 2: warp w's lanes hold channels
+// 32w .. 32w + 31, so their per-channel shared loads hit 32 distinct banks; states [8·sub,
+// 8·sub + 8), sub = threadIdx.x % 2), 64 threads a block. The two channels share the B and C row loads, and their dB/dC partials (same group,
 // same token, same state) are added in registers (one FFMA) before the cross-lane transposing
 // sum, which so costs half as much per state update; the per-channel sums (y, ddelta, du) of the
 // two channels are one reduce-scatter step over the 2 state lanes (each lane ends with one
@@ -2008,9 +2009,12 @@ __device__ __forceinline__ void stage_chunk_tiled2(const Params<T>& p, const Chu
   __syncthreads();
 }
 
+// The first channel (in the block) of channel pair pi; the second is 16 further.
+__device__ __forceinline__ int pair_channel(int pi) { return (pi / 16) * 32 + pi % 16; }
+
 // bwd_tokens_tiled for the two channels of this thread, in register slots 0 and 1 (arrays of 2·8,
-// slot 0's states first): slot 0 is this lane's own channel (pi + 32·sub, whose outputs it
-// writes), slot 1 the other one (pi + 32·(1 - sub)), so the two state lanes of a channel pair hold
+// slot 0's states first): slot 0 is this lane's own channel (pair_channel(pi) + 16·sub, whose
+// outputs it writes), slot 1 the other one, so the two state lanes of a channel pair hold
 // the channels in opposite slots and the per-channel reduce-scatter needs no selects. State
 // register j of a lane is state n0 + (j ^ flip), flip = 4 on lanes with lane bit 16 set (the two
 // float4 halves of its B and C rows swapped, by address), so the first step of the dB/dC
@@ -2029,8 +2033,8 @@ __device__ __forceinline__ void bwd_tokens_tiled2(const Params<T>& p, const Chun
   const int64_t block_in_group = blockIdx.y % static_cast<uint32_t>(p.bpg);
   const bool has_z = p.z != nullptr;
   constexpr int kQ = kTiledScalars * kThreads;  // scalars of one token
-  const float* q0 = sc + pi + (sub ? 32 : 0);    // slot 0's (this lane's channel) scalars
-  const int q1o = sub ? -32 : 32;                // slot 1's, relative to slot 0's
+  const float* q0 = sc + pair_channel(pi) + (sub ? 16 : 0);  // slot 0's (this lane's channel) scalars
+  const int q1o = sub ? -16 : 16;                            // slot 1's, relative to slot 0's
   const int r0 = n0 + 4 * qf, r1 = n0 + 4 * (1 - qf);  // row offsets of state registers 0-3, 4-7
   const auto row4 = [&](const float* r, int i, float(&v)[NS]) {
     const float4 w0 = *reinterpret_cast<const float4*>(r + i * N + r0);
@@ -2169,9 +2173,9 @@ __global__ void __launch_bounds__(kThreads, 4) bwd_tiled2(Params<T> p) {
   const int pi = static_cast<int>(threadIdx.x / 2);
   const uint32_t bpg = static_cast<uint32_t>(p.bpg);
   const int64_t gidx = blockIdx.y / bpg;
-  // Slot 0: this lane's channel (pi + 32·sub), slot 1: the other channel of the pair.
-  const int64_t local0 = (blockIdx.y % bpg) * kThreads + pi + (sub ? 32 : 0);
-  const int64_t local1 = (blockIdx.y % bpg) * kThreads + pi + (sub ? 0 : 32);
+  // Slot 0: this lane's channel (pair_channel(pi) + 16·sub), slot 1: the other channel of the pair.
+  const int64_t local0 = (blockIdx.y % bpg) * kThreads + pair_channel(pi) + (sub ? 16 : 0);
+  const int64_t local1 = (blockIdx.y % bpg) * kThreads + pair_channel(pi) + (sub ? 0 : 16);
   const bool act0 = local0 < p.per_group, act1 = local1 < p.per_group;
   const int64_t d0 = gidx * p.per_group + local0, d1 = gidx * p.per_group + local1;
   const int64_t W = p.dim * N + 2 * p.dim;
