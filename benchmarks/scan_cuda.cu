@@ -307,6 +307,7 @@ void breakdown(const Problem& pr, int64_t chunk) {
       {"fwd_chunk tiled, passes x4 (saves each chunk)",
        median_ms([&] { fwd_chunk<bfloat16, N, true, true><<<gq, kThreads>>>(q); }, 20, 3)},
       {"bwd_local, passes x4", median_ms([&] { bwd_local<bfloat16, N><<<gq, kThreads>>>(q); }, 20, 3)},
+      {"bwd_local fast (with bwd_tiled2), passes x4", median_ms([&] { bwd_local<bfloat16, N, true><<<gq, kThreads>>>(q); }, 20, 3)},
       {"bwd_combine, passes x4", median_ms([&] { bwd_combine<bfloat16, N><<<comb, 256>>>(q); }, 20, 3)},
       {"bwd_tiled (chunked path), passes x4", tiled_ok ? median_ms([&] {
          bwd_tiled<bfloat16, N, St, false><<<gq, kThreads * St, tiled_smem>>>(q);

@@ -141,7 +141,10 @@ Out run_emu(const Case& c, bool seq, int64_t group, const std::vector<int64_t>& 
     std::fill(ws_state.begin(), ws_state.end(), kNaN);
     std::fill(ws_sd.begin(), ws_sd.end(), kNaN);
     map_slots();
-    emu::launch(dim3(static_cast<unsigned>(p.slots), gy), dim3(SD::kThreads), 0, [&] { SD::bwd_local<T, N>(p); });
+    if (kTiledBwd && SD::use_tiled2_bwd<N>())  // launch_bwd: the fast bwd_local with bwd_tiled2
+      emu::launch(dim3(static_cast<unsigned>(p.slots), gy), dim3(SD::kThreads), 0, [&] { SD::bwd_local<T, N, true>(p); });
+    else
+      emu::launch(dim3(static_cast<unsigned>(p.slots), gy), dim3(SD::kThreads), 0, [&] { SD::bwd_local<T, N>(p); });
     emu::launch(dim3(comb), dim3(256), 0, [&] { SD::bwd_combine<T, N>(p); });
   }
   if constexpr (kTiledBwd) {

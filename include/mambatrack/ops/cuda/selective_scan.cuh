@@ -15,7 +15,8 @@
 // restore single-chunk passes): local and combine passes on 4x fewer chunk states. d_state 16
 // backward (BwdVariant, default kV2): bwd_tiled2, two channels per thread (their B/C row loads
 // shared, their dB/dC partials added in registers before the cross-lane sums);
-// bwd_variant_override() = kV1 or MAMBATRACK_SCAN_BWD_V2=0 select bwd_tiled (A/B).
+// with it the chunked path's bwd_local uses the tiled softplus and gate; bwd_variant_override() =
+// kV1 or MAMBATRACK_SCAN_BWD_V2=0 select bwd_tiled and the earlier bwd_local (A/B).
 // Bisection switches (define to restore the earlier code): MAMBATRACK_SCAN_EXPF_DECAY,
 // MAMBATRACK_SCAN_PORTABLE_BF16_STORE, MAMBATRACK_SCAN_PARTIAL_SEGMENT_LAST,
 // MAMBATRACK_SCAN_NO_L2_PREFETCH, MAMBATRACK_SCAN_PRECISE_GATE, MAMBATRACK_SCAN_PRECISE_SOFTPLUS.
@@ -815,7 +816,9 @@ __global__ void __launch_bounds__(kThreads, kTiled ? fwd_tiled_min_blocks<N>() :
 
 // Backward pass 1 (chunks k >= 1): the adjoint at the chunk start from a zero adjoint at its end,
 // g = (g + dy·C)·exp(Δ·A) in reverse, and ΣΔ. B/C rows staged in shared memory as in fwd_local.
-template <class T, int N>
+// kFast (with bwd_tiled2, BwdVariant::kV2): the tiled kernels' softplus and gate (softplus_tiled,
+// gate_sigmoid: ~25 instructions a token instead of ~65 for softplus_f and sigmoid_f).
+template <class T, int N, bool kFast = false>
 __global__ void __launch_bounds__(kThreads) bwd_local(Params<T> p) {
   const int64_t slot = blockIdx.x;
   ChunkPos c;
@@ -840,9 +843,9 @@ __global__ void __launch_bounds__(kThreads) bwd_local(Params<T> p) {
     cur = nxt;
     get_rows<T, N, true>(p, t, l.g, c, staged, sB, sC, cur);
     if (t - 1 >= c.t0) load_tok<T, N, true, true, true>(p, t - 1, l.d, l.g, true, nxt);
-    const float dt = dt_of(p, cur.delta, bias, raw);
+    const float dt = kFast ? dt_of_tiled(p, cur.delta, bias, raw) : dt_of(p, cur.delta, bias, raw);
     sd += dt;
-    const float dy = p.z ? cur.dout * cur.z * detail::sigmoid_f(cur.z) : cur.dout;
+    const float dy = p.z ? cur.dout * cur.z * (kFast ? gate_sigmoid(cur.z) : detail::sigmoid_f(cur.z)) : cur.dout;
     const float s = scale_dt(dt);
 #pragma unroll
     for (int n = 0; n < N; ++n) g[n] = (g[n] + dy * cur.C[n]) * decay(s, A[n]);
@@ -2610,7 +2613,8 @@ void launch_bwd(Params<T> p, const SelectiveScanBwdArgs<T, Cuda>& a, cudaStream_
       detail::scratch(4, static_cast<std::size_t>(p.tokens * p.ngroups * wpg * 2 * N) * sizeof(float) + 4));
   const dim3 grid(static_cast<unsigned>(seq ? rows : p.slots), static_cast<unsigned>(gy));
   if (!seq) {
-    bwd_local<T, N><<<grid, kThreads, 0, stream>>>(p);
+    if (tiled && use_tiled2_bwd<N>()) bwd_local<T, N, true><<<grid, kThreads, 0, stream>>>(p);
+    else bwd_local<T, N><<<grid, kThreads, 0, stream>>>(p);
     MAMBATRACK_CUDA_CHECK(cudaGetLastError());
     const int64_t n_comb = p.batch * p.dim * N;
     bwd_combine<T, N><<<static_cast<unsigned>((n_comb + 255) / 256), 256, 0, stream>>>(p);
