@@ -1867,16 +1867,16 @@ __global__ void __launch_bounds__(kThreads * S, bwd_tiled_min_blocks<N>()) bwd_t
 }
 
 // ---- Tiled backward, two channels per thread (BwdVariant::kV2, d_state 16) --------------------
-// bwd_tiled with each thread holding 8 states of TWO channels of the block (channels
-// pair_channel(pi) and pair_channel(pi) + 16, pi = threadIdx.x / 2: warp w's lanes hold channels
-// 32w .. 32w + 31, so their per-channel shared loads hit 32 distinct banks; states [8·sub,
-// 8·sub + 8), sub = threadIdx.x % 2), 64 threads a block. The two channels share the B and C row loads, and their dB/dC partials (same group,
-// same token, same state) are added in registers (one FFMA) before the cross-lane transposing
-// sum, which so costs half as much per state update; the per-channel sums (y, ddelta, du) of the
-// two channels are one reduce-scatter step over the 2 state lanes (each lane ends with one
-// channel's sums and writes that channel's outputs). The kept states are laid out so that a
-// warp's 16-byte accesses are conflict-free. Same outputs and partial rows as bwd_tiled; the dB/dC
-// partials differ from it in rounding only (the two channels are added first).
+// bwd_tiled with each thread holding 8 states (sub = threadIdx.x % 2: states [8·sub, 8·sub + 8))
+// of TWO channels of the block, pair_channel(pi) and pair_channel(pi) + 16 (pi = threadIdx.x / 2:
+// warp w holds channels 32w .. 32w + 31, so its per-channel shared loads hit 32 distinct banks),
+// 64 threads a block. The two channels share the B and C row loads, and their dB/dC partials
+// (same group, token and state) are added in registers (one FFMA) before the cross-lane
+// transposing sum, which so costs half as much per state update; the per-channel sums (y, ddelta,
+// du) of the two channels are one reduce-scatter step over the 2 state lanes (each lane ends with
+// one channel's sums and writes that channel's outputs). The kept states are laid out so that a
+// warp's 16-byte accesses are conflict-free. Same outputs and partial rows as bwd_tiled, up to
+// rounding (sums in another order: the two channels' dB/dC first, the states of a lane permuted).
 template <int N>
 constexpr bool tiled2_bwd_supported() {
   return N == 16;
