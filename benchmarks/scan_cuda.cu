@@ -149,6 +149,8 @@ Row run(const Problem& pr, int64_t chunk, double bw,
                                   : (forced ? "chunked (forced)" : "chunked");
   const char* impl_label = impl == cuda::scan_detail::ScanImpl::kLegacy ? "legacy"
                            : tiled_bwd ? (lanes == 4                                  ? "tiled, bwd 4 lanes/channel"
+                                          : cuda::scan_detail::bwd_variant_now<16>() == cuda::scan_detail::BwdVariant::kV2Seg6
+                                              ? "tiled, bwd v2 seg 6 (2 channels/thread, 5 blocks/SM)"
                                           : cuda::scan_detail::use_tiled2_bwd<16>() ? "tiled, bwd v2 (2 channels/thread)"
                                                                                     : "tiled, bwd v1")
                                        : "tiled fwd, split bwd";
@@ -240,7 +242,10 @@ void breakdown(const Problem& pr, int64_t chunk) {
                                              static_cast<int>(bwd_tiled_smem_bytes<N, 4>(kTiledMaxChunk))));
   const unsigned seq_tiled_rows = static_cast<unsigned>(std::min<int64_t>(
       p.batch, (static_cast<int64_t>(setup.seq_tiled_blocks_per_sm[tiled_ok ? chunk : 1]) * sms + grid.y - 1) / grid.y));
-  const std::size_t tiled2_smem = bwd_tiled2_smem_bytes<N>(chunk);
+  const std::size_t tiled2_smem = bwd_tiled2_smem_bytes<N, kTiledSeg>(chunk);
+  const std::size_t tiled2s6_smem = bwd_tiled2_smem_bytes<N, 6>(chunk);
+  const unsigned seq_tiled2s6_rows = static_cast<unsigned>(std::min<int64_t>(
+      p.batch, (static_cast<int64_t>(setup.seq_tiled2s6_blocks_per_sm[tiled_ok ? chunk : 1]) * sms + grid.y - 1) / grid.y));
   const unsigned seq_tiled2_rows = static_cast<unsigned>(std::min<int64_t>(
       p.batch, (static_cast<int64_t>(setup.seq_tiled2_blocks_per_sm[tiled_ok ? chunk : 1]) * sms + grid.y - 1) / grid.y));
   int blocks_bwd_split = 0;
@@ -294,10 +299,16 @@ void breakdown(const Problem& pr, int64_t chunk) {
          bwd_tiled<bfloat16, N, St, true><<<dim3(seq_tiled_rows, grid.y), kThreads * St, tiled_smem>>>(p);
        }, 20, 3) : -1.0},
       {"bwd_tiled2 (chunked path)", tiled_ok ? median_ms([&] {
-         bwd_tiled2<bfloat16, N, false><<<grid, kThreads, tiled2_smem>>>(p);
+         bwd_tiled2<bfloat16, N, false, kTiledSeg><<<grid, kThreads, tiled2_smem>>>(p);
        }, 20, 3) : -1.0},
       {"bwd_tiled2 (sequential path)", tiled_ok ? median_ms([&] {
-         bwd_tiled2<bfloat16, N, true><<<dim3(seq_tiled2_rows, grid.y), kThreads, tiled2_smem>>>(p);
+         bwd_tiled2<bfloat16, N, true, kTiledSeg><<<dim3(seq_tiled2_rows, grid.y), kThreads, tiled2_smem>>>(p);
+       }, 20, 3) : -1.0},
+      {"bwd_tiled2 seg 6 (chunked path)", tiled_ok ? median_ms([&] {
+         bwd_tiled2<bfloat16, N, false, 6><<<grid, kThreads, tiled2s6_smem>>>(p);
+       }, 20, 3) : -1.0},
+      {"bwd_tiled2 seg 6 (sequential path)", tiled_ok ? median_ms([&] {
+         bwd_tiled2<bfloat16, N, true, 6><<<dim3(seq_tiled2s6_rows, grid.y), kThreads, tiled2s6_smem>>>(p);
        }, 20, 3) : -1.0},
       {"bwd_tiled, 4 lanes per channel (chunked)", tiled_ok ? median_ms([&] {
          bwd_tiled<bfloat16, N, 4, false><<<grid, kThreads * 4, tiled_smem4>>>(p);
@@ -313,7 +324,7 @@ void breakdown(const Problem& pr, int64_t chunk) {
          bwd_tiled<bfloat16, N, St, false><<<gq, kThreads * St, tiled_smem>>>(q);
        }, 20, 3) : -1.0},
       {"bwd_tiled2 (chunked path), passes x4", tiled_ok ? median_ms([&] {
-         bwd_tiled2<bfloat16, N, false><<<gq, kThreads, tiled2_smem>>>(q);
+         bwd_tiled2<bfloat16, N, false, kTiledSeg><<<gq, kThreads, tiled2_smem>>>(q);
        }, 20, 3) : -1.0},
       {"bwd_reduce_bc", median_ms([&] {
          bwd_reduce_bc<bfloat16><<<static_cast<unsigned>((L * 2 * N + 255) / 256), 256>>>(p.ws_bc, L, wpg, N,
@@ -329,12 +340,16 @@ void breakdown(const Problem& pr, int64_t chunk) {
       cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks_fwd_tiled, fwd_chunk<bfloat16, N, true>, kThreads, 0));
   int blocks_tiled2 = 0;
   if (tiled_ok)
-    MAMBATRACK_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks_tiled2, bwd_tiled2<bfloat16, N, false>,
-                                                                        kThreads, tiled2_smem));
+    MAMBATRACK_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+        &blocks_tiled2, bwd_tiled2<bfloat16, N, false, kTiledSeg>, kThreads, tiled2_smem));
+  int blocks_tiled2s6 = 0;
+  if (tiled_ok)
+    MAMBATRACK_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks_tiled2s6, bwd_tiled2<bfloat16, N, false, 6>,
+                                                                        kThreads, tiled2s6_smem));
   std::printf("\nbreakdown, %s, chunk %lld (%lld slots; blocks/SM: fwd_chunk %d, bwd_chunk %d, bwd_chunk_split %d, "
-              "fwd_chunk tiled %d, bwd_tiled %d, bwd_tiled2 %d)\n",
+              "fwd_chunk tiled %d, bwd_tiled %d, bwd_tiled2 %d, bwd_tiled2 seg 6 %d)\n",
               pr.name, static_cast<long long>(chunk), static_cast<long long>(p.slots), blocks_fwd, blocks_bwd,
-              blocks_bwd_split, blocks_fwd_tiled, blocks_tiled, blocks_tiled2);
+              blocks_bwd_split, blocks_fwd_tiled, blocks_tiled, blocks_tiled2, blocks_tiled2s6);
   for (const Item& it : items) std::printf("  %-46s %8.3f ms\n", it.name, it.ms);
   MAMBATRACK_CUDA_CHECK(cudaFree(qmap));
 }
@@ -379,7 +394,7 @@ int main(int argc, char** argv) {
     std::vector<Row> ab;
     for (const auto& p : problems)
       for (int64_t chunk : {12, 16})
-        for (BwdVariant v : {BwdVariant::kV1, BwdVariant::kV2})
+        for (BwdVariant v : {BwdVariant::kV1, BwdVariant::kV2, BwdVariant::kV2Seg6})
           ab.push_back(run(p, chunk, bw, cuda::scan_detail::ScanPath::kAuto, cuda::scan_detail::BwdKernel::kAuto,
                            cuda::scan_detail::ScanImpl::kTiled, 0, 0, v));
     print_rows(ab, bw);

@@ -158,13 +158,19 @@ Out run_emu(const Case& c, bool seq, int64_t group, const std::vector<int64_t>& 
         emu::launch(dim3(static_cast<unsigned>(rows), gy), dim3(SD::kThreads * kS), smem, [&] { SD::bwd_tiled<T, N, kS, false>(p); });
     };
     if constexpr (SD::tiled2_bwd_supported<N>()) {
-      if (SD::use_tiled2_bwd<N>()) {  // two channels per thread (bwd_tiled2), kThreads threads a block
-        const std::size_t smem = SD::bwd_tiled2_smem_bytes<N>(c.chunk);
+      const auto tiled2 = [&](auto seg) {  // two channels per thread (bwd_tiled2), kThreads threads a block
+        constexpr int kSeg = decltype(seg)::value;
+        const std::size_t smem = SD::bwd_tiled2_smem_bytes<N, kSeg>(c.chunk);
         if (smem > emu::kSmemLimit) std::abort();
         if (seq)
-          emu::launch(dim3(static_cast<unsigned>(rows), gy), dim3(SD::kThreads), smem, [&] { SD::bwd_tiled2<T, N, true>(p); });
+          emu::launch(dim3(static_cast<unsigned>(rows), gy), dim3(SD::kThreads), smem, [&] { SD::bwd_tiled2<T, N, true, kSeg>(p); });
         else
-          emu::launch(dim3(static_cast<unsigned>(rows), gy), dim3(SD::kThreads), smem, [&] { SD::bwd_tiled2<T, N, false>(p); });
+          emu::launch(dim3(static_cast<unsigned>(rows), gy), dim3(SD::kThreads), smem, [&] { SD::bwd_tiled2<T, N, false, kSeg>(p); });
+      };
+      if (SD::bwd_variant_now<N>() == SD::BwdVariant::kV2Seg6) {
+        tiled2(std::integral_constant<int, 6>{});
+      } else if (SD::use_tiled2_bwd<N>()) {
+        tiled2(std::integral_constant<int, SD::kTiledSeg>{});
       } else if (SD::tiled_lanes_now<N>() == 4) {
         tiled(std::integral_constant<int, 4>{});  // tiled_lanes_override
       } else {
@@ -318,6 +324,12 @@ int main(int argc, char** argv) {
   fails += run<32>({{25, 4}, 64, 32, 1, 12, true, true, true, true, false, true, true}, 14, false);
   std::printf("scan_emu: d_state 16, chunk 12 (segments of 4 + 8), ngroups 1\n");
   fails += run<16>({{25, 4, 0, 13}, 64, 16, 1, 12, true, true, true, true, true, true, true}, 18, false);
+  std::printf("scan_emu: d_state 16 with bwd_tiled2's segments of 6 tokens (chunks 16, 12: segments 4 + 6 + 6, 6 + 6)\n");
+  SD::bwd_variant_override() = SD::BwdVariant::kV2Seg6;
+  fails += run<16>({{70, 0, 13, 33}, 80, 16, 2, 16, true, true, true, true, true, true, true}, 11, false);
+  fails += run<16>({{25, 4, 0, 13}, 64, 16, 1, 12, true, true, true, true, true, true, true}, 18, false);
+  fails += run<16>({{12, 16, 1, 0, 7}, 64, 16, 1, 16, true, true, true, true, true, true, true}, 13, true);
+  SD::bwd_variant_override() = SD::BwdVariant::kAuto;
   std::printf("scan_emu: the d_state 16 cases with the first tiled backward (bwd_tiled, 2 lanes per channel)\n");
   SD::bwd_variant_override() = SD::BwdVariant::kV1;
   fails += run<16>({{70, 0, 13, 33}, 80, 16, 2, 16, true, true, true, true, true, true, true}, 11, false);

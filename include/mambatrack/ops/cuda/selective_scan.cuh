@@ -1881,45 +1881,57 @@ template <int N>
 constexpr bool tiled2_bwd_supported() {
   return N == 16;
 }
-template <int N>
+// Per-(token, channel) scalars of bwd_tiled2: Δ, u, dy, dz factor, softplus derivative (the decay
+// takes Δ·(A·scale_dt(1)) with the scale folded into its A registers, so no Δ·log2 e row).
+constexpr int kTiled2Scalars = 5;
+// Dynamic shared memory of bwd_tiled2 with segments of kSeg tokens (floats: kept states, dB/dC
+// warp sums, B and C rows and scalars of up to min(chunk, kTiledMaxChunk) tokens).
+template <int N, int kSeg>
 constexpr std::size_t bwd_tiled2_smem_bytes(int64_t chunk) {
   const std::size_t lc = static_cast<std::size_t>(chunk < kTiledMaxChunk ? chunk : kTiledMaxChunk);
-  return (static_cast<std::size_t>(kTiledSeg) * kThreads * N + kTiledSeg * (kThreads / 32) * 2 * N +
-          2 * static_cast<std::size_t>(kTiledMaxChunk) * N + kTiledScalars * lc * kThreads) *
+  return (static_cast<std::size_t>(kSeg) * kThreads * N + kSeg * (kThreads / 32) * 2 * N + 2 * lc * N +
+          kTiled2Scalars * lc * kThreads) *
          sizeof(float);
 }
-// Which tiled backward runs (A/B switch): kAuto = kV2 where tiled2_bwd_supported<N>() unless the
-// environment variable MAMBATRACK_SCAN_BWD_V2 is "0" (read once); kV1 = bwd_tiled; kV2 = bwd_tiled2
-// where supported. tiled_lanes_override() = 4 always takes bwd_tiled with 4 lanes.
-enum class BwdVariant { kAuto, kV1, kV2 };
+// bwd_tiled2's blocks per SM for the register cap: kSeg 8 (~52 KB of shared memory at chunk 12)
+// fits 4 a SM, kSeg 6 (~42 KB) 5, with 168 registers and no spills.
+template <int kSeg>
+constexpr int bwd_tiled2_min_blocks() {
+  return kSeg >= 8 ? 4 : 5;
+}
+// Which tiled backward runs (A/B switch): kAuto = kV2 where tiled2_bwd_supported<N>(), unless the
+// environment variable MAMBATRACK_SCAN_BWD_V2 (read once) is "0" (kV1) or "6" (kV2Seg6); kV1 =
+// bwd_tiled; kV2 = bwd_tiled2 with segments of 8 tokens; kV2Seg6 = bwd_tiled2 with segments of 6
+// (more recomputation at chunk 12: 18 state steps instead of 16, for 5 blocks a SM instead of 4).
+// tiled_lanes_override() = 4 always takes bwd_tiled with 4 lanes.
+enum class BwdVariant { kAuto, kV1, kV2, kV2Seg6 };
 inline BwdVariant& bwd_variant_override() {
   static BwdVariant v = BwdVariant::kAuto;
   return v;
 }
-inline bool bwd_v2_env() {
-  static const bool on = [] {
+inline BwdVariant bwd_variant_env() {
+  static const BwdVariant v = [] {
     const char* e = std::getenv("MAMBATRACK_SCAN_BWD_V2");
-    return !(e && e[0] == '0');
+    if (e && e[0] == '0') return BwdVariant::kV1;
+    if (e && e[0] == '6') return BwdVariant::kV2Seg6;
+    return BwdVariant::kV2;
   }();
-  return on;
+  return v;
+}
+// The variant in force (kV1, kV2 or kV2Seg6) for this d_state.
+template <int N>
+BwdVariant bwd_variant_now() {
+  if (!tiled2_bwd_supported<N>() || tiled_lanes_override() == 4) return BwdVariant::kV1;
+  const BwdVariant v = bwd_variant_override();
+  return v == BwdVariant::kAuto ? bwd_variant_env() : v;
 }
 template <int N>
 bool use_tiled2_bwd() {
-  if constexpr (!tiled2_bwd_supported<N>()) {
-    return false;
-  } else {
-    if (tiled_lanes_override() == 4) return false;
-    switch (bwd_variant_override()) {
-      case BwdVariant::kV1: return false;
-      case BwdVariant::kV2: return true;
-      case BwdVariant::kAuto: break;
-    }
-    return bwd_v2_env();
-  }
+  return bwd_variant_now<N>() != BwdVariant::kV1;
 }
 
 // stage_chunk_tiled for bwd_tiled2 (kThreads threads, one channel each, every token of the chunk):
-// the same values in the same layout, with the Δ, u, dout, z loads of 4 tokens issued before any
+// the same values but Δ·log2 e, in sc[(i·kTiled2Scalars + k)·kThreads + channel], with the Δ, u, dout, z loads of 4 tokens issued before any
 // of them is used (one load latency per 4 tokens instead of per token); rows and L2 prefetch as
 // stage_chunk_tiled. Every thread of the block calls it (it synchronises at the end).
 template <class T, int N>
@@ -1970,13 +1982,12 @@ __device__ __forceinline__ void stage_chunk_tiled2(const Params<T>& p, const Chu
         dy = dd[k] * z * sg;
         fz = dd[k] * sg * (1.0f + z * (1.0f - sg));
       }
-      float* q = sc + i * kTiledScalars * kThreads + cl;
-      q[0] = scale_dt(dt);
-      q[kThreads] = dt;
-      q[2 * kThreads] = uu[k];
-      q[3 * kThreads] = dy;
-      q[4 * kThreads] = fz;
-      q[5 * kThreads] = dsp;
+      float* q = sc + i * kTiled2Scalars * kThreads + cl;
+      q[0] = dt;
+      q[kThreads] = uu[k];
+      q[2 * kThreads] = dy;
+      q[3 * kThreads] = fz;
+      q[4 * kThreads] = dsp;
     }
   }
   for (int e = cl; e < L * N; e += kThreads) {
@@ -2022,12 +2033,15 @@ __device__ __forceinline__ int pair_channel(int pi) { return (pi / 16) * 32 + pi
 // register j of a lane is state n0 + (j ^ flip), flip = 4 on lanes with lane bit 16 set (the two
 // float4 halves of its B and C rows swapped, by address), so the first step of the dB/dC
 // transposing sum (over lane bit 16) needs no selects either.
-template <class T, int N>
+// A holds A·scale_dt(1) (the decay's argument is then Δ·A: decay(Δ, A)); the ∂L/∂(Δ·A) sums
+// divide it out again (one multiply a channel and token).
+template <class T, int N, int kSeg>
 __device__ __forceinline__ void bwd_tokens_tiled2(const Params<T>& p, const ChunkPos& c, int64_t gidx, int64_t d_mine,
                                                   bool act_mine, const float* sB, const float* sC, const float* sc,
                                                   float4* hist, float* sbc, const float (&A)[N], const float (&h0)[N],
                                                   float Dd_mine, float (&g)[N], float (&dA)[N], float& dD, float& ddb) {
-  constexpr int NS = N / 2, kSeg = kTiledSeg, kWarps = kThreads / 32;
+  constexpr int NS = N / 2, kWarps = kThreads / 32;
+  const float unscale = 1.0f / scale_dt(1.0f);
   static_assert(N == 16, "bwd_tokens_tiled2: d_state 16 only");
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, sub = threadIdx.x % 2;
   const int n0 = sub * NS;
@@ -2035,7 +2049,7 @@ __device__ __forceinline__ void bwd_tokens_tiled2(const Params<T>& p, const Chun
   const int pi = static_cast<int>(threadIdx.x / 2);
   const int64_t block_in_group = blockIdx.y % static_cast<uint32_t>(p.bpg);
   const bool has_z = p.z != nullptr;
-  constexpr int kQ = kTiledScalars * kThreads;  // scalars of one token
+  constexpr int kQ = kTiled2Scalars * kThreads;  // scalars of one token
   const float* q0 = sc + pair_channel(pi) + (sub ? 16 : 0);  // slot 0's (this lane's channel) scalars
   const int q1o = sub ? -16 : 16;                            // slot 1's, relative to slot 0's
   const int r0 = n0 + 4 * qf, r1 = n0 + 4 * (1 - qf);  // row offsets of state registers 0-3, 4-7
@@ -2068,7 +2082,7 @@ __device__ __forceinline__ void bwd_tokens_tiled2(const Params<T>& p, const Chun
     for (int i = 0; i < ie; ++i) {
       const float* q = q0 + i * kQ;
       const float sa = q[0], sb = q[q1o];
-      const float dtua = q[kThreads] * q[2 * kThreads], dtub = q[kThreads + q1o] * q[2 * kThreads + q1o];
+      const float dtua = sa * q[kThreads], dtub = sb * q[kThreads + q1o];
       row4(sB, i, Bv);
       if (i >= is) {
         float4* hk = hist + (i - is) * 4 * kThreads + threadIdx.x;
@@ -2085,8 +2099,9 @@ __device__ __forceinline__ void bwd_tokens_tiled2(const Params<T>& p, const Chun
 #pragma unroll 2
     for (int i = ie - 1; i >= is; --i) {
       const float* q = q0 + i * kQ;
-      const float sa = q[0], dta = q[kThreads], ua = q[2 * kThreads], dya = q[3 * kThreads];
-      const float sb = q[q1o], dtb = q[kThreads + q1o], ub = q[2 * kThreads + q1o], dyb = q[3 * kThreads + q1o];
+      const float dta = q[0], ua = q[kThreads], dya = q[2 * kThreads];
+      const float dtb = q[q1o], ub = q[kThreads + q1o], dyb = q[2 * kThreads + q1o];
+      const float sa = dta, sb = dtb;
       const float dtua = dta * ua, dtub = dtb * ub;
       row4(sB, i, Bv);
       row4(sC, i, Cv);
@@ -2137,14 +2152,14 @@ __device__ __forceinline__ void bwd_tokens_tiled2(const Params<T>& p, const Chun
       transpose_sum_to<8, 2, NS, 2 * NS>(v, lane);
       sbc[((i - is) * kWarps + warp) * (2 * N) + out_col] = v[0];
       // Per-channel sums over the 2 state lanes (the partner holds this lane's channel in slot 1).
-      const float rs = (q1a + q2a * ua) + __shfl_xor_sync(0xffffffffu, q1b + q2b * ub, 1);
+      const float rs = (q1a * unscale + q2a * ua) + __shfl_xor_sync(0xffffffffu, q1b * unscale + q2b * ub, 1);
       const float gb = q2a + __shfl_xor_sync(0xffffffffu, q2b, 1);
       const int64_t o = (c.t0 + i) * p.dim + d_mine;
       if (has_z) {  // uniform
         const float y = Dd_mine * ua + (ypa + __shfl_xor_sync(0xffffffffu, ypb, 1));
-        if (act_mine) store(p.dz, o, y * q[4 * kThreads]);
+        if (act_mine) store(p.dz, o, y * q[3 * kThreads]);
       }
-      const float ddt = rs * q[5 * kThreads];
+      const float ddt = rs * q[4 * kThreads];
       if (act_mine) {
         store(p.du, o, Dd_mine * dya + gb * dta);
         store(p.ddelta, o, ddt);
@@ -2166,9 +2181,10 @@ __device__ __forceinline__ void bwd_tokens_tiled2(const Params<T>& p, const Chun
   }
 }
 
-// bwd_tiled with two channels per thread (bwd_tokens_tiled2); kThreads threads a block.
-template <class T, int N, bool kSeq>
-__global__ void __launch_bounds__(kThreads, 4) bwd_tiled2(Params<T> p) {
+// bwd_tiled with two channels per thread (bwd_tokens_tiled2), segments of kSeg tokens; kThreads
+// threads a block.
+template <class T, int N, bool kSeq, int kSeg>
+__global__ void __launch_bounds__(kThreads, bwd_tiled2_min_blocks<kSeg>()) bwd_tiled2(Params<T> p) {
   extern __shared__ __align__(16) float smem[];
   constexpr int NS = N / 2;
   const int sub = threadIdx.x % 2, n0 = sub * NS;
@@ -2182,16 +2198,18 @@ __global__ void __launch_bounds__(kThreads, 4) bwd_tiled2(Params<T> p) {
   const bool act0 = local0 < p.per_group, act1 = local1 < p.per_group;
   const int64_t d0 = gidx * p.per_group + local0, d1 = gidx * p.per_group + local1;
   const int64_t W = p.dim * N + 2 * p.dim;
+  const int ld = static_cast<int>(p.save_chunk < kTiledMaxChunk ? p.save_chunk : kTiledMaxChunk);
   float4* hist = reinterpret_cast<float4*>(smem);
-  float* sbc = smem + kTiledSeg * kThreads * N;
-  float* sB = sbc + kTiledSeg * (kThreads / 32) * 2 * N;
-  float* sC = sB + kTiledMaxChunk * N;
-  float* sc = sC + kTiledMaxChunk * N;
-  float A[N], dA[N];
+  float* sbc = smem + kSeg * kThreads * N;
+  float* sB = sbc + kSeg * (kThreads / 32) * 2 * N;
+  float* sC = sB + ld * N;
+  float* sc = sC + ld * N;
+  const float scale = scale_dt(1.0f);
+  float A[N], dA[N];  // A·scale_dt(1) (see bwd_tokens_tiled2)
 #pragma unroll
   for (int j = 0; j < NS; ++j) {
-    A[j] = act0 ? detail::ld(p.A, d0 * N + n0 + (j ^ flip)) : 0.0f;
-    A[NS + j] = act1 ? detail::ld(p.A, d1 * N + n0 + (j ^ flip)) : 0.0f;
+    A[j] = act0 ? detail::ld(p.A, d0 * N + n0 + (j ^ flip)) * scale : 0.0f;
+    A[NS + j] = act1 ? detail::ld(p.A, d1 * N + n0 + (j ^ flip)) * scale : 0.0f;
     dA[j] = 0.0f;
     dA[NS + j] = 0.0f;
   }
@@ -2250,7 +2268,7 @@ __global__ void __launch_bounds__(kThreads, 4) bwd_tiled2(Params<T> p) {
       load_h0(slot0 + k, h0);
       if (k != k1 - 1) __syncthreads();  // the previous chunk's reads of the staged rows and scalars are done
       stage_chunk_tiled2<T, N>(p, cc, gidx, sB, sC, sc, k > k0);
-      bwd_tokens_tiled2<T, N>(p, cc, gidx, d0, act0, sB, sC, sc, hist, sbc, A, h0, Dd_mine, g, dA, dD, ddb);
+      bwd_tokens_tiled2<T, N, kSeg>(p, cc, gidx, d0, act0, sB, sC, sc, hist, sbc, A, h0, Dd_mine, g, dA, dD, ddb);
     }
     if (c.k == 0 && p.dinit) store_dinit(c.b, g);
   } else {
@@ -2272,7 +2290,7 @@ __global__ void __launch_bounds__(kThreads, 4) bwd_tiled2(Params<T> p) {
           load_h0(slot0 + k, h0);
           __syncthreads();  // the previous chunk's reads of the staged rows and scalars are done
           stage_chunk_tiled2<T, N>(p, c, gidx, sB, sC, sc);
-          bwd_tokens_tiled2<T, N>(p, c, gidx, d0, act0, sB, sC, sc, hist, sbc, A, h0, Dd_mine, g, dA, dD, ddb);
+          bwd_tokens_tiled2<T, N, kSeg>(p, c, gidx, d0, act0, sB, sC, sc, hist, sbc, A, h0, Dd_mine, g, dA, dD, ddb);
         }
       }
       if (p.dinit) store_dinit(b, g);  // the adjoint at the sequence start (dfinal for empty sequences)
@@ -2367,6 +2385,7 @@ struct BwdSetup {
   int seq_tiled_blocks_per_sm[kTiledMaxChunk + 1] = {};   // by chunk length, tiled_lanes<N>() lanes
   int seq_tiled4_blocks_per_sm[kTiledMaxChunk + 1] = {};  // the same with 4 lanes (tiled_lanes_override)
   int seq_tiled2_blocks_per_sm[kTiledMaxChunk + 1] = {};  // bwd_tiled2 (two channels per thread)
+  int seq_tiled2s6_blocks_per_sm[kTiledMaxChunk + 1] = {};  // the same with segments of 6 tokens
 };
 template <class T, int N>
 BwdSetup bwd_setup() {
@@ -2420,17 +2439,21 @@ BwdSetup bwd_setup() {
       }
     }
     if constexpr (tiled2_bwd_supported<N>()) {
-      constexpr int kMax2 = static_cast<int>(bwd_tiled2_smem_bytes<N>(kTiledMaxChunk));
-      MAMBATRACK_CUDA_CHECK(
-          cudaFuncSetAttribute(bwd_tiled2<T, N, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, kMax2));
-      MAMBATRACK_CUDA_CHECK(
-          cudaFuncSetAttribute(bwd_tiled2<T, N, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, kMax2));
-      for (int lc = 1; lc <= kTiledMaxChunk; ++lc) {
-        MAMBATRACK_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-            &r->seq_tiled2_blocks_per_sm[lc], bwd_tiled2<T, N, true>, kThreads,
-            static_cast<int>(bwd_tiled2_smem_bytes<N>(lc))));
-        if (r->seq_tiled2_blocks_per_sm[lc] < 1) r->seq_tiled2_blocks_per_sm[lc] = 1;
-      }
+      const auto setup2 = [](auto seg, int* per_sm) {
+        constexpr int kSeg = decltype(seg)::value;
+        constexpr int kMax2 = static_cast<int>(bwd_tiled2_smem_bytes<N, kSeg>(kTiledMaxChunk));
+        MAMBATRACK_CUDA_CHECK(
+            cudaFuncSetAttribute(bwd_tiled2<T, N, false, kSeg>, cudaFuncAttributeMaxDynamicSharedMemorySize, kMax2));
+        MAMBATRACK_CUDA_CHECK(
+            cudaFuncSetAttribute(bwd_tiled2<T, N, true, kSeg>, cudaFuncAttributeMaxDynamicSharedMemorySize, kMax2));
+        for (int lc = 1; lc <= kTiledMaxChunk; ++lc) {
+          MAMBATRACK_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+              &per_sm[lc], bwd_tiled2<T, N, true, kSeg>, kThreads, static_cast<int>(bwd_tiled2_smem_bytes<N, kSeg>(lc))));
+          if (per_sm[lc] < 1) per_sm[lc] = 1;
+        }
+      };
+      setup2(std::integral_constant<int, kTiledSeg>{}, r->seq_tiled2_blocks_per_sm);
+      setup2(std::integral_constant<int, 6>{}, r->seq_tiled2s6_blocks_per_sm);
     }
     if (r->seq_blocks_per_sm < 1) r->seq_blocks_per_sm = 1;
     if (r->seq_split_blocks_per_sm < 1) r->seq_split_blocks_per_sm = 1;
@@ -2478,7 +2501,9 @@ template <class T, int N>
 int64_t seq_resident_blocks(int64_t chunk) {
   const BwdSetup setup = bwd_setup<T, N>();
   const int per_sm = use_tiled_bwd<N>(chunk) ? (tiled_lanes_now<N>() == 4 ? setup.seq_tiled4_blocks_per_sm[chunk]
-                                                 : use_tiled2_bwd<N>()      ? setup.seq_tiled2_blocks_per_sm[chunk]
+                                                 : bwd_variant_now<N>() == BwdVariant::kV2Seg6
+                                                     ? setup.seq_tiled2s6_blocks_per_sm[chunk]
+                                                 : use_tiled2_bwd<N>() ? setup.seq_tiled2_blocks_per_sm[chunk]
                                                                            : setup.seq_tiled_blocks_per_sm[chunk])
                      : use_split_bwd<N>()    ? setup.seq_split_blocks_per_sm
                                              : setup.seq_blocks_per_sm;
@@ -2626,9 +2651,14 @@ void launch_bwd(Params<T> p, const SelectiveScanBwdArgs<T, Cuda>& a, cudaStream_
       constexpr int St = tiled_lanes<N>();
       if (use_tiled2_bwd<N>()) {
         if constexpr (tiled2_bwd_supported<N>()) {
-          const std::size_t smem = bwd_tiled2_smem_bytes<N>(p.save_chunk);
-          if (seq) bwd_tiled2<T, N, true><<<grid, kThreads, smem, stream>>>(p);
-          else bwd_tiled2<T, N, false><<<grid, kThreads, smem, stream>>>(p);
+          const auto launch2 = [&](auto seg) {
+            constexpr int kSeg = decltype(seg)::value;
+            const std::size_t smem = bwd_tiled2_smem_bytes<N, kSeg>(p.save_chunk);
+            if (seq) bwd_tiled2<T, N, true, kSeg><<<grid, kThreads, smem, stream>>>(p);
+            else bwd_tiled2<T, N, false, kSeg><<<grid, kThreads, smem, stream>>>(p);
+          };
+          if (bwd_variant_now<N>() == BwdVariant::kV2Seg6) launch2(std::integral_constant<int, 6>{});
+          else launch2(std::integral_constant<int, kTiledSeg>{});
         }
       } else if (St != 4 && tiled_lanes_now<N>() == 4) {
         const std::size_t smem = bwd_tiled_smem_bytes<N, 4>(p.save_chunk);
