@@ -181,8 +181,8 @@ inline std::unique_ptr<CpuMdmTask> make_mdm_task(const train::Config& c, train::
 }
 
 // `device`: "cpu" or "cuda" (resolve_device()); `precision`: auto, fp32 or bf16 (resolve_bf16(): auto
-// follows training.amp_enabled on the GPU); `cuda_graphs`: the GPU replays the backbone's forward
-// and backward of full batches from CUDA graphs (MdmTaskOptions::cuda_graphs).
+// follows training.amp_enabled on the GPU); `cuda_graphs`: the GPU replays each full micro-batch
+// (backbone, head, loss, backward) from a CUDA graph (MdmTaskOptions::cuda_graphs).
 inline MdmRun setup_mdm_run(const std::string& config_path, const std::vector<std::string>& sets,
                             const std::string& data_arg, const std::string& run_dir, bool resume,
                             const std::string& device = "cpu", const std::string& precision = "auto",

@@ -29,7 +29,7 @@ inline int run_pretrain_mdm(int argc, char** argv) {
       .option("device", "cpu", "cpu, cuda, or auto (the GPU when there is one)")
       .option("precision", "auto",
               "GPU arithmetic: bf16 (mixed precision), fp32, tf32 (fp32, tf32 GEMMs), or auto (training.amp_enabled)")
-      .option("cuda-graphs", "on", "on: the GPU replays each full batch's backbone pass from CUDA graphs; off: eager")
+      .option("cuda-graphs", "on", "on: the GPU replays each full micro-batch (model, loss, backward) from a CUDA graph; off: eager")
       .option("stop-at-step", "0", "stop at this step as Ctrl-C would: checkpoint and exit (0: run to the end)")
       .flag("resume", "continue from the latest checkpoint in RUN_DIR");
   if (!a.parse(argc, argv)) return 0;

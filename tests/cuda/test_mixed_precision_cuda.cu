@@ -28,11 +28,7 @@ namespace {
 using Bf16B = nn::CudaBf16Backend;
 static_assert(std::is_same_v<Bf16B::Scalar, bfloat16> && std::is_same_v<Bf16B::Store, nn::CudaMixedParameterStore>);
 
-std::string fresh_dir(const std::string& name) {
-  const auto dir = std::filesystem::temp_directory_path() / ("mambatrack_test_cuda_bf16_" + name);
-  std::filesystem::remove_all(dir);
-  return dir.string();
-}
+std::string fresh_dir(const std::string& name) { return test::fresh_run_dir("bf16_" + name); }
 
 std::vector<double> doubles(View<const double> v) { return std::vector<double>(v.data, v.data + v.numel()); }
 std::vector<double> doubles(View<const bfloat16, Cuda> v) { return test::to_doubles<bfloat16>(v); }
@@ -118,7 +114,7 @@ void compare_bf16_model(const test::nn_fixture::Config& cfg, uint64_t seed) {
 // step 1 ≤ 5.7e-4, the worst step ≤ 3.7e-3 relative (FM4NPP), 1.1e-3 (MDM+NTP); the bounds are
 // 3e-3 and 1.5e-2. A gradient lost in the fold or a wrong weight copy moves the curve by O(1e-1).
 void compare_bf16_curve(const std::vector<double>& cpu, const std::vector<double>& gpu, const char* what) {
-  REQUIRE(cpu.size() == static_cast<std::size_t>(test::kTinySteps));
+  REQUIRE(cpu.size() == static_cast<std::size_t>(test::tiny_steps()));
   REQUIRE(gpu.size() == cpu.size());
   double worst = 0, sum = 0;
   std::size_t worst_at = 0;

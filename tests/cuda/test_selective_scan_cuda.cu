@@ -458,11 +458,11 @@ TEST_CASE("cuda selective_scan: the per-channel backward kernel (d_state not spl
   check_sequential_matches_chunked<float>(sc, test::test_seed(702), kTolF32);
 }
 
-TEST_CASE("cuda selective_scan: the first tiled backward (bwd_tiled, one channel per thread)", "[cuda]") {
-  // d_state 16 runs bwd_tiled2 (two channels per thread) by default; bwd_tiled stays selectable
-  // (bwd_variant_override, MAMBATRACK_SCAN_BWD_V2=0) for A/B timing and must stay exact on both paths.
+TEST_CASE("cuda selective_scan: the A/B backward bwd_tiled2 (two channels per thread)", "[cuda]") {
+  // d_state 16 runs bwd_tiled (one channel per thread) by default; bwd_tiled2 stays selectable
+  // (bwd_variant_override, MAMBATRACK_SCAN_BWD_V2=1) for A/B timing and must stay exact on both paths.
   struct VariantGuard {
-    VariantGuard() { cuda::scan_detail::bwd_variant_override() = cuda::scan_detail::BwdVariant::kV1; }
+    VariantGuard() { cuda::scan_detail::bwd_variant_override() = cuda::scan_detail::BwdVariant::kV2; }
     ~VariantGuard() { cuda::scan_detail::bwd_variant_override() = cuda::scan_detail::BwdVariant::kAuto; }
   } guard;
   ScanCase sc;
@@ -478,7 +478,7 @@ TEST_CASE("cuda selective_scan: the first tiled backward (bwd_tiled, one channel
 }
 
 TEST_CASE("cuda selective_scan: bwd_tiled2 with segments of 6 tokens (BwdVariant::kV2Seg6)", "[cuda]") {
-  // The A/B alternative to the default segments of 8 (MAMBATRACK_SCAN_BWD_V2=6): chunk 16 is
+  // The A/B alternative to bwd_tiled2's segments of 8 (MAMBATRACK_SCAN_BWD_V2=6): chunk 16 is
   // segments of 4 + 6 + 6, chunk 12 of 6 + 6; exact against the reference on both paths.
   struct VariantGuard {
     VariantGuard() { cuda::scan_detail::bwd_variant_override() = cuda::scan_detail::BwdVariant::kV2Seg6; }

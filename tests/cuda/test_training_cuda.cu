@@ -21,18 +21,14 @@ using namespace mambatrack;
 
 namespace {
 
-std::string fresh_dir(const std::string& name) {
-  const auto dir = std::filesystem::temp_directory_path() / ("mambatrack_test_cuda_training_" + name);
-  std::filesystem::remove_all(dir);
-  return dir.string();
-}
+std::string fresh_dir(const std::string& name) { return test::fresh_run_dir("training_" + name); }
 
 // Step 1 sees identical weights, so only forward rounding differs: 1e-5 relative. Later steps
 // carry the rounding of every earlier update (Adam divides by sqrt(v), so tiny gradient
 // differences move weights by up to lr·ε-relative amounts); 50 steps stay within 2e-3 relative
 // (measured on the H100 well below that; see the INFO line on failure).
 void compare_curves(const std::vector<double>& cpu, const std::vector<double>& gpu) {
-  REQUIRE(cpu.size() == static_cast<std::size_t>(test::kTinySteps));
+  REQUIRE(cpu.size() == static_cast<std::size_t>(test::tiny_steps()));
   REQUIRE(gpu.size() == cpu.size());
   double worst = 0;
   std::size_t worst_at = 0;

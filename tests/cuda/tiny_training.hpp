@@ -3,6 +3,11 @@
 // points, the same model options and trainer settings, so only the backend differs.
 #pragma once
 
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+
 #include <cstdint>
 #include <cstdio>
 #include <string>
@@ -19,7 +24,34 @@
 
 namespace mambatrack::test {
 
-constexpr int64_t kTinySteps = 50;
+// A fresh run directory `name` under this process's own temporary root (so concurrent runs of the
+// same test, e.g. under two compute-sanitizer tools, stay apart); the root goes when the process ends.
+inline std::string fresh_run_dir(const std::string& name) {
+  struct Root {
+    std::filesystem::path path;
+    ~Root() {
+      std::error_code ec;
+      std::filesystem::remove_all(path, ec);
+    }
+  };
+  static const Root root{std::filesystem::temp_directory_path() /
+                         ("mambatrack_test_cuda_" + std::to_string(::getpid()))};
+  const auto dir = root.path / name;
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(root.path);
+  return dir.string();
+}
+
+// Steps of the tiny runs: 50, or MAMBATRACK_TINY_STEPS (>= 8) for a compute-sanitizer pass,
+// where every kernel path matters and 50 repetitions of each would not fit the time limit.
+inline int64_t tiny_steps() {
+  static const int64_t n = [] {
+    const char* e = std::getenv("MAMBATRACK_TINY_STEPS");
+    const int64_t v = e ? std::atoll(e) : 50;
+    return v >= 8 ? v : int64_t{50};
+  }();
+  return n;
+}
 
 struct TinyMdmData {
   data::TrackSequences train, val;
@@ -70,8 +102,8 @@ inline train::MdmTaskOptions tiny_mdm_options(int64_t vocab, uint64_t seed) {
 inline train::TrainerOptions tiny_trainer_options(const std::string& run_dir) {
   train::TrainerOptions t;
   t.run_dir = run_dir;
-  t.max_steps = kTinySteps;
-  t.schedule = optim::Schedule::warmup_cosine(2e-3, 1e-4, 5, kTinySteps);
+  t.max_steps = tiny_steps();
+  t.schedule = optim::Schedule::warmup_cosine(2e-3, 1e-4, 5, tiny_steps());
   t.adamw.weight_decay = 0.01;
   t.clip_norm = 1.0;
   t.eval_every = 0;

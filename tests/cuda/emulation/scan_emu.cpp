@@ -330,8 +330,8 @@ int main(int argc, char** argv) {
   fails += run<16>({{25, 4, 0, 13}, 64, 16, 1, 12, true, true, true, true, true, true, true}, 18, false);
   fails += run<16>({{12, 16, 1, 0, 7}, 64, 16, 1, 16, true, true, true, true, true, true, true}, 13, true);
   SD::bwd_variant_override() = SD::BwdVariant::kAuto;
-  std::printf("scan_emu: the d_state 16 cases with the first tiled backward (bwd_tiled, 2 lanes per channel)\n");
-  SD::bwd_variant_override() = SD::BwdVariant::kV1;
+  std::printf("scan_emu: the d_state 16 cases with bwd_tiled2 (two channels per thread, segments of 8)\n");
+  SD::bwd_variant_override() = SD::BwdVariant::kV2;
   fails += run<16>({{70, 0, 13, 33}, 80, 16, 2, 16, true, true, true, true, true, true, true}, 11, false);
   fails += run<16>({{12, 16, 1, 0, 7}, 64, 16, 1, 16, true, true, true, true, true, true, true}, 13, true);
   SD::bwd_variant_override() = SD::BwdVariant::kAuto;

@@ -13,10 +13,10 @@
 // tiled kernels the chunked path's passes run over groups of ~64 tokens of saved chunks
 // (grouped_params, chunk_group; chunk_group_override() = 1 or MAMBATRACK_SCAN_NO_CHUNK_GROUP
 // restore single-chunk passes): local and combine passes on 4x fewer chunk states. d_state 16
-// backward (BwdVariant, default kV2): bwd_tiled2, two channels per thread (their B/C row loads
-// shared, their dB/dC partials added in registers before the cross-lane sums);
-// with it the chunked path's bwd_local uses the tiled softplus and gate; bwd_variant_override() =
-// kV1 or MAMBATRACK_SCAN_BWD_V2=0 select bwd_tiled and the earlier bwd_local (A/B).
+// backward, A/B alternative (BwdVariant; default kV1 = bwd_tiled, measured faster):
+// bwd_tiled2, two channels per thread (their B/C row loads shared, their dB/dC partials added in
+// registers before the cross-lane sums), with the chunked path's bwd_local on the tiled softplus
+// and gate; bwd_variant_override() = kV2 / kV2Seg6 or MAMBATRACK_SCAN_BWD_V2=1 / 6 select it.
 // Bisection switches (define to restore the earlier code): MAMBATRACK_SCAN_EXPF_DECAY,
 // MAMBATRACK_SCAN_PORTABLE_BF16_STORE, MAMBATRACK_SCAN_PARTIAL_SEGMENT_LAST,
 // MAMBATRACK_SCAN_NO_L2_PREFETCH, MAMBATRACK_SCAN_PRECISE_GATE, MAMBATRACK_SCAN_PRECISE_SOFTPLUS.
@@ -1899,10 +1899,13 @@ template <int kSeg>
 constexpr int bwd_tiled2_min_blocks() {
   return kSeg >= 8 ? 4 : 5;
 }
-// Which tiled backward runs (A/B switch): kAuto = kV2 where tiled2_bwd_supported<N>(), unless the
-// environment variable MAMBATRACK_SCAN_BWD_V2 (read once) is "0" (kV1) or "6" (kV2Seg6); kV1 =
-// bwd_tiled; kV2 = bwd_tiled2 with segments of 8 tokens; kV2Seg6 = bwd_tiled2 with segments of 6
-// (more recomputation at chunk 12: 18 state steps instead of 16, for 5 blocks a SM instead of 4).
+// Which tiled backward runs (A/B switch): kAuto = kV1 unless the environment variable
+// MAMBATRACK_SCAN_BWD_V2 (read once) is "1" (kV2) or "6" (kV2Seg6); kV1 = bwd_tiled; kV2 =
+// bwd_tiled2 with segments of 8 tokens; kV2Seg6 = bwd_tiled2 with segments of 6 (more
+// recomputation at chunk 12: 18 state steps instead of 16, for 5 blocks a SM instead of 4).
+// Measured on the H100 (92a2786, bf16, chunk 12): bwd_tiled2 runs ~23% fewer instructions per state
+// but at half the resident warps, and is slower on all three benchmark problems (backward 0.311 vs
+// 0.250 ms, 1.92 vs 1.67, 5.70 vs 4.63), so bwd_tiled stays the default.
 // tiled_lanes_override() = 4 always takes bwd_tiled with 4 lanes.
 enum class BwdVariant { kAuto, kV1, kV2, kV2Seg6 };
 inline BwdVariant& bwd_variant_override() {
@@ -1912,9 +1915,9 @@ inline BwdVariant& bwd_variant_override() {
 inline BwdVariant bwd_variant_env() {
   static const BwdVariant v = [] {
     const char* e = std::getenv("MAMBATRACK_SCAN_BWD_V2");
-    if (e && e[0] == '0') return BwdVariant::kV1;
+    if (e && e[0] == '1') return BwdVariant::kV2;
     if (e && e[0] == '6') return BwdVariant::kV2Seg6;
-    return BwdVariant::kV2;
+    return BwdVariant::kV1;
   }();
   return v;
 }

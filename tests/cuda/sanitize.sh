@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The [cuda] test suite under compute-sanitizer on a GPU machine: memcheck and racecheck, one
+# process per test file and tool (the training files split by tag), all at once, each under a time
+# limit; the training runs take 8 steps (MAMBATRACK_TINY_STEPS) instead of 50. Prints one line per
+# process (the tool's summary, Catch's result, the exit code) and leaves the logs in LOG_DIR.
+#   bash tests/cuda/sanitize.sh BUILD_DIR [LOG_DIR] [LIMIT_SECONDS]
+set -uo pipefail
+build=${1:?usage: sanitize.sh BUILD_DIR [LOG_DIR] [LIMIT_SECONDS]}
+logs=${2:-${TMPDIR:-/tmp}/mambatrack-sanitize}
+limit=${3:-600}
+exe=$build/tests/test_cuda
+command -v compute-sanitizer >/dev/null || { echo "sanitize.sh: compute-sanitizer not found"; exit 1; }
+[ -x "$exe" ] || { echo "sanitize.sh: $exe not built"; exit 1; }
+rm -rf "$logs" && mkdir -p "$logs"
+export MAMBATRACK_TINY_STEPS=${MAMBATRACK_TINY_STEPS:-8}
+
+specs=()
+for f in "$(dirname "$0")"/test_*_cuda.cu; do
+  name=$(basename "$f" .cu)
+  case $name in
+    test_training_cuda) specs+=("[#$name][graphs]" "[#$name][deferred]" "[#$name]~[graphs]~[deferred]") ;;
+    test_mixed_precision_cuda) specs+=("[#$name][train]" "[#$name]~[train]") ;;
+    *) specs+=("[#$name]") ;;
+  esac
+done
+
+i=0
+for tool in memcheck racecheck; do
+  for spec in "${specs[@]}"; do
+    i=$((i + 1))
+    log=$logs/$(printf '%02d' $i)-$tool.log
+    (echo "$tool $spec" > "$log"
+     timeout "$limit" compute-sanitizer --tool "$tool" --print-limit 30 "$exe" -# "$spec" >> "$log" 2>&1
+     echo "exit $?" >> "$log") &
+  done
+done
+wait
+
+status=0
+for log in "$logs"/*.log; do
+  summary=$(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$log" | tail -1 | sed 's/^=* *//')
+  result=$(grep -E '^test cases|All tests passed' "$log" | tail -1)
+  code=$(tail -1 "$log")
+  echo "$(head -1 "$log"): ${summary:-no summary} | ${result:-no result} | $code"
+  [ "$code" = "exit 0" ] || status=1
+done
+exit $status
