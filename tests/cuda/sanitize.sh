@@ -2,7 +2,8 @@
 # The [cuda] test suite under compute-sanitizer on a GPU machine: memcheck and racecheck, one
 # process per test file and tool (the training files split by tag), all at once, each under a time
 # limit; the training runs take 8 steps (MAMBATRACK_TINY_STEPS) instead of 50. Prints one line per
-# process (the tool's summary, Catch's result, the exit code) and leaves the logs in LOG_DIR.
+# process (the tool's summary, Catch's result, the exit code) and leaves the logs in LOG_DIR. At
+# most JOBS (default 16) sanitizer processes run at once.
 #   bash tests/cuda/sanitize.sh BUILD_DIR [LOG_DIR] [LIMIT_SECONDS]
 set -uo pipefail
 build=${1:?usage: sanitize.sh BUILD_DIR [LOG_DIR] [LIMIT_SECONDS]}
@@ -28,6 +29,7 @@ i=0
 for tool in memcheck racecheck; do
   for spec in "${specs[@]}"; do
     i=$((i + 1))
+    while [ "$(jobs -rp | wc -l)" -ge "${JOBS:-16}" ]; do wait -n; done
     log=$logs/$(printf '%02d' $i)-$tool.log
     (echo "$tool $spec" > "$log"
      timeout "$limit" compute-sanitizer --tool "$tool" --print-limit 30 "$exe" -# "$spec" >> "$log" 2>&1

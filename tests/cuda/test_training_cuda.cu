@@ -76,6 +76,7 @@ int64_t differing(const std::vector<double>& a, const std::vector<double>& b) {
 TEST_CASE("cuda training: deferred steps give the eager path's losses bit for bit", "[cuda][train][deferred]") {
   const uint64_t seed = test::test_seed(5155);
   INFO("seed " << seed);
+  nn::CudaBackend::use_capture_stream();  // so the deferred update is captured and replayed
   {
     test::TinyMdmData d = test::tiny_mdm_data(seed);
     using Mixer = nn::MambaMixer<nn::CudaBackend>;

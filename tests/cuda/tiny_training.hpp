@@ -47,8 +47,12 @@ inline std::string fresh_run_dir(const std::string& name) {
 inline int64_t tiny_steps() {
   static const int64_t n = [] {
     const char* e = std::getenv("MAMBATRACK_TINY_STEPS");
-    const int64_t v = e ? std::atoll(e) : 50;
-    return v >= 8 ? v : int64_t{50};
+    if (!e) return int64_t{50};
+    char* end = nullptr;
+    const long long v = std::strtoll(e, &end, 10);
+    MAMBATRACK_CHECK(end != e && *end == '\0' && v >= 8, ConfigError,
+                     "MAMBATRACK_TINY_STEPS must be an integer >= 8, got '", e, "'");
+    return static_cast<int64_t>(v);
   }();
   return n;
 }

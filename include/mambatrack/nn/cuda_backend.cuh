@@ -318,8 +318,9 @@ struct CudaBackendT {
   static void count_correct(DView<const T> logits, DView<const int64_t> labels, int64_t ignore_index,
                             DView<double> out) {
     const int64_t n = logits.rank() == 0 ? 0 : logits.dim(0), w = width(logits);
-    MAMBATRACK_CHECK_SHAPE(labels.numel() == n && out.numel() == 1 && (n == 0 || w >= 1), "count_correct: logits ",
-                           logits.shape, ", labels ", labels.shape, ", out ", out.shape);
+    MAMBATRACK_CHECK_SHAPE(labels.numel() == n && out.numel() == 1 && out.data && (n == 0 || w >= 1),
+                           "count_correct: logits ", logits.shape, ", labels ", labels.shape, ", out ", out.shape,
+                           out.data ? "" : " (no buffer)");
     auto* count = context().template scratch_as<unsigned long long>(1, 3);
     MAMBATRACK_CUDA_CHECK(cudaMemsetAsync(count, 0, sizeof(*count), stream()));
     if (n > 0) {
@@ -331,12 +332,15 @@ struct CudaBackendT {
     cuda_kernels::check("count_correct");
   }
   // Small double buffers of results left on the device (the tasks' deferred statistics).
+  // (A default view has a rank-0 shape, numel 1, and no data: such views must not be used here.)
   static void fill_zero(DView<double> x) {
-    if (x.numel() > 0) MAMBATRACK_CUDA_CHECK(cudaMemsetAsync(x.data, 0, x.bytes(), stream()));
+    MAMBATRACK_CHECK_SHAPE(x.data || x.numel() == 0, "fill_zero: ", x.shape, " has no buffer");
+    if (x.data && x.numel() > 0) MAMBATRACK_CUDA_CHECK(cudaMemsetAsync(x.data, 0, x.bytes(), stream()));
   }
   static void copy(DView<const double> x, DView<double> y) {
-    MAMBATRACK_CHECK_SHAPE(x.numel() == y.numel(), "copy: ", x.shape, " into ", y.shape);
-    if (x.numel() > 0)
+    MAMBATRACK_CHECK_SHAPE(x.numel() == y.numel() && (x.data || x.numel() == 0) && (y.data || y.numel() == 0),
+                           "copy: ", x.shape, " into ", y.shape, " (a view without a buffer)");
+    if (x.data && x.numel() > 0)
       MAMBATRACK_CUDA_CHECK(cudaMemcpyAsync(y.data, x.data, x.bytes(), cudaMemcpyDeviceToDevice, stream()));
   }
   static void to_host(DView<const double> src, View<double, Host> dst) { d2h<double>(src, dst); }

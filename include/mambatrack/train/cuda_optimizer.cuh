@@ -153,9 +153,11 @@ class CudaFlatOptimizer final : public FlatOptimizer {
       range_count_.push_back(static_cast<int64_t>(ranges.size() / 2) - range_begin_.back());
     }
     ranges_ = Tensor<int64_t, Cuda>(Shape{std::max<int64_t>(1, static_cast<int64_t>(ranges.size()))});
-    if (!ranges.empty())
-      MAMBATRACK_CUDA_CHECK(cudaMemcpy(ranges_.data(), ranges.data(), ranges.size() * sizeof(int64_t),
-                                       cudaMemcpyHostToDevice));
+    if (!ranges.empty()) {  // on the stream the AdamW kernels run on; waits (the source is a local)
+      MAMBATRACK_CUDA_CHECK(cudaMemcpyAsync(ranges_.data(), ranges.data(), ranges.size() * sizeof(int64_t),
+                                            cudaMemcpyHostToDevice, ctx().stream()));
+      MAMBATRACK_CUDA_CHECK(cudaStreamSynchronize(ctx().stream()));
+    }
     args_ = Tensor<uint8_t, Cuda>(Shape{static_cast<int64_t>(sizeof(cuda::detail::AdamWKernelArgs))});
     sumsq_ = Tensor<double, Cuda>(Shape{1});
     control_ = Tensor<uint8_t, Cuda>(Shape{static_cast<int64_t>(sizeof(cuda::detail::StepControl))});

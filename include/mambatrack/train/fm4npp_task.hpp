@@ -192,7 +192,9 @@ class Fm4nppTask final : public TrainTask {
       in_step_ = true;
     }
   }
-  DeviceStats device_stats() override { return DeviceStats{stats_d_.data(), stats_d_.numel()}; }
+  DeviceStats device_stats() override {  // empty before the first begin_step
+    return stats_d_.data() ? DeviceStats{stats_d_.data(), stats_d_.numel()} : DeviceStats{};
+  }
   void finish_step(std::vector<MicroBatchResult>& results) override {
     if constexpr (HasGraphs<Backend>::value) {
       MAMBATRACK_CHECK(static_cast<int64_t>(results.size()) == pending_, ShapeError, "pretrain-fm: ", results.size(),
@@ -368,11 +370,16 @@ class Fm4nppTask final : public TrainTask {
         backbone_.backward(gctx_, head_.backward(ghctx_, View<const T, Device>(graph_.dpred_d.view())));
       };
       Backend::set_dropout_step_offset(static_cast<uint64_t>(graph_micro_));
+      // The gradient scale is part of the captured work: a different one captures again.
+      if (graph_.step.ready() && graph_.scale != grad_scale) graph_.step = graph_t<Backend>();
       if (!graph_.warm) {
         step();
         graph_.warm = true;
       } else {
-        if (!graph_.step.ready()) Backend::capture(graph_.step, step);
+        if (!graph_.step.ready()) {
+          Backend::capture(graph_.step, step);
+          graph_.scale = grad_scale;
+        }
         Backend::launch(graph_.step);
       }
       Backend::set_dropout_step_offset(0);
@@ -423,6 +430,7 @@ class Fm4nppTask final : public TrainTask {
   struct GraphState {
     GraphBudget budget;  // tokens == 0: graph mode off
     bool warm = false;
+    double scale = 0;  // the gradient scale the graph was captured with
     Tensor<int64_t, Device> cu_d;
     Tensor<T, Device> nerf_d, energy_d, dpred_d;
     Tensor<mse_target_t<T>, Device> targets_d;

@@ -184,7 +184,9 @@ class MdmTask final : public MdmTaskBase {
       in_step_ = true;
     }
   }
-  DeviceStats device_stats() override { return DeviceStats{stats_d_.data(), stats_d_.numel()}; }
+  DeviceStats device_stats() override {  // empty before the first begin_step
+    return stats_d_.data() ? DeviceStats{stats_d_.data(), stats_d_.numel()} : DeviceStats{};
+  }
   void finish_step(std::vector<MicroBatchResult>& results) override {
     if constexpr (HasGraphs<Backend>::value) {
       MAMBATRACK_CHECK(results.size() == pending_.size(), ShapeError, "pretrain-mdm: ", results.size(),
@@ -376,7 +378,7 @@ class MdmTask final : public MdmTaskBase {
         const GraphInputs in = graph_inputs(masked.input, batch.cu_seqlens);
         View<const int64_t, Device> labels = upload(graph_.labels_h, graph_.labels_d);
         View<double, Device> result(graph_.result_d.data(), Shape{3});
-        run_graph(graph_.mdm, graph_.mdm_warm, [&] {
+        run_graph(graph_.mdm, graph_.mdm_warm, graph_.mdm_scale, grad_scale, [&] {
           View<const T, Device> y = backbone_.forward_tokens(gctx_, in.ids, in.cu);
           View<const T, Device> logits = mdm_head_.forward(gmctx_, y);
           CrossEntropyArgs<T, Device> ce;
@@ -477,7 +479,7 @@ class MdmTask final : public MdmTaskBase {
         View<const int64_t, Device> labels = upload(ntp_labels_, graph_.ntp_labels_d);
         View<const int64_t, Device> cu1(in.cu.data, Shape{b + 1});  // the real sequences
         View<double, Device> result(graph_.result_d.data() + 3, Shape{3});
-        run_graph(graph_.ntp, graph_.ntp_warm, [&] {
+        run_graph(graph_.ntp, graph_.ntp_warm, graph_.ntp_scale, grad_scale, [&] {
           View<const T, Device> y = backbone_.forward_tokens(gctx_, in.ids, in.cu);
           View<T, Device> permuted = nn::ensure(graph_.permuted_d, Shape{graph_.budget.tokens, d});
           Backend::gather_rows(y, rows, permuted);
@@ -579,15 +581,20 @@ class MdmTask final : public MdmTaskBase {
   }
   // Runs f (the device part of a full training micro-batch, on the graph contexts) with this
   // micro-batch's dropout offset: eagerly the first time (every buffer allocated), captured the
-  // second, replayed from then on.
+  // second, replayed from then on. The gradient scale is part of the captured work: a different
+  // one (another accumulation) captures the graph again.
   template <class Graph, class F>
-  void run_graph(Graph& g, bool& warm, F&& f) {
+  void run_graph(Graph& g, bool& warm, double& captured_scale, double grad_scale, F&& f) {
     Backend::set_dropout_step_offset(static_cast<uint64_t>(graph_micro_));
+    if (g.ready() && captured_scale != grad_scale) g = Graph();
     if (!warm) {
       f();
       warm = true;
     } else {
-      if (!g.ready()) Backend::capture(g, f);
+      if (!g.ready()) {
+        Backend::capture(g, f);
+        captured_scale = grad_scale;
+      }
       Backend::launch(g);
     }
     Backend::set_dropout_step_offset(0);
@@ -660,6 +667,7 @@ class MdmTask final : public MdmTaskBase {
   struct GraphState {
     GraphBudget budget;  // tokens == 0: graph mode off
     bool mdm_warm = false, ntp_warm = false;  // the first full batch of each kind ran eagerly
+    double mdm_scale = 0, ntp_scale = 0;      // the gradient scale each graph was captured with
     std::vector<int64_t> tokens_h, cu_h, labels_h;
     Tensor<int64_t, Device> ids_d, cu_d, labels_d, rows_d, cu2_d, ntp_labels_d;
     Tensor<T, Device> dy_d, dlogits_d, permuted_d, ntp_dlogits_d;

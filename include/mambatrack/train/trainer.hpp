@@ -215,6 +215,9 @@ class Trainer {
         // Norm, clipping, the finiteness check and AdamW on the device, then the one read-back.
         optimizer->step_deferred(adam_step, c, opt_.clip_norm, opt_.clip_value, task_.device_stats());
         task_.finish_step(results);
+        for (const MicroBatchResult& r : results)
+          MAMBATRACK_CHECK(!r.pending, Error, "step ", step, ": the task left a micro-batch's results on the device "
+                           "after finish_step");
         const DeferredOutcome out = optimizer->deferred_outcome();
         gnorm = out.grad_norm;
         device_applied = out.applied;

@@ -182,6 +182,15 @@ __global__ void loss_finalize_kernel(const double* __restrict__ part, int64_t n,
     result[1] = c;
   }
 }
+// No elements: loss 0 over count 0, into `result` as well when there is one (queued).
+inline LossResult empty_loss(View<double, Cuda> result, CudaContext& ctx) {
+  LossResult r;
+  if (ops::present(result)) {
+    MAMBATRACK_CUDA_CHECK(cudaMemsetAsync(result.data, 0, 2 * sizeof(double), ctx.stream()));
+    r.count = -1;
+  }
+  return r;
+}
 template <int kUnused = 0>
 __global__ void ce_counters_init_kernel(unsigned long long* counters) {
   counters[0] = 0ull;
@@ -193,7 +202,7 @@ LossResult cross_entropy_impl(const CrossEntropyArgs<T, Cuda>& a, CudaContext& c
   a.check();
   const int64_t n = a.tokens(), v = a.classes();
   LossResult r;
-  if (n == 0) return r;
+  if (n == 0) return empty_loss(a.result, ctx);
   cudaStream_t s = ctx.stream();
   double on_d, off_d;
   a.smoothing_weights(on_d, off_d);
@@ -279,7 +288,7 @@ LossResult masked_mse_impl(const MaskedMseArgs<T, Cuda>& a, CudaContext& ctx) {
   a.check();
   const int64_t n = a.predictions.numel();
   LossResult r;
-  if (n == 0) return r;
+  if (n == 0) return detail::empty_loss(a.result, ctx);
   cudaStream_t s = ctx.stream();
   detail::MseOp<T> op{a.predictions.data, a.targets.data, a.mask.data, a.dpredictions.data, 0.0f,
                    static_cast<float>(a.pad_value), a.skip_pad_targets};
