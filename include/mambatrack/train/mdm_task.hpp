@@ -388,9 +388,7 @@ class MdmTask final : public MdmTaskBase {
           ce.label_smoothing = o_.label_smoothing;
           ce.form = SmoothingForm::kMambaPt;
           ce.grad_scale = grad_scale;
-          ce.result = View<double, Device>(result.data, Shape{2});
-          Backend::cross_entropy(ce);
-          Backend::count_correct(logits, labels, kIgnoreIndex, View<double, Device>(result.data + 2, Shape{1}));
+          loss_to_device(ce, result);
           backbone_.backward(gctx_, mdm_head_.backward(gmctx_, View<const T, Device>(graph_.dlogits_d.view())));
         });
         Backend::copy(View<const double, Device>(result), stats);
@@ -414,10 +412,7 @@ class MdmTask final : public MdmTaskBase {
     ce.grad_scale = grad_scale;
     ce.host_count = m;  // every label is a real token (check_sequences): no device count and sync
     if (deferred) {
-      ce.host_count = -1;  // counted on the device, as the graph does (the same bits)
-      ce.result = View<double, Device>(stats.data, Shape{2});
-      Backend::cross_entropy(ce);
-      Backend::count_correct(logits, ce.labels, kIgnoreIndex, View<double, Device>(stats.data + 2, Shape{1}));
+      loss_to_device(ce, stats);
     } else {
       const LossResult lr = Backend::cross_entropy(ce);
       out.loss = lr.loss;
@@ -489,9 +484,7 @@ class MdmTask final : public MdmTaskBase {
           ce.labels = labels;
           ce.dlogits = nn::ensure(graph_.ntp_dlogits_d, Shape{b, 2});
           ce.grad_scale = grad_scale;
-          ce.result = View<double, Device>(result.data, Shape{2});
-          Backend::cross_entropy(ce);
-          Backend::count_correct(logits, labels, kIgnoreIndex, View<double, Device>(result.data + 2, Shape{1}));
+          loss_to_device(ce, result);
           const auto [dx1, dx2] = ntp_head_.backward(gnctx_, View<const T, Device>(graph_.ntp_dlogits_d.view()));
           View<T, Device> dy = nn::ensure(graph_.dy_d, Shape{graph_.budget.tokens, d});
           Backend::copy(dx1, dy);  // rows outside the real sequences get 0 from the head
@@ -516,10 +509,7 @@ class MdmTask final : public MdmTaskBase {
     ce.host_count = b;  // labels 0 or 1, one per pair
     NtpOut out;
     if (deferred) {
-      ce.host_count = -1;  // counted on the device, as the graph does (the same bits)
-      ce.result = View<double, Device>(stats.data, Shape{2});
-      Backend::cross_entropy(ce);
-      Backend::count_correct(logits, ce.labels, kIgnoreIndex, View<double, Device>(stats.data + 2, Shape{1}));
+      loss_to_device(ce, stats);
     } else {
       const LossResult lr = Backend::cross_entropy(ce);
       out.loss = lr.loss;
@@ -542,6 +532,16 @@ class MdmTask final : public MdmTaskBase {
       backbone_.backward(bctx_, View<const T, Device>(dy_d_.view()));
     }
     return out;
+  }
+
+  // Deferred results: the loss, the count and the number of correct argmaxes of `ce` into `out`
+  // (3 doubles), nothing read back. The device counts the labels, as inside a graph, so the eager
+  // and the graph paths compute the same bits.
+  static void loss_to_device(CrossEntropyArgs<T, Device> ce, View<double, Device> out) {
+    ce.host_count = -1;
+    ce.result = View<double, Device>(out.data, Shape{2});
+    Backend::cross_entropy(ce);
+    Backend::count_correct(ce.logits, ce.labels, ce.ignore_index, View<double, Device>(out.data + 2, Shape{1}));
   }
 
   // Every token inside the vocabulary and every track within the position table, checked once on
