@@ -86,8 +86,7 @@ struct Row {
 Row run(const Problem& pr, int64_t chunk, double bw,
         cuda::scan_detail::ScanPath path = cuda::scan_detail::ScanPath::kAuto,
         cuda::scan_detail::BwdKernel kernel = cuda::scan_detail::BwdKernel::kAuto,
-        cuda::scan_detail::ScanImpl impl = cuda::scan_detail::ScanImpl::kTiled, int lanes = 0, int group = 0,
-        cuda::scan_detail::BwdVariant variant = cuda::scan_detail::BwdVariant::kAuto) {
+        cuda::scan_detail::ScanImpl impl = cuda::scan_detail::ScanImpl::kTiled, int lanes = 0, int group = 0) {
   const int64_t N = 16, G = 1, L = pr.batch * pr.len, dim = pr.dim;
   Tensor<int64_t> cu_h(Shape{pr.batch + 1});
   for (int64_t b = 0; b <= pr.batch; ++b) cu_h[b] = b * pr.len;
@@ -138,7 +137,6 @@ Row run(const Problem& pr, int64_t chunk, double bw,
   cuda::scan_detail::scan_impl_override() = impl;
   cuda::scan_detail::tiled_lanes_override() = lanes;
   cuda::scan_detail::chunk_group_override() = group;
-  cuda::scan_detail::bwd_variant_override() = variant;
   const bool tiled_bwd = impl != cuda::scan_detail::ScanImpl::kLegacy && cuda::scan_detail::use_tiled_bwd<16>(chunk);
   const bool seq = cuda::scan_detail::sequential_path<bfloat16, 16>(cuda::scan_detail::make_params<bfloat16>(
       in, validate_selective_scan_inputs(in)));
@@ -148,11 +146,7 @@ Row run(const Problem& pr, int64_t chunk, double bw,
                       : seq       ? (forced ? "sequential (forced)" : "sequential")
                                   : (forced ? "chunked (forced)" : "chunked");
   const char* impl_label = impl == cuda::scan_detail::ScanImpl::kLegacy ? "legacy"
-                           : tiled_bwd ? (lanes == 4                                  ? "tiled, bwd 4 lanes/channel"
-                                          : cuda::scan_detail::bwd_variant_now<16>() == cuda::scan_detail::BwdVariant::kV2Seg6
-                                              ? "tiled, bwd v2 seg 6 (2 channels/thread, 5 blocks/SM)"
-                                          : cuda::scan_detail::use_tiled2_bwd<16>() ? "tiled, bwd v2 (2 channels/thread)"
-                                                                                    : "tiled, bwd v1")
+                           : tiled_bwd ? (lanes == 4 ? "tiled, bwd 4 lanes/channel" : "tiled")
                                        : "tiled fwd, split bwd";
   const int64_t m = seq ? 0 : cuda::scan_detail::chunk_group(cuda::scan_detail::make_params<bfloat16>(
       in, validate_selective_scan_inputs(in)));
@@ -169,7 +163,6 @@ Row run(const Problem& pr, int64_t chunk, double bw,
   cuda::scan_detail::scan_impl_override() = cuda::scan_detail::ScanImpl::kAuto;
   cuda::scan_detail::tiled_lanes_override() = 0;
   cuda::scan_detail::chunk_group_override() = 0;
-  cuda::scan_detail::bwd_variant_override() = cuda::scan_detail::BwdVariant::kAuto;
   const double act = static_cast<double>(L * dim) * 2, bc = static_cast<double>(L * G * N) * 2;
   const double saved_b = static_cast<double>(saved.numel()) * 4;
   r.bytes_fwd = 3 * act + 2 * bc + act + saved_b;                 // u, delta, z, B, C in; out, saved out
@@ -242,12 +235,6 @@ void breakdown(const Problem& pr, int64_t chunk) {
                                              static_cast<int>(bwd_tiled_smem_bytes<N, 4>(kTiledMaxChunk))));
   const unsigned seq_tiled_rows = static_cast<unsigned>(std::min<int64_t>(
       p.batch, (static_cast<int64_t>(setup.seq_tiled_blocks_per_sm[tiled_ok ? chunk : 1]) * sms + grid.y - 1) / grid.y));
-  const std::size_t tiled2_smem = bwd_tiled2_smem_bytes<N, kTiledSeg>(chunk);
-  const std::size_t tiled2s6_smem = bwd_tiled2_smem_bytes<N, 6>(chunk);
-  const unsigned seq_tiled2s6_rows = static_cast<unsigned>(std::min<int64_t>(
-      p.batch, (static_cast<int64_t>(setup.seq_tiled2s6_blocks_per_sm[tiled_ok ? chunk : 1]) * sms + grid.y - 1) / grid.y));
-  const unsigned seq_tiled2_rows = static_cast<unsigned>(std::min<int64_t>(
-      p.batch, (static_cast<int64_t>(setup.seq_tiled2_blocks_per_sm[tiled_ok ? chunk : 1]) * sms + grid.y - 1) / grid.y));
   int blocks_bwd_split = 0;
   MAMBATRACK_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks_bwd_split, bwd_chunk_split<bfloat16, N, S>,
                                                                       kThreads * S, kSplitSmem));
@@ -298,18 +285,6 @@ void breakdown(const Problem& pr, int64_t chunk) {
       {"bwd_tiled (sequential path)", tiled_ok ? median_ms([&] {
          bwd_tiled<bfloat16, N, St, true><<<dim3(seq_tiled_rows, grid.y), kThreads * St, tiled_smem>>>(p);
        }, 20, 3) : -1.0},
-      {"bwd_tiled2 (chunked path)", tiled_ok ? median_ms([&] {
-         bwd_tiled2<bfloat16, N, false, kTiledSeg><<<grid, kThreads, tiled2_smem>>>(p);
-       }, 20, 3) : -1.0},
-      {"bwd_tiled2 (sequential path)", tiled_ok ? median_ms([&] {
-         bwd_tiled2<bfloat16, N, true, kTiledSeg><<<dim3(seq_tiled2_rows, grid.y), kThreads, tiled2_smem>>>(p);
-       }, 20, 3) : -1.0},
-      {"bwd_tiled2 seg 6 (chunked path)", tiled_ok ? median_ms([&] {
-         bwd_tiled2<bfloat16, N, false, 6><<<grid, kThreads, tiled2s6_smem>>>(p);
-       }, 20, 3) : -1.0},
-      {"bwd_tiled2 seg 6 (sequential path)", tiled_ok ? median_ms([&] {
-         bwd_tiled2<bfloat16, N, true, 6><<<dim3(seq_tiled2s6_rows, grid.y), kThreads, tiled2s6_smem>>>(p);
-       }, 20, 3) : -1.0},
       {"bwd_tiled, 4 lanes per channel (chunked)", tiled_ok ? median_ms([&] {
          bwd_tiled<bfloat16, N, 4, false><<<grid, kThreads * 4, tiled_smem4>>>(p);
        }, 20, 3) : -1.0},
@@ -318,13 +293,9 @@ void breakdown(const Problem& pr, int64_t chunk) {
       {"fwd_chunk tiled, passes x4 (saves each chunk)",
        median_ms([&] { fwd_chunk<bfloat16, N, true, true><<<gq, kThreads>>>(q); }, 20, 3)},
       {"bwd_local, passes x4", median_ms([&] { bwd_local<bfloat16, N><<<gq, kThreads>>>(q); }, 20, 3)},
-      {"bwd_local fast (with bwd_tiled2), passes x4", median_ms([&] { bwd_local<bfloat16, N, true><<<gq, kThreads>>>(q); }, 20, 3)},
       {"bwd_combine, passes x4", median_ms([&] { bwd_combine<bfloat16, N><<<comb, 256>>>(q); }, 20, 3)},
       {"bwd_tiled (chunked path), passes x4", tiled_ok ? median_ms([&] {
          bwd_tiled<bfloat16, N, St, false><<<gq, kThreads * St, tiled_smem>>>(q);
-       }, 20, 3) : -1.0},
-      {"bwd_tiled2 (chunked path), passes x4", tiled_ok ? median_ms([&] {
-         bwd_tiled2<bfloat16, N, false, kTiledSeg><<<gq, kThreads, tiled2_smem>>>(q);
        }, 20, 3) : -1.0},
       {"bwd_reduce_bc", median_ms([&] {
          bwd_reduce_bc<bfloat16><<<static_cast<unsigned>((L * 2 * N + 255) / 256), 256>>>(p.ws_bc, L, wpg, N,
@@ -338,39 +309,17 @@ void breakdown(const Problem& pr, int64_t chunk) {
                                                                         kThreads * St, tiled_smem));
   MAMBATRACK_CUDA_CHECK(
       cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks_fwd_tiled, fwd_chunk<bfloat16, N, true>, kThreads, 0));
-  int blocks_tiled2 = 0;
-  if (tiled_ok)
-    MAMBATRACK_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-        &blocks_tiled2, bwd_tiled2<bfloat16, N, false, kTiledSeg>, kThreads, tiled2_smem));
-  int blocks_tiled2s6 = 0;
-  if (tiled_ok)
-    MAMBATRACK_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks_tiled2s6, bwd_tiled2<bfloat16, N, false, 6>,
-                                                                        kThreads, tiled2s6_smem));
   std::printf("\nbreakdown, %s, chunk %lld (%lld slots; blocks/SM: fwd_chunk %d, bwd_chunk %d, bwd_chunk_split %d, "
-              "fwd_chunk tiled %d, bwd_tiled %d, bwd_tiled2 %d, bwd_tiled2 seg 6 %d)\n",
+              "fwd_chunk tiled %d, bwd_tiled %d)\n",
               pr.name, static_cast<long long>(chunk), static_cast<long long>(p.slots), blocks_fwd, blocks_bwd,
-              blocks_bwd_split, blocks_fwd_tiled, blocks_tiled, blocks_tiled2, blocks_tiled2s6);
+              blocks_bwd_split, blocks_fwd_tiled, blocks_tiled);
   for (const Item& it : items) std::printf("  %-46s %8.3f ms\n", it.name, it.ms);
   MAMBATRACK_CUDA_CHECK(cudaFree(qmap));
 }
 
-void print_rows(const std::vector<Row>& rows, double bw) {
-  std::printf("\nselective scan, bf16 inputs, d_state 16, z + D + delta_bias + softplus; median of 30 after 5 warm-up\n");
-  std::printf("| problem | chunk | path | kernels | fwd ms | bwd ms | fwd+bwd ms | min MB fwd+bwd | GB/s | %% of copy | floor ms (min bytes / copy) | reference ms | target ms |\n");
-  std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
-  for (const Row& r : rows) {
-    const double bytes = r.bytes_fwd + r.bytes_bwd, gbs = bytes / (r.both * 1e-3) * 1e-9;
-    std::printf("| %s | %lld | %s%s | %s | %.3f | %.3f | %.3f | %.1f | %.0f | %.0f%% | %.3f | %.2f | %.1f |\n", r.name,
-                static_cast<long long>(r.chunk), r.path, r.group.c_str(), r.impl, r.fwd, r.bwd, r.both, bytes * 1e-6, gbs,
-                100.0 * gbs * 1e9 / bw, bytes / bw * 1e3, r.ref, r.target);
-  }
-}
-
 }  // namespace
 
-// bench_scan_cuda [ab]: "ab" times only the tiled backward variants against each other
-// (bwd_variant_override: kV1 = bwd_tiled, kV2 = bwd_tiled2) on the three problems, chunks 12 and 16.
-int main(int argc, char** argv) {
+int main() {
   if (cuda_device_count() == 0) {
     std::printf("bench_scan_cuda: no CUDA device, skipped\n");
     return 0;
@@ -389,17 +338,6 @@ int main(int argc, char** argv) {
       {"8 x 8192, d_inner 512", 8, 8192, 512, 3.44, 0.8},
       {"64 x 2048, d_inner 1024", 64, 2048, 1024, 13.0, 3.0},
   };
-  using cuda::scan_detail::BwdVariant;
-  if (argc > 1 && std::string(argv[1]) == "ab") {
-    std::vector<Row> ab;
-    for (const auto& p : problems)
-      for (int64_t chunk : {12, 16})
-        for (BwdVariant v : {BwdVariant::kV1, BwdVariant::kV2, BwdVariant::kV2Seg6})
-          ab.push_back(run(p, chunk, bw, cuda::scan_detail::ScanPath::kAuto, cuda::scan_detail::BwdKernel::kAuto,
-                           cuda::scan_detail::ScanImpl::kTiled, 0, 0, v));
-    print_rows(ab, bw);
-    return 0;
-  }
   breakdown(problems[0], 16);
   breakdown(problems[1], 16);
   breakdown(problems[2], 16);
@@ -407,11 +345,6 @@ int main(int argc, char** argv) {
   using cuda::scan_detail::ScanImpl;
   for (const auto& p : problems)
     for (int64_t chunk : {8, 12, 16, 32, 64}) rows.push_back(run(p, chunk, bw));
-  // The first tiled backward (bwd_tiled, one channel per thread) against the default bwd_tiled2.
-  for (const auto& p : problems)
-    for (int64_t chunk : {12, 16})
-      rows.push_back(run(p, chunk, bw, cuda::scan_detail::ScanPath::kAuto, cuda::scan_detail::BwdKernel::kAuto,
-                         ScanImpl::kTiled, 0, 0, BwdVariant::kV1));
   // The tiled backward with 4 lanes per channel instead of 2 (more resident warps), for tuning.
   for (const auto& p : problems)
     for (int64_t chunk : {8, 16})
@@ -443,6 +376,14 @@ int main(int argc, char** argv) {
   for (const auto& p : problems)
     rows.push_back(run(p, p.len <= 16 ? 16 : 32, bw, cuda::scan_detail::ScanPath::kAuto,
                        cuda::scan_detail::BwdKernel::kPerChannel, ScanImpl::kLegacy));
-  print_rows(rows, bw);
+  std::printf("\nselective scan, bf16 inputs, d_state 16, z + D + delta_bias + softplus; median of 30 after 5 warm-up\n");
+  std::printf("| problem | chunk | path | kernels | fwd ms | bwd ms | fwd+bwd ms | min MB fwd+bwd | GB/s | %% of copy | floor ms (min bytes / copy) | reference ms | target ms |\n");
+  std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+  for (const Row& r : rows) {
+    const double bytes = r.bytes_fwd + r.bytes_bwd, gbs = bytes / (r.both * 1e-3) * 1e-9;
+    std::printf("| %s | %lld | %s%s | %s | %.3f | %.3f | %.3f | %.1f | %.0f | %.0f%% | %.3f | %.2f | %.1f |\n", r.name,
+                static_cast<long long>(r.chunk), r.path, r.group.c_str(), r.impl, r.fwd, r.bwd, r.both, bytes * 1e-6, gbs,
+                100.0 * gbs * 1e9 / bw, bytes / bw * 1e3, r.ref, r.target);
+  }
   return 0;
 }

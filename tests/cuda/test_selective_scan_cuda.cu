@@ -458,45 +458,6 @@ TEST_CASE("cuda selective_scan: the per-channel backward kernel (d_state not spl
   check_sequential_matches_chunked<float>(sc, test::test_seed(702), kTolF32);
 }
 
-TEST_CASE("cuda selective_scan: the A/B backward bwd_tiled2 (two channels per thread)", "[cuda]") {
-  // d_state 16 runs bwd_tiled (one channel per thread) by default; bwd_tiled2 stays selectable
-  // (bwd_variant_override, MAMBATRACK_SCAN_BWD_V2=1) for A/B timing and must stay exact on both paths.
-  struct VariantGuard {
-    VariantGuard() { cuda::scan_detail::bwd_variant_override() = cuda::scan_detail::BwdVariant::kV2; }
-    ~VariantGuard() { cuda::scan_detail::bwd_variant_override() = cuda::scan_detail::BwdVariant::kAuto; }
-  } guard;
-  ScanCase sc;
-  sc.lens = {1, 2, 3, 7, 64, 130, 0, 33};
-  sc.dim = 80;  // 40 channels per group: inactive channels in the blocks (lanes that compute on zeros)
-  sc.N = 16;
-  sc.G = 2;
-  sc.chunk = 12;
-  run_case<float>(sc, test::test_seed(704), kTolF32);
-  sc.lens = {1, 5, 12, 0, 9};
-  sc.max_len_hint = 12;
-  check_sequential_matches_chunked<float>(sc, test::test_seed(705), kTolF32);
-}
-
-TEST_CASE("cuda selective_scan: bwd_tiled2 with segments of 6 tokens (BwdVariant::kV2Seg6)", "[cuda]") {
-  // The A/B alternative to bwd_tiled2's segments of 8 (MAMBATRACK_SCAN_BWD_V2=6): chunk 16 is
-  // segments of 4 + 6 + 6, chunk 12 of 6 + 6; exact against the reference on both paths.
-  struct VariantGuard {
-    VariantGuard() { cuda::scan_detail::bwd_variant_override() = cuda::scan_detail::BwdVariant::kV2Seg6; }
-    ~VariantGuard() { cuda::scan_detail::bwd_variant_override() = cuda::scan_detail::BwdVariant::kAuto; }
-  } guard;
-  ScanCase sc;
-  sc.lens = {1, 2, 3, 7, 64, 130, 0, 33};
-  sc.dim = 80;
-  sc.N = 16;
-  sc.G = 2;
-  sc.chunk = 16;
-  run_case<float>(sc, test::test_seed(706), kTolF32);
-  sc.lens = {1, 5, 12, 0, 9};
-  sc.chunk = 12;
-  sc.max_len_hint = 12;
-  check_sequential_matches_chunked<bfloat16>(sc, test::test_seed(707), kTolBF16);
-}
-
 TEST_CASE("cuda selective_scan bf16: split backward, d_state 32, chunk of several segments", "[cuda]") {
   ScanCase sc;
   sc.lens = {40, 3, 128, 0, 17};

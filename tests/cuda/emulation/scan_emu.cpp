@@ -141,10 +141,7 @@ Out run_emu(const Case& c, bool seq, int64_t group, const std::vector<int64_t>& 
     std::fill(ws_state.begin(), ws_state.end(), kNaN);
     std::fill(ws_sd.begin(), ws_sd.end(), kNaN);
     map_slots();
-    if (kTiledBwd && SD::use_tiled2_bwd<N>())  // launch_bwd: the fast bwd_local with bwd_tiled2
-      emu::launch(dim3(static_cast<unsigned>(p.slots), gy), dim3(SD::kThreads), 0, [&] { SD::bwd_local<T, N, true>(p); });
-    else
-      emu::launch(dim3(static_cast<unsigned>(p.slots), gy), dim3(SD::kThreads), 0, [&] { SD::bwd_local<T, N>(p); });
+    emu::launch(dim3(static_cast<unsigned>(p.slots), gy), dim3(SD::kThreads), 0, [&] { SD::bwd_local<T, N>(p); });
     emu::launch(dim3(comb), dim3(256), 0, [&] { SD::bwd_combine<T, N>(p); });
   }
   if constexpr (kTiledBwd) {
@@ -157,29 +154,8 @@ Out run_emu(const Case& c, bool seq, int64_t group, const std::vector<int64_t>& 
       else
         emu::launch(dim3(static_cast<unsigned>(rows), gy), dim3(SD::kThreads * kS), smem, [&] { SD::bwd_tiled<T, N, kS, false>(p); });
     };
-    if constexpr (SD::tiled2_bwd_supported<N>()) {
-      const auto tiled2 = [&](auto seg) {  // two channels per thread (bwd_tiled2), kThreads threads a block
-        constexpr int kSeg = decltype(seg)::value;
-        const std::size_t smem = SD::bwd_tiled2_smem_bytes<N, kSeg>(c.chunk);
-        if (smem > emu::kSmemLimit) std::abort();
-        if (seq)
-          emu::launch(dim3(static_cast<unsigned>(rows), gy), dim3(SD::kThreads), smem, [&] { SD::bwd_tiled2<T, N, true, kSeg>(p); });
-        else
-          emu::launch(dim3(static_cast<unsigned>(rows), gy), dim3(SD::kThreads), smem, [&] { SD::bwd_tiled2<T, N, false, kSeg>(p); });
-      };
-      if (SD::bwd_variant_now<N>() == SD::BwdVariant::kV2Seg6) {
-        tiled2(std::integral_constant<int, 6>{});
-      } else if (SD::use_tiled2_bwd<N>()) {
-        tiled2(std::integral_constant<int, SD::kTiledSeg>{});
-      } else if (SD::tiled_lanes_now<N>() == 4) {
-        tiled(std::integral_constant<int, 4>{});  // tiled_lanes_override
-      } else {
-        tiled(std::integral_constant<int, S>{});
-      }
-    } else {
-      if (SD::tiled_lanes_now<N>() == 4) tiled(std::integral_constant<int, 4>{});  // tiled_lanes_override
-      else tiled(std::integral_constant<int, S>{});
-    }
+    if (SD::tiled_lanes_now<N>() == 4) tiled(std::integral_constant<int, 4>{});  // tiled_lanes_override
+    else tiled(std::integral_constant<int, S>{});
   } else {
     const std::size_t smem = SD::bwd_smem_bytes<N>();
     if (seq) emu::launch(dim3(static_cast<unsigned>(rows), gy), dim3(SD::kThreads), smem, [&] { SD::bwd_seq<T, N>(p); });
@@ -322,19 +298,6 @@ int main(int argc, char** argv) {
   fails += run<16>({{12, 16, 1, 0, 7}, 64, 16, 1, 16, true, true, true, true, true, true, true}, 13, true);
   std::printf("scan_emu: d_state 32, chunk 12 (segments of 4 + 8), ngroups 1\n");
   fails += run<32>({{25, 4}, 64, 32, 1, 12, true, true, true, true, false, true, true}, 14, false);
-  std::printf("scan_emu: d_state 16, chunk 12 (segments of 4 + 8), ngroups 1\n");
-  fails += run<16>({{25, 4, 0, 13}, 64, 16, 1, 12, true, true, true, true, true, true, true}, 18, false);
-  std::printf("scan_emu: d_state 16 with bwd_tiled2's segments of 6 tokens (chunks 16, 12: segments 4 + 6 + 6, 6 + 6)\n");
-  SD::bwd_variant_override() = SD::BwdVariant::kV2Seg6;
-  fails += run<16>({{70, 0, 13, 33}, 80, 16, 2, 16, true, true, true, true, true, true, true}, 11, false);
-  fails += run<16>({{25, 4, 0, 13}, 64, 16, 1, 12, true, true, true, true, true, true, true}, 18, false);
-  fails += run<16>({{12, 16, 1, 0, 7}, 64, 16, 1, 16, true, true, true, true, true, true, true}, 13, true);
-  SD::bwd_variant_override() = SD::BwdVariant::kAuto;
-  std::printf("scan_emu: the d_state 16 cases with bwd_tiled2 (two channels per thread, segments of 8)\n");
-  SD::bwd_variant_override() = SD::BwdVariant::kV2;
-  fails += run<16>({{70, 0, 13, 33}, 80, 16, 2, 16, true, true, true, true, true, true, true}, 11, false);
-  fails += run<16>({{12, 16, 1, 0, 7}, 64, 16, 1, 16, true, true, true, true, true, true, true}, 13, true);
-  SD::bwd_variant_override() = SD::BwdVariant::kAuto;
   std::printf("scan_emu: d_state 16, chunk 16, the tiled backward with 4 lanes per channel\n");
   SD::tiled_lanes_override() = 4;
   fails += run<16>({{40, 0, 13}, 80, 16, 2, 16, true, true, true, true, true, true, true}, 17, false);

@@ -12,11 +12,7 @@
 // shared memory once and splits d_state over lanes 8 states each (chunks <= 16 tokens). With the
 // tiled kernels the chunked path's passes run over groups of ~64 tokens of saved chunks
 // (grouped_params, chunk_group; chunk_group_override() = 1 or MAMBATRACK_SCAN_NO_CHUNK_GROUP
-// restore single-chunk passes): local and combine passes on 4x fewer chunk states. d_state 16
-// backward, A/B alternative (BwdVariant; default kV1 = bwd_tiled, measured faster):
-// bwd_tiled2, two channels per thread (their B/C row loads shared, their dB/dC partials added in
-// registers before the cross-lane sums), with the chunked path's bwd_local on the tiled softplus
-// and gate; bwd_variant_override() = kV2 / kV2Seg6 or MAMBATRACK_SCAN_BWD_V2=1 / 6 select it.
+// restore single-chunk passes): local and combine passes on 4x fewer chunk states.
 // Bisection switches (define to restore the earlier code): MAMBATRACK_SCAN_EXPF_DECAY,
 // MAMBATRACK_SCAN_PORTABLE_BF16_STORE, MAMBATRACK_SCAN_PARTIAL_SEGMENT_LAST,
 // MAMBATRACK_SCAN_NO_L2_PREFETCH, MAMBATRACK_SCAN_PRECISE_GATE, MAMBATRACK_SCAN_PRECISE_SOFTPLUS.
@@ -25,7 +21,6 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
-#include <cstdlib>
 #include <mutex>
 #include <type_traits>
 
@@ -816,9 +811,7 @@ __global__ void __launch_bounds__(kThreads, kTiled ? fwd_tiled_min_blocks<N>() :
 
 // Backward pass 1 (chunks k >= 1): the adjoint at the chunk start from a zero adjoint at its end,
 // g = (g + dy·C)·exp(Δ·A) in reverse, and ΣΔ. B/C rows staged in shared memory as in fwd_local.
-// kFast (with bwd_tiled2, BwdVariant::kV2): the tiled kernels' softplus and gate (softplus_tiled,
-// gate_sigmoid: ~25 instructions a token instead of ~65 for softplus_f and sigmoid_f).
-template <class T, int N, bool kFast = false>
+template <class T, int N>
 __global__ void __launch_bounds__(kThreads) bwd_local(Params<T> p) {
   const int64_t slot = blockIdx.x;
   ChunkPos c;
@@ -843,9 +836,9 @@ __global__ void __launch_bounds__(kThreads) bwd_local(Params<T> p) {
     cur = nxt;
     get_rows<T, N, true>(p, t, l.g, c, staged, sB, sC, cur);
     if (t - 1 >= c.t0) load_tok<T, N, true, true, true>(p, t - 1, l.d, l.g, true, nxt);
-    const float dt = kFast ? dt_of_tiled(p, cur.delta, bias, raw) : dt_of(p, cur.delta, bias, raw);
+    const float dt = dt_of(p, cur.delta, bias, raw);
     sd += dt;
-    const float dy = p.z ? cur.dout * cur.z * (kFast ? gate_sigmoid(cur.z) : detail::sigmoid_f(cur.z)) : cur.dout;
+    const float dy = p.z ? cur.dout * cur.z * detail::sigmoid_f(cur.z) : cur.dout;
     const float s = scale_dt(dt);
 #pragma unroll
     for (int n = 0; n < N; ++n) g[n] = (g[n] + dy * cur.C[n]) * decay(s, A[n]);
@@ -1866,450 +1859,6 @@ __global__ void __launch_bounds__(kThreads * S, bwd_tiled_min_blocks<N>()) bwd_t
   }
 }
 
-// ---- Tiled backward, two channels per thread (BwdVariant::kV2, d_state 16) --------------------
-// bwd_tiled with each thread holding 8 states (sub = threadIdx.x % 2: states [8·sub, 8·sub + 8))
-// of TWO channels of the block, pair_channel(pi) and pair_channel(pi) + 16 (pi = threadIdx.x / 2:
-// warp w holds channels 32w .. 32w + 31, so its per-channel shared loads hit 32 distinct banks),
-// 64 threads a block. The two channels share the B and C row loads, and their dB/dC partials
-// (same group, token and state) are added in registers (one FFMA) before the cross-lane
-// transposing sum, which so costs half as much per state update; the per-channel sums (y, ddelta,
-// du) of the two channels are one reduce-scatter step over the 2 state lanes (each lane ends with
-// one channel's sums and writes that channel's outputs). The kept states are laid out so that a
-// warp's 16-byte accesses are conflict-free. Same outputs and partial rows as bwd_tiled, up to
-// rounding (sums in another order: the two channels' dB/dC first, the states of a lane permuted).
-template <int N>
-constexpr bool tiled2_bwd_supported() {
-  return N == 16;
-}
-// Per-(token, channel) scalars of bwd_tiled2: Δ, u, dy, dz factor, softplus derivative (the decay
-// takes Δ·(A·scale_dt(1)) with the scale folded into its A registers, so no Δ·log2 e row).
-constexpr int kTiled2Scalars = 5;
-// Dynamic shared memory of bwd_tiled2 with segments of kSeg tokens (floats: kept states, dB/dC
-// warp sums, B and C rows and scalars of up to min(chunk, kTiledMaxChunk) tokens).
-template <int N, int kSeg>
-constexpr std::size_t bwd_tiled2_smem_bytes(int64_t chunk) {
-  const std::size_t lc = static_cast<std::size_t>(chunk < kTiledMaxChunk ? chunk : kTiledMaxChunk);
-  return (static_cast<std::size_t>(kSeg) * kThreads * N + kSeg * (kThreads / 32) * 2 * N + 2 * lc * N +
-          kTiled2Scalars * lc * kThreads) *
-         sizeof(float);
-}
-// bwd_tiled2's blocks per SM for the register cap: kSeg 8 (~52 KB of shared memory at chunk 12)
-// fits 4 a SM, kSeg 6 (~42 KB) 5, with 168 registers and no spills.
-template <int kSeg>
-constexpr int bwd_tiled2_min_blocks() {
-  return kSeg >= 8 ? 4 : 5;
-}
-// Which tiled backward runs (A/B switch): kAuto = kV1 unless the environment variable
-// MAMBATRACK_SCAN_BWD_V2 (read once) is "1" (kV2) or "6" (kV2Seg6); kV1 = bwd_tiled; kV2 =
-// bwd_tiled2 with segments of 8 tokens; kV2Seg6 = bwd_tiled2 with segments of 6 (more
-// recomputation at chunk 12: 18 state steps instead of 16, for 5 blocks a SM instead of 4).
-// Measured on the H100 (92a2786, bf16, chunk 12): bwd_tiled2 runs ~23% fewer instructions per state
-// but at half the resident warps, and is slower on all three benchmark problems (backward 0.311 vs
-// 0.250 ms, 1.92 vs 1.67, 5.70 vs 4.63), so bwd_tiled stays the default.
-// tiled_lanes_override() = 4 always takes bwd_tiled with 4 lanes.
-enum class BwdVariant { kAuto, kV1, kV2, kV2Seg6 };
-inline BwdVariant& bwd_variant_override() {
-  static BwdVariant v = BwdVariant::kAuto;
-  return v;
-}
-inline BwdVariant bwd_variant_env() {
-  static const BwdVariant v = [] {
-    const char* e = std::getenv("MAMBATRACK_SCAN_BWD_V2");
-    if (e && e[0] == '1') return BwdVariant::kV2;
-    if (e && e[0] == '6') return BwdVariant::kV2Seg6;
-    return BwdVariant::kV1;
-  }();
-  return v;
-}
-// The variant in force (kV1, kV2 or kV2Seg6) for this d_state.
-template <int N>
-BwdVariant bwd_variant_now() {
-  if (!tiled2_bwd_supported<N>() || tiled_lanes_override() == 4) return BwdVariant::kV1;
-  const BwdVariant v = bwd_variant_override();
-  return v == BwdVariant::kAuto ? bwd_variant_env() : v;
-}
-template <int N>
-bool use_tiled2_bwd() {
-  return bwd_variant_now<N>() != BwdVariant::kV1;
-}
-
-// stage_chunk_tiled for bwd_tiled2 (kThreads threads, one channel each, every token of the chunk):
-// the same values but Δ·log2 e, in sc[(i·kTiled2Scalars + k)·kThreads + channel], with the Δ, u, dout, z loads of 4 tokens issued before any
-// of them is used (one load latency per 4 tokens instead of per token); rows and L2 prefetch as
-// stage_chunk_tiled. Every thread of the block calls it (it synchronises at the end).
-template <class T, int N>
-__device__ __forceinline__ void stage_chunk_tiled2(const Params<T>& p, const ChunkPos& c, int64_t g, float* sB, float* sC,
-                                                   float* sc, bool prefetch = true) {
-  constexpr int kB = 4;
-  const int L = static_cast<int>(c.t1 - c.t0);
-  const int cl = static_cast<int>(threadIdx.x);
-  const int64_t local = (blockIdx.y % static_cast<uint32_t>(p.bpg)) * kThreads + cl;
-  const bool active = local < p.per_group;
-  const int64_t d = g * p.per_group + local;
-  const float bias = (active && p.delta_bias) ? detail::ld(p.delta_bias, d) : 0.0f;
-  const bool has_z = p.z != nullptr;
-  // One pointer per tensor, advanced a row per token (no per-token 64-bit index arithmetic); on
-  // inactive lanes they are never dereferenced (and z's stands in for u's when there is no z).
-  const int64_t base = c.t0 * p.dim + d, dim = p.dim;
-  const T* pd = p.delta + base;
-  const T* pu = p.u + base;
-  const T* po = p.dout + base;
-  const T* pz = (has_z ? p.z : p.u) + base;
-  for (int i0 = 0; i0 < L; i0 += kB) {
-    float dl[kB], uu[kB], dd[kB], zz[kB];
-#pragma unroll
-    for (int k = 0; k < kB; ++k) {
-      const bool on = active && i0 + k < L;
-      dl[k] = on ? detail::ldg(pd) : 0.0f;
-      uu[k] = on ? detail::ldg(pu) : 0.0f;
-      dd[k] = on ? detail::ldg(po) : 0.0f;
-      zz[k] = (on && has_z) ? detail::ldg(pz) : 0.0f;
-      pd += dim;
-      pu += dim;
-      po += dim;
-      pz += dim;
-    }
-    // Branch-free on inactive lanes: there u = dy = fz = 0 (the loads' zeros), which zeroes
-    // every contribution of the channel whatever its Δ (A and the adjoint are zero there too).
-#pragma unroll
-    for (int k = 0; k < kB; ++k) {
-      const int i = i0 + k;
-      if (i >= L) break;
-      float raw = 0.0f;
-      const float dt = dt_of_tiled(p, dl[k], bias, raw);
-      const float dsp = (p.softplus && raw <= 20.0f) ? gate_sigmoid(raw) : 1.0f;
-      float dy = dd[k], fz = 0.0f;
-      if (has_z) {
-        const float z = zz[k];
-        const float sg = gate_sigmoid(z);
-        dy = dd[k] * z * sg;
-        fz = dd[k] * sg * (1.0f + z * (1.0f - sg));
-      }
-      float* q = sc + i * kTiled2Scalars * kThreads + cl;
-      q[0] = dt;
-      q[kThreads] = uu[k];
-      q[2 * kThreads] = dy;
-      q[3 * kThreads] = fz;
-      q[4 * kThreads] = dsp;
-    }
-  }
-  for (int e = cl; e < L * N; e += kThreads) {
-    const int64_t src = ((c.t0 + e / N) * p.ngroups + g) * N + e % N;
-    sB[e] = detail::ldg(p.B + src);
-    sC[e] = detail::ldg(p.C + src);
-  }
-#ifndef MAMBATRACK_SCAN_NO_L2_PREFETCH
-  if (prefetch) {
-    // As stage_chunk_tiled: rows [pt0, pt1) of Δ, u, dout, z of the chunk this block takes next.
-    int64_t pt0 = c.t0 - p.save_chunk > c.start ? c.t0 - p.save_chunk : c.start, pt1 = c.t0;
-    if (c.k == 0) {
-      pt0 = pt1 = 0;
-      const int64_t nb = c.b + gridDim.x;
-      if (nb < p.batch) {
-        const int64_t s1 = p.cu[nb], e1 = p.cu[nb + 1];
-        if (s1 >= 0 && e1 > s1 && e1 <= p.tokens) {
-          pt0 = s1 + (e1 - s1 - 1) / p.chunk * p.chunk;
-          pt1 = e1;
-        }
-      }
-    }
-    const int n_pf = static_cast<int>(pt1 - pt0) * 8;
-    const int64_t dblock = g * p.per_group + (blockIdx.y % static_cast<uint32_t>(p.bpg)) * kThreads;
-    for (int e = cl; e < n_pf; e += kThreads) {
-      const int64_t t = pt0 + e / 8;
-      const int which = e % 4, half = (e / 4) % 2;
-      const T* base = which == 0 ? p.delta : which == 1 ? p.u : which == 2 ? p.dout : p.z;
-      if (base && half * 32 < p.per_group - (dblock - g * p.per_group)) prefetch_l2(base + t * p.dim + dblock + half * 32);
-    }
-  }
-#endif
-  __syncthreads();
-}
-
-// The first channel (in the block) of channel pair pi; the second is 16 further.
-__device__ __forceinline__ int pair_channel(int pi) { return (pi / 16) * 32 + pi % 16; }
-
-// bwd_tokens_tiled for the two channels of this thread, in register slots 0 and 1 (arrays of 2·8,
-// slot 0's states first): slot 0 is this lane's own channel (pair_channel(pi) + 16·sub, whose
-// outputs it writes), slot 1 the other one, so the two state lanes of a channel pair hold
-// the channels in opposite slots and the per-channel reduce-scatter needs no selects. State
-// register j of a lane is state n0 + (j ^ flip), flip = 4 on lanes with lane bit 16 set (the two
-// float4 halves of its B and C rows swapped, by address), so the first step of the dB/dC
-// transposing sum (over lane bit 16) needs no selects either.
-// A holds A·scale_dt(1) (the decay's argument is then Δ·A: decay(Δ, A)); the ∂L/∂(Δ·A) sums
-// divide it out again (one multiply a channel and token).
-template <class T, int N, int kSeg>
-__device__ __forceinline__ void bwd_tokens_tiled2(const Params<T>& p, const ChunkPos& c, int64_t gidx, int64_t d_mine,
-                                                  bool act_mine, const float* sB, const float* sC, const float* sc,
-                                                  float4* hist, float* sbc, const float (&A)[N], const float (&h0)[N],
-                                                  float Dd_mine, float (&g)[N], float (&dA)[N], float& dD, float& ddb) {
-  constexpr int NS = N / 2, kWarps = kThreads / 32;
-  const float unscale = 1.0f / scale_dt(1.0f);
-  static_assert(N == 16, "bwd_tokens_tiled2: d_state 16 only");
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, sub = threadIdx.x % 2;
-  const int n0 = sub * NS;
-  const int qf = (lane >> 4) & 1;  // the float4 halves of this lane's 8 states swapped
-  const int pi = static_cast<int>(threadIdx.x / 2);
-  const int64_t block_in_group = blockIdx.y % static_cast<uint32_t>(p.bpg);
-  const bool has_z = p.z != nullptr;
-  constexpr int kQ = kTiled2Scalars * kThreads;  // scalars of one token
-  const float* q0 = sc + pair_channel(pi) + (sub ? 16 : 0);  // slot 0's (this lane's channel) scalars
-  const int q1o = sub ? -16 : 16;                            // slot 1's, relative to slot 0's
-  const int r0 = n0 + 4 * qf, r1 = n0 + 4 * (1 - qf);  // row offsets of state registers 0-3, 4-7
-  const auto row4 = [&](const float* r, int i, float(&v)[NS]) {
-    const float4 w0 = *reinterpret_cast<const float4*>(r + i * N + r0);
-    const float4 w1 = *reinterpret_cast<const float4*>(r + i * N + r1);
-    v[0] = w0.x;
-    v[1] = w0.y;
-    v[2] = w0.z;
-    v[3] = w0.w;
-    v[4] = w1.x;
-    v[5] = w1.y;
-    v[6] = w1.z;
-    v[7] = w1.w;
-  };
-  // After the transposing sum lane L holds the (dB or dC, state) sum below.
-  const int out_kind = (lane >> 3) & 1;
-  const int out_state = n0 + (((lane >> 4) & 1) << 2) + (((lane >> 2) & 1) << 1) + ((lane >> 1) & 1);
-  const int out_col = out_kind * N + out_state;
-  // Kept state of token k (in the segment), float4 r (0..3): hist[(k·4 + r)·kThreads + thread].
-  const int L = static_cast<int>(c.t1 - c.t0), nseg = (L + kSeg - 1) / kSeg;
-  for (int seg = nseg - 1; seg >= 0; --seg) {
-    int64_t ss64, se64;
-    segment_bounds<kSeg>(c, nseg, seg, ss64, se64);
-    const int is = static_cast<int>(ss64 - c.t0), ie = static_cast<int>(se64 - c.t0);
-    float h[N], Bv[NS], Cv[NS];
-#pragma unroll
-    for (int j = 0; j < N; ++j) h[j] = h0[j];
-#pragma unroll 1
-    for (int i = 0; i < ie; ++i) {
-      const float* q = q0 + i * kQ;
-      const float sa = q[0], sb = q[q1o];
-      const float dtua = sa * q[kThreads], dtub = sb * q[kThreads + q1o];
-      row4(sB, i, Bv);
-      if (i >= is) {
-        float4* hk = hist + (i - is) * 4 * kThreads + threadIdx.x;
-#pragma unroll
-        for (int r = 0; r < 4; ++r) hk[r * kThreads] = make_float4(h[4 * r], h[4 * r + 1], h[4 * r + 2], h[4 * r + 3]);
-      }
-#pragma unroll
-      for (int j = 0; j < NS; ++j) {
-        h[j] = decay(sa, A[j]) * h[j] + Bv[j] * dtua;
-        h[NS + j] = decay(sb, A[NS + j]) * h[NS + j] + Bv[j] * dtub;
-      }
-    }
-    // h holds both channels' states after token ie - 1.
-#pragma unroll 2
-    for (int i = ie - 1; i >= is; --i) {
-      const float* q = q0 + i * kQ;
-      const float dta = q[0], ua = q[kThreads], dya = q[2 * kThreads];
-      const float dtb = q[q1o], ub = q[kThreads + q1o], dyb = q[2 * kThreads + q1o];
-      const float sa = dta, sb = dtb;
-      const float dtua = dta * ua, dtub = dtb * ub;
-      row4(sB, i, Bv);
-      row4(sC, i, Cv);
-      float ypa = 0.0f, ypb = 0.0f;
-      if (has_z) {  // uniform
-#pragma unroll
-        for (int j = 0; j < NS; ++j) {
-          ypa += Cv[j] * h[j];
-          ypb += Cv[j] * h[NS + j];
-        }
-      }
-      float hp[N], v[2 * NS];
-      const float4* hk = hist + (i - is) * 4 * kThreads + threadIdx.x;
-#pragma unroll
-      for (int r = 0; r < 4; ++r) {
-        const float4 w = hk[r * kThreads];
-        hp[4 * r] = w.x;
-        hp[4 * r + 1] = w.y;
-        hp[4 * r + 2] = w.z;
-        hp[4 * r + 3] = w.w;
-      }
-      float q1a = 0.0f, q2a = 0.0f, q1b = 0.0f, q2b = 0.0f;
-#pragma unroll
-      for (int j = 0; j < NS; ++j) {
-        const float gva = g[j] + dya * Cv[j];
-        const float gvb = g[NS + j] + dyb * Cv[j];
-        const float gda = gva * decay(sa, A[j]);
-        const float gdb = gvb * decay(sb, A[NS + j]);
-        const float xa = gda * hp[j], xb = gdb * hp[NS + j];  // ∂L/∂(Δ·A) for this state
-        q1a += xa * A[j];
-        q1b += xb * A[NS + j];
-        q2a += gva * Bv[j];
-        q2b += gvb * Bv[j];
-        dA[j] += xa * dta;
-        dA[NS + j] += xb * dtb;
-        // v: dB, dC partials of the two channels, as [dB 0-3, dC 0-3, dB 4-7, dC 4-7].
-        const int vi = (j & 3) + (j & 4) * 2;
-        v[vi] = gva * dtua + gvb * dtub;
-        v[vi + 4] = dya * h[j] + dyb * h[NS + j];
-        g[j] = gda;
-        g[NS + j] = gdb;
-        h[j] = hp[j];  // becomes the state after token i - 1
-        h[NS + j] = hp[NS + j];
-      }
-      // Lane bit 16: the partner's registers 4-7 are this lane's states 0-3 and the other way round.
-#pragma unroll
-      for (int k = 0; k < NS; ++k) v[k] += __shfl_xor_sync(0xffffffffu, v[k + NS], 16);
-      transpose_sum_to<8, 2, NS, 2 * NS>(v, lane);
-      sbc[((i - is) * kWarps + warp) * (2 * N) + out_col] = v[0];
-      // Per-channel sums over the 2 state lanes (the partner holds this lane's channel in slot 1).
-      const float rs = (q1a * unscale + q2a * ua) + __shfl_xor_sync(0xffffffffu, q1b * unscale + q2b * ub, 1);
-      const float gb = q2a + __shfl_xor_sync(0xffffffffu, q2b, 1);
-      const int64_t o = (c.t0 + i) * p.dim + d_mine;
-      if (has_z) {  // uniform
-        const float y = Dd_mine * ua + (ypa + __shfl_xor_sync(0xffffffffu, ypb, 1));
-        if (act_mine) store(p.dz, o, y * q[3 * kThreads]);
-      }
-      const float ddt = rs * q[4 * kThreads];
-      if (act_mine) {
-        store(p.du, o, Dd_mine * dya + gb * dta);
-        store(p.ddelta, o, ddt);
-      }
-      ddb += ddt;
-      dD += dya * ua;
-    }
-    // dB/dC: the warps' sums of this segment's tokens, added over the warps in order.
-    __syncthreads();
-    const int n_seg = (ie - is) * 2 * N;
-    for (int e = static_cast<int>(threadIdx.x); e < n_seg; e += kThreads) {
-      const int i = e / (2 * N), j = e % (2 * N);
-      float sum = 0.0f;
-#pragma unroll
-      for (int w = 0; w < kWarps; ++w) sum += sbc[(i * kWarps + w) * (2 * N) + j];
-      p.ws_bc[(((ss64 + i) * p.ngroups + gidx) * p.bpg + block_in_group) * (2 * N) + j] = sum;
-    }
-    __syncthreads();  // sbc and hist are free for the next segment
-  }
-}
-
-// bwd_tiled with two channels per thread (bwd_tokens_tiled2), segments of kSeg tokens; kThreads
-// threads a block.
-template <class T, int N, bool kSeq, int kSeg>
-__global__ void __launch_bounds__(kThreads, bwd_tiled2_min_blocks<kSeg>()) bwd_tiled2(Params<T> p) {
-  extern __shared__ __align__(16) float smem[];
-  constexpr int NS = N / 2;
-  const int sub = threadIdx.x % 2, n0 = sub * NS;
-  const int flip = ((threadIdx.x >> 4) & 1) * 4;  // state register j holds state n0 + (j ^ flip)
-  const int pi = static_cast<int>(threadIdx.x / 2);
-  const uint32_t bpg = static_cast<uint32_t>(p.bpg);
-  const int64_t gidx = blockIdx.y / bpg;
-  // Slot 0: this lane's channel (pair_channel(pi) + 16·sub), slot 1: the other channel of the pair.
-  const int64_t local0 = (blockIdx.y % bpg) * kThreads + pair_channel(pi) + (sub ? 16 : 0);
-  const int64_t local1 = (blockIdx.y % bpg) * kThreads + pair_channel(pi) + (sub ? 0 : 16);
-  const bool act0 = local0 < p.per_group, act1 = local1 < p.per_group;
-  const int64_t d0 = gidx * p.per_group + local0, d1 = gidx * p.per_group + local1;
-  const int64_t W = p.dim * N + 2 * p.dim;
-  const int ld = static_cast<int>(p.save_chunk < kTiledMaxChunk ? p.save_chunk : kTiledMaxChunk);
-  float4* hist = reinterpret_cast<float4*>(smem);
-  float* sbc = smem + kSeg * kThreads * N;
-  float* sB = sbc + kSeg * (kThreads / 32) * 2 * N;
-  float* sC = sB + ld * N;
-  float* sc = sC + ld * N;
-  const float scale = scale_dt(1.0f);
-  float A[N], dA[N];  // A·scale_dt(1) (see bwd_tokens_tiled2)
-#pragma unroll
-  for (int j = 0; j < NS; ++j) {
-    A[j] = act0 ? detail::ld(p.A, d0 * N + n0 + (j ^ flip)) * scale : 0.0f;
-    A[NS + j] = act1 ? detail::ld(p.A, d1 * N + n0 + (j ^ flip)) * scale : 0.0f;
-    dA[j] = 0.0f;
-    dA[NS + j] = 0.0f;
-  }
-  const float Dd_mine = (act0 && p.D) ? detail::ld(p.D, d0) : 0.0f;
-  float dD = 0.0f, ddb = 0.0f;
-  const auto load_h0 = [&](int64_t slot, float(&h0)[N]) {
-    float a0[4], a1[4], b0[4], b1[4];
-    load_saved<scan_state_t<T>, 4>(p.saved_in, (slot * p.dim + d0) * N + n0 + flip, act0, a0);
-    load_saved<scan_state_t<T>, 4>(p.saved_in, (slot * p.dim + d0) * N + n0 + (4 - flip), act0, a1);
-    load_saved<scan_state_t<T>, 4>(p.saved_in, (slot * p.dim + d1) * N + n0 + flip, act1, b0);
-    load_saved<scan_state_t<T>, 4>(p.saved_in, (slot * p.dim + d1) * N + n0 + (4 - flip), act1, b1);
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      h0[j] = a0[j];
-      h0[4 + j] = a1[j];
-      h0[NS + j] = b0[j];
-      h0[NS + 4 + j] = b1[j];
-    }
-  };
-  const auto store_dinit = [&](int64_t b, const float(&g)[N]) {
-#pragma unroll
-    for (int j = 0; j < NS; ++j) {
-      if (act0) store(p.dinit, (b * p.dim + d0) * N + n0 + (j ^ flip), g[j]);
-      if (act1) store(p.dinit, (b * p.dim + d1) * N + n0 + (j ^ flip), g[NS + j]);
-    }
-  };
-  int64_t row = blockIdx.x;  // ws_par partial row
-  if constexpr (!kSeq) {
-    const int64_t slot = blockIdx.x;
-    ChunkPos c;
-    if (!chunk_pos(p, slot, c)) {  // unused slot: zero partials (uniform over the block)
-      for (int j = 0; j < NS; ++j) {
-        if (act0) p.ws_par[slot * W + d0 * N + n0 + j] = 0.0f;
-        if (act1) p.ws_par[slot * W + d1 * N + n0 + j] = 0.0f;
-      }
-      if (act0) {
-        p.ws_par[slot * W + p.dim * N + d0] = 0.0f;
-        p.ws_par[slot * W + p.dim * N + p.dim + d0] = 0.0f;
-      }
-      return;
-    }
-    float g[N];
-#pragma unroll
-    for (int j = 0; j < NS; ++j) {
-      g[j] = act0 ? p.ws_state[(slot * p.dim + d0) * N + n0 + (j ^ flip)] : 0.0f;
-      g[NS + j] = act1 ? p.ws_state[(slot * p.dim + d1) * N + n0 + (j ^ flip)] : 0.0f;
-    }
-    const int64_t cs = p.save_chunk, slot0 = c.b + c.start / cs;
-    const int64_t k0 = (c.t0 - c.start) / cs, k1 = (c.t1 - c.start + cs - 1) / cs;
-    for (int64_t k = k1 - 1; k >= k0; --k) {  // block-uniform
-      ChunkPos cc = c;
-      cc.k = k;
-      cc.t0 = c.start + k * cs;
-      cc.t1 = cc.t0 + cs < c.t1 ? cc.t0 + cs : c.t1;
-      float h0[N];
-      load_h0(slot0 + k, h0);
-      if (k != k1 - 1) __syncthreads();  // the previous chunk's reads of the staged rows and scalars are done
-      stage_chunk_tiled2<T, N>(p, cc, gidx, sB, sC, sc, k > k0);
-      bwd_tokens_tiled2<T, N, kSeg>(p, cc, gidx, d0, act0, sB, sC, sc, hist, sbc, A, h0, Dd_mine, g, dA, dD, ddb);
-    }
-    if (c.k == 0 && p.dinit) store_dinit(c.b, g);
-  } else {
-    for (int64_t b = blockIdx.x; b < p.batch; b += gridDim.x) {
-      float g[N];
-#pragma unroll
-      for (int j = 0; j < NS; ++j) {
-        g[j] = (act0 && p.dfinal) ? detail::ld(p.dfinal, (b * p.dim + d0) * N + n0 + (j ^ flip)) : 0.0f;
-        g[NS + j] = (act1 && p.dfinal) ? detail::ld(p.dfinal, (b * p.dim + d1) * N + n0 + (j ^ flip)) : 0.0f;
-      }
-      ChunkPos c;
-      if (seq_pos(p, b, c)) {  // block-uniform
-        const int64_t slot0 = selective_scan_slot_d(b, c.start, p.chunk);
-        for (int64_t k = c.nk - 1; k >= 0; --k) {
-          c.k = k;
-          c.t0 = c.start + k * p.chunk;
-          c.t1 = c.t0 + p.chunk < c.end ? c.t0 + p.chunk : c.end;
-          float h0[N];
-          load_h0(slot0 + k, h0);
-          __syncthreads();  // the previous chunk's reads of the staged rows and scalars are done
-          stage_chunk_tiled2<T, N>(p, c, gidx, sB, sC, sc);
-          bwd_tokens_tiled2<T, N, kSeg>(p, c, gidx, d0, act0, sB, sC, sc, hist, sbc, A, h0, Dd_mine, g, dA, dD, ddb);
-        }
-      }
-      if (p.dinit) store_dinit(b, g);  // the adjoint at the sequence start (dfinal for empty sequences)
-    }
-  }
-#pragma unroll
-  for (int j = 0; j < NS; ++j) {
-    if (act0) p.ws_par[row * W + d0 * N + n0 + (j ^ flip)] = dA[j];
-    if (act1) p.ws_par[row * W + d1 * N + n0 + (j ^ flip)] = dA[NS + j];
-  }
-  if (act0) {
-    p.ws_par[row * W + p.dim * N + d0] = dD;
-    p.ws_par[row * W + p.dim * N + p.dim + d0] = ddb;
-  }
-}
-
 // dB[t, g, n] = Σ_w partial[t, g, w, n] and dC likewise, warps in order (overwrites dB, dC).
 template <class T>
 __global__ void bwd_reduce_bc(const float* __restrict part, int64_t rows, int64_t wpg, int64_t N, T* __restrict dB,
@@ -2387,8 +1936,6 @@ struct BwdSetup {
   int seq_blocks_per_sm = 1, seq_split_blocks_per_sm = 1;
   int seq_tiled_blocks_per_sm[kTiledMaxChunk + 1] = {};   // by chunk length, tiled_lanes<N>() lanes
   int seq_tiled4_blocks_per_sm[kTiledMaxChunk + 1] = {};  // the same with 4 lanes (tiled_lanes_override)
-  int seq_tiled2_blocks_per_sm[kTiledMaxChunk + 1] = {};  // bwd_tiled2 (two channels per thread)
-  int seq_tiled2s6_blocks_per_sm[kTiledMaxChunk + 1] = {};  // the same with segments of 6 tokens
 };
 template <class T, int N>
 BwdSetup bwd_setup() {
@@ -2441,23 +1988,6 @@ BwdSetup bwd_setup() {
         }
       }
     }
-    if constexpr (tiled2_bwd_supported<N>()) {
-      const auto setup2 = [](auto seg, int* per_sm) {
-        constexpr int kSeg = decltype(seg)::value;
-        constexpr int kMax2 = static_cast<int>(bwd_tiled2_smem_bytes<N, kSeg>(kTiledMaxChunk));
-        MAMBATRACK_CUDA_CHECK(
-            cudaFuncSetAttribute(bwd_tiled2<T, N, false, kSeg>, cudaFuncAttributeMaxDynamicSharedMemorySize, kMax2));
-        MAMBATRACK_CUDA_CHECK(
-            cudaFuncSetAttribute(bwd_tiled2<T, N, true, kSeg>, cudaFuncAttributeMaxDynamicSharedMemorySize, kMax2));
-        for (int lc = 1; lc <= kTiledMaxChunk; ++lc) {
-          MAMBATRACK_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-              &per_sm[lc], bwd_tiled2<T, N, true, kSeg>, kThreads, static_cast<int>(bwd_tiled2_smem_bytes<N, kSeg>(lc))));
-          if (per_sm[lc] < 1) per_sm[lc] = 1;
-        }
-      };
-      setup2(std::integral_constant<int, kTiledSeg>{}, r->seq_tiled2_blocks_per_sm);
-      setup2(std::integral_constant<int, 6>{}, r->seq_tiled2s6_blocks_per_sm);
-    }
     if (r->seq_blocks_per_sm < 1) r->seq_blocks_per_sm = 1;
     if (r->seq_split_blocks_per_sm < 1) r->seq_split_blocks_per_sm = 1;
   };
@@ -2504,9 +2034,6 @@ template <class T, int N>
 int64_t seq_resident_blocks(int64_t chunk) {
   const BwdSetup setup = bwd_setup<T, N>();
   const int per_sm = use_tiled_bwd<N>(chunk) ? (tiled_lanes_now<N>() == 4 ? setup.seq_tiled4_blocks_per_sm[chunk]
-                                                 : bwd_variant_now<N>() == BwdVariant::kV2Seg6
-                                                     ? setup.seq_tiled2s6_blocks_per_sm[chunk]
-                                                 : use_tiled2_bwd<N>() ? setup.seq_tiled2_blocks_per_sm[chunk]
                                                                            : setup.seq_tiled_blocks_per_sm[chunk])
                      : use_split_bwd<N>()    ? setup.seq_split_blocks_per_sm
                                              : setup.seq_blocks_per_sm;
@@ -2641,8 +2168,7 @@ void launch_bwd(Params<T> p, const SelectiveScanBwdArgs<T, Cuda>& a, cudaStream_
       detail::scratch(4, static_cast<std::size_t>(p.tokens * p.ngroups * wpg * 2 * N) * sizeof(float) + 4));
   const dim3 grid(static_cast<unsigned>(seq ? rows : p.slots), static_cast<unsigned>(gy));
   if (!seq) {
-    if (tiled && use_tiled2_bwd<N>()) bwd_local<T, N, true><<<grid, kThreads, 0, stream>>>(p);
-    else bwd_local<T, N><<<grid, kThreads, 0, stream>>>(p);
+    bwd_local<T, N><<<grid, kThreads, 0, stream>>>(p);
     MAMBATRACK_CUDA_CHECK(cudaGetLastError());
     const int64_t n_comb = p.batch * p.dim * N;
     bwd_combine<T, N><<<static_cast<unsigned>((n_comb + 255) / 256), 256, 0, stream>>>(p);
@@ -2652,18 +2178,7 @@ void launch_bwd(Params<T> p, const SelectiveScanBwdArgs<T, Cuda>& a, cudaStream_
   if constexpr (tiled_bwd_supported<N>()) {
     if (tiled) {
       constexpr int St = tiled_lanes<N>();
-      if (use_tiled2_bwd<N>()) {
-        if constexpr (tiled2_bwd_supported<N>()) {
-          const auto launch2 = [&](auto seg) {
-            constexpr int kSeg = decltype(seg)::value;
-            const std::size_t smem = bwd_tiled2_smem_bytes<N, kSeg>(p.save_chunk);
-            if (seq) bwd_tiled2<T, N, true, kSeg><<<grid, kThreads, smem, stream>>>(p);
-            else bwd_tiled2<T, N, false, kSeg><<<grid, kThreads, smem, stream>>>(p);
-          };
-          if (bwd_variant_now<N>() == BwdVariant::kV2Seg6) launch2(std::integral_constant<int, 6>{});
-          else launch2(std::integral_constant<int, kTiledSeg>{});
-        }
-      } else if (St != 4 && tiled_lanes_now<N>() == 4) {
+      if (St != 4 && tiled_lanes_now<N>() == 4) {
         const std::size_t smem = bwd_tiled_smem_bytes<N, 4>(p.save_chunk);
         if (seq) bwd_tiled<T, N, 4, true><<<grid, kThreads * 4, smem, stream>>>(p);
         else bwd_tiled<T, N, 4, false><<<grid, kThreads * 4, smem, stream>>>(p);
