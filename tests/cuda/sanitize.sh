@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The [cuda] test suite under compute-sanitizer on a GPU machine: memcheck and racecheck, one
-# process per test file and tool (the training files split by tag), all at once, each under a time
-# limit; the training runs take 8 steps (MAMBATRACK_TINY_STEPS) instead of 50. Prints one line per
+# process per test file and tool, all at once, each under a time
+# limit (the training and mixed-precision files one process per test case, as they run whole
+# training loops); the training runs take 8 steps (MAMBATRACK_TINY_STEPS) instead of 50. Prints one line per
 # process (the tool's summary, Catch's result, the exit code) and leaves the logs in LOG_DIR. At
 # most JOBS (default 16) sanitizer processes run at once.
 #   bash tests/cuda/sanitize.sh BUILD_DIR [LOG_DIR] [LIMIT_SECONDS]
@@ -15,19 +16,27 @@ command -v compute-sanitizer >/dev/null || { echo "sanitize.sh: compute-sanitize
 rm -rf "$logs" && mkdir -p "$logs"
 export MAMBATRACK_TINY_STEPS=${MAMBATRACK_TINY_STEPS:-8}
 
-specs=()
+# One process per test file; the training files (whose cases each run whole training loops) one
+# per test case, named by the case's name up to its first character that a Catch test spec treats
+# specially (a comma, a bracket, a quote), then a trailing wildcard.
+heavy=() light=()
 for f in "$(dirname "$0")"/test_*_cuda.cu; do
   name=$(basename "$f" .cu)
   case $name in
-    test_training_cuda) specs+=("[#$name][graphs]" "[#$name][deferred]" "[#$name]~[graphs]~[deferred]") ;;
-    test_mixed_precision_cuda) specs+=("[#$name][train]" "[#$name]~[train]") ;;
-    *) specs+=("[#$name]") ;;
+    test_training_cuda | test_mixed_precision_cuda)
+      while IFS= read -r case_name; do
+        case_name=${case_name%%[,\[\]\"]*}
+        [ -n "$case_name" ] && heavy+=("$case_name*")
+      done < <("$exe" -# --list-test-names-only "[#$name]" | sed 's/[[:space:]]*$//' | grep -v '^$' | grep -v 'test cases')
+      ;;
+    *) light+=("[#$name]") ;;
   esac
 done
+specs=("${heavy[@]}" "${light[@]}")  # the long runs start first
 
 i=0
-for tool in memcheck racecheck; do
-  for spec in "${specs[@]}"; do
+for spec in "${specs[@]}"; do
+  for tool in memcheck racecheck; do
     i=$((i + 1))
     while [ "$(jobs -rp | wc -l)" -ge "${JOBS:-16}" ]; do wait -n; done
     log=$logs/$(printf '%02d' $i)-$tool.log
