@@ -5,6 +5,10 @@
 // forward+backward (parameter gradients included), median of CUDA-event timings after a warm-up.
 // Prints the GEMM FLOPs of the layer (its minimum arithmetic), the achieved TFLOP/s and the
 // fraction of the measured bf16 GEMM rate, and the reference time where the issue gives one.
+// `bench_layers_cuda profile`: instead, one warm bf16 forward+backward of the Mamba2 layer and of
+// the FM4NPP-size Mamba layer each between cudaProfilerStart/Stop, for a per-kernel breakdown
+// (`ncu --profile-from-start off --metrics gpu__time_duration.sum bench_layers_cuda profile`).
+#include <cuda_profiler_api.h>
 #include <cuda_runtime.h>
 
 #include <cstdio>
@@ -30,6 +34,36 @@ Tensor<int64_t, Cuda> cu_seqlens(int64_t batch, int64_t len) {
   Tensor<int64_t> h(Shape{batch + 1});
   for (int64_t b = 0; b <= batch; ++b) h[b] = b * len;
   return to_device<int64_t>(h.view());
+}
+
+// One warm forward+backward inside a profiler range (the profile mode).
+template <class Backend, class Mixer>
+void profile_once(const Problem& pb, Mixer mixer) {
+  using T = typename Backend::Scalar;
+  typename Backend::Store store;
+  mixer.register_params(store, "mixer.");
+  store.finalize();
+  mixer.init(store.host(), 7, 12);
+  store.upload();
+  const int64_t tok = pb.batch * pb.len, d = mixer.d_model();
+  Tensor<T, Cuda> x(Shape{tok, d}), dy(Shape{tok, d});
+  bench::fill_uniform(x.data(), x.numel(), 1);
+  bench::fill_uniform(dy.data(), dy.numel(), 2, -1e-3f, 1e-3f);
+  Tensor<int64_t, Cuda> cu = cu_seqlens(pb.batch, pb.len);
+  if constexpr (std::is_same_v<Mixer, nn::MambaMixer<Backend>>) mixer.set_max_seqlen_hint(pb.len);
+  typename Mixer::Context ctx;
+  cudaStream_t s = Backend::stream();
+  for (int warm = 0; warm < 2; ++warm) {
+    mixer.forward(ctx, x.view(), cu.view());
+    mixer.backward(ctx, dy.view());
+  }
+  MAMBATRACK_CUDA_CHECK(cudaStreamSynchronize(s));
+  MAMBATRACK_CUDA_CHECK(cudaProfilerStart());
+  mixer.forward(ctx, x.view(), cu.view());
+  mixer.backward(ctx, dy.view());
+  MAMBATRACK_CUDA_CHECK(cudaStreamSynchronize(s));
+  MAMBATRACK_CUDA_CHECK(cudaProfilerStop());
+  std::printf("profiled one forward+backward of %s (bf16)\n", pb.name.c_str());
 }
 
 template <class Backend, class Mixer>
@@ -65,10 +99,17 @@ void run(const Problem& pb, Mixer mixer, double gemm_flops_per_token_fwd, double
 
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
   int n = 0;
   if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
     std::printf("no CUDA device: bench_layers_cuda skipped\n");
+    return 0;
+  }
+  if (argc > 1 && std::string(argv[1]) == "profile") {
+    profile_once<nn::CudaBf16Backend>(Problem{"Mamba2 (d 256, N 128, P 64)", 8, 8192, 0, 0},
+                                      nn::make_mamba2<nn::CudaBf16Backend>(128, 4, 2, 64, 256));
+    profile_once<nn::CudaBf16Backend>(Problem{"Mamba (d 256, N 16)", 8, 8192, 0, 0},
+                                      nn::make_mamba<nn::CudaBf16Backend>(16, 4, 2, 256));
     return 0;
   }
   cudaDeviceProp prop{};
