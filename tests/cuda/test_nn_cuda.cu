@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdint>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "mambatrack/cuda.cuh"
@@ -308,4 +309,81 @@ TEST_CASE("cuda nn: sequence helpers and dropout masks equal the host ones", "[c
   HB::transpose(x.view(), xt.view());
   GpuB::transpose(xd.view(), xtd.view());
   CHECK(same(xt, xtd));
+}
+
+// The column-block and elementwise ops take 16-byte accesses when the pointers, widths and
+// offsets allow and element-wise ones otherwise: both paths, and the tail past the last whole
+// vector, against plain host loops (float: exact, except y + a·b, which the device may fuse into
+// one FMA; bfloat16: within one rounding of bfloat16, 2^-8 relative).
+template <class T>
+static void check_columns_and_elementwise(uint64_t seed) {
+  using Gpu = nn::CudaBackendT<T>;
+  Philox rng(seed, 5);
+  const auto rnd = [&](int64_t n) {
+    std::vector<T> v(static_cast<std::size_t>(n));
+    for (auto& e : v) e = static_cast<T>(static_cast<float>(rng.uniform(-2.0, 2.0)));
+    return v;
+  };
+  const auto f = [](T v) { return static_cast<float>(v); };
+  const double tol = std::is_same_v<T, float> ? 0.0 : 1.0 / 256;
+  const auto close = [&](float want, T got, double t) {
+    return std::fabs(static_cast<double>(want) - f(got)) <= t * std::fabs(static_cast<double>(want)) + 1e-30;
+  };
+  // Columns: widths and offsets that allow 16-byte accesses (multiples of 8 elements) and not.
+  for (const int64_t off : {int64_t{8}, int64_t{3}}) {
+    const int64_t n = 37, w = 16, W = 40;
+    INFO("column offset " << off);
+    const std::vector<T> xv = rnd(n * w), wide_v = rnd(n * W);
+    Tensor<T, Cuda> x = device_tensor<T>(xv, Shape{n, w}), wide = device_tensor<T>(wide_v, Shape{n, W});
+    Gpu::copy_columns(x.view(), wide.view(), off);
+    Tensor<T> back = to_host<T>(wide.view());
+    bool ok = true;
+    for (int64_t r = 0; r < n; ++r)
+      for (int64_t c = 0; c < W; ++c) {
+        const T want = c >= off && c < off + w ? xv[r * w + c - off] : wide_v[r * W + c];
+        ok = ok && f(back[r * W + c]) == f(want);
+      }
+    CHECK(ok);
+    Tensor<T, Cuda> part(Shape{n, w});
+    Gpu::take_columns(wide.view(), part.view(), off);
+    Tensor<T> pb = to_host<T>(part.view());
+    ok = true;
+    for (int64_t r = 0; r < n; ++r)
+      for (int64_t c = 0; c < w; ++c) ok = ok && f(pb[r * w + c]) == f(back[r * W + off + c]);
+    CHECK(ok);
+  }
+  // Elementwise: whole tensors (aligned; 1003 is not a multiple of the vector) and views one
+  // element in (not aligned).
+  const int64_t n = 1003;
+  for (const int64_t skip : {int64_t{0}, int64_t{1}}) {
+    INFO("view starts " << skip << " element(s) in");
+    const std::vector<T> av = rnd(n), bv = rnd(n), yv = rnd(n);
+    Tensor<T, Cuda> a = device_tensor<T>(av, Shape{n}), b = device_tensor<T>(bv, Shape{n});
+    const int64_t m = n - skip;
+    const auto view = [&](Tensor<T, Cuda>& t) { return View<T, Cuda>(t.data() + skip, Shape{m}); };
+    const auto cview = [&](Tensor<T, Cuda>& t) { return View<const T, Cuda>(t.data() + skip, Shape{m}); };
+    for (int op = 0; op < 4; ++op) {
+      INFO("op " << op << " (add, accumulate, multiply, mul_accumulate)");
+      Tensor<T, Cuda> y = device_tensor<T>(yv, Shape{n});
+      if (op == 0) Gpu::add(cview(a), cview(b), view(y));
+      if (op == 1) Gpu::accumulate(cview(a), view(y));
+      if (op == 2) Gpu::multiply(cview(a), cview(b), view(y));
+      if (op == 3) Gpu::mul_accumulate(cview(a), cview(b), view(y));
+      Tensor<T> yb = to_host<T>(y.view());
+      bool ok = f(yb[0]) == f(yv[0]) || skip == 0;  // outside the view: untouched
+      for (int64_t i = skip; i < n; ++i) {
+        const float A = f(av[i]), B = f(bv[i]), Y = f(yv[i]);
+        const float want = op == 0 ? A + B : op == 1 ? Y + A : op == 2 ? A * B : Y + A * B;
+        ok = ok && close(static_cast<float>(T(want)), yb[i], op == 3 ? (tol > 0 ? tol : 1e-6) : tol);
+      }
+      CHECK(ok);
+    }
+  }
+}
+
+TEST_CASE("cuda nn: column blocks and elementwise ops, 16-byte and element paths, equal the host", "[cuda][nn]") {
+  const uint64_t seed = test::test_seed(913);
+  INFO("seed " << seed);
+  check_columns_and_elementwise<float>(seed);
+  check_columns_and_elementwise<bfloat16>(seed + 1);
 }

@@ -176,15 +176,11 @@ struct CudaBackendT {
   static void add(DView<const T> a, DView<const T> b, DView<T> out) {
     MAMBATRACK_CHECK_SHAPE(a.numel() == b.numel() && a.numel() == out.numel(), "add: ", a.shape, " + ", b.shape, " -> ",
                            out.shape);
-    launch_n(out.numel(), "add", [&](unsigned g) {
-      cuda_kernels::add_kernel<T><<<g, cuda_kernels::kThreads, 0, stream()>>>(a.data, b.data, out.data, out.numel());
-    });
+    elementwise<cuda_kernels::Elementwise::kAdd>(a.data, b.data, out.data, out.numel(), "add");
   }
   static void accumulate(DView<const T> x, DView<T> y) {
     MAMBATRACK_CHECK_SHAPE(x.numel() == y.numel(), "accumulate: ", x.shape, " into ", y.shape);
-    launch_n(y.numel(), "accumulate", [&](unsigned g) {
-      cuda_kernels::accumulate_kernel<T><<<g, cuda_kernels::kThreads, 0, stream()>>>(x.data, y.data, y.numel());
-    });
+    elementwise<cuda_kernels::Elementwise::kAccumulate>(x.data, x.data, y.data, y.numel(), "accumulate");
   }
   static void copy(DView<const T> x, DView<T> y) { mambatrack::copy<T>(x, y, stream()); }
   static void fill(DView<T> x, T v) {
@@ -195,9 +191,7 @@ struct CudaBackendT {
   static void multiply(DView<const T> x, DView<const T> m, DView<T> y) {
     MAMBATRACK_CHECK_SHAPE(x.numel() == m.numel() && x.numel() == y.numel(), "multiply: ", x.shape, " · ", m.shape,
                            " -> ", y.shape);
-    launch_n(y.numel(), "multiply", [&](unsigned g) {
-      cuda_kernels::multiply_kernel<T><<<g, cuda_kernels::kThreads, 0, stream()>>>(x.data, m.data, y.data, y.numel());
-    });
+    elementwise<cuda_kernels::Elementwise::kMultiply>(x.data, m.data, y.data, y.numel(), "multiply");
   }
   // Rows of each packed sequence in reverse order (its own inverse). cu_seqlens must be valid.
   static void reverse_within_sequences(DView<const T> x, DView<const int64_t> cu, DView<T> y) {
@@ -248,17 +242,13 @@ struct CudaBackendT {
     const int64_t n = x.dim(0), w = x.dim(1), W = out.dim(1);
     MAMBATRACK_CHECK_SHAPE(out.dim(0) == n && offset >= 0 && offset + w <= W, "copy_columns: ", x.shape, " into ",
                            out.shape, " at ", offset);
-    launch_n(n * w, "copy_columns", [&](unsigned g) {
-      cuda_kernels::copy_columns_kernel<T><<<g, cuda_kernels::kThreads, 0, stream()>>>(x.data, out.data, n, w, W, offset);
-    });
+    columns<false>(x.data, out.data, n, w, W, offset, "copy_columns");
   }
   static void take_columns(DView<const T> x, DView<T> out, int64_t offset) {
     const int64_t n = out.dim(0), w = out.dim(1), W = x.dim(1);
     MAMBATRACK_CHECK_SHAPE(x.dim(0) == n && offset >= 0 && offset + w <= W, "take_columns: ", out.shape, " from ",
                            x.shape, " at ", offset);
-    launch_n(n * w, "take_columns", [&](unsigned g) {
-      cuda_kernels::take_columns_kernel<T><<<g, cuda_kernels::kThreads, 0, stream()>>>(x.data, out.data, n, w, W, offset);
-    });
+    columns<true>(x.data, out.data, n, w, W, offset, "take_columns");
   }
   static void transpose(DView<const T> a, DView<T> at) {
     const int64_t r = a.dim(0), c = a.dim(1);
@@ -279,10 +269,7 @@ struct CudaBackendT {
   static void mul_accumulate(DView<const T> x, DView<const T> m, DView<T> y) {
     MAMBATRACK_CHECK_SHAPE(x.numel() == m.numel() && x.numel() == y.numel(), "mul_accumulate: ", x.shape, " · ",
                            m.shape, " into ", y.shape);
-    launch_n(y.numel(), "mul_accumulate", [&](unsigned g) {
-      cuda_kernels::mul_accumulate_kernel<T><<<g, cuda_kernels::kThreads, 0, stream()>>>(x.data, m.data, y.data,
-                                                                                         y.numel());
-    });
+    elementwise<cuda_kernels::Elementwise::kMulAccumulate>(x.data, m.data, y.data, y.numel(), "mul_accumulate");
   }
   static void mamba2_neg_exp(DView<const T> a_log, DView<T> a) { neg_exp(a_log, a); }
   // da_log += da ⊙ a.
@@ -377,6 +364,41 @@ struct CudaBackendT {
     if (n <= 0) return;
     f(cuda_kernels::grid(n));
     cuda_kernels::check(what);
+  }
+  // y = op(a, b, y) elementwise: 16-byte accesses when every pointer allows them.
+  template <cuda_kernels::Elementwise op>
+  static void elementwise(const T* a, const T* b, T* y, int64_t n, const char* what) {
+    namespace K = cuda_kernels;
+    const bool vector = K::aligned16(a) && K::aligned16(b) && K::aligned16(y);
+    launch_n(vector ? (n + K::kVec<T> - 1) / K::kVec<T> : n, what, [&](unsigned g) {
+      if (vector) K::elementwise_kernel<T, op, true><<<g, K::kThreads, 0, stream()>>>(a, b, y, n);
+      else K::elementwise_kernel<T, op, false><<<g, K::kThreads, 0, stream()>>>(a, b, y, n);
+    });
+  }
+  // Column blocks (copy_columns, take_columns): in 16-byte units when the widths, the offset and
+  // both pointers allow, with a 32-bit index when the element count fits.
+  template <bool kTake>
+  static void columns(const T* x, T* out, int64_t n, int64_t w, int64_t W, int64_t off, const char* what) {
+    namespace K = cuda_kernels;
+    constexpr int64_t V = K::kVec<T>;
+    const bool vector = K::aligned16(x) && K::aligned16(out) && w % V == 0 && W % V == 0 && off % V == 0;
+    const int64_t u = vector ? V : 1, total = n * (w / u);
+    const bool narrow = total < (int64_t{1} << 31) && n * (W / u) < (int64_t{1} << 31);
+    launch_n(total, what, [&](unsigned g) {
+      const auto go = [&](auto* xs, auto* outs, auto idx) {
+        using I = decltype(idx);
+        K::columns_kernel<std::remove_const_t<std::remove_pointer_t<decltype(xs)>>, I, kTake>
+            <<<g, K::kThreads, 0, stream()>>>(xs, outs, static_cast<I>(n), static_cast<I>(w / u), static_cast<I>(W / u),
+                                              static_cast<I>(off / u));
+      };
+      if (vector) {
+        const auto* xs = reinterpret_cast<const uint4*>(x);
+        auto* outs = reinterpret_cast<uint4*>(out);
+        narrow ? go(xs, outs, uint32_t{0}) : go(xs, outs, int64_t{0});
+      } else {
+        narrow ? go(x, out, uint32_t{0}) : go(x, out, int64_t{0});
+      }
+    });
   }
   template <class V>
   static int64_t width(const V& x) {

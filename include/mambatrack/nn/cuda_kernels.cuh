@@ -69,21 +69,55 @@ __device__ __forceinline__ int64_t sequence_of(const int64_t* cu, int64_t batch,
   return lo;
 }
 
-template <class T>
-__global__ void add_kernel(const T* a, const T* b, T* out, int64_t n) {
-  MAMBATRACK_NN_GRID_LOOP(i, n) out[i] = st<T>(ld(a[i]) + ld(b[i]));
+// The binary elementwise ops: y = a + b, y += a, y = a·b, y += a·b.
+enum class Elementwise { kAdd, kAccumulate, kMultiply, kMulAccumulate };
+template <Elementwise op, class U>
+__device__ __forceinline__ U elementwise(U a, U b, U y) {
+  if constexpr (op == Elementwise::kAdd) return a + b;
+  else if constexpr (op == Elementwise::kAccumulate) return y + a;
+  else if constexpr (op == Elementwise::kMultiply) return a * b;
+  else return y + a * b;
 }
-template <class T>
-__global__ void accumulate_kernel(const T* x, T* y, int64_t n) {
-  MAMBATRACK_NN_GRID_LOOP(i, n) y[i] = st<T>(ld(y[i]) + ld(x[i]));
+template <Elementwise op>
+constexpr bool reads_y() {
+  return op == Elementwise::kAccumulate || op == Elementwise::kMulAccumulate;
 }
+// Elements per 16-byte access.
 template <class T>
-__global__ void multiply_kernel(const T* x, const T* m, T* y, int64_t n) {
-  MAMBATRACK_NN_GRID_LOOP(i, n) y[i] = st<T>(ld(x[i]) * ld(m[i]));
-}
-template <class T>
-__global__ void mul_accumulate_kernel(const T* x, const T* m, T* y, int64_t n) {
-  MAMBATRACK_NN_GRID_LOOP(i, n) y[i] = st<T>(ld(y[i]) + ld(x[i]) * ld(m[i]));
+constexpr int kVec = static_cast<int>(16 / sizeof(T));
+// True when every pointer allows 16-byte accesses (tensor data is at least 256-byte aligned, but
+// views may start anywhere).
+inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+// y[i] = op(a[i], b[i], y[i]), one rounding per stored element. kVector: 16 bytes per access
+// (all pointers 16-byte aligned), the tail past the last whole vector element by element.
+template <class T, Elementwise op, bool kVector>
+__global__ void elementwise_kernel(const T* a, const T* b, T* y, int64_t n) {
+  using A = acc_t<T>;
+  if constexpr (kVector) {
+    constexpr int V = kVec<T>;
+    const int64_t nv = n / V;
+    MAMBATRACK_NN_GRID_LOOP(i, nv) {
+      alignas(16) T va[V], vb[V], vy[V];
+      *reinterpret_cast<uint4*>(va) = reinterpret_cast<const uint4*>(a)[i];
+      if (op == Elementwise::kAdd || op == Elementwise::kMultiply || op == Elementwise::kMulAccumulate)
+        *reinterpret_cast<uint4*>(vb) = reinterpret_cast<const uint4*>(b)[i];
+      if (reads_y<op>()) *reinterpret_cast<uint4*>(vy) = reinterpret_cast<const uint4*>(y)[i];
+#pragma unroll
+      for (int k = 0; k < V; ++k)
+        vy[k] = st<T>(elementwise<op, A>(ld(va[k]), (op == Elementwise::kAccumulate) ? A(0) : ld(vb[k]),
+                                          reads_y<op>() ? ld(vy[k]) : A(0)));
+      reinterpret_cast<uint4*>(y)[i] = *reinterpret_cast<const uint4*>(vy);
+    }
+    const int64_t i = nv * V + blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+    if (i < n)
+      y[i] = st<T>(elementwise<op, A>(ld(a[i]), (op == Elementwise::kAccumulate) ? A(0) : ld(b[i]),
+                                      reads_y<op>() ? ld(y[i]) : A(0)));
+  } else {
+    MAMBATRACK_NN_GRID_LOOP(i, n)
+    y[i] = st<T>(elementwise<op, A>(ld(a[i]), (op == Elementwise::kAccumulate) ? A(0) : ld(b[i]),
+                                    reads_y<op>() ? ld(y[i]) : A(0)));
+  }
 }
 template <class T>
 __global__ void fill_kernel(T* x, T v, int64_t n) {
@@ -139,19 +173,17 @@ __global__ void mean_pool_bwd_kernel(const T* dp, const int64_t* cu, T* dx, int6
                                         : st<T>(ld(dp[s * d + c]) / static_cast<acc_t<T>>(cu[s + 1] - cu[s]));
   }
 }
-// out[:, off:off+w] = x (copy) or out = x[:, off:off+w] (take); one thread per element of the block.
-template <class T>
-__global__ void copy_columns_kernel(const T* x, T* out, int64_t n, int64_t w, int64_t W, int64_t off) {
-  MAMBATRACK_NN_GRID_LOOP(i, n * w) {
-    const int64_t r = i / w, c = i - r * w;
-    out[r * W + off + c] = x[i];
-  }
-}
-template <class T>
-__global__ void take_columns_kernel(const T* x, T* out, int64_t n, int64_t w, int64_t W, int64_t off) {
-  MAMBATRACK_NN_GRID_LOOP(i, n * w) {
-    const int64_t r = i / w, c = i - r * w;
-    out[i] = x[r * W + off + c];
+// out[:, off:off+w] = x (kTake false: copy) or out = x[:, off:off+w] (kTake true), one thread
+// per element U of the block: U is T, or uint4 (16 bytes) when w, W, off and both pointers allow,
+// with w, W, off then counted in uint4s. I: the index type, 32-bit where n·w fits (its division is
+// a fraction of the 64-bit one's cost).
+template <class U, class I, bool kTake>
+__global__ void columns_kernel(const U* x, U* out, I n, I w, I W, I off) {
+  const I total = n * w;
+  for (I i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += gridDim.x * blockDim.x) {
+    const I r = i / w, c = i - r * w;
+    if (kTake) out[i] = x[r * W + off + c];
+    else out[r * W + off + c] = x[i];
   }
 }
 template <class T>

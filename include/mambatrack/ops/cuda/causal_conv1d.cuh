@@ -1,7 +1,8 @@
 // CUDA causal depthwise conv1d + optional SiLU (math and argument structs: ops/causal_conv1d.hpp):
 // pre[t, c] = bias[c] + Σ_{j<K} w[c, j]·x[t-(K-1)+j, c] within each packed sequence, out = act(pre).
-// One thread per channel over a tile of 64 tokens (warps read contiguous channels); the backward
-// recomputes pre and writes per-tile dweight/dbias partials summed in a fixed order (no atomics).
+// One thread per channel over a tile of 64 tokens (warps read contiguous channels), the last K
+// inputs in registers; the backward recomputes pre and writes per-tile dweight/dbias partials
+// summed in a fixed order (no atomics).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -32,89 +33,131 @@ struct Params {
   bool silu = true;
 };
 
-// [start, end) of the sequence holding token t: the last b with cu[b] <= t.
-__device__ __forceinline__ void seq_range(const int64_t* __restrict cu, int64_t batch, int64_t t, int64_t& start,
-                                          int64_t& end) {
-  int64_t lo = 0, hi = batch - 1;
-  while (lo < hi) {
-    const int64_t mid = (lo + hi + 1) / 2;
-    if (cu[mid] <= t) lo = mid;
-    else hi = mid - 1;
+// The sequence holding token t, tracked along a thread's walk over increasing tokens: one binary
+// search at the first token, then a step to the next non-empty sequence at each boundary.
+struct SeqCursor {
+  const int64_t* __restrict cu;
+  int64_t batch, b = 0, start = 0, end = 0;
+  __device__ SeqCursor(const int64_t* __restrict c, int64_t nb, int64_t t) : cu(c), batch(nb) {
+    int64_t lo = 0, hi = nb - 1;  // the last b with cu[b] <= t
+    while (lo < hi) {
+      const int64_t mid = (lo + hi + 1) / 2;
+      if (cu[mid] <= t) lo = mid;
+      else hi = mid - 1;
+    }
+    b = lo;
+    start = cu[b];
+    end = cu[b + 1];
   }
-  start = cu[lo];
-  end = cu[lo + 1];
-}
+  // Tokens past cu[batch] (impossible for validated cu_seqlens) stay in the last sequence.
+  __device__ __forceinline__ void advance(int64_t t) {
+    while (t >= end && b + 1 < batch) {
+      ++b;
+      start = cu[b];
+      end = cu[b + 1];
+    }
+  }
+};
 
-template <class T, int K>
-__device__ __forceinline__ float pre_at(const Params<T>& p, const float (&w)[K], float bias, int64_t start, int64_t t,
-                                        int64_t c) {
+// The window of the last K inputs of one channel, w[K-1] the newest (token t), w[j] token
+// t-(K-1)+j. Tap j counts for token t when t-(K-1)+j is in t's sequence: K-1-j <= rel, rel = t -
+// its sequence's start.
+template <int K>
+__device__ __forceinline__ float conv_taps(const float (&w)[K], const float (&xw)[K], float bias, int64_t rel) {
   float acc = bias;
 #pragma unroll
-  for (int j = 0; j < K; ++j) {
-    const int64_t src = t - (K - 1) + j;
-    if (src >= start) acc += w[j] * detail::ld(p.x, src * p.channels + c);
-  }
+  for (int j = 0; j < K; ++j)
+    if (K - 1 - j <= rel) acc += w[j] * xw[j];
   return acc;
 }
+template <int K>
+__device__ __forceinline__ void shift_in(float (&win)[K], float v) {
+#pragma unroll
+  for (int j = 0; j + 1 < K; ++j) win[j] = win[j + 1];
+  win[K - 1] = v;
+}
 
+// Forward: one thread per channel walks its tile's tokens once with the last K inputs in
+// registers (one load per token).
 template <class T, int K>
 __global__ void __launch_bounds__(kChannels) conv_fwd(Params<T> p) {
   const int64_t c = blockIdx.y * static_cast<int64_t>(kChannels) + threadIdx.x;
   if (c >= p.channels) return;
-  float w[K];
+  float w[K], xw[K];
 #pragma unroll
-  for (int j = 0; j < K; ++j) w[j] = detail::ld(p.w, c * K + j);
+  for (int j = 0; j < K; ++j) {
+    w[j] = detail::ld(p.w, c * K + j);
+    const int64_t src = blockIdx.x * static_cast<int64_t>(kTok) - K + j;  // xw after shifting in t0 - 1
+    xw[j] = src >= 0 ? detail::ld(p.x, src * p.channels + c) : 0.0f;
+  }
   const float bias = p.bias ? detail::ld(p.bias, c) : 0.0f;
   const int64_t t0 = blockIdx.x * static_cast<int64_t>(kTok);
   const int64_t t1 = t0 + kTok < p.tokens ? t0 + kTok : p.tokens;
-  int64_t start = 0, end = -1;
+  SeqCursor seq(p.cu, p.batch, t0);
   for (int64_t t = t0; t < t1; ++t) {
-    if (t >= end) seq_range(p.cu, p.batch, t, start, end);
-    const float pre = pre_at<T, K>(p, w, bias, start, t, c);
+    seq.advance(t);
+    shift_in(xw, detail::ld(p.x, t * p.channels + c));
+    const float pre = conv_taps(w, xw, bias, t - seq.start);
     detail::st(p.out, t * p.channels + c, p.silu ? pre / (1.0f + expf(-pre)) : pre);
   }
 }
 
+// Backward: one thread per channel walks tokens t of its tile and the K-1 after it once, keeping
+// the last K inputs and the last K pre-activation gradients g (with each one's position in its
+// sequence) in registers: g[t] from the recomputed pre-activation, the dweight/dbias terms of
+// the tile's tokens, and dx[s] for s = t-(K-1), which needs g[s..s+K-1] of s's sequence. Writes
+// per-tile dweight/dbias partials, summed over the tiles in a fixed order afterwards.
 template <class T, int K>
 __global__ void __launch_bounds__(kChannels) conv_bwd(Params<T> p) {
   const int64_t c = blockIdx.y * static_cast<int64_t>(kChannels) + threadIdx.x;
   if (c >= p.channels) return;
-  float w[K], dw[K];
+  const int64_t t0 = blockIdx.x * static_cast<int64_t>(kTok);
+  const int64_t t1 = t0 + kTok < p.tokens ? t0 + kTok : p.tokens;
+  float w[K], dw[K], xw[K], gw[K];
+  int64_t relw[K];  // position in its sequence of the token of gw[j]; -1: none
 #pragma unroll
   for (int j = 0; j < K; ++j) {
     w[j] = detail::ld(p.w, c * K + j);
     dw[j] = 0.0f;
+    const int64_t src = t0 - K + j;
+    xw[j] = src >= 0 ? detail::ld(p.x, src * p.channels + c) : 0.0f;
+    gw[j] = 0.0f;
+    relw[j] = -1;
   }
   const float bias = p.bias ? detail::ld(p.bias, c) : 0.0f;
-  const int64_t t0 = blockIdx.x * static_cast<int64_t>(kTok);
-  const int64_t t1 = t0 + kTok < p.tokens ? t0 + kTok : p.tokens;
-  auto dpre_at = [&](int64_t start, int64_t t) {
-    float g = detail::ld(p.dout, t * p.channels + c);
-    if (p.silu) {
-      const float pre = pre_at<T, K>(p, w, bias, start, t, c);
-      const float sg = 1.0f / (1.0f + expf(-pre));
-      g *= sg * (1.0f + pre * (1.0f - sg));
-    }
-    return g;
-  };
   float db = 0.0f;
-  int64_t start = 0, end = -1;
-  for (int64_t s = t0; s < t1; ++s) {
-    if (s >= end) seq_range(p.cu, p.batch, s, start, end);
-    float dx = 0.0f;
+  SeqCursor seq(p.cu, p.batch, t0);
+  for (int64_t t = t0; t < t1 + (K - 1); ++t) {
+    float g = 0.0f;
+    int64_t rel = -1;
+    if (t < p.tokens) {  // uniform over the block
+      seq.advance(t);
+      rel = t - seq.start;
+      shift_in(xw, detail::ld(p.x, t * p.channels + c));
+      g = detail::ld(p.dout, t * p.channels + c);
+      if (p.silu) {
+        const float pre = conv_taps(w, xw, bias, rel);
+        const float sg = 1.0f / (1.0f + expf(-pre));
+        g *= sg * (1.0f + pre * (1.0f - sg));
+      }
+      if (t < t1) {  // token t as an output of this tile: its dweight and dbias terms
+        db += g;
 #pragma unroll
-    for (int j = 0; j < K; ++j) {
-      const int64_t t = s + (K - 1) - j;
-      if (t < end) dx += w[j] * dpre_at(start, t);
+        for (int j = 0; j < K; ++j)
+          if (K - 1 - j <= rel) dw[j] += g * xw[j];
+      }
     }
-    detail::st(p.dx, s * p.channels + c, dx);
-    // Token s as an output: its contributions to dweight and dbias.
-    const float g = dpre_at(start, s);
-    db += g;
+    shift_in(gw, g);
 #pragma unroll
-    for (int j = 0; j < K; ++j) {
-      const int64_t src = s - (K - 1) + j;
-      if (src >= start) dw[j] += g * detail::ld(p.x, src * p.channels + c);
+    for (int j = 0; j + 1 < K; ++j) relw[j] = relw[j + 1];
+    relw[K - 1] = rel;
+    const int64_t s = t - (K - 1);  // gw[i] is g[s + i]; x[s] is tap K-1-i of token s + i
+    if (s >= t0) {
+      float dx = 0.0f;
+#pragma unroll
+      for (int i = 0; i < K; ++i)
+        if (relw[i] >= i) dx += w[K - 1 - i] * gw[i];
+      detail::st(p.dx, s * p.channels + c, dx);
     }
   }
   const int64_t row = blockIdx.x * (p.channels * (K + 1));
