@@ -22,6 +22,7 @@ namespace conv_detail {
 
 constexpr int kTok = 64;       // tokens per block
 constexpr int kChannels = 128;  // channels per block
+constexpr int kAhead = 8;       // tokens whose loads a thread issues before it uses the first
 
 template <class T>
 struct Params {
@@ -94,11 +95,19 @@ __global__ void __launch_bounds__(kChannels) conv_fwd(Params<T> p) {
   const int64_t t0 = blockIdx.x * static_cast<int64_t>(kTok);
   const int64_t t1 = t0 + kTok < p.tokens ? t0 + kTok : p.tokens;
   SeqCursor seq(p.cu, p.batch, t0);
-  for (int64_t t = t0; t < t1; ++t) {
-    seq.advance(t);
-    shift_in(xw, detail::ld(p.x, t * p.channels + c));
-    const float pre = conv_taps(w, xw, bias, t - seq.start);
-    detail::st(p.out, t * p.channels + c, p.silu ? pre / (1.0f + expf(-pre)) : pre);
+  for (int64_t tb = t0; tb < t1; tb += kAhead) {
+    float xs[kAhead];  // the group's inputs, loaded before any is used
+#pragma unroll
+    for (int u = 0; u < kAhead; ++u) xs[u] = tb + u < t1 ? detail::ld(p.x, (tb + u) * p.channels + c) : 0.0f;
+#pragma unroll
+    for (int u = 0; u < kAhead; ++u) {
+      const int64_t t = tb + u;
+      if (t >= t1) break;
+      seq.advance(t);
+      shift_in(xw, xs[u]);
+      const float pre = conv_taps(w, xw, bias, t - seq.start);
+      detail::st(p.out, t * p.channels + c, p.silu ? pre / (1.0f + expf(-pre)) : pre);
+    }
   }
 }
 
@@ -127,37 +136,50 @@ __global__ void __launch_bounds__(kChannels) conv_bwd(Params<T> p) {
   const float bias = p.bias ? detail::ld(p.bias, c) : 0.0f;
   float db = 0.0f;
   SeqCursor seq(p.cu, p.batch, t0);
-  for (int64_t t = t0; t < t1 + (K - 1); ++t) {
-    float g = 0.0f;
-    int64_t rel = -1;
-    if (t < p.tokens) {  // uniform over the block
-      seq.advance(t);
-      rel = t - seq.start;
-      shift_in(xw, detail::ld(p.x, t * p.channels + c));
-      g = detail::ld(p.dout, t * p.channels + c);
-      if (p.silu) {
-        const float pre = conv_taps(w, xw, bias, rel);
-        const float sg = 1.0f / (1.0f + expf(-pre));
-        g *= sg * (1.0f + pre * (1.0f - sg));
-      }
-      if (t < t1) {  // token t as an output of this tile: its dweight and dbias terms
-        db += g;
+  const int64_t t_stop = t1 + (K - 1);
+  for (int64_t tb = t0; tb < t_stop; tb += kAhead) {
+    float xs[kAhead], ds[kAhead];  // the group's inputs and output gradients, loaded first
 #pragma unroll
-        for (int j = 0; j < K; ++j)
-          if (K - 1 - j <= rel) dw[j] += g * xw[j];
-      }
+    for (int u = 0; u < kAhead; ++u) {
+      const bool in = tb + u < t_stop && tb + u < p.tokens;
+      xs[u] = in ? detail::ld(p.x, (tb + u) * p.channels + c) : 0.0f;
+      ds[u] = in ? detail::ld(p.dout, (tb + u) * p.channels + c) : 0.0f;
     }
-    shift_in(gw, g);
 #pragma unroll
-    for (int j = 0; j + 1 < K; ++j) relw[j] = relw[j + 1];
-    relw[K - 1] = rel;
-    const int64_t s = t - (K - 1);  // gw[i] is g[s + i]; x[s] is tap K-1-i of token s + i
-    if (s >= t0) {
-      float dx = 0.0f;
+    for (int u = 0; u < kAhead; ++u) {
+      const int64_t t = tb + u;
+      if (t >= t_stop) break;
+      float g = 0.0f;
+      int64_t rel = -1;
+      if (t < p.tokens) {  // uniform over the block
+        seq.advance(t);
+        rel = t - seq.start;
+        shift_in(xw, xs[u]);
+        g = ds[u];
+        if (p.silu) {
+          const float pre = conv_taps(w, xw, bias, rel);
+          const float sg = 1.0f / (1.0f + expf(-pre));
+          g *= sg * (1.0f + pre * (1.0f - sg));
+        }
+        if (t < t1) {  // token t as an output of this tile: its dweight and dbias terms
+          db += g;
 #pragma unroll
-      for (int i = 0; i < K; ++i)
-        if (relw[i] >= i) dx += w[K - 1 - i] * gw[i];
-      detail::st(p.dx, s * p.channels + c, dx);
+          for (int j = 0; j < K; ++j)
+            if (K - 1 - j <= rel) dw[j] += g * xw[j];
+        }
+      }
+      shift_in(gw, g);
+#pragma unroll
+      for (int j = 0; j + 1 < K; ++j) relw[j] = relw[j + 1];
+      relw[K - 1] = rel;
+      const int64_t s = t - (K - 1);  // gw[i] is g[s + i]; x[s] is tap K-1-i of token s + i
+      if (s >= t0) {
+        float dx = 0.0f;
+#pragma unroll
+        for (int i = 0; i < K; ++i)
+          if (relw[i] >= i) dx += w[K - 1 - i] * gw[i];
+        detail::st(p.dx, s * p.channels + c, dx);
+      }
     }
   }
   const int64_t row = blockIdx.x * (p.channels * (K + 1));
