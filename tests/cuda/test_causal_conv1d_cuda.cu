@@ -104,8 +104,10 @@ constexpr double kTolBF16 = 1e-2;
 
 }  // namespace
 
+// Even channel counts run two channels per thread, odd ones one.
 TEST_CASE("cuda causal_conv1d fp32: packed varlen, d_conv 4, bias, SiLU", "[cuda]") {
   run_conv<float>({1, 2, 3, 7, 64, 130, 0, 5}, 160, 4, true, true, test::test_seed(11), kTolF32);
+  run_conv<float>({1, 2, 3, 7, 64, 130, 0, 5}, 131, 4, true, true, test::test_seed(16), kTolF32);
 }
 
 TEST_CASE("cuda causal_conv1d fp32: d_conv 2 and 3, no bias, no SiLU", "[cuda]") {
@@ -115,6 +117,7 @@ TEST_CASE("cuda causal_conv1d fp32: d_conv 2 and 3, no bias, no SiLU", "[cuda]")
 
 TEST_CASE("cuda causal_conv1d bf16: many short tracks", "[cuda]") {
   run_conv<bfloat16>(std::vector<int64_t>(300, 12), 256, 4, true, true, test::test_seed(14), kTolBF16);
+  run_conv<bfloat16>({5, 70, 1, 130, 0, 9}, 37, 4, true, true, test::test_seed(15), kTolBF16);
 }
 
 TEST_CASE("cuda causal_conv1d: bad shapes and unsupported d_conv throw", "[cuda]") {

@@ -77,9 +77,12 @@ TEST_CASE("cuda gated_rmsnorm fp32: ngroups 1, 2, 4; group sizes 512, 48, 10", "
   run_case<float>(5, 40, 4, test::test_seed(713), kTolF32);
 }
 
+// Group sizes that are multiples of 16 bytes of elements run the packed kernels (fp32: 512, 48;
+// bf16: 512, 128), the others one element per access (fp32: 10; bf16: 30).
 TEST_CASE("cuda gated_rmsnorm bf16: ngroups 1 and 2", "[cuda]") {
   run_case<bfloat16>(300, 512, 1, test::test_seed(721), kTolBF16);
   run_case<bfloat16>(129, 256, 2, test::test_seed(722), kTolBF16);
+  run_case<bfloat16>(40, 60, 2, test::test_seed(723), kTolBF16);
 }
 
 TEST_CASE("cuda gated_rmsnorm: bad shapes and ngroups throw", "[cuda]") {

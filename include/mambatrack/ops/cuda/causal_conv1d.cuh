@@ -1,13 +1,14 @@
 // CUDA causal depthwise conv1d + optional SiLU (math and argument structs: ops/causal_conv1d.hpp):
 // pre[t, c] = bias[c] + Σ_{j<K} w[c, j]·x[t-(K-1)+j, c] within each packed sequence, out = act(pre).
-// One thread per channel over a tile of 64 tokens (warps read contiguous channels), the last K
-// inputs in registers; the backward recomputes pre and writes per-tile dweight/dbias partials
+// One thread per channel (or pair of channels) over a tile of 64 tokens (warps read contiguous
+// channels), the last K inputs in registers; the backward recomputes pre and writes per-tile dweight/dbias partials
 // summed in a fixed order (no atomics).
 #pragma once
 
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <initializer_list>
 #include <type_traits>
 
 #include "mambatrack/core/cuda_memory.cuh"
@@ -78,114 +79,175 @@ __device__ __forceinline__ void shift_in(float (&win)[K], float v) {
   win[K - 1] = v;
 }
 
-// Forward: one thread per channel walks its tile's tokens once with the last K inputs in
-// registers (one load per token).
-template <class T, int K>
-__global__ void __launch_bounds__(kChannels) conv_fwd(Params<T> p) {
-  const int64_t c = blockIdx.y * static_cast<int64_t>(kChannels) + threadIdx.x;
-  if (c >= p.channels) return;
-  float w[K], xw[K];
+// CP adjacent channels of one token: one 2·CP-byte (bfloat16) or 4·CP-byte (float) access.
+template <class T, int CP>
+struct alignas(CP * sizeof(T)) Channels {
+  T v[CP];
+};
+template <class T, int CP>
+__device__ __forceinline__ void load_channels(const T* p, int64_t i, float (&out)[CP]) {
+  const Channels<T, CP> c = *reinterpret_cast<const Channels<T, CP>*>(p + i);
 #pragma unroll
-  for (int j = 0; j < K; ++j) {
-    w[j] = detail::ld(p.w, c * K + j);
-    const int64_t src = blockIdx.x * static_cast<int64_t>(kTok) - K + j;  // xw after shifting in t0 - 1
-    xw[j] = src >= 0 ? detail::ld(p.x, src * p.channels + c) : 0.0f;
-  }
-  const float bias = p.bias ? detail::ld(p.bias, c) : 0.0f;
+  for (int k = 0; k < CP; ++k) out[k] = static_cast<float>(c.v[k]);
+}
+template <class T, int CP>
+__device__ __forceinline__ void store_channels(T* p, int64_t i, const float (&in)[CP]) {
+  Channels<T, CP> c;
+#pragma unroll
+  for (int k = 0; k < CP; ++k) c.v[k] = static_cast<T>(in[k]);
+  *reinterpret_cast<Channels<T, CP>*>(p + i) = c;
+}
+
+// Forward: one thread per CP adjacent channels (CP = 2 where the channel count and the pointers
+// allow paired accesses) walks its tile's tokens once with the last K inputs in registers, each
+// group of kAhead tokens' loads issued before the first is used.
+template <class T, int K, int CP>
+__global__ void __launch_bounds__(kChannels) conv_fwd(Params<T> p) {
+  const int64_t c0 = (blockIdx.y * static_cast<int64_t>(kChannels) + threadIdx.x) * CP;
+  if (c0 >= p.channels) return;
   const int64_t t0 = blockIdx.x * static_cast<int64_t>(kTok);
   const int64_t t1 = t0 + kTok < p.tokens ? t0 + kTok : p.tokens;
+  float w[CP][K], xw[CP][K], bias[CP];
+#pragma unroll
+  for (int k = 0; k < CP; ++k) {
+    bias[k] = p.bias ? detail::ld(p.bias, c0 + k) : 0.0f;
+#pragma unroll
+    for (int j = 0; j < K; ++j) w[k][j] = detail::ld(p.w, (c0 + k) * K + j);
+  }
+#pragma unroll
+  for (int j = 0; j < K; ++j) {  // xw after shifting in token t0 - 1
+    const int64_t src = t0 - K + j;
+    float v[CP] = {};
+    if (src >= 0) load_channels<T, CP>(p.x, src * p.channels + c0, v);
+#pragma unroll
+    for (int k = 0; k < CP; ++k) xw[k][j] = v[k];
+  }
   SeqCursor seq(p.cu, p.batch, t0);
   for (int64_t tb = t0; tb < t1; tb += kAhead) {
-    float xs[kAhead];  // the group's inputs, loaded before any is used
+    float xs[kAhead][CP];  // the group's inputs, loaded before any is used
 #pragma unroll
-    for (int u = 0; u < kAhead; ++u) xs[u] = tb + u < t1 ? detail::ld(p.x, (tb + u) * p.channels + c) : 0.0f;
+    for (int u = 0; u < kAhead; ++u) {
+#pragma unroll
+      for (int k = 0; k < CP; ++k) xs[u][k] = 0.0f;
+      if (tb + u < t1) load_channels<T, CP>(p.x, (tb + u) * p.channels + c0, xs[u]);
+    }
 #pragma unroll
     for (int u = 0; u < kAhead; ++u) {
       const int64_t t = tb + u;
       if (t >= t1) break;
       seq.advance(t);
-      shift_in(xw, xs[u]);
-      const float pre = conv_taps(w, xw, bias, t - seq.start);
-      detail::st(p.out, t * p.channels + c, p.silu ? pre / (1.0f + expf(-pre)) : pre);
+      float out[CP];
+#pragma unroll
+      for (int k = 0; k < CP; ++k) {
+        shift_in(xw[k], xs[u][k]);
+        const float pre = conv_taps(w[k], xw[k], bias[k], t - seq.start);
+        out[k] = p.silu ? pre / (1.0f + expf(-pre)) : pre;
+      }
+      store_channels<T, CP>(p.out, t * p.channels + c0, out);
     }
   }
 }
 
-// Backward: one thread per channel walks tokens t of its tile and the K-1 after it once, keeping
-// the last K inputs and the last K pre-activation gradients g (with each one's position in its
-// sequence) in registers: g[t] from the recomputed pre-activation, the dweight/dbias terms of
-// the tile's tokens, and dx[s] for s = t-(K-1), which needs g[s..s+K-1] of s's sequence. Writes
-// per-tile dweight/dbias partials, summed over the tiles in a fixed order afterwards.
-template <class T, int K>
+// Backward: one thread per CP adjacent channels walks tokens t of its tile and the K-1 after it
+// once, keeping the last K inputs and the last K pre-activation gradients g (with each one's
+// position in its sequence) in registers: g[t] from the recomputed pre-activation, the
+// dweight/dbias terms of the tile's tokens, and dx[s] for s = t-(K-1), which needs g[s..s+K-1] of
+// s's sequence. Writes per-tile dweight/dbias partials, summed over the tiles in a fixed order
+// afterwards.
+template <class T, int K, int CP>
 __global__ void __launch_bounds__(kChannels) conv_bwd(Params<T> p) {
-  const int64_t c = blockIdx.y * static_cast<int64_t>(kChannels) + threadIdx.x;
-  if (c >= p.channels) return;
+  const int64_t c0 = (blockIdx.y * static_cast<int64_t>(kChannels) + threadIdx.x) * CP;
+  if (c0 >= p.channels) return;
   const int64_t t0 = blockIdx.x * static_cast<int64_t>(kTok);
   const int64_t t1 = t0 + kTok < p.tokens ? t0 + kTok : p.tokens;
-  float w[K], dw[K], xw[K], gw[K];
-  int64_t relw[K];  // position in its sequence of the token of gw[j]; -1: none
+  float w[CP][K], dw[CP][K], xw[CP][K], gw[CP][K], bias[CP], db[CP];
+  int64_t relw[K];  // position in its sequence of the token of gw[.][j]; -1: none
 #pragma unroll
-  for (int j = 0; j < K; ++j) {
-    w[j] = detail::ld(p.w, c * K + j);
-    dw[j] = 0.0f;
-    const int64_t src = t0 - K + j;
-    xw[j] = src >= 0 ? detail::ld(p.x, src * p.channels + c) : 0.0f;
-    gw[j] = 0.0f;
-    relw[j] = -1;
+  for (int k = 0; k < CP; ++k) {
+    bias[k] = p.bias ? detail::ld(p.bias, c0 + k) : 0.0f;
+    db[k] = 0.0f;
+#pragma unroll
+    for (int j = 0; j < K; ++j) {
+      w[k][j] = detail::ld(p.w, (c0 + k) * K + j);
+      dw[k][j] = 0.0f;
+      gw[k][j] = 0.0f;
+    }
   }
-  const float bias = p.bias ? detail::ld(p.bias, c) : 0.0f;
-  float db = 0.0f;
+#pragma unroll
+  for (int j = 0; j < K; ++j) {  // xw after shifting in token t0 - 1
+    relw[j] = -1;
+    const int64_t src = t0 - K + j;
+    float v[CP] = {};
+    if (src >= 0) load_channels<T, CP>(p.x, src * p.channels + c0, v);
+#pragma unroll
+    for (int k = 0; k < CP; ++k) xw[k][j] = v[k];
+  }
   SeqCursor seq(p.cu, p.batch, t0);
   const int64_t t_stop = t1 + (K - 1);
   for (int64_t tb = t0; tb < t_stop; tb += kAhead) {
-    float xs[kAhead], ds[kAhead];  // the group's inputs and output gradients, loaded first
+    float xs[kAhead][CP], ds[kAhead][CP];  // the group's inputs and output gradients, loaded first
 #pragma unroll
     for (int u = 0; u < kAhead; ++u) {
-      const bool in = tb + u < t_stop && tb + u < p.tokens;
-      xs[u] = in ? detail::ld(p.x, (tb + u) * p.channels + c) : 0.0f;
-      ds[u] = in ? detail::ld(p.dout, (tb + u) * p.channels + c) : 0.0f;
+#pragma unroll
+      for (int k = 0; k < CP; ++k) xs[u][k] = ds[u][k] = 0.0f;
+      if (tb + u < t_stop && tb + u < p.tokens) {
+        load_channels<T, CP>(p.x, (tb + u) * p.channels + c0, xs[u]);
+        load_channels<T, CP>(p.dout, (tb + u) * p.channels + c0, ds[u]);
+      }
     }
 #pragma unroll
     for (int u = 0; u < kAhead; ++u) {
       const int64_t t = tb + u;
       if (t >= t_stop) break;
-      float g = 0.0f;
       int64_t rel = -1;
       if (t < p.tokens) {  // uniform over the block
         seq.advance(t);
         rel = t - seq.start;
-        shift_in(xw, xs[u]);
-        g = ds[u];
-        if (p.silu) {
-          const float pre = conv_taps(w, xw, bias, rel);
-          const float sg = 1.0f / (1.0f + expf(-pre));
-          g *= sg * (1.0f + pre * (1.0f - sg));
-        }
-        if (t < t1) {  // token t as an output of this tile: its dweight and dbias terms
-          db += g;
-#pragma unroll
-          for (int j = 0; j < K; ++j)
-            if (K - 1 - j <= rel) dw[j] += g * xw[j];
-        }
       }
-      shift_in(gw, g);
+#pragma unroll
+      for (int k = 0; k < CP; ++k) {
+        float g = 0.0f;
+        if (t < p.tokens) {
+          shift_in(xw[k], xs[u][k]);
+          g = ds[u][k];
+          if (p.silu) {
+            const float pre = conv_taps(w[k], xw[k], bias[k], rel);
+            const float sg = 1.0f / (1.0f + expf(-pre));
+            g *= sg * (1.0f + pre * (1.0f - sg));
+          }
+          if (t < t1) {  // token t as an output of this tile: its dweight and dbias terms
+            db[k] += g;
+#pragma unroll
+            for (int j = 0; j < K; ++j)
+              if (K - 1 - j <= rel) dw[k][j] += g * xw[k][j];
+          }
+        }
+        shift_in(gw[k], g);
+      }
 #pragma unroll
       for (int j = 0; j + 1 < K; ++j) relw[j] = relw[j + 1];
       relw[K - 1] = rel;
-      const int64_t s = t - (K - 1);  // gw[i] is g[s + i]; x[s] is tap K-1-i of token s + i
+      const int64_t s = t - (K - 1);  // gw[.][i] is g[s + i]; x[s] is tap K-1-i of token s + i
       if (s >= t0) {
-        float dx = 0.0f;
+        float dx[CP];
 #pragma unroll
-        for (int i = 0; i < K; ++i)
-          if (relw[i] >= i) dx += w[K - 1 - i] * gw[i];
-        detail::st(p.dx, s * p.channels + c, dx);
+        for (int k = 0; k < CP; ++k) {
+          dx[k] = 0.0f;
+#pragma unroll
+          for (int i = 0; i < K; ++i)
+            if (relw[i] >= i) dx[k] += w[k][K - 1 - i] * gw[k][i];
+        }
+        store_channels<T, CP>(p.dx, s * p.channels + c0, dx);
       }
     }
   }
   const int64_t row = blockIdx.x * (p.channels * (K + 1));
 #pragma unroll
-  for (int j = 0; j < K; ++j) p.part[row + c * K + j] = dw[j];
-  p.part[row + p.channels * K + c] = db;
+  for (int k = 0; k < CP; ++k) {
+#pragma unroll
+    for (int j = 0; j < K; ++j) p.part[row + (c0 + k) * K + j] = dw[k][j];
+    p.part[row + p.channels * K + c0 + k] = db[k];
+  }
 }
 
 template <class T>
@@ -208,9 +270,18 @@ Params<T> make_params(const In& in, const CausalConv1dSizes& s) {
   return p;
 }
 
-inline dim3 grid_of(const CausalConv1dSizes& s) {
+// Channels per thread: 2 when the channel count is even and every per-token row pointer allows
+// paired accesses, else 1.
+template <class T>
+int channels_per_thread(const Params<T>& p, std::initializer_list<const void*> ptrs) {
+  if (p.channels % 2 != 0) return 1;
+  for (const void* q : ptrs)
+    if (q && reinterpret_cast<std::uintptr_t>(q) % (2 * sizeof(T)) != 0) return 1;
+  return 2;
+}
+inline dim3 grid_of(const CausalConv1dSizes& s, int cp) {
   return dim3(static_cast<unsigned>((s.tokens + kTok - 1) / kTok),
-              static_cast<unsigned>((s.channels + kChannels - 1) / kChannels));
+              static_cast<unsigned>((s.channels + kChannels * cp - 1) / (kChannels * cp)));
 }
 
 }  // namespace conv_detail
@@ -225,7 +296,10 @@ void causal_conv1d_fwd(const CausalConv1dFwdArgs<T, Cuda>& a, cudaStream_t strea
   conv_detail::Params<T> p = conv_detail::make_params<T>(a.in, s);
   p.out = a.out.data;
   dispatch_value(SupportedDConv{}, static_cast<int>(s.d_conv), "causal_conv1d d_conv (CUDA)", [&](auto kc) {
-    conv_detail::conv_fwd<T, decltype(kc)::value><<<conv_detail::grid_of(s), conv_detail::kChannels, 0, stream>>>(p);
+    constexpr int K = decltype(kc)::value;
+    const int cp = conv_detail::channels_per_thread(p, {p.x, p.out});
+    if (cp == 2) conv_detail::conv_fwd<T, K, 2><<<conv_detail::grid_of(s, 2), conv_detail::kChannels, 0, stream>>>(p);
+    else conv_detail::conv_fwd<T, K, 1><<<conv_detail::grid_of(s, 1), conv_detail::kChannels, 0, stream>>>(p);
     MAMBATRACK_CUDA_CHECK(cudaGetLastError());
   });
 }
@@ -244,7 +318,10 @@ void causal_conv1d_bwd(const CausalConv1dBwdArgs<T, Cuda>& a, cudaStream_t strea
   p.part = static_cast<float*>(detail::scratch(6, static_cast<std::size_t>(tiles * W) * sizeof(float)));
   float* tmp = static_cast<float*>(detail::scratch(7, static_cast<std::size_t>((tiles + 63) / 64 * W) * sizeof(float)));
   dispatch_value(SupportedDConv{}, static_cast<int>(s.d_conv), "causal_conv1d d_conv (CUDA)", [&](auto kc) {
-    conv_detail::conv_bwd<T, decltype(kc)::value><<<conv_detail::grid_of(s), conv_detail::kChannels, 0, stream>>>(p);
+    constexpr int K = decltype(kc)::value;
+    const int cp = conv_detail::channels_per_thread(p, {p.x, p.dout, p.dx});
+    if (cp == 2) conv_detail::conv_bwd<T, K, 2><<<conv_detail::grid_of(s, 2), conv_detail::kChannels, 0, stream>>>(p);
+    else conv_detail::conv_bwd<T, K, 1><<<conv_detail::grid_of(s, 1), conv_detail::kChannels, 0, stream>>>(p);
     MAMBATRACK_CUDA_CHECK(cudaGetLastError());
   });
   detail::sum_rows_accumulate<T>(p.part, tiles, W, s.channels * s.d_conv, tmp, a.dweight.data, stream);

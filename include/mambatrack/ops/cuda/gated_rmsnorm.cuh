@@ -1,13 +1,15 @@
 // CUDA gated grouped RMSNorm of Mamba2 (math and argument structs: ops/gated_rmsnorm.hpp):
 //   g = y·silu(z),  out = g / sqrt(mean_group(g²) + eps) · weight,
 // and its backward dg = r·w·dout − g·r³/n·Σ_group(w·dout·g), dy = dg·silu(z), dz = dg·y·silu'(z).
-// One warp per (token, group), float or bfloat16 storage, float math. dweight is deterministic:
+// One warp per (token, group), 16-byte accesses where the group size allows, float or bfloat16
+// storage, float math. dweight is deterministic:
 // per-part column sums over a fixed partition of the tokens, then the parts summed in order.
 #pragma once
 
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <initializer_list>
 #include <type_traits>
 
 #include "mambatrack/core/cuda_memory.cuh"
@@ -30,8 +32,49 @@ __device__ __forceinline__ float warp_sum(float v) {
 
 __device__ __forceinline__ float gate(float y, float z) { return y * z / (1.0f + expf(-z)); }
 
-// Forward: row = token·ngroups + group covers channels [group·n, group·n + n) of the token.
+// V consecutive elements from element i on (one 16-byte access when V·sizeof(T) is 16).
+template <class T, int V>
+struct alignas(V * sizeof(T)) Pack {
+  T v[V];
+};
+template <class T, int V>
+__device__ __forceinline__ void load_pack(const T* p, int64_t i, float (&out)[V]) {
+  const Pack<T, V> q = *reinterpret_cast<const Pack<T, V>*>(p + i);
+#pragma unroll
+  for (int k = 0; k < V; ++k) out[k] = static_cast<float>(q.v[k]);
+}
+template <class T, int V>
+__device__ __forceinline__ void store_pack(T* p, int64_t i, const float (&in)[V]) {
+  Pack<T, V> q;
+#pragma unroll
+  for (int k = 0; k < V; ++k) q.v[k] = static_cast<T>(in[k]);
+  *reinterpret_cast<Pack<T, V>*>(p + i) = q;
+}
+// Elements per access of the row kernels: 16 bytes when the group size and every pointer allow
+// it (the host's choice), else 1. A lane takes elements [i, i + V) for i = V·lane, V·(lane + 32), ...
 template <class T>
+constexpr int kPack = static_cast<int>(16 / sizeof(T));
+
+// Σ g² over the row's elements of this lane.
+template <class T, int V>
+__device__ __forceinline__ float row_sumsq(const T* __restrict y, const T* __restrict z, int64_t base, int64_t n,
+                                           int lane) {
+  float ss = 0.0f;
+  for (int64_t i = static_cast<int64_t>(lane) * V; i < n; i += 32 * V) {
+    float yv[V], zv[V];
+    load_pack<T, V>(y, base + i, yv);
+    load_pack<T, V>(z, base + i, zv);
+#pragma unroll
+    for (int k = 0; k < V; ++k) {
+      const float g = gate(yv[k], zv[k]);
+      ss += g * g;
+    }
+  }
+  return ss;
+}
+
+// Forward: row = token·ngroups + group covers channels [group·n, group·n + n) of the token.
+template <class T, int V = 1>
 __global__ void fwd_kernel(const T* __restrict y, const T* __restrict z, const T* __restrict w, T* __restrict out,
                            int64_t rows, int64_t ngroups, int64_t n, float eps) {
   const int lane = threadIdx.x & 31;
@@ -39,20 +82,20 @@ __global__ void fwd_kernel(const T* __restrict y, const T* __restrict z, const T
   if (row >= rows) return;
   const int64_t t = row / ngroups, grp = row % ngroups;
   const int64_t base = t * ngroups * n + grp * n;
-  float ss = 0.0f;
-  for (int64_t i = lane; i < n; i += 32) {
-    const float g = gate(detail::ld(y, base + i), detail::ld(z, base + i));
-    ss += g * g;
-  }
-  const float r = rsqrtf(warp_sum(ss) / static_cast<float>(n) + eps);
-  for (int64_t i = lane; i < n; i += 32) {
-    const float g = gate(detail::ld(y, base + i), detail::ld(z, base + i));
-    detail::st(out, base + i, g * r * detail::ld(w, grp * n + i));
+  const float r = rsqrtf(warp_sum(row_sumsq<T, V>(y, z, base, n, lane)) / static_cast<float>(n) + eps);
+  for (int64_t i = static_cast<int64_t>(lane) * V; i < n; i += 32 * V) {
+    float yv[V], zv[V], wv[V], o[V];
+    load_pack<T, V>(y, base + i, yv);
+    load_pack<T, V>(z, base + i, zv);
+    load_pack<T, V>(w, grp * n + i, wv);
+#pragma unroll
+    for (int k = 0; k < V; ++k) o[k] = gate(yv[k], zv[k]) * r * wv[k];
+    store_pack<T, V>(out, base + i, o);
   }
 }
 
 // r = 1/sqrt(mean(g²) + eps) per row.
-template <class T>
+template <class T, int V = 1>
 __global__ void stats_kernel(const T* __restrict y, const T* __restrict z, float* __restrict rstat, int64_t rows,
                              int64_t ngroups, int64_t n, float eps) {
   const int lane = threadIdx.x & 31;
@@ -60,12 +103,7 @@ __global__ void stats_kernel(const T* __restrict y, const T* __restrict z, float
   if (row >= rows) return;
   const int64_t t = row / ngroups, grp = row % ngroups;
   const int64_t base = t * ngroups * n + grp * n;
-  float ss = 0.0f;
-  for (int64_t i = lane; i < n; i += 32) {
-    const float g = gate(detail::ld(y, base + i), detail::ld(z, base + i));
-    ss += g * g;
-  }
-  const float r = rsqrtf(warp_sum(ss) / static_cast<float>(n) + eps);
+  const float r = rsqrtf(warp_sum(row_sumsq<T, V>(y, z, base, n, lane)) / static_cast<float>(n) + eps);
   if (lane == 0) rstat[row] = r;
 }
 
@@ -86,8 +124,9 @@ __global__ void dweight_partials(const T* __restrict y, const T* __restrict z, c
   part[static_cast<int64_t>(blockIdx.y) * ch + c] = s;
 }
 
-// dy, dz per row from the saved r.
-template <class T>
+// dy, dz per row from the saved r. Each lane reads a pack of y, z, dout before it writes that
+// pack of dy, dz (which may alias them element for element).
+template <class T, int V = 1>
 __global__ void dx_kernel(const T* y, const T* z, const T* __restrict w, const T* dout, const float* __restrict rstat,
                           T* dy, T* dz, int64_t rows, int64_t ngroups, int64_t n) {
   const int lane = threadIdx.x & 31;
@@ -96,21 +135,45 @@ __global__ void dx_kernel(const T* y, const T* z, const T* __restrict w, const T
   const int64_t t = row / ngroups, grp = row % ngroups;
   const int64_t base = t * ngroups * n + grp * n;
   float dot = 0.0f;
-  for (int64_t i = lane; i < n; i += 32) {
-    dot += detail::ld(w, grp * n + i) * detail::ld(dout, base + i) *
-           gate(detail::ld(y, base + i), detail::ld(z, base + i));
+  for (int64_t i = static_cast<int64_t>(lane) * V; i < n; i += 32 * V) {
+    float yv[V], zv[V], wv[V], dv[V];
+    load_pack<T, V>(y, base + i, yv);
+    load_pack<T, V>(z, base + i, zv);
+    load_pack<T, V>(w, grp * n + i, wv);
+    load_pack<T, V>(dout, base + i, dv);
+#pragma unroll
+    for (int k = 0; k < V; ++k) dot += wv[k] * dv[k] * gate(yv[k], zv[k]);
   }
   dot = warp_sum(dot);
   const float r = rstat[row];
-  const float k = r * r * r / static_cast<float>(n) * dot;
-  for (int64_t i = lane; i < n; i += 32) {
-    const float yv = detail::ld(y, base + i), zv = detail::ld(z, base + i);
-    const float s = 1.0f / (1.0f + expf(-zv));
-    const float g = yv * zv * s;
-    const float dg = r * detail::ld(w, grp * n + i) * detail::ld(dout, base + i) - g * k;
-    detail::st(dy, base + i, dg * zv * s);
-    detail::st(dz, base + i, dg * yv * s * (1.0f + zv * (1.0f - s)));
+  const float kf = r * r * r / static_cast<float>(n) * dot;
+  for (int64_t i = static_cast<int64_t>(lane) * V; i < n; i += 32 * V) {
+    float yv[V], zv[V], wv[V], dv[V], oy[V], oz[V];
+    load_pack<T, V>(y, base + i, yv);
+    load_pack<T, V>(z, base + i, zv);
+    load_pack<T, V>(w, grp * n + i, wv);
+    load_pack<T, V>(dout, base + i, dv);
+#pragma unroll
+    for (int k = 0; k < V; ++k) {
+      const float s = 1.0f / (1.0f + expf(-zv[k]));
+      const float g = yv[k] * zv[k] * s;
+      const float dg = r * wv[k] * dv[k] - g * kf;
+      oy[k] = dg * zv[k] * s;
+      oz[k] = dg * yv[k] * s * (1.0f + zv[k] * (1.0f - s));
+    }
+    store_pack<T, V>(dy, base + i, oy);
+    store_pack<T, V>(dz, base + i, oz);
   }
+}
+
+// True when the row kernels can take 16-byte packs: the group size a multiple of the pack and
+// every pointer 16-byte aligned.
+template <class T>
+bool packs(int64_t n, std::initializer_list<const void*> ptrs) {
+  if (n % kPack<T> != 0) return false;
+  for (const void* q : ptrs)
+    if (reinterpret_cast<std::uintptr_t>(q) % 16 != 0) return false;
+  return true;
 }
 
 template <class T>
@@ -129,8 +192,13 @@ void gated_rmsnorm_fwd(const GatedRmsNormFwdArgs<T, Cuda>& a, cudaStream_t strea
   const int64_t rows = d.tokens * d.ngroups;
   if (rows == 0 || d.channels == 0) return;
   const unsigned grid = static_cast<unsigned>((rows + grn_detail::kRowsPerBlock - 1) / grn_detail::kRowsPerBlock);
-  grn_detail::fwd_kernel<T><<<grid, grn_detail::kThreads, 0, stream>>>(
-      a.y.data, a.z.data, a.weight.data, a.out.data, rows, d.ngroups, d.group_size(), static_cast<float>(a.eps));
+  const bool packed = grn_detail::packs<T>(d.group_size(), {a.y.data, a.z.data, a.weight.data, a.out.data});
+  const auto launch = [&](auto kernel) {
+    kernel<<<grid, grn_detail::kThreads, 0, stream>>>(a.y.data, a.z.data, a.weight.data, a.out.data, rows, d.ngroups,
+                                                      d.group_size(), static_cast<float>(a.eps));
+  };
+  if (packed) launch(grn_detail::fwd_kernel<T, grn_detail::kPack<T>>);
+  else launch(grn_detail::fwd_kernel<T, 1>);
   MAMBATRACK_CUDA_CHECK(cudaGetLastError());
 }
 
@@ -153,16 +221,26 @@ void gated_rmsnorm_bwd(const GatedRmsNormBwdArgs<T, Cuda>& a, cudaStream_t strea
   float* tmp = part + part_floats;
   const unsigned grid = static_cast<unsigned>((rows + grn_detail::kRowsPerBlock - 1) / grn_detail::kRowsPerBlock);
   const float eps = static_cast<float>(a.eps);
-  grn_detail::stats_kernel<T><<<grid, grn_detail::kThreads, 0, stream>>>(a.y.data, a.z.data, rstat, rows, d.ngroups,
-                                                                          n, eps);
+  const bool packed =
+      grn_detail::packs<T>(n, {a.y.data, a.z.data, a.weight.data, a.dout.data, a.dy.data, a.dz.data});
+  if (packed)
+    grn_detail::stats_kernel<T, grn_detail::kPack<T>>
+        <<<grid, grn_detail::kThreads, 0, stream>>>(a.y.data, a.z.data, rstat, rows, d.ngroups, n, eps);
+  else
+    grn_detail::stats_kernel<T, 1><<<grid, grn_detail::kThreads, 0, stream>>>(a.y.data, a.z.data, rstat, rows, d.ngroups,
+                                                                              n, eps);
   MAMBATRACK_CUDA_CHECK(cudaGetLastError());
   // The partials read y, z, dout before dy, dz are written (they may share memory).
   const dim3 pgrid(static_cast<unsigned>((ch + 127) / 128), static_cast<unsigned>(parts));
   grn_detail::dweight_partials<T><<<pgrid, 128, 0, stream>>>(a.y.data, a.z.data, a.dout.data, rstat, d.tokens, ch, n,
                                                                rpp, part);
   MAMBATRACK_CUDA_CHECK(cudaGetLastError());
-  grn_detail::dx_kernel<T><<<grid, grn_detail::kThreads, 0, stream>>>(a.y.data, a.z.data, a.weight.data, a.dout.data,
-                                                                       rstat, a.dy.data, a.dz.data, rows, d.ngroups, n);
+  const auto launch_dx = [&](auto kernel) {
+    kernel<<<grid, grn_detail::kThreads, 0, stream>>>(a.y.data, a.z.data, a.weight.data, a.dout.data, rstat, a.dy.data,
+                                                      a.dz.data, rows, d.ngroups, n);
+  };
+  if (packed) launch_dx(grn_detail::dx_kernel<T, grn_detail::kPack<T>>);
+  else launch_dx(grn_detail::dx_kernel<T, 1>);
   MAMBATRACK_CUDA_CHECK(cudaGetLastError());
   detail::sum_rows_accumulate<T>(part, parts, ch, ch, tmp, a.dweight.data, stream);
 }
