@@ -1,6 +1,6 @@
 // [cuda] causal conv1d (+ SiLU): CUDA forward/backward against the float64 reference on fresh
 // random inputs (float and bfloat16 storage), packed varlen batches (lengths 1, 2, 3, 7, 64, ...),
-// d_conv 2 and 4, with and without bias and SiLU, poisoned outputs, accumulated dweight/dbias,
+// d_conv 2, 3 and 4, one and two channels per thread, with and without bias and SiLU, poisoned outputs, accumulated dweight/dbias,
 // bit-identical backward runs, and shape errors.
 #include <catch2/catch.hpp>
 
@@ -108,11 +108,16 @@ constexpr double kTolBF16 = 1e-2;
 TEST_CASE("cuda causal_conv1d fp32: packed varlen, d_conv 4, bias, SiLU", "[cuda]") {
   run_conv<float>({1, 2, 3, 7, 64, 130, 0, 5}, 160, 4, true, true, test::test_seed(11), kTolF32);
   run_conv<float>({1, 2, 3, 7, 64, 130, 0, 5}, 131, 4, true, true, test::test_seed(16), kTolF32);
+  // Empty first and last sequences, sequence ends on tile (64-token) edges, several block columns.
+  run_conv<float>({0, 64, 63, 1, 0, 2, 0}, 514, 4, true, true, test::test_seed(17), kTolF32);
+  run_conv<float>({3}, 6, 4, true, true, test::test_seed(18), kTolF32);  // fewer tokens than d_conv
 }
 
 TEST_CASE("cuda causal_conv1d fp32: d_conv 2 and 3, no bias, no SiLU", "[cuda]") {
   run_conv<float>({3, 70, 1}, 40, 2, false, false, test::test_seed(12), kTolF32);
   run_conv<float>({65, 2, 9}, 33, 3, true, false, test::test_seed(13), kTolF32);
+  run_conv<float>({65, 2, 9}, 34, 3, true, false, test::test_seed(19), kTolF32);
+  run_conv<float>({3, 70, 1}, 41, 2, false, true, test::test_seed(20), kTolF32);
 }
 
 TEST_CASE("cuda causal_conv1d bf16: many short tracks", "[cuda]") {

@@ -376,7 +376,7 @@ struct CudaBackendT {
     });
   }
   // Column blocks (copy_columns, take_columns): in 16-byte units when the widths, the offset and
-  // both pointers allow, with a 32-bit index when the element count fits.
+  // both pointers allow, with a 32-bit index when every index (below n·W) fits.
   template <bool kTake>
   static void columns(const T* x, T* out, int64_t n, int64_t w, int64_t W, int64_t off, const char* what) {
     namespace K = cuda_kernels;

@@ -3,8 +3,8 @@
 // Philox dropout masks identical to the host's, multiply, mean pooling, column blocks, transpose,
 // the A = −exp(A_log) steps) and the task-level row ops (gather, scatter-add with distinct
 // indices, first argmax per row). float or bfloat16 storage: arithmetic in acc_t<T> (float for
-// bfloat16), one rounding per stored result. One thread per output element (grid-stride), so every result is
-// written by one thread: deterministic, no atomics. Each launch is stream-ordered on `s`, checks
+// bfloat16), one rounding per stored result. One thread per output element or 16-byte group of
+// them (grid-stride), so every result is written by one thread: deterministic, no atomics. Each launch is stream-ordered on `s`, checks
 // the launch without synchronising and allocates nothing.
 #pragma once
 
@@ -85,8 +85,8 @@ constexpr bool reads_y() {
 // Elements per 16-byte access.
 template <class T>
 constexpr int kVec = static_cast<int>(16 / sizeof(T));
-// True when every pointer allows 16-byte accesses (tensor data is at least 256-byte aligned, but
-// views may start anywhere).
+// True when p allows 16-byte accesses (tensor data is at least 256-byte aligned, but views may
+// start anywhere); the launchers check every pointer a kernel accesses.
 inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 // y[i] = op(a[i], b[i], y[i]), one rounding per stored element. kVector: 16 bytes per access
@@ -175,8 +175,8 @@ __global__ void mean_pool_bwd_kernel(const T* dp, const int64_t* cu, T* dx, int6
 }
 // out[:, off:off+w] = x (kTake false: copy) or out = x[:, off:off+w] (kTake true), one thread
 // per element U of the block: U is T, or uint4 (16 bytes) when w, W, off and both pointers allow,
-// with w, W, off then counted in uint4s. I: the index type, 32-bit where n·w fits (its division is
-// a fraction of the 64-bit one's cost).
+// with w, W, off then counted in uint4s. I: the index type, 32-bit where n·w and n·W fit (its
+// division is a fraction of the 64-bit one's cost).
 template <class U, class I, bool kTake>
 __global__ void columns_kernel(const U* x, U* out, I n, I w, I W, I off) {
   const I total = n * w;

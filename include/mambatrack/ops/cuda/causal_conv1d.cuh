@@ -22,7 +22,7 @@ namespace mambatrack::cuda {
 namespace conv_detail {
 
 constexpr int kTok = 64;       // tokens per block
-constexpr int kChannels = 128;  // channels per block
+constexpr int kChannels = 128;  // threads per block (a block covers kChannels·CP channels)
 constexpr int kAhead = 8;       // tokens whose loads a thread issues before it uses the first
 
 template <class T>
@@ -61,8 +61,8 @@ struct SeqCursor {
   }
 };
 
-// The window of the last K inputs of one channel, w[K-1] the newest (token t), w[j] token
-// t-(K-1)+j. Tap j counts for token t when t-(K-1)+j is in t's sequence: K-1-j <= rel, rel = t -
+// The window of the last K inputs of one channel, xw[K-1] the newest (token t), xw[j] token
+// t-(K-1)+j; w[j] the weight of tap j. Tap j counts for token t when t-(K-1)+j is in t's sequence: K-1-j <= rel, rel = t -
 // its sequence's start.
 template <int K>
 __device__ __forceinline__ float conv_taps(const float (&w)[K], const float (&xw)[K], float bias, int64_t rel) {

@@ -1,9 +1,11 @@
 // CUDA gated grouped RMSNorm of Mamba2 (math and argument structs: ops/gated_rmsnorm.hpp):
 //   g = y·silu(z),  out = g / sqrt(mean_group(g²) + eps) · weight,
 // and its backward dg = r·w·dout − g·r³/n·Σ_group(w·dout·g), dy = dg·silu(z), dz = dg·y·silu'(z).
-// One warp per (token, group), 16-byte accesses where the group size allows, float or bfloat16
-// storage, float math. dweight is deterministic:
-// per-part column sums over a fixed partition of the tokens, then the parts summed in order.
+// One warp per (token, group), 16-byte accesses where the group size and the pointers allow
+// (the row sums then add in a different order: results are bit-identical from run to run for the
+// same buffers, and may differ in the last bits between the packed and the element-wise paths),
+// float or bfloat16 storage, float math. dweight is deterministic: per-part column sums over a
+// fixed partition of the tokens, then the parts summed in order.
 #pragma once
 
 #include <cuda_runtime.h>
