@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "cuda_bench_util.cuh"
@@ -36,31 +37,52 @@ Tensor<int64_t, Cuda> cu_seqlens(int64_t batch, int64_t len) {
   return to_device<int64_t>(h.view());
 }
 
+// A mixer with initialised parameters on the GPU, random inputs and output gradients of a
+// problem, and its context: one forward (and backward) per call of step().
+template <class Backend, class Mixer>
+class LayerRun {
+ public:
+  using T = typename Backend::Scalar;
+  LayerRun(const Problem& pb, Mixer mixer)
+      : mixer_(std::move(mixer)),
+        tokens_(pb.batch * pb.len),
+        x_(Shape{tokens_, mixer_.d_model()}),
+        dy_(Shape{tokens_, mixer_.d_model()}),
+        cu_(cu_seqlens(pb.batch, pb.len)) {
+    mixer_.register_params(store_, "mixer.");
+    store_.finalize();
+    mixer_.init(store_.host(), 7, 12);
+    store_.upload();
+    bench::fill_uniform(x_.data(), x_.numel(), 1);
+    bench::fill_uniform(dy_.data(), dy_.numel(), 2, -1e-3f, 1e-3f);
+    if constexpr (std::is_same_v<Mixer, nn::MambaMixer<Backend>>) mixer_.set_max_seqlen_hint(pb.len);
+  }
+  LayerRun(const LayerRun&) = delete;
+  LayerRun& operator=(const LayerRun&) = delete;
+  void step(bool backward) {
+    mixer_.forward(ctx_, x_.view(), cu_.view());
+    if (backward) mixer_.backward(ctx_, dy_.view());
+  }
+  int64_t tokens() const { return tokens_; }
+
+ private:
+  typename Backend::Store store_;
+  Mixer mixer_;
+  int64_t tokens_;
+  Tensor<T, Cuda> x_, dy_;
+  Tensor<int64_t, Cuda> cu_;
+  typename Mixer::Context ctx_;
+};
+
 // One warm forward+backward inside a profiler range (the profile mode).
 template <class Backend, class Mixer>
 void profile_once(const Problem& pb, Mixer mixer) {
-  using T = typename Backend::Scalar;
-  typename Backend::Store store;
-  mixer.register_params(store, "mixer.");
-  store.finalize();
-  mixer.init(store.host(), 7, 12);
-  store.upload();
-  const int64_t tok = pb.batch * pb.len, d = mixer.d_model();
-  Tensor<T, Cuda> x(Shape{tok, d}), dy(Shape{tok, d});
-  bench::fill_uniform(x.data(), x.numel(), 1);
-  bench::fill_uniform(dy.data(), dy.numel(), 2, -1e-3f, 1e-3f);
-  Tensor<int64_t, Cuda> cu = cu_seqlens(pb.batch, pb.len);
-  if constexpr (std::is_same_v<Mixer, nn::MambaMixer<Backend>>) mixer.set_max_seqlen_hint(pb.len);
-  typename Mixer::Context ctx;
+  LayerRun<Backend, Mixer> r(pb, std::move(mixer));
   cudaStream_t s = Backend::stream();
-  for (int warm = 0; warm < 2; ++warm) {
-    mixer.forward(ctx, x.view(), cu.view());
-    mixer.backward(ctx, dy.view());
-  }
+  for (int warm = 0; warm < 2; ++warm) r.step(true);
   MAMBATRACK_CUDA_CHECK(cudaStreamSynchronize(s));
   MAMBATRACK_CUDA_CHECK(cudaProfilerStart());
-  mixer.forward(ctx, x.view(), cu.view());
-  mixer.backward(ctx, dy.view());
+  r.step(true);
   MAMBATRACK_CUDA_CHECK(cudaStreamSynchronize(s));
   MAMBATRACK_CUDA_CHECK(cudaProfilerStop());
   std::printf("profiled one forward+backward of %s (bf16)\n", pb.name.c_str());
@@ -69,26 +91,11 @@ void profile_once(const Problem& pb, Mixer mixer) {
 template <class Backend, class Mixer>
 void run(const Problem& pb, Mixer mixer, double gemm_flops_per_token_fwd, double bf16_rate) {
   using T = typename Backend::Scalar;
-  typename Backend::Store store;
-  mixer.register_params(store, "mixer.");
-  store.finalize();
-  mixer.init(store.host(), 7, 12);
-  store.upload();
-  const int64_t tok = pb.batch * pb.len, d = mixer.d_model();
-  Tensor<T, Cuda> x(Shape{tok, d}), dy(Shape{tok, d});
-  bench::fill_uniform(x.data(), x.numel(), 1);
-  bench::fill_uniform(dy.data(), dy.numel(), 2, -1e-3f, 1e-3f);
-  Tensor<int64_t, Cuda> cu = cu_seqlens(pb.batch, pb.len);
-  if constexpr (std::is_same_v<Mixer, nn::MambaMixer<Backend>>) mixer.set_max_seqlen_hint(pb.len);
-  typename Mixer::Context ctx;
+  LayerRun<Backend, Mixer> r(pb, std::move(mixer));
   cudaStream_t s = Backend::stream();
-  const double fwd = bench::cuda_median_seconds([&] { mixer.forward(ctx, x.view(), cu.view()); }, s, 20, 3);
-  const double both = bench::cuda_median_seconds(
-      [&] {
-        mixer.forward(ctx, x.view(), cu.view());
-        mixer.backward(ctx, dy.view());
-      },
-      s, 20, 3);
+  const double fwd = bench::cuda_median_seconds([&] { r.step(false); }, s, 20, 3);
+  const double both = bench::cuda_median_seconds([&] { r.step(true); }, s, 20, 3);
+  const int64_t tok = r.tokens();
   const double f_fwd = gemm_flops_per_token_fwd * static_cast<double>(tok), f_both = 3.0 * f_fwd;
   std::printf("| %s, %s | %lld x %lld | %.3f | %.3f | %.1f | %.1f | %.1f%% | %s | %s |\n", pb.name.c_str(),
               std::is_same_v<T, float> ? "fp32" : "bf16", static_cast<long long>(pb.batch), static_cast<long long>(pb.len), fwd * 1e3, both * 1e3,

@@ -16,6 +16,7 @@
 #include "mambatrack/core/supported.hpp"
 #include "mambatrack/ops/causal_conv1d.hpp"
 #include "mambatrack/ops/cuda/kernel_util.cuh"
+#include "mambatrack/ops/cuda/pack.cuh"
 
 namespace mambatrack::cuda {
 
@@ -79,23 +80,18 @@ __device__ __forceinline__ void shift_in(float (&win)[K], float v) {
   win[K - 1] = v;
 }
 
-// CP adjacent channels of one token: one 2·CP-byte (bfloat16) or 4·CP-byte (float) access.
-template <class T, int CP>
-struct alignas(CP * sizeof(T)) Channels {
-  T v[CP];
-};
-template <class T, int CP>
-__device__ __forceinline__ void load_channels(const T* p, int64_t i, float (&out)[CP]) {
-  const Channels<T, CP> c = *reinterpret_cast<const Channels<T, CP>*>(p + i);
+// xw[k][j] = x[t0 - K + j] of channel c0 + k (0 before the first token): the window after token
+// t0 - 1.
+template <class T, int K, int CP>
+__device__ __forceinline__ void preload_window(const Params<T>& p, int64_t t0, int64_t c0, float (&xw)[CP][K]) {
 #pragma unroll
-  for (int k = 0; k < CP; ++k) out[k] = static_cast<float>(c.v[k]);
-}
-template <class T, int CP>
-__device__ __forceinline__ void store_channels(T* p, int64_t i, const float (&in)[CP]) {
-  Channels<T, CP> c;
+  for (int j = 0; j < K; ++j) {
+    const int64_t src = t0 - K + j;
+    float v[CP] = {};
+    if (src >= 0) detail::load_pack<T, CP>(p.x, src * p.channels + c0, v);
 #pragma unroll
-  for (int k = 0; k < CP; ++k) c.v[k] = static_cast<T>(in[k]);
-  *reinterpret_cast<Channels<T, CP>*>(p + i) = c;
+    for (int k = 0; k < CP; ++k) xw[k][j] = v[k];
+  }
 }
 
 // Forward: one thread per CP adjacent channels (CP = 2 where the channel count and the pointers
@@ -114,14 +110,7 @@ __global__ void __launch_bounds__(kChannels) conv_fwd(Params<T> p) {
 #pragma unroll
     for (int j = 0; j < K; ++j) w[k][j] = detail::ld(p.w, (c0 + k) * K + j);
   }
-#pragma unroll
-  for (int j = 0; j < K; ++j) {  // xw after shifting in token t0 - 1
-    const int64_t src = t0 - K + j;
-    float v[CP] = {};
-    if (src >= 0) load_channels<T, CP>(p.x, src * p.channels + c0, v);
-#pragma unroll
-    for (int k = 0; k < CP; ++k) xw[k][j] = v[k];
-  }
+  preload_window<T, K, CP>(p, t0, c0, xw);
   SeqCursor seq(p.cu, p.batch, t0);
   for (int64_t tb = t0; tb < t1; tb += kAhead) {
     float xs[kAhead][CP];  // the group's inputs, loaded before any is used
@@ -129,7 +118,7 @@ __global__ void __launch_bounds__(kChannels) conv_fwd(Params<T> p) {
     for (int u = 0; u < kAhead; ++u) {
 #pragma unroll
       for (int k = 0; k < CP; ++k) xs[u][k] = 0.0f;
-      if (tb + u < t1) load_channels<T, CP>(p.x, (tb + u) * p.channels + c0, xs[u]);
+      if (tb + u < t1) detail::load_pack<T, CP>(p.x, (tb + u) * p.channels + c0, xs[u]);
     }
 #pragma unroll
     for (int u = 0; u < kAhead; ++u) {
@@ -143,7 +132,7 @@ __global__ void __launch_bounds__(kChannels) conv_fwd(Params<T> p) {
         const float pre = conv_taps(w[k], xw[k], bias[k], t - seq.start);
         out[k] = p.silu ? pre / (1.0f + expf(-pre)) : pre;
       }
-      store_channels<T, CP>(p.out, t * p.channels + c0, out);
+      detail::store_pack<T, CP>(p.out, t * p.channels + c0, out);
     }
   }
 }
@@ -174,14 +163,8 @@ __global__ void __launch_bounds__(kChannels) conv_bwd(Params<T> p) {
     }
   }
 #pragma unroll
-  for (int j = 0; j < K; ++j) {  // xw after shifting in token t0 - 1
-    relw[j] = -1;
-    const int64_t src = t0 - K + j;
-    float v[CP] = {};
-    if (src >= 0) load_channels<T, CP>(p.x, src * p.channels + c0, v);
-#pragma unroll
-    for (int k = 0; k < CP; ++k) xw[k][j] = v[k];
-  }
+  for (int j = 0; j < K; ++j) relw[j] = -1;
+  preload_window<T, K, CP>(p, t0, c0, xw);
   SeqCursor seq(p.cu, p.batch, t0);
   const int64_t t_stop = t1 + (K - 1);
   for (int64_t tb = t0; tb < t_stop; tb += kAhead) {
@@ -191,8 +174,8 @@ __global__ void __launch_bounds__(kChannels) conv_bwd(Params<T> p) {
 #pragma unroll
       for (int k = 0; k < CP; ++k) xs[u][k] = ds[u][k] = 0.0f;
       if (tb + u < t_stop && tb + u < p.tokens) {
-        load_channels<T, CP>(p.x, (tb + u) * p.channels + c0, xs[u]);
-        load_channels<T, CP>(p.dout, (tb + u) * p.channels + c0, ds[u]);
+        detail::load_pack<T, CP>(p.x, (tb + u) * p.channels + c0, xs[u]);
+        detail::load_pack<T, CP>(p.dout, (tb + u) * p.channels + c0, ds[u]);
       }
     }
 #pragma unroll
@@ -237,7 +220,7 @@ __global__ void __launch_bounds__(kChannels) conv_bwd(Params<T> p) {
           for (int i = 0; i < K; ++i)
             if (relw[i] >= i) dx[k] += w[k][K - 1 - i] * gw[k][i];
         }
-        store_channels<T, CP>(p.dx, s * p.channels + c0, dx);
+        detail::store_pack<T, CP>(p.dx, s * p.channels + c0, dx);
       }
     }
   }

@@ -17,6 +17,7 @@
 #include "mambatrack/core/cuda_memory.cuh"
 #include "mambatrack/core/dtype.hpp"
 #include "mambatrack/ops/cuda/kernel_util.cuh"
+#include "mambatrack/ops/cuda/pack.cuh"
 #include "mambatrack/ops/gated_rmsnorm.hpp"
 
 namespace mambatrack::cuda {
@@ -34,24 +35,6 @@ __device__ __forceinline__ float warp_sum(float v) {
 
 __device__ __forceinline__ float gate(float y, float z) { return y * z / (1.0f + expf(-z)); }
 
-// V consecutive elements from element i on (one 16-byte access when V·sizeof(T) is 16).
-template <class T, int V>
-struct alignas(V * sizeof(T)) Pack {
-  T v[V];
-};
-template <class T, int V>
-__device__ __forceinline__ void load_pack(const T* p, int64_t i, float (&out)[V]) {
-  const Pack<T, V> q = *reinterpret_cast<const Pack<T, V>*>(p + i);
-#pragma unroll
-  for (int k = 0; k < V; ++k) out[k] = static_cast<float>(q.v[k]);
-}
-template <class T, int V>
-__device__ __forceinline__ void store_pack(T* p, int64_t i, const float (&in)[V]) {
-  Pack<T, V> q;
-#pragma unroll
-  for (int k = 0; k < V; ++k) q.v[k] = static_cast<T>(in[k]);
-  *reinterpret_cast<Pack<T, V>*>(p + i) = q;
-}
 // Elements per access of the row kernels: 16 bytes when the group size and every pointer allow
 // it (the host's choice), else 1. A lane takes elements [i, i + V) for i = V·lane, V·(lane + 32), ...
 template <class T>
@@ -64,8 +47,8 @@ __device__ __forceinline__ float row_sumsq(const T* __restrict y, const T* __res
   float ss = 0.0f;
   for (int64_t i = static_cast<int64_t>(lane) * V; i < n; i += 32 * V) {
     float yv[V], zv[V];
-    load_pack<T, V>(y, base + i, yv);
-    load_pack<T, V>(z, base + i, zv);
+    detail::load_pack<T, V>(y, base + i, yv);
+    detail::load_pack<T, V>(z, base + i, zv);
 #pragma unroll
     for (int k = 0; k < V; ++k) {
       const float g = gate(yv[k], zv[k]);
@@ -87,12 +70,12 @@ __global__ void fwd_kernel(const T* __restrict y, const T* __restrict z, const T
   const float r = rsqrtf(warp_sum(row_sumsq<T, V>(y, z, base, n, lane)) / static_cast<float>(n) + eps);
   for (int64_t i = static_cast<int64_t>(lane) * V; i < n; i += 32 * V) {
     float yv[V], zv[V], wv[V], o[V];
-    load_pack<T, V>(y, base + i, yv);
-    load_pack<T, V>(z, base + i, zv);
-    load_pack<T, V>(w, grp * n + i, wv);
+    detail::load_pack<T, V>(y, base + i, yv);
+    detail::load_pack<T, V>(z, base + i, zv);
+    detail::load_pack<T, V>(w, grp * n + i, wv);
 #pragma unroll
     for (int k = 0; k < V; ++k) o[k] = gate(yv[k], zv[k]) * r * wv[k];
-    store_pack<T, V>(out, base + i, o);
+    detail::store_pack<T, V>(out, base + i, o);
   }
 }
 
@@ -139,10 +122,10 @@ __global__ void dx_kernel(const T* y, const T* z, const T* __restrict w, const T
   float dot = 0.0f;
   for (int64_t i = static_cast<int64_t>(lane) * V; i < n; i += 32 * V) {
     float yv[V], zv[V], wv[V], dv[V];
-    load_pack<T, V>(y, base + i, yv);
-    load_pack<T, V>(z, base + i, zv);
-    load_pack<T, V>(w, grp * n + i, wv);
-    load_pack<T, V>(dout, base + i, dv);
+    detail::load_pack<T, V>(y, base + i, yv);
+    detail::load_pack<T, V>(z, base + i, zv);
+    detail::load_pack<T, V>(w, grp * n + i, wv);
+    detail::load_pack<T, V>(dout, base + i, dv);
 #pragma unroll
     for (int k = 0; k < V; ++k) dot += wv[k] * dv[k] * gate(yv[k], zv[k]);
   }
@@ -151,10 +134,10 @@ __global__ void dx_kernel(const T* y, const T* z, const T* __restrict w, const T
   const float kf = r * r * r / static_cast<float>(n) * dot;
   for (int64_t i = static_cast<int64_t>(lane) * V; i < n; i += 32 * V) {
     float yv[V], zv[V], wv[V], dv[V], oy[V], oz[V];
-    load_pack<T, V>(y, base + i, yv);
-    load_pack<T, V>(z, base + i, zv);
-    load_pack<T, V>(w, grp * n + i, wv);
-    load_pack<T, V>(dout, base + i, dv);
+    detail::load_pack<T, V>(y, base + i, yv);
+    detail::load_pack<T, V>(z, base + i, zv);
+    detail::load_pack<T, V>(w, grp * n + i, wv);
+    detail::load_pack<T, V>(dout, base + i, dv);
 #pragma unroll
     for (int k = 0; k < V; ++k) {
       const float s = 1.0f / (1.0f + expf(-zv[k]));
@@ -163,8 +146,8 @@ __global__ void dx_kernel(const T* y, const T* z, const T* __restrict w, const T
       oy[k] = dg * zv[k] * s;
       oz[k] = dg * yv[k] * s * (1.0f + zv[k] * (1.0f - s));
     }
-    store_pack<T, V>(dy, base + i, oy);
-    store_pack<T, V>(dz, base + i, oz);
+    detail::store_pack<T, V>(dy, base + i, oy);
+    detail::store_pack<T, V>(dz, base + i, oz);
   }
 }
 
