@@ -369,8 +369,9 @@ struct CudaBackendT {
   template <cuda_kernels::Elementwise op>
   static void elementwise(const T* a, const T* b, T* y, int64_t n, const char* what) {
     namespace K = cuda_kernels;
-    const bool vector = K::aligned16(a) && K::aligned16(b) && K::aligned16(y);
-    launch_n(vector ? (n + K::kVec<T> - 1) / K::kVec<T> : n, what, [&](unsigned g) {
+    namespace pk = mambatrack::cuda::detail;
+    const bool vector = pk::all_aligned(16, {a, b, y});
+    launch_n(vector ? (n + pk::kPack16<T> - 1) / pk::kPack16<T> : n, what, [&](unsigned g) {
       if (vector) K::elementwise_kernel<T, op, true><<<g, K::kThreads, 0, stream()>>>(a, b, y, n);
       else K::elementwise_kernel<T, op, false><<<g, K::kThreads, 0, stream()>>>(a, b, y, n);
     });
@@ -380,8 +381,8 @@ struct CudaBackendT {
   template <bool kTake>
   static void columns(const T* x, T* out, int64_t n, int64_t w, int64_t W, int64_t off, const char* what) {
     namespace K = cuda_kernels;
-    constexpr int64_t V = K::kVec<T>;
-    const bool vector = K::aligned16(x) && K::aligned16(out) && w % V == 0 && W % V == 0 && off % V == 0;
+    constexpr int64_t V = mambatrack::cuda::detail::kPack16<T>;
+    const bool vector = mambatrack::cuda::detail::all_aligned(16, {x, out}) && w % V == 0 && W % V == 0 && off % V == 0;
     const int64_t u = vector ? V : 1, total = n * (w / u);
     const bool narrow = total < (int64_t{1} << 31) && n * (W / u) < (int64_t{1} << 31);
     launch_n(total, what, [&](unsigned g) {

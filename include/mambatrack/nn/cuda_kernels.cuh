@@ -12,12 +12,14 @@
 
 #include <cstdint>
 #include <string>
+#include <type_traits>
 
 #include "mambatrack/core/cuda_memory.cuh"
 #include "mambatrack/core/dtype.hpp"
 #include "mambatrack/core/error.hpp"
 #include "mambatrack/core/philox.hpp"
 #include "mambatrack/core/tensor.hpp"
+#include "mambatrack/ops/cuda/pack.cuh"
 
 namespace mambatrack::nn::cuda_kernels {
 
@@ -82,32 +84,24 @@ template <Elementwise op>
 constexpr bool reads_y() {
   return op == Elementwise::kAccumulate || op == Elementwise::kMulAccumulate;
 }
-// Elements per 16-byte access.
-template <class T>
-constexpr int kVec = static_cast<int>(16 / sizeof(T));
-// True when p allows 16-byte accesses (tensor data is at least 256-byte aligned, but views may
-// start anywhere); the launchers check every pointer a kernel accesses.
-inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
-
 // y[i] = op(a[i], b[i], y[i]), one rounding per stored element. kVector: 16 bytes per access
 // (all pointers 16-byte aligned), the tail past the last whole vector element by element.
 template <class T, Elementwise op, bool kVector>
 __global__ void elementwise_kernel(const T* a, const T* b, T* y, int64_t n) {
   using A = acc_t<T>;
   if constexpr (kVector) {
-    constexpr int V = kVec<T>;
+    constexpr int V = mambatrack::cuda::detail::kPack16<T>;
+    namespace pk = mambatrack::cuda::detail;
+    static_assert(std::is_same_v<A, float>, "the packed path computes in float");
     const int64_t nv = n / V;
     MAMBATRACK_NN_GRID_LOOP(i, nv) {
-      alignas(16) T va[V], vb[V], vy[V];
-      *reinterpret_cast<uint4*>(va) = reinterpret_cast<const uint4*>(a)[i];
-      if (op == Elementwise::kAdd || op == Elementwise::kMultiply || op == Elementwise::kMulAccumulate)
-        *reinterpret_cast<uint4*>(vb) = reinterpret_cast<const uint4*>(b)[i];
-      if (reads_y<op>()) *reinterpret_cast<uint4*>(vy) = reinterpret_cast<const uint4*>(y)[i];
+      float va[V], vb[V] = {}, vy[V] = {};
+      pk::load_pack<T, V>(a, i * V, va);
+      if (op != Elementwise::kAccumulate) pk::load_pack<T, V>(b, i * V, vb);
+      if (reads_y<op>()) pk::load_pack<T, V>(y, i * V, vy);
 #pragma unroll
-      for (int k = 0; k < V; ++k)
-        vy[k] = st<T>(elementwise<op, A>(ld(va[k]), (op == Elementwise::kAccumulate) ? A(0) : ld(vb[k]),
-                                          reads_y<op>() ? ld(vy[k]) : A(0)));
-      reinterpret_cast<uint4*>(y)[i] = *reinterpret_cast<const uint4*>(vy);
+      for (int k = 0; k < V; ++k) vy[k] = elementwise<op, A>(va[k], vb[k], vy[k]);
+      pk::store_pack<T, V>(y, i * V, vy);
     }
     const int64_t i = nv * V + blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
     if (i < n)

@@ -257,10 +257,7 @@ Params<T> make_params(const In& in, const CausalConv1dSizes& s) {
 // paired accesses, else 1.
 template <class T>
 int channels_per_thread(const Params<T>& p, std::initializer_list<const void*> ptrs) {
-  if (p.channels % 2 != 0) return 1;
-  for (const void* q : ptrs)
-    if (q && reinterpret_cast<std::uintptr_t>(q) % (2 * sizeof(T)) != 0) return 1;
-  return 2;
+  return p.channels % 2 == 0 && detail::all_aligned(2 * sizeof(T), ptrs) ? 2 : 1;
 }
 inline dim3 grid_of(const CausalConv1dSizes& s, int cp) {
   return dim3(static_cast<unsigned>((s.tokens + kTok - 1) / kTok),

@@ -35,10 +35,9 @@ __device__ __forceinline__ float warp_sum(float v) {
 
 __device__ __forceinline__ float gate(float y, float z) { return y * z / (1.0f + expf(-z)); }
 
-// Elements per access of the row kernels: 16 bytes when the group size and every pointer allow
-// it (the host's choice), else 1. A lane takes elements [i, i + V) for i = V·lane, V·(lane + 32), ...
-template <class T>
-constexpr int kPack = static_cast<int>(16 / sizeof(T));
+// Elements per access V of the row kernels: detail::kPack16<T> (16 bytes) when the group size and
+// every pointer allow it (the host's choice, packs), else 1. A lane takes elements [i, i + V) for
+// i = V·lane, V·(lane + 32), ...
 
 // Σ g² over the row's elements of this lane.
 template <class T, int V>
@@ -155,10 +154,7 @@ __global__ void dx_kernel(const T* y, const T* z, const T* __restrict w, const T
 // every pointer 16-byte aligned.
 template <class T>
 bool packs(int64_t n, std::initializer_list<const void*> ptrs) {
-  if (n % kPack<T> != 0) return false;
-  for (const void* q : ptrs)
-    if (reinterpret_cast<std::uintptr_t>(q) % 16 != 0) return false;
-  return true;
+  return n % detail::kPack16<T> == 0 && detail::all_aligned(16, ptrs);
 }
 
 template <class T>
@@ -182,7 +178,7 @@ void gated_rmsnorm_fwd(const GatedRmsNormFwdArgs<T, Cuda>& a, cudaStream_t strea
     kernel<<<grid, grn_detail::kThreads, 0, stream>>>(a.y.data, a.z.data, a.weight.data, a.out.data, rows, d.ngroups,
                                                       d.group_size(), static_cast<float>(a.eps));
   };
-  if (packed) launch(grn_detail::fwd_kernel<T, grn_detail::kPack<T>>);
+  if (packed) launch(grn_detail::fwd_kernel<T, detail::kPack16<T>>);
   else launch(grn_detail::fwd_kernel<T, 1>);
   MAMBATRACK_CUDA_CHECK(cudaGetLastError());
 }
@@ -209,7 +205,7 @@ void gated_rmsnorm_bwd(const GatedRmsNormBwdArgs<T, Cuda>& a, cudaStream_t strea
   const bool packed =
       grn_detail::packs<T>(n, {a.y.data, a.z.data, a.weight.data, a.dout.data, a.dy.data, a.dz.data});
   if (packed)
-    grn_detail::stats_kernel<T, grn_detail::kPack<T>>
+    grn_detail::stats_kernel<T, detail::kPack16<T>>
         <<<grid, grn_detail::kThreads, 0, stream>>>(a.y.data, a.z.data, rstat, rows, d.ngroups, n, eps);
   else
     grn_detail::stats_kernel<T, 1><<<grid, grn_detail::kThreads, 0, stream>>>(a.y.data, a.z.data, rstat, rows, d.ngroups,
@@ -224,7 +220,7 @@ void gated_rmsnorm_bwd(const GatedRmsNormBwdArgs<T, Cuda>& a, cudaStream_t strea
     kernel<<<grid, grn_detail::kThreads, 0, stream>>>(a.y.data, a.z.data, a.weight.data, a.dout.data, rstat, a.dy.data,
                                                       a.dz.data, rows, d.ngroups, n);
   };
-  if (packed) launch_dx(grn_detail::dx_kernel<T, grn_detail::kPack<T>>);
+  if (packed) launch_dx(grn_detail::dx_kernel<T, detail::kPack16<T>>);
   else launch_dx(grn_detail::dx_kernel<T, 1>);
   MAMBATRACK_CUDA_CHECK(cudaGetLastError());
   detail::sum_rows_accumulate<T>(part, parts, ch, ch, tmp, a.dweight.data, stream);

@@ -1,13 +1,28 @@
 // V consecutive elements of float or bfloat16 storage as one access (V·sizeof(T) bytes, up to
 // 16), converted to and from float: the vector loads and stores of kernels whose rows allow them
-// (their launchers check the alignment, V·sizeof(T) bytes, of every pointer they pass).
+// (their launchers check the alignment, V·sizeof(T) bytes, of every pointer they pass, with
+// all_aligned).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <initializer_list>
 
 #include "mambatrack/core/dtype.hpp"
 
 namespace mambatrack::cuda::detail {
+
+// Elements of T in one 16-byte pack.
+template <class T>
+constexpr int kPack16 = static_cast<int>(16 / sizeof(T));
+
+// True when every non-null pointer is a multiple of `bytes` (tensor data is at least 256-byte
+// aligned, but views may start anywhere).
+inline bool all_aligned(std::size_t bytes, std::initializer_list<const void*> ptrs) {
+  for (const void* q : ptrs)
+    if (q && reinterpret_cast<std::uintptr_t>(q) % bytes != 0) return false;
+  return true;
+}
 
 template <class T, int V>
 struct alignas(V * sizeof(T)) Pack {
